@@ -1,0 +1,252 @@
+"""The `wsctl` command line. Exit codes: 0 success, 1 error (one-line reason), 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from controller import __version__, manifests
+from controller.containerspec import container_spec
+from controller.projection import ProjectionError, project
+from controller.secretsource import env_name, from_environment, secret_refs
+from controller.settings import PlatformSettings
+
+
+class CliError(Exception):
+    """An error for the user: printed as one line, exit code 1."""
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("WSCTL_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "wsctl"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("WSCTL_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "wsctl"
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    documents = _load(args.filename)
+    for doc in documents:
+        ws = doc.workspace
+        assert ws is not None
+        provider = ws.spec.llm.provider if ws.spec.llm else "none"
+        print(f"{doc.where}: ok Workspace {ws.key} image={ws.spec.image} provider={provider}")
+    return 0
+
+
+def _load(filenames: Sequence[str]) -> list[manifests.Document]:
+    paths = [Path(f) for f in filenames]
+    stdin_text = sys.stdin.read() if any(f == "-" for f in filenames) else None
+    try:
+        return manifests.load(paths, stdin_text)
+    except manifests.ManifestError as exc:
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        raise CliError(f"{exc}; nothing was applied") from None
+
+
+# ---------------------------------------------------------------- render
+
+
+async def _stored_secrets(args: argparse.Namespace) -> dict[tuple[str, str], str]:
+    from controller.adapters.database import open_store
+
+    async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+        return await store.get_secrets()
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    workspaces = manifests.workspaces(_load(args.filename))
+    refs = secret_refs(workspaces)
+    secrets = from_environment(refs, os.environ)
+    if refs - secrets.keys():
+        stored = asyncio.run(_stored_secrets(args))
+        secrets = {**stored, **secrets}
+    settings = PlatformSettings()
+    rendered: list[dict[str, object]] = []
+    problems: list[str] = []
+    for ws in workspaces:
+        try:
+            projection = project(ws, secrets, settings)
+        except ProjectionError as exc:
+            problems += [f"{exc.workspace}: {p} (set it with `wsctl secret set "
+                         f"{p.ref.name} {p.ref.key}` or ${env_name(p.ref.name, p.ref.key)})"
+                         for p in exc.problems]
+            continue
+        spec = container_spec(ws, projection, settings, token_generation=1)
+        rendered.append({"workspace": str(ws.key), "container": spec.shown()})
+    if problems:
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        raise CliError(f"{len(problems)} unresolved secret reference(s)")
+    if args.output == "json":
+        print(json.dumps(rendered, indent=2))
+    else:
+        print(yaml.safe_dump_all(rendered, sort_keys=False), end="")
+    return 0
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def cmd_secret_set(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        print(f"value for {args.name}/{args.key} (input hidden is not supported; "
+              "end with Enter):", file=sys.stderr)
+        value = sys.stdin.readline().rstrip("\n")
+    else:
+        value = sys.stdin.read().rstrip("\n")
+    if not value:
+        raise CliError("empty secret value on standard input; nothing was stored")
+
+    async def run() -> None:
+        from controller.adapters.database import open_store
+
+        async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+            await store.set_secret(args.name, args.key, value)
+
+    asyncio.run(run())
+    print(f"secret {args.name}/{args.key} set")
+    return 0
+
+
+def cmd_secret_list(args: argparse.Namespace) -> int:
+    async def run() -> list[tuple[str, str, object]]:
+        from controller.adapters.database import open_store
+
+        async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+            return [(n, k, t) for n, k, t in await store.list_secret_keys()]
+
+    rows = asyncio.run(run())
+    print(f"{'NAME':<24} {'KEY':<24} VALUE")
+    for name, key, _ in rows:
+        print(f"{name:<24} {key:<24} <set>")
+    return 0
+
+
+def cmd_secret_delete(args: argparse.Namespace) -> int:
+    async def run() -> bool:
+        from controller.adapters.database import open_store
+
+        async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+            return await store.delete_secret(args.name, args.key)
+
+    if not asyncio.run(run()):
+        raise CliError(f"secret {args.name}/{args.key} not found")
+    print(f"secret {args.name}/{args.key} deleted")
+    return 0
+
+
+# ---------------------------------------------------------------- images
+
+
+def cmd_images_build(args: argparse.Namespace) -> int:
+    from controller.adapters.docker_engine import EngineUnavailable, connect
+    from controller.adapters.images import ImageBuildError, build_agent_image
+
+    try:
+        client = connect()
+    except EngineUnavailable as exc:
+        raise CliError(str(exc)) from None
+    try:
+        result = build_agent_image(
+            client, tag=args.tag, base_image=args.base, cache_dir=args.cache_dir,
+            force=args.force, progress=_progress,
+        )
+    except ImageBuildError as exc:
+        raise CliError(str(exc)) from None
+    state = "built" if result.built else "up to date"
+    print(f"{result.tag} {state} ({result.image_id[:19]}, base {result.base})")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsctl", description="Reconciling controller for AI-agent workspaces on Docker.")
+    parser.add_argument("--version", action="version", version=f"wsctl {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=default_data_dir(),
+                        help="state folder (default: $WSCTL_DATA_DIR or ~/.local/share/wsctl)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
+            parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
+            ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    p = add("validate", cmd_validate, "check Workspace manifests without applying anything")
+    p.add_argument("-f", "--filename", action="append", required=True,
+                   help="file, folder or - for stdin (repeatable)")
+
+    p = add("render", cmd_render, "print the container a reconcile would create")
+    p.add_argument("-f", "--filename", action="append", required=True,
+                   help="file, folder or - for stdin (repeatable)")
+    p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+
+    secret = sub.add_parser("secret", help="manage secrets (values are never printed)")
+    secret_sub = secret.add_subparsers(dest="secret_command", required=True, metavar="COMMAND")
+    p = add("set", cmd_secret_set, "store a secret value read from standard input", secret_sub)
+    p.add_argument("name")
+    p.add_argument("key")
+    add("list", cmd_secret_list, "list secret names and keys (never values)", secret_sub)
+    p = add("delete", cmd_secret_delete, "delete one secret key", secret_sub)
+    p.add_argument("name")
+    p.add_argument("key")
+
+    images = sub.add_parser("images", help="manage the agent image")
+    images_sub = images.add_subparsers(dest="images_command", required=True, metavar="COMMAND")
+    p = add("build", cmd_images_build, "build the agent image locally", images_sub)
+    p.add_argument("--tag", default="wsctl/agent:latest")
+    p.add_argument("--base", default=None,
+                   help="base image (default: python:3.11-slim-bookworm if it can be had, "
+                        "else a local debootstrap base)")
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The container a reconcile would create for a workspace. Pure: no I/O.
+
+`container_spec` is the one recipe for a workspace container. The Docker
+adapter turns a `ContainerSpec` into engine calls; `wsctl render` prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controller.model import Workspace
+from controller.projection import EnvValue, Projection
+from controller.settings import AGENT_UID, CONFIG_MOUNT, PlatformSettings
+
+LABEL_PREFIX = "wsctl.dev/"
+LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
+LABEL_WORKSPACE = LABEL_PREFIX + "workspace"
+LABEL_CONFIG_HASH = LABEL_PREFIX + "config-hash"
+LABEL_TOKEN_GENERATION = LABEL_PREFIX + "token-generation"
+MANAGED_BY = "wsctl"
+
+
+def container_name(workspace_id: str, generation: int) -> str:
+    """Deterministic per token generation, so a retried create finds its container."""
+    return f"wsctl-{workspace_id}-g{generation}"
+
+
+def config_volume_name(workspace_id: str) -> str:
+    return f"wsctl-{workspace_id}-configs"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    type: str = "volume"
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    labels: dict[str, str]
+    env: dict[str, EnvValue]
+    mounts: tuple[Mount, ...]
+    network: str
+    agent_port: int
+    memory_bytes: int
+    nano_cpus: int
+    pids_limit: int
+    user: str
+    config_hash: str
+    token_generation: int
+    read_only_rootfs: bool = True
+    tmpfs: dict[str, str] = field(
+        default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=64m"}  # noqa: S108 (container path)
+    )
+    cap_drop: tuple[str, ...] = ("ALL",)
+    security_opt: tuple[str, ...] = ("no-new-privileges:true",)
+    extra_hosts: dict[str, str] = field(
+        default_factory=lambda: {"host.docker.internal": "host-gateway"}
+    )
+
+    def shown(self) -> dict[str, object]:
+        """Printable form: secret env values are shown as <set>, never their value."""
+        return {
+            "name": self.name,
+            "image": self.image,
+            "user": self.user,
+            "labels": dict(self.labels),
+            "env": {name: v.shown() for name, v in self.env.items()},
+            "mounts": [
+                {"type": m.type, "source": m.source, "target": m.target, "readOnly": m.read_only}
+                for m in self.mounts
+            ],
+            "network": self.network,
+            "ports": {f"{self.agent_port}/tcp": "127.0.0.1:<ephemeral>"},
+            "limits": {
+                "memoryBytes": self.memory_bytes,
+                "nanoCpus": self.nano_cpus,
+                "pids": self.pids_limit,
+            },
+            "security": {
+                "readOnlyRootfs": self.read_only_rootfs,
+                "tmpfs": dict(self.tmpfs),
+                "capDrop": list(self.cap_drop),
+                "securityOpt": list(self.security_opt),
+            },
+            "extraHosts": dict(self.extra_hosts),
+            "configHash": self.config_hash,
+        }
+
+
+def container_spec(ws: Workspace, projection: Projection, settings: PlatformSettings,
+                   token_generation: int) -> ContainerSpec:
+    workspace_id = ws.key.id
+    return ContainerSpec(
+        name=container_name(workspace_id, token_generation),
+        image=ws.spec.image,
+        labels={
+            LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_WORKSPACE: workspace_id,
+            LABEL_CONFIG_HASH: projection.config_hash,
+            LABEL_TOKEN_GENERATION: str(token_generation),
+        },
+        env=projection.env,
+        mounts=(Mount(source=config_volume_name(workspace_id), target=CONFIG_MOUNT),),
+        network=settings.network,
+        agent_port=settings.agent_port,
+        memory_bytes=ws.spec.resources.memory_bytes,
+        nano_cpus=ws.spec.resources.nano_cpus,
+        pids_limit=settings.pids_limit,
+        user=f"{AGENT_UID}:{AGENT_UID}",
+        config_hash=projection.config_hash,
+        token_generation=token_generation,
+    )

@@ -1,0 +1,325 @@
+"""The Workspace object: desired state (spec) and observed state (status).
+
+One source of truth shared by the CLI, the HTTP API, the store and the CRD.
+Field names on the wire are camelCase as in Kubernetes; Python attributes are
+snake_case. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from controller.providers import PROVIDERS, ProviderName
+
+API_VERSION: Literal["wsctl.dev/v1alpha1"] = "wsctl.dev/v1alpha1"
+KIND: Literal["Workspace"] = "Workspace"
+DEFAULT_IMAGE = "wsctl/agent:latest"
+DEFAULT_NAMESPACE = "default"
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+MEMORY_QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<unit>Ki|Mi|Gi|Ti|k|M|G|T)?$")
+CPU_QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<milli>m)?$")
+
+# Environment names the platform itself projects; users cannot set them.
+RESERVED_ENV_PREFIX = "WSCTL_"
+
+_MEMORY_UNITS = {
+    None: 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+MIN_MEMORY_BYTES = 32 * 2**20  # below this the Python agent cannot start
+MAX_CPUS = 64.0
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+def parse_memory(quantity: str) -> int:
+    """Kubernetes-style memory quantity ("512Mi", "1G", "1048576") to bytes."""
+    match = MEMORY_QUANTITY.match(quantity.strip())
+    if not match:
+        raise ValueError(
+            f"{quantity!r} is not a memory quantity (examples: 512Mi, 1Gi, 268435456)"
+        )
+    return int(float(match["num"]) * _MEMORY_UNITS[match["unit"]])
+
+
+def parse_cpus(quantity: str) -> float:
+    """Kubernetes-style CPU quantity ("1", "0.5", "500m") to a number of CPUs."""
+    match = CPU_QUANTITY.match(quantity.strip())
+    if not match:
+        raise ValueError(f"{quantity!r} is not a CPU quantity (examples: 1, 0.5, 500m)")
+    value = float(match["num"])
+    return value / 1000 if match["milli"] else value
+
+
+class SecretKeyRef(_Model):
+    """Points at one key of a named secret; the value never lives in the spec."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_dns(cls, value: str) -> str:
+        if not DNS1123_LABEL.match(value):
+            raise ValueError(
+                "must be a DNS-1123 label: lower case letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+
+class SecretSource(_Model):
+    secret_ref: SecretKeyRef
+
+
+class LLMSpec(_Model):
+    provider: ProviderName
+    api_key: SecretSource | None = None
+    base_url: Annotated[str | None, Field(alias="baseURL")] = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+
+class EnvVar(_Model):
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    value: str | None = None
+    value_from: SecretSource | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_env(cls, value: str) -> str:
+        if not ENV_NAME.match(value):
+            raise ValueError(
+                "must be a C identifier: letters, digits and '_', not starting with a digit"
+            )
+        if value.startswith(RESERVED_ENV_PREFIX):
+            raise ValueError(f"names starting with {RESERVED_ENV_PREFIX} are set by the platform")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError("set exactly one of value and valueFrom")
+        return self
+
+
+class Resources(_Model):
+    memory: str = "512Mi"
+    cpus: str = "1"
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if parse_memory(value) < MIN_MEMORY_BYTES:
+            raise ValueError(f"must be at least {MIN_MEMORY_BYTES // 2**20}Mi")
+        return value
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus(cls, value: str) -> str:
+        cpus = parse_cpus(value)
+        if not 0.01 <= cpus <= MAX_CPUS:
+            raise ValueError(f"must be between 0.01 (10m) and {MAX_CPUS:g}")
+        return value
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory)
+
+    @property
+    def nano_cpus(self) -> int:
+        return round(parse_cpus(self.cpus) * 1e9)
+
+
+class WorkspaceSpec(_Model):
+    image: Annotated[str, Field(min_length=1, max_length=255)] = DEFAULT_IMAGE
+    model: Annotated[str | None, Field(max_length=255)] = None
+    llm: LLMSpec | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    startup_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 180
+    paused: bool = False
+    restarted_at: datetime | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image_ref(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9._/:@-]*$", value) or value.endswith((":", "/")):
+            raise ValueError("must be an image reference such as wsctl/agent:latest")
+        return value
+
+    @model_validator(mode="after")
+    def _env_is_consistent(self) -> WorkspaceSpec:
+        seen: set[str] = set()
+        owned = PROVIDERS[self.llm.provider].projected_names() if self.llm else frozenset()
+        for index, var in enumerate(self.env):
+            if var.name in seen:
+                raise ValueError(f"env[{index}].name: {var.name} is set twice")
+            if var.name in owned:
+                raise ValueError(
+                    f"env[{index}].name: {var.name} is projected from spec.llm "
+                    "(use spec.llm.apiKey / spec.llm.baseURL / spec.model)"
+                )
+            seen.add(var.name)
+        return self
+
+
+class ObjectMeta(BaseModel):
+    """The subset of Kubernetes ObjectMeta wsctl uses; other keys are kept."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    namespace: Annotated[str, Field(min_length=1, max_length=63)] = DEFAULT_NAMESPACE
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    creation_timestamp: datetime | None = None
+    deletion_timestamp: datetime | None = None
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not DNS1123_LABEL.match(value):
+            raise ValueError(
+                "must be a DNS-1123 label: at most 63 lower case letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    PROGRESSING = "Progressing"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROVISIONING = "Provisioning"
+    ONLINE = "Online"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(_Model):
+    """metav1.Condition: lastTransitionTime moves only when status flips."""
+
+    type: Annotated[str, Field(min_length=1, max_length=316)]
+    status: ConditionStatus
+    reason: Annotated[str, Field(min_length=1, max_length=1024)]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: datetime
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_is_camel(cls, value: str) -> str:
+        if not CONDITION_REASON.match(value):
+            raise ValueError("must be CamelCase (letters, digits, '_', ',' and ':')")
+        return value
+
+
+class RegisterFailure(_Model):
+    at: datetime
+    class_: Annotated[str, Field(alias="class")]
+    message: str = ""
+
+
+class WorkspaceStatus(_Model):
+    phase: Phase = Phase.PENDING
+    observed_generation: int | None = None
+    container_id: str | None = None
+    config_hash: str | None = None
+    token_generation: int = 0
+    restart_count: int = 0
+    last_register_failure: RegisterFailure | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class Workspace(_Model):
+    api_version: Literal["wsctl.dev/v1alpha1"] = API_VERSION
+    kind: Literal["Workspace"] = KIND
+    metadata: ObjectMeta
+    spec: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
+    status: WorkspaceStatus | None = None
+
+    @property
+    def key(self) -> WorkspaceKey:
+        return WorkspaceKey(self.metadata.namespace, self.metadata.name)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as JSON-ready camelCase data, without unset status."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+@dataclass(frozen=True, order=True)
+class WorkspaceKey:
+    """Identity of a workspace. `id` joins with '.', which no DNS label contains."""
+
+    namespace: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.namespace}.{self.name}"
+
+    @classmethod
+    def from_id(cls, workspace_id: str) -> WorkspaceKey:
+        namespace, sep, name = workspace_id.partition(".")
+        if not sep or not DNS1123_LABEL.match(namespace) or not DNS1123_LABEL.match(name):
+            raise ValueError(f"{workspace_id!r} is not a workspace id (namespace.name)")
+        return cls(namespace, name)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"

@@ -1,0 +1,142 @@
+"""Projection: spec + resolved secrets + platform settings -> container env.
+
+The only place a container's environment is assembled; create, restart, drift
+and token expiry all call `project`. Also computes the config hash that marks
+a container as built from exactly this desired state. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from controller.model import SecretKeyRef, Workspace
+from controller.providers import PROVIDERS
+from controller.settings import TOKEN_PATH, PlatformSettings
+
+SecretLookup = Mapping[tuple[str, str], str]
+"""(secret name, key) -> value."""
+
+
+@dataclass(frozen=True)
+class EnvValue:
+    value: str
+    secret: bool = False
+
+    def shown(self) -> str:
+        """How the value may be printed: secret values never are."""
+        return "<set>" if self.secret else self.value
+
+
+@dataclass(frozen=True)
+class MissingSecret:
+    field: str
+    ref: SecretKeyRef
+
+    def __str__(self) -> str:
+        return f"{self.field}: secret {self.ref.name!r} has no key {self.ref.key!r}"
+
+
+class ProjectionError(ValueError):
+    """The spec cannot be projected; each problem names its field."""
+
+    def __init__(self, workspace: str, problems: list[MissingSecret]) -> None:
+        self.workspace = workspace
+        self.problems = problems
+        super().__init__(f"{workspace}: " + "; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Projection:
+    env: dict[str, EnvValue] = field(default_factory=dict)
+    config_hash: str = ""
+
+    def plain_env(self) -> dict[str, str]:
+        """Name -> value, for the container engine only: never log this."""
+        return {name: v.value for name, v in self.env.items()}
+
+    def shown_env(self) -> dict[str, str]:
+        return {name: v.shown() for name, v in self.env.items()}
+
+
+def _resolve(ref: SecretKeyRef, where: str, secrets: SecretLookup,
+             missing: list[MissingSecret]) -> str | None:
+    value = secrets.get((ref.name, ref.key))
+    if value is None:
+        missing.append(MissingSecret(where, ref))
+    return value
+
+
+def project_env(ws: Workspace, secrets: SecretLookup,
+                settings: PlatformSettings) -> dict[str, EnvValue]:
+    spec = ws.spec
+    missing: list[MissingSecret] = []
+    env: dict[str, EnvValue] = {"LOG_LEVEL": EnvValue(settings.log_level)}
+
+    for index, var in enumerate(spec.env):
+        if var.value is not None:
+            env[var.name] = EnvValue(var.value)
+        elif var.value_from is not None:
+            value = _resolve(var.value_from.secret_ref, f"spec.env[{index}].valueFrom.secretRef",
+                             secrets, missing)
+            if value is not None:
+                env[var.name] = EnvValue(value, secret=True)
+
+    if spec.llm is not None:
+        provider = PROVIDERS[spec.llm.provider]
+        base_url = provider.normalize_base_url(spec.llm.base_url or provider.default_base_url)
+        for name in provider.base_url_vars:
+            env[name] = EnvValue(base_url)
+        if spec.model:
+            for name in provider.model_vars:
+                env[name] = EnvValue(spec.model)
+        if spec.llm.api_key is not None:
+            key = _resolve(spec.llm.api_key.secret_ref, "spec.llm.apiKey.secretRef",
+                           secrets, missing)
+            if key is not None:
+                for name in provider.key_vars:
+                    env[name] = EnvValue(key, secret=True)
+
+    if missing:
+        raise ProjectionError(str(ws.key), missing)
+
+    env.update({
+        "WSCTL_WORKSPACE_ID": EnvValue(ws.key.id),
+        "WSCTL_WORKSPACE_NAME": EnvValue(ws.metadata.name),
+        "WSCTL_REGISTRY_URL": EnvValue(settings.registry_url),
+        "WSCTL_AGENT_PORT": EnvValue(str(settings.agent_port)),
+        "WSCTL_HEARTBEAT_SECONDS": EnvValue(str(settings.heartbeat_seconds)),
+        "WSCTL_TOKEN_FILE": EnvValue(TOKEN_PATH),
+    })
+    return dict(sorted(env.items()))
+
+
+def secret_digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def config_hash(ws: Workspace, env: Mapping[str, EnvValue]) -> str:
+    """Hash of everything that, when changed, needs a new container.
+
+    Stable across dict order; secret values enter only as their SHA-256.
+    """
+    spec = ws.spec
+    material = {
+        "image": spec.image,
+        "env": {
+            name: ("sha256:" + secret_digest(v.value)) if v.secret else v.value
+            for name, v in sorted(env.items())
+        },
+        "memory": spec.resources.memory_bytes,
+        "nanoCpus": spec.resources.nano_cpus,
+        "restartedAt": spec.restarted_at.isoformat() if spec.restarted_at else None,
+    }
+    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def project(ws: Workspace, secrets: SecretLookup, settings: PlatformSettings) -> Projection:
+    env = project_env(ws, secrets, settings)
+    return Projection(env=env, config_hash=config_hash(ws, env))

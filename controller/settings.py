@@ -1,0 +1,35 @@
+"""Platform settings: every knob the core needs, with its default, in one place.
+
+Pure data. The CLI and drivers build a `PlatformSettings` from flags and the
+environment; projection and container specs only read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AGENT_PORT = 8000
+TOKEN_PATH = "/configs/.auth_token"  # noqa: S105 (a path, not a secret)
+CONFIG_MOUNT = "/configs"
+AGENT_UID = 10001
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    registry_url: str = "http://host.docker.internal:8081"
+    """URL at which agents reach the registry (the workspace network's gateway)."""
+
+    network: str = "wsctl"
+    """Docker network every workspace container joins."""
+
+    agent_port: int = AGENT_PORT
+    """Port the agent serves A2A on inside its container."""
+
+    heartbeat_seconds: int = 5
+    """How often the agent heartbeats; the registry's staleness TTL is a multiple."""
+
+    pids_limit: int = 256
+    """Maximum number of processes in a workspace container."""
+
+    log_level: str = "info"
+    """Default LOG_LEVEL for agents when the spec does not set one."""

@@ -1,0 +1,96 @@
+"""Model validation: every error names its field and its reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from controller.model import Workspace, WorkspaceKey, parse_cpus, parse_memory
+from tests.unit.helpers import minimax
+
+
+def errors(data: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(ValidationError) as info:
+        Workspace.model_validate(data)
+    return {".".join(str(p) for p in e["loc"]): e["msg"] for e in info.value.errors()}
+
+
+def doc(name: str = "alice", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "wsctl.dev/v1alpha1", "kind": "Workspace",
+            "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.mark.parametrize("name", ["Alice", "-alice", "alice-", "a_b", "a.b", "x" * 64, ""])
+def test_bad_names(name: str) -> None:
+    found = errors(doc(name))
+    assert list(found) == ["metadata.name"]
+
+
+def test_unknown_provider() -> None:
+    found = errors(doc(llm={"provider": "acme"}))
+    assert "spec.llm.provider" in found
+    assert "minimax" in found["spec.llm.provider"]
+
+
+@pytest.mark.parametrize("spec, path", [
+    ({"startupTimeoutSeconds": "soon"}, "spec.startupTimeoutSeconds"),
+    ({"startupTimeoutSeconds": 0}, "spec.startupTimeoutSeconds"),
+    ({"paused": "maybe"}, "spec.paused"),
+    ({"env": {"A": "1"}}, "spec.env"),
+    ({"env": [{"name": "1A", "value": "x"}]}, "spec.env.0.name"),
+    ({"env": [{"name": "WSCTL_TOKEN_FILE", "value": "x"}]}, "spec.env.0.name"),
+    ({"resources": {"memory": "lots"}}, "spec.resources.memory"),
+    ({"resources": {"memory": "1Mi"}}, "spec.resources.memory"),
+    ({"resources": {"cpus": "0"}}, "spec.resources.cpus"),
+    ({"image": "Bad Image"}, "spec.image"),
+    ({"llm": {"provider": "minimax", "baseURL": "ftp://x"}}, "spec.llm.baseURL"),
+    ({"llm": {"provider": "minimax", "apiKey": {"secretRef": {"name": "m"}}}},
+     "spec.llm.apiKey.secretRef.key"),
+    ({"privileged": True}, "spec.privileged"),
+    ({"restartedAt": "yesterday"}, "spec.restartedAt"),
+])
+def test_field_errors_name_the_path(spec: dict[str, Any], path: str) -> None:
+    assert path in errors(doc(**spec))
+
+
+def test_env_may_not_override_projected_llm_vars() -> None:
+    found = errors(doc(llm={"provider": "minimax"},
+                       env=[{"name": "ANTHROPIC_BASE_URL", "value": "http://x"}]))
+    assert any("spec.llm" in msg for msg in found.values())
+
+
+def test_env_value_xor_value_from() -> None:
+    found = errors(doc(env=[{"name": "A"}]))
+    assert "exactly one of value and valueFrom" in " ".join(found.values())
+
+
+def test_wrong_kind_and_api_version() -> None:
+    found = errors({**doc(), "kind": "Pod", "apiVersion": "v1"})
+    assert {"kind", "apiVersion"} <= set(found)
+
+
+def test_defaults_and_wire_form() -> None:
+    ws = minimax()
+    wire = ws.to_wire()
+    assert wire["spec"]["llm"]["apiKey"] == {"secretRef": {"name": "minimax", "key": "api-key"}}
+    assert wire["spec"]["startupTimeoutSeconds"] == 180
+    assert wire["metadata"]["namespace"] == "default"
+    assert Workspace.model_validate(wire) == ws
+
+
+def test_quantities() -> None:
+    assert parse_memory("512Mi") == 512 * 2**20
+    assert parse_memory("1G") == 10**9
+    assert parse_memory("1048576") == 2**20
+    assert parse_cpus("500m") == 0.5
+    assert parse_cpus("2") == 2.0
+
+
+def test_workspace_key_id_round_trip() -> None:
+    key = WorkspaceKey("team-a", "alice")
+    assert key.id == "team-a.alice"
+    assert WorkspaceKey.from_id(key.id) == key
+    with pytest.raises(ValueError, match="not a workspace id"):
+        WorkspaceKey.from_id("alice")
