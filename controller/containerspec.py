@@ -17,12 +17,18 @@ LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
 LABEL_WORKSPACE = LABEL_PREFIX + "workspace"
 LABEL_CONFIG_HASH = LABEL_PREFIX + "config-hash"
 LABEL_TOKEN_GENERATION = LABEL_PREFIX + "token-generation"
+LABEL_RESTARTED_AT = LABEL_PREFIX + "restarted-at"
 MANAGED_BY = "wsctl"
 
 
 def container_name(workspace_id: str, generation: int) -> str:
     """Deterministic per token generation, so a retried create finds its container."""
     return f"wsctl-{workspace_id}-g{generation}"
+
+
+def restarted_at_label(ws: Workspace) -> str:
+    restarted_at = ws.spec.restarted_at
+    return restarted_at.isoformat() if restarted_at else ""
 
 
 def config_volume_name(workspace_id: str) -> str:
@@ -103,6 +109,7 @@ def container_spec(ws: Workspace, projection: Projection, settings: PlatformSett
             LABEL_WORKSPACE: workspace_id,
             LABEL_CONFIG_HASH: projection.config_hash,
             LABEL_TOKEN_GENERATION: str(token_generation),
+            LABEL_RESTARTED_AT: restarted_at_label(ws),
         },
         env=projection.env,
         mounts=(Mount(source=config_volume_name(workspace_id), target=CONFIG_MOUNT),),

@@ -281,6 +281,8 @@ class WorkspaceStatus(_Model):
     token_generation: int = 0
     restart_count: int = 0
     last_register_failure: RegisterFailure | None = None
+    last_recreate_reason: str | None = None
+    restart_context_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
     def condition(self, type_: str) -> Condition | None:

@@ -1,0 +1,84 @@
+"""What the controller sees of the world: containers and the agent registry.
+
+Plain frozen data produced by the adapters and consumed by the pure planner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    id: str
+    name: str
+    workspace_id: str
+    state: str  # docker's: created | running | paused | restarting | exited | dead | removing
+    config_hash: str | None
+    token_generation: int
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    restarted_at: str = ""
+    """The spec.restartedAt the container was built for (label), "" if none."""
+    host_port: int | None = None
+    ip_address: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "restarting")
+
+    @property
+    def ever_started(self) -> bool:
+        return self.started_at is not None
+
+
+@dataclass(frozen=True)
+class RegisterFailureMarker:
+    at: datetime
+    cls: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    """A rejected agent request (401) that named this workspace."""
+
+    at: datetime
+    cls: str  # invalid_token | stale_token | wrong_workspace | missing_token
+    generation: int | None = None
+    """Generation of the presented token when it was a known (revoked) one."""
+
+
+@dataclass(frozen=True)
+class ObservedAgent:
+    registered_at: datetime | None = None
+    registered_generation: int | None = None
+    last_heartbeat_at: datetime | None = None
+    heartbeat_generation: int | None = None
+    heartbeat_status: str | None = None  # healthy | unhealthy
+    heartbeat_error: str | None = None
+    register_failure: RegisterFailureMarker | None = None
+    last_auth_failure: AuthFailure | None = None
+
+
+@dataclass(frozen=True)
+class ObservedTokens:
+    live_generation: int | None = None
+    live_expires_at: datetime | None = None
+    max_generation: int = 0
+
+
+@dataclass(frozen=True)
+class Observed:
+    containers: tuple[ObservedContainer, ...] = ()
+    agent: ObservedAgent = field(default_factory=ObservedAgent)
+    tokens: ObservedTokens = field(default_factory=ObservedTokens)
+    recent_crashes: int = 0
+    """Containers of this workspace that died (not stopped by us) in the crash window."""
+    last_crash_at: datetime | None = None
+    last_error: str | None = None
+    """The last failure executing a plan for this workspace, if the latest attempt failed."""

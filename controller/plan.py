@@ -1,0 +1,453 @@
+"""plan(desired, observed, now) -> Plan: what to do, and the status that follows.
+
+Pure: no I/O, no randomness, no clock; tested as data. The executor walks
+`Plan.ops` in order and carries no decision logic.
+
+Recreate is the only way a container is built. Its op order makes a crash
+between any two steps safe. The new container has a deterministic name per
+token generation and is created stopped; its token file is written; then the
+token's hash becomes the live one (revoking older generations); then the old
+container is stopped and removed, and only then the new one starts, so there
+are never two running. On the next pass a created container that holds the
+live token is finished (old removed, started); one without it is a leftover
+of an interrupted recreate and is removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from controller.conditions import DegradedReason, Verdict, apply_verdict, phase_of
+from controller.containerspec import ContainerSpec, config_volume_name, container_spec
+from controller.containerspec import restarted_at_label as restarted_label
+from controller.model import ConditionStatus, ConditionType, Workspace, WorkspaceStatus
+from controller.observed import Observed, ObservedContainer
+from controller.projection import Projection, ProjectionError
+from controller.settings import PlatformSettings
+
+
+class RecreateReason(StrEnum):
+    CREATED = "Created"
+    CONTAINER_MISSING = "ContainerMissing"
+    CONTAINER_EXITED = "ContainerExited"
+    OOM_KILLED = "OOMKilled"
+    CONFIG_CHANGED = "ConfigChanged"
+    RESTART_REQUESTED = "RestartRequested"
+    TOKEN_REVOKED = "TokenRevoked"
+    TOKEN_REJECTED = "TokenRejected"
+    RESUMED = "Resumed"
+
+
+# ------------------------------------------------------------------ operations
+
+
+@dataclass(frozen=True)
+class CaptureDiagnostics:
+    container_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CreateContainer:
+    spec: ContainerSpec
+
+
+@dataclass(frozen=True)
+class WriteToken:
+    """Mint a token, write it into the (not yet started) container's config volume."""
+
+    container_name: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class StopContainer:
+    container_id: str
+    timeout: int
+
+
+@dataclass(frozen=True)
+class RemoveContainer:
+    container_id: str
+
+
+@dataclass(frozen=True)
+class StartContainer:
+    container_name: str
+
+
+@dataclass(frozen=True)
+class ActivateToken:
+    """Record the written token's hash as the live one; older generations are revoked."""
+
+    container_name: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class RevokeTokens:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoveVolume:
+    name: str
+
+
+@dataclass(frozen=True)
+class DeliverRestartContext:
+    generation: int
+    message: str
+
+
+@dataclass(frozen=True)
+class PurgeWorkspace:
+    pass
+
+
+Op = (CaptureDiagnostics | CreateContainer | WriteToken | StopContainer | RemoveContainer
+      | StartContainer | ActivateToken | RevokeTokens | RemoveVolume | DeliverRestartContext
+      | PurgeWorkspace)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str  # none | create | recreate | resume | stop | delete | cleanup | deliver
+    reason: str
+    ops: tuple[Op, ...] = ()
+    status: WorkspaceStatus | None = None
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    recreate_reason: RecreateReason | None = None
+    degraded_reason: str = DegradedReason.HEALTHY.value
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _stop_and_remove(containers: list[ObservedContainer], settings: PlatformSettings
+                     ) -> list[Op]:
+    ops: list[Op] = []
+    for c in containers:
+        if c.state in ("running", "restarting", "paused"):
+            ops.append(StopContainer(c.id, settings.stop_timeout_seconds))
+        ops.append(RemoveContainer(c.id))
+    return ops
+
+
+def _next_generation(observed: Observed, previous: WorkspaceStatus) -> int:
+    return 1 + max(
+        [observed.tokens.max_generation, observed.tokens.live_generation or 0,
+         previous.token_generation] + [c.token_generation for c in observed.containers]
+    )
+
+
+def _crash_backoff(observed: Observed, settings: PlatformSettings, now: datetime
+                   ) -> float | None:
+    """Seconds to wait before recreating a crash-looping workspace, None if no wait."""
+    crashes = observed.recent_crashes
+    if crashes < settings.crash_loop_threshold or observed.last_crash_at is None:
+        return None
+    delay = min(settings.crash_backoff_seconds * 2 ** (crashes - settings.crash_loop_threshold),
+                settings.crash_backoff_max_seconds)
+    remaining = (observed.last_crash_at + timedelta(seconds=delay) - now).total_seconds()
+    return remaining if remaining > 0 else None
+
+
+def _events_for(previous: WorkspaceStatus, status: WorkspaceStatus) -> list[Event]:
+    events: list[Event] = []
+    old_d = previous.condition(ConditionType.DEGRADED)
+    new_d = status.condition(ConditionType.DEGRADED)
+    if new_d is not None and new_d.status == "True" and (
+            old_d is None or old_d.status != "True" or old_d.reason != new_d.reason):
+        events.append(Event("Warning", new_d.reason, new_d.message))
+    if new_d is not None and new_d.status == "False" and old_d is not None \
+            and old_d.status == "True":
+        events.append(Event("Normal", "Recovered", f"no longer degraded ({old_d.reason})"))
+    old_r = previous.condition(ConditionType.READY)
+    new_r = status.condition(ConditionType.READY)
+    if new_r is not None and new_r.status == "True" and (old_r is None or old_r.status != "True"):
+        events.append(Event("Normal", "Online", "agent registered and heartbeating"))
+    return events
+
+
+def _status(ws: Workspace, previous: WorkspaceStatus, verdict: Verdict, now: datetime, *,
+            failed: bool = False, **changes: object) -> WorkspaceStatus:
+    generation = ws.metadata.generation
+    conditions = apply_verdict(previous.conditions, verdict, now, generation)
+    base = previous.model_copy(update=changes)
+    return base.model_copy(update={
+        "conditions": conditions,
+        "observed_generation": generation,
+        "phase": phase_of(verdict, paused=ws.spec.paused, failed=failed),
+    })
+
+
+def _finish(ws: Workspace, previous: WorkspaceStatus, plan: Plan) -> Plan:
+    assert plan.status is not None
+    degraded = plan.status.condition(ConditionType.DEGRADED)
+    events = tuple(_events_for(previous, plan.status)) + plan.events
+    reason = degraded.reason if degraded is not None and degraded.status == "True" \
+        else DegradedReason.HEALTHY.value
+    return replace(plan, events=events, degraded_reason=reason)
+
+
+# ------------------------------------------------------------------ the planner
+
+
+def plan(ws: Workspace, projection: Projection | ProjectionError, observed: Observed,
+         previous: WorkspaceStatus | None, now: datetime, settings: PlatformSettings) -> Plan:
+    previous = previous or WorkspaceStatus()
+    containers = sorted(observed.containers, key=lambda c: c.token_generation)
+
+    if ws.metadata.deletion_timestamp is not None:
+        return _plan_delete(ws, containers, settings)
+
+    if ws.spec.paused:
+        return _finish(ws, previous, _plan_paused(ws, containers, previous, now, settings))
+
+    if isinstance(projection, ProjectionError):
+        verdict = Verdict(
+            ready=("False", "ConfigError", "cannot build the container"),
+            degraded=("True", DegradedReason.RECREATE_FAILED, str(projection)),
+            progressing=("False", "ConfigError", "waiting for the configuration to be fixed"),
+        )
+        status = _status(ws, previous, verdict, now, failed=True)
+        return _finish(ws, previous, Plan("none", f"projection failed: {projection}",
+                                          status=status))
+
+    live = observed.tokens.live_generation
+    current = _current(containers, projection, live)
+    if current is not None:
+        others = [c for c in containers if c.id != current.id]
+        if _token_rejected(current, observed):
+            return _finish(ws, previous, _plan_recreate(
+                ws, projection, observed, previous, containers, RecreateReason.TOKEN_REJECTED,
+                now, settings))
+        if current.state == "created":
+            # A recreate was interrupted after its token became live: finish it.
+            ops = [*_stop_and_remove(others, settings), StartContainer(current.name)]
+            status = _status(ws, previous, _starting_verdict("finishing an interrupted recreate"),
+                             now, container_id=current.id)
+            return _finish(ws, previous, Plan("resume", "finish interrupted recreate",
+                                              tuple(ops), status))
+        return _finish(ws, previous, _plan_steady(ws, current, others, observed, previous, now,
+                                                  settings))
+
+    reason = _recreate_reason(ws, containers, projection, live, previous)
+    if reason in (RecreateReason.CONTAINER_EXITED, RecreateReason.OOM_KILLED):
+        wait = _crash_backoff(observed, settings, now)
+        if wait is not None:
+            verdict = Verdict(
+                ready=("False", "ContainerExited", "container is not running"),
+                degraded=("True", DegradedReason.CRASH_LOOPING,
+                          f"{observed.recent_crashes} container exits in "
+                          f"{settings.crash_window_seconds}s; next start in {wait:.0f}s"),
+                progressing=("False", "BackOff", f"waiting {wait:.0f}s before recreating"),
+            )
+            status = _status(ws, previous, verdict, now)
+            return _finish(ws, previous, Plan("none", "crash loop back-off", status=status,
+                                              requeue_after=wait))
+    return _finish(ws, previous, _plan_recreate(ws, projection, observed, previous, containers,
+                                                reason, now, settings))
+
+
+def _current(containers: list[ObservedContainer], projection: Projection,
+             live: int | None) -> ObservedContainer | None:
+    """The newest container built from this config with the live token, if usable."""
+    for c in reversed(containers):
+        if c.config_hash == projection.config_hash and c.token_generation == live \
+                and c.state in ("running", "restarting", "paused", "created"):
+            return c
+    return None
+
+
+def _token_rejected(c: ObservedContainer, observed: Observed) -> bool:
+    failure = observed.agent.last_auth_failure
+    if failure is None or c.started_at is None or failure.at < c.started_at:
+        return False
+    if failure.cls == "invalid_token":
+        return True
+    return failure.cls == "stale_token" and failure.generation == c.token_generation
+
+
+def _recreate_reason(ws: Workspace, containers: list[ObservedContainer],
+                     projection: Projection, live: int | None,
+                     previous: WorkspaceStatus) -> RecreateReason:
+    if not containers:
+        if previous.token_generation == 0:
+            return RecreateReason.CREATED
+        return RecreateReason.CONTAINER_MISSING
+    newest = containers[-1]
+    if newest.state in ("exited", "dead"):
+        if newest.config_hash != projection.config_hash:
+            return (RecreateReason.RESUMED if previous.phase == "Stopped"
+                    else RecreateReason.CONFIG_CHANGED)
+        return RecreateReason.OOM_KILLED if newest.oom_killed else RecreateReason.CONTAINER_EXITED
+    if newest.config_hash != projection.config_hash:
+        if newest.restarted_at != restarted_label(ws):
+            return RecreateReason.RESTART_REQUESTED
+        return RecreateReason.CONFIG_CHANGED
+    if newest.token_generation != live:
+        if newest.state == "created":
+            return RecreateReason.CONTAINER_MISSING  # leftover of an interrupted recreate
+        return RecreateReason.TOKEN_REVOKED
+    return RecreateReason.CONTAINER_MISSING
+
+
+def _starting_verdict(message: str) -> Verdict:
+    return Verdict(
+        ready=("False", "ContainerStarting", message),
+        degraded=("False", DegradedReason.HEALTHY, ""),
+        progressing=("True", "ContainerStarting", message),
+    )
+
+
+def _plan_recreate(ws: Workspace, projection: Projection, observed: Observed,
+                   previous: WorkspaceStatus, containers: list[ObservedContainer],
+                   reason: RecreateReason, now: datetime, settings: PlatformSettings) -> Plan:
+    generation = _next_generation(observed, previous)
+    spec = container_spec(ws, projection, settings, generation)
+    ops: list[Op] = [CaptureDiagnostics(c.id, reason.value)
+                     for c in containers if c.ever_started]
+    ops += [CreateContainer(spec), WriteToken(spec.name, generation),
+            ActivateToken(spec.name, generation)]
+    ops += _stop_and_remove(containers, settings)
+    ops.append(StartContainer(spec.name))
+    first = reason == RecreateReason.CREATED
+    message = f"{'creating' if first else 'recreating'} container ({reason.value})"
+    status = _status(
+        ws, previous, _starting_verdict(message), now,
+        token_generation=generation,
+        config_hash=projection.config_hash,
+        container_id=None,
+        restart_count=previous.restart_count + (0 if first else 1),
+        last_recreate_reason=None if first else reason.value,
+    )
+    event = Event("Normal", "Created" if first else "Recreating", message)
+    return Plan("create" if first else "recreate", reason.value, tuple(ops), status,
+                events=(event,), recreate_reason=reason)
+
+
+def _plan_paused(ws: Workspace, containers: list[ObservedContainer], previous: WorkspaceStatus,
+                 now: datetime, settings: PlatformSettings) -> Plan:
+    running = [c for c in containers if c.state in ("running", "restarting", "paused")]
+    ops = [StopContainer(c.id, settings.stop_timeout_seconds) for c in running]
+    verdict = Verdict(
+        ready=("False", "Paused", "spec.paused is true"),
+        degraded=("False", DegradedReason.STOPPED, ""),
+        progressing=("False", "Paused", ""),
+    )
+    status = _status(ws, previous, verdict, now, container_id=None)
+    return Plan("stop" if ops else "none", "paused", tuple(ops), status)
+
+
+def _plan_delete(ws: Workspace, containers: list[ObservedContainer],
+                 settings: PlatformSettings) -> Plan:
+    ops: list[Op] = [CaptureDiagnostics(c.id, "Deleted") for c in containers if c.running]
+    ops += _stop_and_remove(containers, settings)
+    ops += [RevokeTokens(), RemoveVolume(config_volume_name(ws.key.id)), PurgeWorkspace()]
+    return Plan("delete", "deletion requested", tuple(ops),
+                events=(Event("Normal", "Deleting", "removing container and revoking tokens"),))
+
+
+def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedContainer],
+                 observed: Observed, previous: WorkspaceStatus, now: datetime,
+                 settings: PlatformSettings) -> Plan:
+    verdict, requeue = _health(ws, c, observed, now, settings)
+    ops: list[Op] = _stop_and_remove(others, settings)
+    status = _status(ws, previous, verdict, now, container_id=c.id,
+                     token_generation=c.token_generation, config_hash=c.config_hash)
+    action, reason = ("cleanup", "remove stray containers") if ops else ("none", "in sync")
+    if (verdict.ready[0] == "True" and previous.restart_count > 0
+            and previous.restart_context_generation != c.token_generation):
+        ops.append(DeliverRestartContext(c.token_generation, _restart_context(previous, c)))
+        action, reason = "deliver", "restart context after re-registration"
+    return Plan(action, reason, tuple(ops), status, requeue_after=requeue)
+
+
+def _restart_context(previous: WorkspaceStatus, c: ObservedContainer) -> str:
+    why = previous.last_recreate_reason or "unknown"
+    return (f"[system:restart-context] This workspace's container was recreated "
+            f"(reason: {why}; restart #{previous.restart_count}; "
+            f"token generation {c.token_generation}). Earlier in-memory state is gone; "
+            "your configuration and credentials were re-projected.")
+
+
+def _health(ws: Workspace, c: ObservedContainer, observed: Observed, now: datetime,
+            settings: PlatformSettings) -> tuple[Verdict, float | None]:
+    agent = observed.agent
+    started = c.started_at or c.created_at or now
+    deadline = started + timedelta(seconds=ws.spec.startup_timeout_seconds)
+    ttl = timedelta(seconds=settings.heartbeat_ttl_seconds)
+
+    registered = (agent.registered_at is not None and agent.registered_at >= started
+                  and agent.registered_generation == c.token_generation)
+    beat = (agent.last_heartbeat_at if agent.last_heartbeat_at is not None
+            and agent.last_heartbeat_at >= started
+            and agent.heartbeat_generation == c.token_generation else None)
+    seen_at = max([t for t in (agent.registered_at if registered else None, beat) if t],
+                  default=None)
+    marker = agent.register_failure if agent.register_failure is not None \
+        and agent.register_failure.at >= started else None
+    fresh = seen_at is not None and now - seen_at <= ttl
+    unhealthy = beat is not None and agent.heartbeat_status == "unhealthy"
+
+    requeue: list[float] = []
+    if seen_at is None and now <= deadline:
+        requeue.append((deadline - now).total_seconds() + 0.05)
+    if fresh and seen_at is not None:
+        requeue.append((seen_at + ttl - now).total_seconds() + 0.05)
+
+    degraded: tuple[ConditionStatus, str, str]
+    ready: tuple[ConditionStatus, str, str]
+    progressing: tuple[ConditionStatus, str, str]
+    if marker is not None:
+        degraded = ("True", DegradedReason.REGISTER_FAILED.value,
+                    f"{marker.cls}: {marker.message}".rstrip(": "))
+    elif c.state == "paused" and seen_at is not None and not fresh:
+        degraded = ("True", DegradedReason.HEARTBEAT_STALE.value,
+                    "container is paused; no heartbeat for "
+                    f"{(now - seen_at).total_seconds():.0f}s")
+    elif seen_at is None and now > deadline:
+        degraded = ("True", DegradedReason.STARTUP_TIMEOUT.value,
+                    f"agent did not register within {ws.spec.startup_timeout_seconds}s")
+    elif unhealthy:
+        degraded = ("True", DegradedReason.AGENT_UNHEALTHY.value,
+                    agent.heartbeat_error or "agent reports unhealthy")
+    elif seen_at is not None and not fresh:
+        degraded = ("True", DegradedReason.HEARTBEAT_STALE.value,
+                    f"no heartbeat for {(now - seen_at).total_seconds():.0f}s "
+                    f"(ttl {settings.heartbeat_ttl_seconds:.0f}s)")
+    else:
+        degraded = ("False", DegradedReason.HEALTHY.value, "")
+
+    if degraded[0] == "False" and fresh:
+        ready = ("True", "Registered" if registered else "Heartbeating", "")
+        progressing = ("False", "Complete", "")
+    elif seen_at is None and now <= deadline and marker is None:
+        left = (deadline - now).total_seconds()
+        ready = ("False", "WaitingForRegistration", "agent has not registered yet")
+        progressing = ("True", "WaitingForRegistration",
+                       f"container running; {left:.0f}s left of startupTimeoutSeconds")
+    else:
+        ready = ("False", degraded[1], degraded[2])
+        progressing = ("False", degraded[1], "")
+    verdict = Verdict(ready=ready, degraded=degraded, progressing=progressing)
+    return verdict, (min(requeue) if requeue else None)
+
+
+def plan_orphans(containers: list[ObservedContainer], known_ids: set[str],
+                 settings: PlatformSettings) -> list[Op]:
+    """Remove containers labelled for workspaces that do not exist."""
+    orphans = [c for c in containers if c.workspace_id not in known_ids]
+    return _stop_and_remove(orphans, settings)

@@ -1,0 +1,376 @@
+"""The planner as data: every decision of DESIGN section 5, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from controller.model import Workspace, WorkspaceStatus
+from controller.observed import (
+    AuthFailure,
+    Observed,
+    ObservedAgent,
+    ObservedContainer,
+    ObservedTokens,
+    RegisterFailureMarker,
+)
+from controller.plan import (
+    ActivateToken,
+    CaptureDiagnostics,
+    CreateContainer,
+    DeliverRestartContext,
+    Plan,
+    PurgeWorkspace,
+    RecreateReason,
+    RemoveContainer,
+    RemoveVolume,
+    RevokeTokens,
+    StartContainer,
+    StopContainer,
+    WriteToken,
+    plan,
+    plan_orphans,
+)
+from controller.projection import ProjectionError, project
+from controller.settings import PlatformSettings
+from tests.unit.helpers import minimax
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+SETTINGS = PlatformSettings()
+SECRETS = {("minimax", "api-key"): "sk-unit"}
+
+
+def ws(**spec: Any) -> Workspace:
+    w = minimax(**spec)
+    return w.model_copy(update={"metadata": w.metadata.model_copy(update={"generation": 1})})
+
+
+def container(w: Workspace, gen: int = 1, state: str = "running", hash_: str | None = None,
+              started: datetime | None = T0, **kw: Any) -> ObservedContainer:
+    return ObservedContainer(
+        id=f"c{gen}", name=f"wsctl-{w.key.id}-g{gen}", workspace_id=w.key.id, state=state,
+        config_hash=hash_ if hash_ is not None else project(w, SECRETS, SETTINGS).config_hash,
+        token_generation=gen, started_at=started, **kw)
+
+
+def run(w: Workspace, observed: Observed, previous: WorkspaceStatus | None = None,
+        now: datetime = T0 + timedelta(seconds=1), secrets: dict[tuple[str, str], str] = SECRETS,
+        ) -> Plan:
+    try:
+        projection: Any = project(w, secrets, SETTINGS)
+    except ProjectionError as exc:
+        projection = exc
+    return plan(w, projection, observed, previous, now, SETTINGS)
+
+
+def kinds(p: Plan) -> list[str]:
+    return [type(op).__name__ for op in p.ops]
+
+
+def cond(p: Plan, type_: str) -> tuple[str, str]:
+    assert p.status is not None
+    c = p.status.condition(type_)
+    assert c is not None
+    return c.status, c.reason
+
+
+def registered(gen: int = 1, at: datetime = T0 + timedelta(seconds=1), **kw: Any) -> ObservedAgent:
+    return ObservedAgent(registered_at=at, registered_generation=gen, last_heartbeat_at=at,
+                         heartbeat_generation=gen, heartbeat_status="healthy", **kw)
+
+
+# ------------------------------------------------------------------ create / recreate
+
+
+def test_first_create_orders_ops_safely() -> None:
+    p = run(ws(), Observed())
+    assert p.action == "create" and p.recreate_reason == RecreateReason.CREATED
+    assert kinds(p) == ["CreateContainer", "WriteToken", "ActivateToken", "StartContainer"]
+    create = p.ops[0]
+    assert isinstance(create, CreateContainer)
+    assert create.spec.name == "wsctl-default.alice-g1"
+    assert p.status is not None and p.status.token_generation == 1
+    assert p.status.restart_count == 0
+    assert cond(p, "Progressing") == ("True", "ContainerStarting")
+    assert cond(p, "Degraded")[0] == "False"
+
+
+def test_recreate_after_exit_captures_diagnostics_first_then_never_two_running() -> None:
+    w = ws()
+    old = container(w, 3, state="exited", exit_code=137)
+    p = run(w, Observed(containers=(old,), tokens=ObservedTokens(3, None, 3)),
+            previous=WorkspaceStatus(token_generation=3, restart_count=2))
+    assert p.recreate_reason == RecreateReason.CONTAINER_EXITED
+    assert kinds(p) == ["CaptureDiagnostics", "CreateContainer", "WriteToken", "ActivateToken",
+                        "RemoveContainer", "StartContainer"]
+    assert p.ops[0] == CaptureDiagnostics("c3", "ContainerExited")
+    assert isinstance(p.ops[3], ActivateToken) and p.ops[3].generation == 4
+    assert p.status is not None and p.status.restart_count == 3
+
+
+def test_running_old_container_is_stopped_before_new_starts() -> None:
+    w = ws()
+    old = container(w, 1, hash_="stale")
+    p = run(w, Observed(containers=(old,), tokens=ObservedTokens(1, None, 1)))
+    assert p.recreate_reason == RecreateReason.CONFIG_CHANGED
+    names = kinds(p)
+    assert names.index("StopContainer") < names.index("RemoveContainer") \
+        < names.index("StartContainer")
+    assert names.index("ActivateToken") < names.index("StopContainer")
+
+
+def test_oom_is_named() -> None:
+    w = ws()
+    p = run(w, Observed(containers=(container(w, 1, state="exited", oom_killed=True),),
+                        tokens=ObservedTokens(1, None, 1)))
+    assert p.recreate_reason == RecreateReason.OOM_KILLED
+
+
+def test_restart_requested_is_told_apart_from_config_change() -> None:
+    w = ws()
+    old = container(w, 1)
+    bumped = ws(restartedAt="2026-11-24T12:00:05Z")
+    p = run(bumped, Observed(containers=(old,), tokens=ObservedTokens(1, None, 1)))
+    assert p.recreate_reason == RecreateReason.RESTART_REQUESTED
+    changed = ws(env=[{"name": "LOG_LEVEL", "value": "debug"}])
+    p = run(changed, Observed(containers=(old,), tokens=ObservedTokens(1, None, 1)))
+    assert p.recreate_reason == RecreateReason.CONFIG_CHANGED
+
+
+def test_revoked_token_recreates() -> None:
+    w = ws()
+    p = run(w, Observed(containers=(container(w, 1),), tokens=ObservedTokens(None, None, 1)))
+    assert p.recreate_reason == RecreateReason.TOKEN_REVOKED
+    assert p.status is not None and p.status.token_generation == 2
+
+
+def test_generation_never_reused() -> None:
+    w = ws()
+    p = run(w, Observed(tokens=ObservedTokens(None, None, 7)),
+            previous=WorkspaceStatus(token_generation=5))
+    assert p.recreate_reason == RecreateReason.CONTAINER_MISSING
+    assert isinstance(p.ops[1], WriteToken) and p.ops[1].generation == 8
+
+
+def test_token_rejected_after_start_recreates_but_old_stale_does_not() -> None:
+    w = ws()
+    c = container(w, 2)
+    obs = Observed(containers=(c,), tokens=ObservedTokens(2, None, 2),
+                   agent=registered(2, last_auth_failure=AuthFailure(
+                       T0 + timedelta(seconds=2), "invalid_token")))
+    assert run(w, obs).recreate_reason == RecreateReason.TOKEN_REJECTED
+    stale_old = replace(obs, agent=registered(2, last_auth_failure=AuthFailure(
+        T0 + timedelta(seconds=2), "stale_token", generation=1)))
+    assert run(w, stale_old).action == "none"
+
+
+# ------------------------------------------------------------------ crash safety
+
+
+def test_interrupted_after_token_activation_is_finished_not_duplicated() -> None:
+    w = ws()
+    old = container(w, 1, hash_="old")
+    new = container(w, 2, state="created", started=None)
+    p = run(w, Observed(containers=(old, new), tokens=ObservedTokens(2, None, 2)))
+    assert p.action == "resume"
+    assert kinds(p) == ["StopContainer", "RemoveContainer", "StartContainer"]
+    assert p.ops[-1] == StartContainer(new.name)
+
+
+def test_interrupted_before_token_activation_is_a_leftover() -> None:
+    w = ws()
+    old = container(w, 1, hash_="old")
+    leftover = container(w, 2, state="created", started=None)
+    p = run(w, Observed(containers=(old, leftover), tokens=ObservedTokens(1, None, 2)))
+    assert p.action == "recreate"
+    removed = [op.container_id for op in p.ops if isinstance(op, RemoveContainer)]
+    assert removed == ["c1", "c2"]
+    diagnosed = [op.container_id for op in p.ops if isinstance(op, CaptureDiagnostics)]
+    assert diagnosed == ["c1"]  # never started: nothing to diagnose
+    assert isinstance(p.ops[-1], StartContainer) and p.ops[-1].container_name.endswith("-g3")
+
+
+def test_stray_containers_are_removed_when_current_is_fine() -> None:
+    w = ws()
+    stray = container(w, 1, hash_="old", state="exited")
+    current = container(w, 2)
+    p = run(w, Observed(containers=(stray, current), tokens=ObservedTokens(2, None, 2),
+                        agent=registered(2)))
+    assert p.action == "cleanup"
+    assert kinds(p) == ["RemoveContainer"]
+
+
+def test_orphans() -> None:
+    w = ws()
+    ops = plan_orphans([container(w, 1)], known_ids=set(), settings=SETTINGS)
+    assert [type(o).__name__ for o in ops] == ["StopContainer", "RemoveContainer"]
+    assert plan_orphans([container(w, 1)], known_ids={w.key.id}, settings=SETTINGS) == []
+
+
+# ------------------------------------------------------------------ conditions
+
+
+def test_online_when_registered_and_fresh() -> None:
+    w = ws()
+    p = run(w, Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                        agent=registered(1)))
+    assert p.action == "none" and p.ops == ()
+    assert p.status is not None and p.status.phase == "Online"
+    assert cond(p, "Ready") == ("True", "Registered")
+    assert cond(p, "Degraded") == ("False", "Healthy")
+    assert cond(p, "Progressing") == ("False", "Complete")
+    assert p.requeue_after is not None and p.requeue_after <= SETTINGS.heartbeat_ttl_seconds + 1
+    assert [e.reason for e in p.events] == ["Online"]
+
+
+def test_slow_boot_is_progressing_until_deadline_then_startup_timeout() -> None:
+    w = ws(startupTimeoutSeconds=60)
+    obs = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1))
+    slow = run(w, obs, now=T0 + timedelta(seconds=59))
+    assert slow.status is not None and slow.status.phase == "Provisioning"
+    assert cond(slow, "Progressing") == ("True", "WaitingForRegistration")
+    assert cond(slow, "Degraded")[0] == "False"
+    assert slow.requeue_after is not None and 1.0 <= slow.requeue_after < 1.1
+    late = run(w, obs, previous=slow.status, now=T0 + timedelta(seconds=61))
+    assert cond(late, "Degraded") == ("True", "StartupTimeout")
+    assert late.status is not None and late.status.phase == "Degraded"
+    assert [e.reason for e in late.events] == ["StartupTimeout"]
+
+
+def test_register_failure_marker_degrades_with_its_class_and_clears() -> None:
+    w = ws()
+    marker = RegisterFailureMarker(T0 + timedelta(seconds=1), "blocked_private_url",
+                                   "http://10.11.12.13:8000 is private")
+    obs = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                   agent=ObservedAgent(register_failure=marker))
+    failed = run(w, obs)
+    assert cond(failed, "Degraded") == ("True", "RegisterFailed")
+    assert failed.status is not None
+    degraded = failed.status.condition("Degraded")
+    assert degraded is not None and "blocked_private_url" in degraded.message
+    healed = run(w, replace(obs, agent=ObservedAgent(
+        last_heartbeat_at=T0 + timedelta(seconds=3), heartbeat_generation=1,
+        heartbeat_status="healthy")), previous=failed.status, now=T0 + timedelta(seconds=4))
+    assert healed.status is not None and healed.status.phase == "Online"
+    assert cond(healed, "Ready") == ("True", "Heartbeating")
+    assert {e.reason for e in healed.events} == {"Recovered", "Online"}
+
+
+def test_marker_from_before_container_start_is_ignored() -> None:
+    w = ws()
+    old_marker = RegisterFailureMarker(T0 - timedelta(seconds=30), "missing_url", "")
+    p = run(w, Observed(containers=(container(w, 2),), tokens=ObservedTokens(2, None, 2),
+                        agent=ObservedAgent(register_failure=old_marker)))
+    assert cond(p, "Degraded")[0] == "False"
+    assert cond(p, "Progressing")[0] == "True"
+
+
+def test_unhealthy_agent_names_the_missing_variable() -> None:
+    w = ws()
+    agent = replace(registered(1), heartbeat_status="unhealthy",
+                    heartbeat_error="llm-auth: no ANTHROPIC_AUTH_TOKEN set")
+    p = run(w, Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                        agent=agent))
+    assert cond(p, "Degraded") == ("True", "AgentUnhealthy")
+    assert p.status is not None
+    degraded = p.status.condition("Degraded")
+    assert degraded is not None and "ANTHROPIC_AUTH_TOKEN" in degraded.message
+
+
+def test_stale_heartbeat() -> None:
+    w = ws()
+    obs = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                   agent=registered(1))
+    later = T0 + timedelta(seconds=1 + SETTINGS.heartbeat_ttl_seconds + 1)
+    p = run(w, obs, now=later)
+    assert cond(p, "Degraded") == ("True", "HeartbeatStale")
+    paused = run(w, replace(obs, containers=(container(w, 1, state="paused"),)), now=later)
+    assert cond(paused, "Degraded") == ("True", "HeartbeatStale")
+    assert paused.action == "none"
+
+
+def test_heartbeat_of_old_generation_does_not_count() -> None:
+    w = ws()
+    p = run(w, Observed(containers=(container(w, 2),), tokens=ObservedTokens(2, None, 2),
+                        agent=registered(1)))
+    assert cond(p, "Ready")[0] == "False"
+    assert cond(p, "Progressing")[0] == "True"
+
+
+def test_last_transition_time_moves_only_on_flip() -> None:
+    w = ws()
+    obs = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                   agent=registered(1))
+    first = run(w, obs)
+    second = run(w, obs, previous=first.status, now=T0 + timedelta(seconds=5))
+    assert first.status is not None and second.status is not None
+    assert first.status.conditions == second.status.conditions
+    assert second.events == ()
+
+
+def test_crash_loop_backs_off_with_named_reason() -> None:
+    w = ws()
+    dead = container(w, 4, state="exited", exit_code=3)
+    obs = Observed(containers=(dead,), tokens=ObservedTokens(4, None, 4), recent_crashes=3,
+                   last_crash_at=T0)
+    p = run(w, obs, now=T0 + timedelta(seconds=2))
+    assert p.ops == () and cond(p, "Degraded") == ("True", "CrashLooping")
+    assert p.requeue_after is not None and 7 < p.requeue_after <= 8
+    later = run(w, obs, now=T0 + timedelta(seconds=11))
+    assert later.recreate_reason == RecreateReason.CONTAINER_EXITED
+
+
+def test_restart_context_delivered_once_after_reregistration() -> None:
+    w = ws()
+    obs = Observed(containers=(container(w, 2),), tokens=ObservedTokens(2, None, 2),
+                   agent=registered(2))
+    previous = WorkspaceStatus(token_generation=2, restart_count=1,
+                               last_recreate_reason="RestartRequested")
+    p = run(w, obs, previous=previous)
+    assert p.action == "deliver"
+    op = p.ops[-1]
+    assert isinstance(op, DeliverRestartContext) and op.generation == 2
+    assert "RestartRequested" in op.message
+    done = previous.model_copy(update={"restart_context_generation": 2})
+    assert run(w, obs, previous=done).ops == ()
+
+
+# ------------------------------------------------------------------ pause, delete, config
+
+
+def test_paused_stops_and_reports_stopped() -> None:
+    w = ws(paused=True)
+    p = run(w, Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1)))
+    assert kinds(p) == ["StopContainer"]
+    assert p.status is not None and p.status.phase == "Stopped"
+
+
+def test_delete_removes_everything_and_purges() -> None:
+    w = ws()
+    gone = w.model_copy(update={"metadata": w.metadata.model_copy(
+        update={"deletion_timestamp": T0})})
+    p = run(gone, Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1)))
+    assert p.ops[0] == CaptureDiagnostics("c1", "Deleted")
+    assert isinstance(p.ops[1], StopContainer) and isinstance(p.ops[2], RemoveContainer)
+    assert p.ops[3:] == (RevokeTokens(), RemoveVolume("wsctl-default.alice-configs"),
+                         PurgeWorkspace())
+
+
+def test_missing_secret_fails_with_field_and_builds_nothing() -> None:
+    p = run(ws(), Observed(), secrets={})
+    assert p.ops == ()
+    assert p.status is not None and p.status.phase == "Failed"
+    degraded = p.status.condition("Degraded")
+    assert degraded is not None and degraded.reason == "RecreateFailed"
+    assert "spec.llm.apiKey.secretRef" in degraded.message
+
+
+@pytest.mark.parametrize("state", ["exited", "dead"])
+def test_exited_states_recreate(state: str) -> None:
+    w = ws()
+    p = run(w, Observed(containers=(container(w, 1, state=state),),
+                        tokens=ObservedTokens(1, None, 1)))
+    assert p.action == "recreate"
