@@ -1,0 +1,187 @@
+"""The embedded PostgreSQL wrapper: idempotent start, shared lifetime across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from controller.adapters.embedded import (
+    POSTGRES_BIN_PATH,
+    Database,
+    EmbeddedPostgres,
+    pgdata_for,
+)
+from controller.adapters.postgres import Store, StoreUnavailableError
+from controller.model import Workspace, WorkspaceKey
+
+pytestmark = pytest.mark.postgres
+
+REPO = Path(__file__).resolve().parents[2]
+SUBPROCESS_TIMEOUT = 60.0
+
+# A short-lived wsctl-like process: opens the store (embedded) and exits.
+CHILD = """
+import asyncio, os, sys
+from pathlib import Path
+from controller.adapters.database import open_store
+
+async def main() -> None:
+    async with open_store(Path(sys.argv[1]), None) as store:
+        await store.set_secret("child", "key", "value")
+        if sys.argv[2] == "crash":
+            os._exit(0)  # dies without releasing its handle
+
+asyncio.run(main())
+"""
+
+
+async def answers(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    try:
+        return bool(await conn.fetchval("SELECT 1") == 1)
+    finally:
+        await conn.close()
+
+
+async def run_child(data_dir: Path, mode: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(data_dir), mode, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), SUBPROCESS_TIMEOUT)
+    assert proc.returncode == 0, err.decode()
+
+
+def handle_pids(data_dir: Path) -> str:
+    return (pgdata_for(data_dir) / ".handle_pids.json").read_text()
+
+
+async def test_start_is_idempotent_and_the_last_handle_stops(data_dir: Path) -> None:
+    first = EmbeddedPostgres()
+    began = time.perf_counter()
+    dsn = await first.start(data_dir)
+    cold = time.perf_counter() - began
+    assert first.first_init
+    assert "/wsctl?host=" in dsn
+    assert await answers(dsn)
+
+    second = EmbeddedPostgres()
+    began = time.perf_counter()
+    assert await second.start(data_dir) == dsn
+    warm = time.perf_counter() - began
+    assert not second.first_init
+    print(f"embedded start: first init {cold:.2f}s, already running {warm * 1000:.0f}ms")
+
+    assert not await first.stop()  # another handle (in this process) still uses it
+    assert await answers(dsn)
+    assert await second.stop()  # the last handle stops the server
+    assert not await answers(dsn)
+    assert not await second.stop()  # stopping twice is harmless
+
+    again = EmbeddedPostgres()
+    began = time.perf_counter()
+    assert await again.start(data_dir) == dsn
+    restart = time.perf_counter() - began
+    print(f"embedded start: existing data, server stopped {restart:.2f}s")
+    assert not again.first_init
+    assert await answers(dsn)
+    assert await again.stop(keep_running=True) is False
+    assert await answers(dsn)
+    final = EmbeddedPostgres()
+    await final.start(data_dir)
+    assert await final.stop()
+
+
+async def test_short_lived_process_does_not_stop_a_shared_server(data_dir: Path) -> None:
+    holder = EmbeddedPostgres()
+    dsn = await holder.start(data_dir)
+    try:
+        await run_child(data_dir, "exit")  # joins, migrates, writes, releases, exits
+        assert await answers(dsn), "the child stopped the server the holder uses"
+        assert str(os.getpid()) in handle_pids(data_dir)
+
+        await run_child(data_dir, "crash")  # exits without releasing its handle
+        assert await answers(dsn)
+    finally:
+        # The crashed child's pid is pruned as dead, so the holder is the last one.
+        assert await holder.stop()
+    assert not await answers(dsn)
+    assert handle_pids(data_dir) == "[]"
+
+
+async def test_child_that_started_the_server_stops_it_when_alone(data_dir: Path) -> None:
+    await run_child(data_dir, "exit")
+    assert not (pgdata_for(data_dir) / "postmaster.pid").exists()
+    holder = EmbeddedPostgres()
+    dsn = await holder.start(data_dir)
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT value FROM secrets") == "value"
+        finally:
+            await conn.close()
+    finally:
+        await holder.stop()
+
+
+async def test_stale_pidfile_of_a_reused_pid_is_ignored(data_dir: Path) -> None:
+    first = EmbeddedPostgres()
+    dsn = await first.start(data_dir)
+    assert await first.stop()
+    # As after a reboot: postmaster.pid left behind, its pid now some other process.
+    pidfile = pgdata_for(data_dir) / "postmaster.pid"
+    pidfile.write_text(
+        f"{os.getpid()}\n{pgdata_for(data_dir)}\n0\n5432\n{data_dir}\n\n0 0\nready\n")
+    second = EmbeddedPostgres()
+    assert await second.start(data_dir) == dsn
+    try:
+        assert await answers(dsn)
+    finally:
+        assert await second.stop()
+
+
+async def test_database_url_is_used_as_given(data_dir: Path) -> None:
+    url = "postgresql://wsctl@db.example:5432/wsctl"
+    async with Database(data_dir, url) as dsn:
+        assert dsn == url
+    assert not (data_dir / "postgres").exists()
+
+
+async def test_store_survives_a_database_restart(data_dir: Path) -> None:
+    """Chaos 'database restart': the store reports unavailability, the listener
+    reconnects and asks for a resync, and work continues after the restart."""
+    embedded = EmbeddedPostgres()
+    dsn = await embedded.start(data_dir)
+    store = await Store.connect(dsn)
+    try:
+        keys: asyncio.Queue[WorkspaceKey] = asyncio.Queue()
+        reconnected = asyncio.Event()
+        await store.listen_workspace_changes(keys.put_nowait, on_reconnect=reconnected.set)
+
+        proc = await asyncio.create_subprocess_exec(
+            str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata_for(data_dir)), "-w",
+            "-m", "immediate", "stop", user=embedded.system_user,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), SUBPROCESS_TIMEOUT)
+        assert proc.returncode == 0, err.decode()
+
+        with pytest.raises(StoreUnavailableError):
+            await store.list_workspaces()
+
+        assert await embedded.restart() == dsn
+        await asyncio.wait_for(reconnected.wait(), SUBPROCESS_TIMEOUT)
+        ws = Workspace.model_validate({"metadata": {"name": "after-restart"}})
+        await store.apply_workspace(ws)
+        assert await asyncio.wait_for(keys.get(), 5) == ws.key
+    finally:
+        await store.close()
+        await embedded.stop()
