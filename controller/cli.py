@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from controller import __version__, manifests
+from controller.cli_workspaces import CommandError, add_commands
 from controller.containerspec import container_spec
 from controller.projection import ProjectionError, project
 from controller.secretsource import env_name, from_environment, secret_refs
@@ -184,6 +185,54 @@ def cmd_images_build(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- run
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from controller.adapters.docker_engine import EngineUnavailable
+    from controller.runtime import Controller, RunOptions
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("aiohttp.access", "asyncio", "urllib3", "docker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    registry_host, registry_port = args.registry_listen or (None, 8081)
+    options = RunOptions(
+        data_dir=args.data_dir, cache_dir=args.cache_dir,
+        listen_host=args.listen[0], listen_port=args.listen[1],
+        registry_host=registry_host, registry_port=registry_port,
+        database_url=os.environ.get("DATABASE_URL"), resync_seconds=args.resync_seconds,
+        heartbeat_seconds=args.heartbeat_seconds, build_image=not args.no_build,
+        demo=args.demo,
+    )
+
+    async def main_loop() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Controller(options, _progress).serve(stop)
+
+    try:
+        asyncio.run(main_loop())
+    except EngineUnavailable as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot start: {exc}") from None
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -222,6 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("key")
 
+    p = add("run", cmd_run, "run the controller: reconcile loop, registry and API")
+    p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080),
+                   help="admin/CLI API address (default 127.0.0.1:8080)")
+    p.add_argument("--registry-listen", type=_host_port, default=None,
+                   help="agent registry address (default: workspace network gateway:8081)")
+    p.add_argument("--resync-seconds", type=float, default=30.0)
+    p.add_argument("--heartbeat-seconds", type=int, default=5)
+    p.add_argument("--no-build", action="store_true",
+                   help="do not build the agent image when it is missing")
+    p.add_argument("--demo", action="store_true",
+                   help="also serve the fake LLM and apply examples/demo.yaml")
+    p.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    p.add_argument("-v", "--verbose", action="store_true")
+
+    add_commands(sub, common)
+
     images = sub.add_parser("images", help="manage the agent image")
     images_sub = images.add_subparsers(dest="images_command", required=True, metavar="COMMAND")
     p = add("build", cmd_images_build, "build the agent image locally", images_sub)
@@ -239,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except CliError as exc:
+    except (CliError, CommandError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ adapter turns a `ContainerSpec` into engine calls; `wsctl render` prints it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from controller.model import Workspace
 from controller.projection import EnvValue, Projection
@@ -39,7 +40,7 @@ def config_volume_name(workspace_id: str) -> str:
 class Mount:
     source: str
     target: str
-    type: str = "volume"
+    type: Literal["volume", "tmpfs"] = "volume"
     read_only: bool = False
 
 

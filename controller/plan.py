@@ -372,6 +372,7 @@ def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedConta
             and previous.restart_context_generation != c.token_generation):
         ops.append(DeliverRestartContext(c.token_generation, _restart_context(previous, c)))
         action, reason = "deliver", "restart context after re-registration"
+        status = status.model_copy(update={"restart_context_generation": c.token_generation})
     return Plan(action, reason, tuple(ops), status, requeue_after=requeue)
 
 

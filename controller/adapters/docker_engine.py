@@ -1,19 +1,57 @@
-"""Docker engine adapter: the only place (with images.py) that imports `docker`."""
+"""Docker engine adapter: the only place (with images.py) that imports `docker`.
+
+docker-py is blocking; `DockerEngine` exposes async methods that run each call
+in a worker thread. Observation costs one label-filtered list call per pass:
+inspect results are cached per container id and refreshed only when the list
+shows that container's state changed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
+import re
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
 import docker
-from docker.errors import DockerException
+from docker.errors import APIError, DockerException, NotFound
+from docker.types import Mount as DockerMount
+
+from controller.containerspec import (
+    LABEL_CONFIG_HASH,
+    LABEL_MANAGED_BY,
+    LABEL_RESTARTED_AT,
+    LABEL_TOKEN_GENERATION,
+    LABEL_WORKSPACE,
+    MANAGED_BY,
+    ContainerSpec,
+)
+from controller.observed import ObservedContainer
+from controller.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
+
+MANAGED_FILTER = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+WATCHED_EVENTS = ("die", "oom", "destroy", "stop", "start", "pause", "unpause", "kill")
 
 
 class EngineUnavailable(Exception):
     """No Docker engine answers."""
 
 
+class EngineError(Exception):
+    """A Docker call failed; the message names the call and the object."""
+
+
 def connect(timeout: int = 60) -> docker.DockerClient:
     """A client for the engine at $DOCKER_HOST or the local socket, checked with a ping."""
     try:
-        client = docker.from_env(timeout=timeout)
+        client = docker.from_env(timeout=timeout, max_pool_size=32)
         client.ping()
     except DockerException as exc:
         raise EngineUnavailable(
@@ -21,3 +59,281 @@ def connect(timeout: int = 60) -> docker.DockerClient:
             "start one with scripts/ensure-docker.sh or set DOCKER_HOST"
         ) from None
     return client
+
+
+def _time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 times (nanoseconds, 'Z'); the zero time means never."""
+    if not value or value.startswith("0001-"):
+        return None
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value)
+    if not match:
+        return None
+    fraction = (match[2] or ".0")[:7]
+    zone = "+00:00" if match[3] == "Z" else match[3]
+    return datetime.fromisoformat(match[1] + fraction + zone)
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    container_id: str
+    state: dict[str, Any]
+    exit_code: int | None
+    oom_killed: bool
+    log_tail: str
+    env_names: dict[str, str]  # name -> "set" | "unset"; never values
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    """One Docker API call, counted for metrics and benchmarks."""
+
+    name: str
+    seconds: float
+
+
+class DockerEngine:
+    def __init__(self, client: docker.DockerClient,
+                 on_call: Callable[[EngineCall], None] | None = None) -> None:
+        self.client = client
+        self.api = client.api
+        self._inspect_cache: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._on_call = on_call
+        self.calls = 0
+
+    async def _run(self, name: str, func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        start = time.monotonic()
+        self.calls += 1
+        try:
+            return await asyncio.to_thread(func, *args, **kw)
+        finally:
+            if self._on_call is not None:
+                self._on_call(EngineCall(name, time.monotonic() - start))
+
+    # ------------------------------------------------------------ network
+
+    async def ensure_network(self, name: str) -> str:
+        """Create the workspace network if missing; return its gateway address."""
+        def ensure() -> str:
+            try:
+                net = self.api.inspect_network(name)
+            except NotFound:
+                try:
+                    self.api.create_network(name, driver="bridge",
+                                            labels={LABEL_MANAGED_BY: MANAGED_BY})
+                except APIError as exc:  # created concurrently by another process
+                    if exc.status_code != 409:
+                        raise
+                net = self.api.inspect_network(name)
+            configs = (net.get("IPAM") or {}).get("Config") or []
+            for config in configs:
+                if config.get("Gateway"):
+                    return str(config["Gateway"])
+            raise EngineError(f"network {name} has no IPv4 gateway")
+        result: str = await self._run("network", ensure)
+        return result
+
+    # ------------------------------------------------------------ observe
+
+    async def list_containers(self) -> list[ObservedContainer]:
+        """Every wsctl-managed container, from one list call (plus inspects of changed ones)."""
+        summaries: list[dict[str, Any]] = await self._run(
+            "list", self.api.containers, all=True, filters={"label": MANAGED_FILTER})
+        live_ids = {s["Id"] for s in summaries}
+        for stale in set(self._inspect_cache) - live_ids:
+            del self._inspect_cache[stale]
+        observed: list[ObservedContainer] = []
+        for summary in summaries:
+            cached = self._inspect_cache.get(summary["Id"])
+            marker = f'{summary.get("State")}|{summary.get("Status")}'
+            if cached is None or cached[0] != marker:
+                try:
+                    info = await self._run("inspect", self.api.inspect_container, summary["Id"])
+                except NotFound:
+                    continue
+                self._inspect_cache[summary["Id"]] = (marker, info)
+                cached = self._inspect_cache[summary["Id"]]
+            observed.append(self._observe(cached[1]))
+        return observed
+
+    def forget(self, container_id: str) -> None:
+        self._inspect_cache.pop(container_id, None)
+
+    @staticmethod
+    def _observe(info: dict[str, Any]) -> ObservedContainer:
+        labels = info["Config"].get("Labels") or {}
+        state = info.get("State") or {}
+        ports = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get("8000/tcp") or []
+        host_port = int(ports[0]["HostPort"]) if ports and ports[0].get("HostPort") else None
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
+        try:
+            generation = int(labels.get(LABEL_TOKEN_GENERATION, "0"))
+        except ValueError:
+            generation = 0
+        return ObservedContainer(
+            id=info["Id"],
+            name=info["Name"].lstrip("/"),
+            workspace_id=labels.get(LABEL_WORKSPACE, ""),
+            state=str(state.get("Status", "unknown")),
+            config_hash=labels.get(LABEL_CONFIG_HASH),
+            token_generation=generation,
+            restarted_at=labels.get(LABEL_RESTARTED_AT, ""),
+            created_at=_time(info.get("Created")),
+            started_at=_time(state.get("StartedAt")),
+            finished_at=_time(state.get("FinishedAt")),
+            exit_code=state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            host_port=host_port,
+            ip_address=ip,
+        )
+
+    # ------------------------------------------------------------ act
+
+    async def create(self, spec: ContainerSpec, host_gateway: str) -> str:
+        """Create (not start) the container; an existing one of that name is reused."""
+        def create() -> str:
+            host_config = self.api.create_host_config(
+                port_bindings={spec.agent_port: ("127.0.0.1", None)},
+                mounts=[DockerMount(target=m.target, source=m.source, type=m.type,
+                                    read_only=m.read_only) for m in spec.mounts],
+                mem_limit=spec.memory_bytes,
+                nano_cpus=spec.nano_cpus,
+                pids_limit=spec.pids_limit,
+                read_only=spec.read_only_rootfs,
+                tmpfs=dict(spec.tmpfs),
+                cap_drop=list(spec.cap_drop),
+                security_opt=list(spec.security_opt),
+                extra_hosts={host: (host_gateway if ip == "host-gateway" else ip)
+                             for host, ip in spec.extra_hosts.items()},
+                network_mode=spec.network,
+                restart_policy={"Name": "no"},
+            )
+            try:
+                created = self.api.create_container(
+                    image=spec.image, name=spec.name, user=spec.user,
+                    environment={k: v.value for k, v in spec.env.items()},
+                    labels=dict(spec.labels), ports=[spec.agent_port],
+                    host_config=host_config, hostname=spec.name[:63],
+                )
+            except APIError as exc:
+                if exc.status_code == 409:
+                    return str(self.api.inspect_container(spec.name)["Id"])
+                raise EngineError(f"create {spec.name}: {exc.explanation}") from None
+            return str(created["Id"])
+        result: str = await self._run("create", create)
+        return result
+
+    async def put_token(self, container: str, token: str) -> None:
+        """Write the token file into the config volume of a created container.
+
+        Uses the archive API, so it works when the controller does not share a
+        filesystem with the Docker host.
+        """
+        data = token.encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(TOKEN_PATH.rsplit("/", 1)[1])
+            info.size = len(data)
+            info.mode = 0o600
+            info.uid = info.gid = AGENT_UID
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        def put() -> None:
+            if not self.api.put_archive(container, CONFIG_MOUNT, buffer.getvalue()):
+                raise EngineError(f"writing the token into {container} failed")
+        await self._run("put_archive", put)
+
+    async def start(self, container: str) -> None:
+        await self._run("start", self.api.start, container)
+
+    async def stop(self, container: str, grace_seconds: int) -> None:
+        try:
+            await self._run("stop", self.api.stop, container, timeout=grace_seconds)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code not in (304, 409):
+                raise
+
+    async def remove(self, container: str) -> None:
+        try:
+            await self._run("remove", self.api.remove_container, container, force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409 or "already in progress" not in str(exc.explanation):
+                raise
+        self.forget(container)
+
+    async def remove_volume(self, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._run("remove_volume", self.api.remove_volume, name, force=True)
+
+    async def diagnostics(self, container_id: str, tail: int = 50) -> Diagnostics | None:
+        """State, exit code, OOM, last log lines, env names as set/unset: never env values."""
+        def capture() -> Diagnostics | None:
+            try:
+                info = self.api.inspect_container(container_id)
+                logs = self.api.logs(container_id, tail=tail, stdout=True, stderr=True)
+            except NotFound:
+                return None
+            state = info.get("State") or {}
+            env_names: dict[str, str] = {}
+            for item in info["Config"].get("Env") or []:
+                name, _, value = item.partition("=")
+                env_names[name] = "set" if value else "unset"
+            keep = ("Status", "Running", "Paused", "Restarting", "OOMKilled", "Dead", "Pid",
+                    "ExitCode", "Error", "StartedAt", "FinishedAt")
+            return Diagnostics(
+                container_id=info["Id"],
+                state={k: state.get(k) for k in keep},
+                exit_code=state.get("ExitCode"),
+                oom_killed=bool(state.get("OOMKilled")),
+                log_tail=logs.decode("utf-8", "replace") if isinstance(logs, bytes) else "",
+                env_names=env_names,
+            )
+        result: Diagnostics | None = await self._run("diagnostics", capture)
+        return result
+
+    async def logs(self, container: str, tail: int = 200) -> str:
+        data = await self._run("logs", self.api.logs, container, tail=tail)
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+    async def image_exists(self, image: str) -> bool:
+        try:
+            await self._run("inspect_image", self.api.inspect_image, image)
+        except NotFound:
+            return False
+        return True
+
+    # ------------------------------------------------------------ events
+
+    def watch_events(self, loop: asyncio.AbstractEventLoop,
+                     deliver: Callable[[str, str, str], None],
+                     stop: threading.Event) -> threading.Thread:
+        """Stream container events of managed containers into `deliver(workspace, action, id)`.
+
+        Runs in a daemon thread; reconnects after errors until `stop` is set.
+        """
+        def pump() -> None:
+            while not stop.is_set():
+                try:
+                    stream = self.api.events(decode=True, filters={
+                        "type": "container", "label": MANAGED_FILTER,
+                        "event": list(WATCHED_EVENTS)})
+                    for event in stream:
+                        if stop.is_set():
+                            stream.close()
+                            return
+                        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+                        workspace = attrs.get(LABEL_WORKSPACE)
+                        if workspace:
+                            loop.call_soon_threadsafe(deliver, workspace,
+                                                      str(event.get("Action", "")),
+                                                      str(event.get("id", "")))
+                except Exception:
+                    if stop.wait(1.0):
+                        return
+        thread = threading.Thread(target=pump, name="docker-events", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,119 @@
+"""A2A proxy: POST /api/v1/workspaces/{name}/a2a and restart-context delivery.
+
+The proxy dials only the address Docker published for the workspace's current
+container (127.0.0.1:<port>), never a URL an agent claimed. Every forwarded
+call is appended to the activity log before it is acknowledged; callers that
+are not workspaces (`user`, `system:*`, `webhook:*`) are stored with a NULL
+source_id and a source_kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import aiohttp
+
+log = logging.getLogger("wsctl.a2a")
+
+AgentAddress = Callable[[str], Awaitable[tuple[str, int] | None]]
+"""workspace id -> (host, port) of its running container's published A2A port."""
+
+RESTART_CONTEXT_SOURCE = "system:restart-context"
+
+
+class ActivityStore(Protocol):
+    def append_activity(self, workspace_id: str, source: str, *,
+                              method: str | None = None, request: Any = None,
+                              response: Any = None, status: str | None = None,
+                              error: str | None = None) -> Awaitable[int]: ...
+
+
+class ProxyError(Exception):
+    def __init__(self, status: int, cls: str, message: str) -> None:
+        self.status = status
+        self.cls = cls
+        super().__init__(message)
+
+
+def message_send(text: str, message_id: str | None = None) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": message_id or str(uuid.uuid4()),
+        "method": "message/send",
+        "params": {"message": {"kind": "message", "role": "user",
+                               "messageId": message_id or str(uuid.uuid4()),
+                               "parts": [{"kind": "text", "text": text}]}},
+    }
+
+
+class A2AProxy:
+    def __init__(self, store: ActivityStore, address: AgentAddress,
+                 timeout_seconds: float = 120.0) -> None:
+        self.store = store
+        self.address = address
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, connect=5)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def send(self, workspace_id: str, caller: str, payload: dict[str, Any]
+                   ) -> dict[str, Any]:
+        """Forward one JSON-RPC call and log it; the activity row exists before we return."""
+        if payload.get("jsonrpc") != "2.0" or payload.get("method") != "message/send":
+            raise ProxyError(400, "invalid_request", "only JSON-RPC 2.0 message/send is proxied")
+        target = await self.address(workspace_id)
+        if target is None:
+            raise ProxyError(503, "agent_unavailable", f"{workspace_id} has no running container")
+        host, port = target
+        method = str(payload.get("method"))
+        try:
+            async with self._client().post(f"http://{host}:{port}/", json=payload) as resp:
+                answer = await resp.json(content_type=None)
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            await self.store.append_activity(workspace_id, caller, method=method,
+                                             request=payload, status="error",
+                                             error=f"agent unreachable: {type(exc).__name__}")
+            raise ProxyError(502, "agent_unreachable",
+                             f"{workspace_id}: agent did not answer ({type(exc).__name__})"
+                             ) from None
+        ok = status == 200 and isinstance(answer, dict) and "error" not in answer
+        error = None
+        if not ok:
+            error = str(answer.get("error")) if isinstance(answer, dict) else f"HTTP {status}"
+        await self.store.append_activity(workspace_id, caller, method=method, request=payload,
+                                         response=answer, status="ok" if ok else "error",
+                                         error=error)
+        if not isinstance(answer, dict):
+            raise ProxyError(502, "bad_agent_response", "agent answered a non-object")
+        return answer
+
+    async def deliver_restart_context(self, workspace_id: str, generation: int,
+                                      message: str, attempts: int = 4) -> None:
+        """Tell a recreated agent what happened, as `system:restart-context`, with retries."""
+        payload = message_send(message, message_id=f"restart-context-{workspace_id}-{generation}")
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.send(workspace_id, RESTART_CONTEXT_SOURCE, payload)
+                log.info("%s: restart context delivered (generation %d)", workspace_id,
+                         generation)
+                return
+            except ProxyError as exc:
+                log.warning("%s: restart context attempt %d/%d failed: %s", workspace_id,
+                            attempt, attempts, exc)
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2

@@ -1,0 +1,249 @@
+"""The user/CLI API on --listen (default 127.0.0.1:8080), behind the admin token.
+
+Routes (namespace from ?namespace=, default "default"):
+  GET    /api/v1/workspaces                      list
+  POST   /api/v1/workspaces                      apply (all documents or none)
+  GET    /api/v1/workspaces/{name}               get
+  DELETE /api/v1/workspaces/{name}               delete
+  POST   /api/v1/workspaces/{name}/restart       bump spec.restartedAt
+  GET    /api/v1/workspaces/{name}/describe      conditions, registration, events, diagnostics
+  GET    /api/v1/workspaces/{name}/activity      activity log
+  GET    /api/v1/workspaces/{name}/logs          container logs
+  POST   /api/v1/workspaces/{name}/a2a           JSON-RPC message/send proxy
+  GET    /healthz  /readyz  (no token)           GET /metrics (token)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from controller import manifests, tokens
+from controller.api.a2a import A2AProxy, ProxyError
+from controller.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, WorkspaceKey
+
+log = logging.getLogger("wsctl.api")
+
+MAX_BODY = 1024 * 1024
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class AdminStore(Protocol):
+    def list_workspaces(self, namespace: str | None = None) -> Awaitable[list[Workspace]]: ...
+    def get_workspace(self, namespace: str, name: str) -> Awaitable[Workspace | None]: ...
+    def apply_workspace(self, ws: Workspace) -> Awaitable[Workspace]: ...
+    def request_delete(self, namespace: str, name: str) -> Awaitable[bool]: ...
+    def get_registration(self, workspace_id: str) -> Awaitable[Any]: ...
+    def list_events(self, workspace_id: str, limit: int = 50) -> Awaitable[list[Any]]: ...
+    def latest_diagnostics(self, workspace_id: str) -> Awaitable[Any]: ...
+    def list_activity(self, workspace_id: str, limit: int = 50) -> Awaitable[list[Any]]: ...
+
+
+def _error(status: int, reason: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": reason, **extra}, status=status)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def admin_auth(admin_token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+        if request.path in PUBLIC_PATHS:
+            return await handler(request)
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not tokens.same(presented.strip(), admin_token):
+            return _error(401, "admin token required (Authorization: Bearer <token>)")
+        return await handler(request)
+    return middleware
+
+
+class AdminApi:
+    def __init__(self, store: AdminStore, proxy: A2AProxy,
+                 logs: Callable[[str, int], Awaitable[str | None]],
+                 ready: Callable[[], bool], metrics: Callable[[], Awaitable[str]]) -> None:
+        self.store = store
+        self.proxy = proxy
+        self.logs = logs
+        self.ready = ready
+        self.metrics = metrics
+
+    def routes(self) -> list[web.RouteDef]:
+        base = "/api/v1/workspaces"
+        return [
+            web.get("/healthz", self.healthz),
+            web.get("/readyz", self.readyz),
+            web.get("/metrics", self.get_metrics),
+            web.get(base, self.list),
+            web.post(base, self.apply),
+            web.get(base + "/{name}", self.get),
+            web.delete(base + "/{name}", self.delete),
+            web.post(base + "/{name}/restart", self.restart),
+            web.get(base + "/{name}/describe", self.describe),
+            web.get(base + "/{name}/activity", self.activity),
+            web.get(base + "/{name}/logs", self.get_logs),
+            web.post(base + "/{name}/a2a", self.a2a),
+        ]
+
+    # ------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _key(request: web.Request) -> WorkspaceKey:
+        name = request.match_info["name"]
+        namespace = request.query.get("namespace", DEFAULT_NAMESPACE)
+        for field, value in (("name", name), ("namespace", namespace)):
+            if not DNS1123_LABEL.match(value) or len(value) > 63:
+                raise web.HTTPBadRequest(
+                    text=json.dumps({"error": f"{field} {value!r} is not a DNS-1123 label"}),
+                    content_type="application/json")
+        return WorkspaceKey(namespace, name)
+
+    async def _workspace(self, request: web.Request) -> Workspace:
+        key = self._key(request)
+        ws = await self.store.get_workspace(key.namespace, key.name)
+        if ws is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"workspace {key} not found"}),
+                                   content_type="application/json")
+        return ws
+
+    @staticmethod
+    async def _json(request: web.Request) -> Any:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY,
+                                                actual_size=request.content_length)
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise web.HTTPBadRequest(text=json.dumps({"error": "body is not JSON"}),
+                                     content_type="application/json") from None
+
+    # ------------------------------------------------------------ handlers
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "starting"}, status=503)
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=await self.metrics(),
+                            content_type="text/plain", charset="utf-8")
+
+    async def list(self, request: web.Request) -> web.Response:
+        namespace = request.query.get("namespace")
+        items = await self.store.list_workspaces(namespace)
+        return web.json_response({"items": [w.to_wire() for w in items]})
+
+    async def get(self, request: web.Request) -> web.Response:
+        return web.json_response((await self._workspace(request)).to_wire())
+
+    async def apply(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        raws = body.get("items") if isinstance(body, dict) and "items" in body else body
+        if not isinstance(raws, list):
+            raws = [raws]
+        documents = [manifests.parse_document(raw, "request", i)
+                     for i, raw in enumerate(raws, start=1)]
+        bad = [f"{d.where}: {e.path}: {e.reason}" for d in documents for e in d.errors]
+        if bad:
+            return _error(422, "invalid workspace(s); nothing was applied", details=bad)
+        results = []
+        for doc in documents:
+            assert doc.workspace is not None
+            before = await self.store.get_workspace(doc.workspace.metadata.namespace,
+                                                    doc.workspace.metadata.name)
+            if before is not None and before.metadata.deletion_timestamp is not None:
+                return _error(409, f"workspace {doc.workspace.key} is being deleted")
+            applied = await self.store.apply_workspace(doc.workspace)
+            if before is None:
+                outcome = "created"
+            elif before.metadata.generation != applied.metadata.generation:
+                outcome = "configured"
+            else:
+                outcome = "unchanged"
+            log.info("%s: applied (%s, generation %s)", applied.key, outcome,
+                     applied.metadata.generation)
+            results.append({"workspace": str(applied.key), "result": outcome,
+                            "generation": applied.metadata.generation})
+        return web.json_response({"results": results})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        if not await self.store.request_delete(key.namespace, key.name):
+            return _error(404, f"workspace {key} not found")
+        log.info("%s: deletion requested", key)
+        return web.json_response({"workspace": str(key), "result": "deleting"}, status=202)
+
+    async def restart(self, request: web.Request) -> web.Response:
+        ws = await self._workspace(request)
+        now = datetime.now(UTC)
+        bumped = ws.model_copy(update={"spec": ws.spec.model_copy(update={"restarted_at": now})})
+        applied = await self.store.apply_workspace(bumped)
+        log.info("%s: restart requested (restartedAt %s)", ws.key, now.isoformat())
+        return web.json_response({"workspace": str(ws.key), "restartedAt": now.isoformat(),
+                                  "generation": applied.metadata.generation})
+
+    async def describe(self, request: web.Request) -> web.Response:
+        ws = await self._workspace(request)
+        workspace_id = ws.key.id
+        registration = await self.store.get_registration(workspace_id)
+        events = await self.store.list_events(workspace_id, 20)
+        diagnostics = await self.store.latest_diagnostics(workspace_id)
+        return web.json_response({
+            "workspace": ws.to_wire(),
+            "registration": _jsonable(registration),
+            "events": _jsonable(events),
+            "diagnostics": _jsonable(diagnostics),
+        })
+
+    async def activity(self, request: web.Request) -> web.Response:
+        ws = await self._workspace(request)
+        limit = min(int(request.query.get("limit", "50")), 1000)
+        rows = await self.store.list_activity(ws.key.id, limit)
+        return web.json_response({"items": _jsonable(rows)})
+
+    async def get_logs(self, request: web.Request) -> web.Response:
+        ws = await self._workspace(request)
+        tail = min(int(request.query.get("tail", "200")), 10_000)
+        text = await self.logs(ws.key.id, tail)
+        if text is None:
+            return _error(404, f"workspace {ws.key} has no container")
+        return web.Response(text=text, content_type="text/plain")
+
+    async def a2a(self, request: web.Request) -> web.Response:
+        ws = await self._workspace(request)
+        payload = await self._json(request)
+        if not isinstance(payload, dict):
+            return _error(400, "body must be a JSON-RPC object")
+        caller = request.headers.get("X-Wsctl-Caller", "user")[:200]
+        try:
+            answer = await self.proxy.send(ws.key.id, caller, payload)
+        except ProxyError as exc:
+            return _error(exc.status, str(exc), **{"class": exc.cls})
+        return web.json_response(answer)

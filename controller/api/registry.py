@@ -1,0 +1,206 @@
+"""The agent registry: POST /registry/register and /registry/heartbeat.
+
+Agents authenticate with `Authorization: Bearer <token>`; only the token's
+SHA-256 is looked up. Every refusal carries a named class: 400 `missing_url`,
+`invalid_url`, `blocked_private_url`, `invalid_agent_card`, `invalid_body`;
+401 `missing_token`, `invalid_token`, `stale_token`, `wrong_workspace`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from controller import tokens
+from controller.api.urlpolicy import check_agent_card, check_claimed_url
+
+log = logging.getLogger("wsctl.registry")
+
+MAX_BODY = 64 * 1024
+HEARTBEAT_STATUSES = ("healthy", "unhealthy")
+
+Identity = Callable[[str], Awaitable[tuple[set[str], set[str]]]]
+"""workspace id -> (container names/hostnames, container addresses)."""
+
+
+class TokenRow(Protocol):
+    @property
+    def workspace_id(self) -> str: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+class RegistryStore(Protocol):
+    def find_token(self, token_hash: str) -> Awaitable[Any]: ...
+    def record_register(self, workspace_id: str, url: str, agent_card: Any,
+                        token_generation: int, *,
+                        at: datetime | None = None) -> Awaitable[Any]: ...
+    def record_register_failure(self, workspace_id: str, cls: str, message: str, *,
+                                      at: datetime | None = None) -> Awaitable[Any]: ...
+    def record_heartbeat(self, workspace_id: str, status: str, *,
+                               error_detail: str | None = None,
+                               active_tasks: int | None = None,
+                               uptime_seconds: float | None = None,
+                               at: datetime | None = None,
+                               generation: int | None = None) -> Awaitable[Any]: ...
+    def record_auth_failure(self, workspace_id: str, cls: str,
+                                  generation: int | None) -> Awaitable[None]: ...
+
+
+@dataclass
+class RegistryCounters:
+    register_failures: dict[str, int] = field(default_factory=dict)
+    auth_failures: dict[str, int] = field(default_factory=dict)
+    registers: int = 0
+    heartbeats: int = 0
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, cls: str, message: str) -> None:
+        self.status = status
+        self.cls = cls
+        self.message = message
+        super().__init__(f"{status} {cls}: {message}")
+
+    def response(self) -> web.Response:
+        return web.json_response({"error": {"class": self.cls, "message": self.message}},
+                                 status=self.status)
+
+
+async def _resolve(host: str) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), 2.0)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+class Registry:
+    def __init__(self, store: RegistryStore, identity: Identity,
+                 notify: Callable[[str], None], *, stale_after: float = 15.0) -> None:
+        self.store = store
+        self.stale_after = stale_after
+        self.identity = identity
+        self.notify = notify
+        self.counters = RegistryCounters()
+        # Last heartbeat state per workspace: only transitions wake the reconciler.
+        self._beats: dict[str, tuple[int | None, str, str | None, float]] = {}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/registry/register", self.register),
+                web.post("/registry/heartbeat", self.heartbeat)]
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise Refusal(413, "body_too_large", f"body over {MAX_BODY} bytes")
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            raise Refusal(413, "body_too_large", f"body over {MAX_BODY} bytes")
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise Refusal(400, "invalid_body", "body is not JSON") from None
+        if not isinstance(body, dict):
+            raise Refusal(400, "invalid_body", "body must be a JSON object")
+        workspace_id = body.get("workspace_id")
+        if not isinstance(workspace_id, str) or not workspace_id or len(workspace_id) > 200:
+            raise Refusal(400, "invalid_body", "workspace_id must be a non-empty string")
+        return body
+
+    async def _authenticate(self, request: web.Request, workspace_id: str) -> int:
+        """The generation of the presented token; raises a 401 Refusal otherwise."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            await self._auth_failed(workspace_id, "missing_token", None)
+            raise Refusal(401, "missing_token", "Authorization: Bearer <token> required")
+        row: TokenRow | None = await self.store.find_token(tokens.digest(token))
+        if row is None:
+            await self._auth_failed(workspace_id, "invalid_token", None)
+            raise Refusal(401, "invalid_token", "token not recognised")
+        if not tokens.same(row.workspace_id, workspace_id):
+            await self._auth_failed(workspace_id, "wrong_workspace", None)
+            raise Refusal(401, "wrong_workspace", "token belongs to another workspace")
+        now = datetime.now(UTC)
+        if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+            await self._auth_failed(workspace_id, "stale_token", row.generation)
+            raise Refusal(401, "stale_token",
+                          f"token generation {row.generation} was revoked or expired")
+        return row.generation
+
+    async def _auth_failed(self, workspace_id: str, cls: str, generation: int | None) -> None:
+        self.counters.auth_failures[cls] = self.counters.auth_failures.get(cls, 0) + 1
+        log.info("%s: agent auth refused (%s)", workspace_id, cls)
+        try:
+            await self.store.record_auth_failure(workspace_id, cls, generation)
+        except Exception as exc:  # an unknown workspace id has no row to mark
+            log.debug("auth failure not recorded for %s: %s", workspace_id, exc)
+        if cls in ("invalid_token", "stale_token"):
+            self.notify(workspace_id)
+
+    async def register(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._body(request)
+            workspace_id = body["workspace_id"]
+            generation = await self._authenticate(request, workspace_id)
+        except Refusal as refusal:
+            return refusal.response()
+        names, addresses = await self.identity(workspace_id)
+        verdict = await check_claimed_url(body.get("url"), names, addresses, _resolve)
+        if verdict.ok:
+            verdict = check_agent_card(body.get("agent_card"))
+        if not verdict.ok:
+            self.counters.register_failures[verdict.cls] = \
+                self.counters.register_failures.get(verdict.cls, 0) + 1
+            log.info("%s: register refused: %s (%s)", workspace_id, verdict.cls, verdict.message)
+            await self.store.record_register_failure(workspace_id, verdict.cls, verdict.message)
+            self.notify(workspace_id)
+            return Refusal(400, verdict.cls, verdict.message).response()
+        await self.store.record_register(workspace_id, body["url"], body["agent_card"],
+                                         generation)
+        self.counters.registers += 1
+        log.info("%s: registered (token generation %d)", workspace_id, generation)
+        self._beats.pop(workspace_id, None)
+        self.notify(workspace_id)
+        return web.json_response({"ok": True, "token_generation": generation})
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._body(request)
+            workspace_id = body["workspace_id"]
+            generation = await self._authenticate(request, workspace_id)
+            status = body.get("status")
+            if status not in HEARTBEAT_STATUSES:
+                raise Refusal(400, "invalid_body", "status must be healthy or unhealthy")
+            detail = body.get("error_detail")
+            detail = detail[:1000] if isinstance(detail, str) and detail else None
+            tasks = body.get("active_tasks")
+            uptime = body.get("uptime_seconds")
+        except Refusal as refusal:
+            return refusal.response()
+        await self.store.record_heartbeat(
+            workspace_id, status, error_detail=detail,
+            active_tasks=tasks if isinstance(tasks, int) and not isinstance(tasks, bool) else None,
+            uptime_seconds=float(uptime) if isinstance(uptime, int | float) else None,
+            generation=generation)
+        self.counters.heartbeats += 1
+        loop_time = asyncio.get_running_loop().time()
+        previous = self._beats.get(workspace_id)
+        self._beats[workspace_id] = (generation, status, detail, loop_time)
+        # Wake the reconciler on transitions only: first beat, status or detail change,
+        # or a beat after a gap (the workspace may have been reported stale).
+        if previous is None or previous[:3] != (generation, status, detail) \
+                or loop_time - previous[3] > self.stale_after / 2:
+            self.notify(workspace_id)
+        return web.json_response({"ok": True})

@@ -1,0 +1,264 @@
+"""CLI commands that talk to a running controller: apply, get, describe, restart,
+delete, send, logs, activity. Output formats: table (default), json, yaml."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller import manifests
+from controller.api.a2a import message_send
+from controller.client import Client, ClientError
+
+
+class CommandError(Exception):
+    """An error for the user: printed as one line, exit code 1."""
+
+
+def client(args: argparse.Namespace) -> Client:
+    try:
+        return Client.from_environment(args.server, args.data_dir)
+    except ClientError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: Any = None, *,
+         raw: bool = False, headers: dict[str, str] | None = None) -> Any:
+    try:
+        return client(args).request(method, path, body, {"namespace": args.namespace},
+                                    headers=headers, raw=raw)
+    except ClientError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _age(created: str | None, now: datetime) -> str:
+    if not created:
+        return "-"
+    seconds = int((now - datetime.fromisoformat(created)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def row(obj: dict[str, Any], now: datetime) -> list[str]:
+    status = obj.get("status") or {}
+    ready = _condition(obj, "Ready")
+    degraded = _condition(obj, "Degraded")
+    reason = degraded.get("reason", "") if degraded.get("status") == "True" else ""
+    if not reason and ready.get("status") != "True":
+        reason = ready.get("reason", "")
+    return [obj["metadata"]["name"], status.get("phase", "Pending"),
+            ready.get("status", "Unknown"), reason or "-", str(status.get("restartCount", 0)),
+            _age(obj["metadata"].get("creationTimestamp"), now)]
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [header, *rows])
+
+
+def dump(value: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(value, indent=2)
+    return yaml.safe_dump(value, sort_keys=False).rstrip()
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    paths = [Path(f) for f in args.filename]
+    stdin_text = sys.stdin.read() if any(f == "-" for f in args.filename) else None
+    try:
+        documents = manifests.load(paths, stdin_text)
+    except manifests.ManifestError as exc:
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        raise CommandError(f"{exc}; nothing was applied") from None
+    items = [ws.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+             for ws in manifests.workspaces(documents)]
+    answer = call(args, "POST", "/api/v1/workspaces", {"items": items})
+    for result in answer["results"]:
+        print(f"workspace/{result['workspace'].split('/', 1)[1]} {result['result']}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    if args.name:
+        objects = [call(args, "GET", f"/api/v1/workspaces/{args.name}")]
+    else:
+        objects = call(args, "GET", "/api/v1/workspaces")["items"]
+    if args.output in ("json", "yaml"):
+        value: Any = objects[0] if args.name else {"items": objects}
+        print(dump(value, args.output))
+        return 0
+    if not objects:
+        print("No workspaces found.", file=sys.stderr)
+        return 0
+    print(table([row(o, now) for o in objects],
+                ["NAME", "PHASE", "READY", "REASON", "RESTARTS", "AGE"]))
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    info = call(args, "GET", f"/api/v1/workspaces/{args.name}/describe")
+    if args.output in ("json", "yaml"):
+        print(dump(info, args.output))
+        return 0
+    ws = info["workspace"]
+    status = ws.get("status") or {}
+    spec = ws.get("spec") or {}
+    llm = spec.get("llm") or {}
+    api_key = llm.get("apiKey")
+    key_shown = f"<set: secretRef {api_key['secretRef']['name']}>" if api_key else "<unset>"
+    lines = [
+        f"Name:          {ws['metadata']['name']}",
+        f"Namespace:     {ws['metadata']['namespace']}",
+        f"Generation:    {ws['metadata'].get('generation')}"
+        f" (observed {status.get('observedGeneration', '-')})",
+        f"Image:         {spec.get('image')}",
+        f"Provider:      {llm.get('provider', '-')}  apiKey: {key_shown}",
+        f"Phase:         {status.get('phase', 'Pending')}",
+        f"Container:     {(status.get('containerID') or '-')[:12]}",
+        f"Config hash:   {status.get('configHash', '-')}",
+        f"Token gen:     {status.get('tokenGeneration', 0)}",
+        f"Restarts:      {status.get('restartCount', 0)}"
+        + (f" (last: {status['lastRecreateReason']})" if status.get("lastRecreateReason")
+           else ""),
+        "Conditions:",
+    ]
+    conditions = status.get("conditions") or []
+    lines += ["  TYPE         STATUS   REASON                   SINCE                      MESSAGE"]
+    for c in conditions:
+        lines.append(f"  {c['type']:<12} {c['status']:<8} {c['reason']:<24} "
+                     f"{c['lastTransitionTime']:<26} {c.get('message', '')}")
+    failure = status.get("lastRegisterFailure")
+    registration = info.get("registration") or {}
+    marker = registration.get("register_failure")
+    lines.append("Last register failure:")
+    shown = marker or failure
+    if shown:
+        lines.append(f"  class: {shown.get('class') or shown.get('class_')}  at: {shown['at']}  "
+                     f"message: {shown.get('message', '')}")
+    else:
+        lines.append("  <none>")
+    if registration:
+        lines.append(f"Registration:  url={registration.get('url')} "
+                     f"generation={registration.get('token_generation')} "
+                     f"heartbeat={registration.get('heartbeat_status')} "
+                     f"at={registration.get('last_heartbeat_at')}")
+    lines.append("Events:")
+    events = info.get("events") or []
+    lines += [f"  {e['at']}  {e['type']:<8} {e['reason']:<20} x{e.get('count', 1)}  "
+              f"{e['message']}" for e in events] or ["  <none>"]
+    diag = info.get("diagnostics")
+    lines.append("Last diagnostics:")
+    if diag:
+        env = ", ".join(f"{k}={v}" for k, v in sorted((diag.get("env_names") or {}).items()))
+        lines += [f"  container: {(diag.get('container_id') or '-')[:12]}  reason: "
+                  f"{diag['reason']}  exit code: {diag.get('exit_code')}  "
+                  f"oom: {diag.get('oom_killed')}  at: {diag['captured_at']}",
+                  f"  env: {env}", "  last log lines:"]
+        lines += [f"    {line}" for line in (diag.get("log_tail") or "").splitlines()[-15:]]
+    else:
+        lines.append("  <none>")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    answer = call(args, "POST", f"/api/v1/workspaces/{args.name}/restart")
+    print(f"workspace/{args.name} restarted (restartedAt {answer['restartedAt']})")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    call(args, "DELETE", f"/api/v1/workspaces/{args.name}")
+    print(f"workspace/{args.name} deleting")
+    return 0
+
+
+def reply_text(answer: dict[str, Any]) -> str:
+    result = answer.get("result") or {}
+    parts = result.get("parts") or (result.get("status") or {}).get("message", {}).get("parts")
+    return "".join(p.get("text", "") for p in parts or [] if isinstance(p, dict))
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    answer = call(args, "POST", f"/api/v1/workspaces/{args.name}/a2a", message_send(args.text))
+    if args.output in ("json", "yaml"):
+        print(dump(answer, args.output))
+        return 0
+    if "error" in answer:
+        raise CommandError(f"agent error: {answer['error'].get('message', answer['error'])}")
+    print(reply_text(answer))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    print(call(args, "GET", f"/api/v1/workspaces/{args.name}/logs?tail={args.tail}", raw=True),
+          end="")
+    return 0
+
+
+def cmd_activity(args: argparse.Namespace) -> int:
+    items = call(args, "GET", f"/api/v1/workspaces/{args.name}/activity")["items"]
+    if args.output in ("json", "yaml"):
+        print(dump({"items": items}, args.output))
+        return 0
+    rows = [[str(i["id"]), i["at"], i["source"], i["source_kind"], str(i.get("source_id") or "-"),
+             i.get("method") or "-", i.get("status") or "-"] for i in items]
+    print(table(rows, ["ID", "AT", "SOURCE", "KIND", "SOURCE_ID", "METHOD", "STATUS"]))
+    return 0
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    client_opts = argparse.ArgumentParser(add_help=False, parents=[common])
+    client_opts.add_argument("--server", default=None,
+                             help="controller API (default: $WSCTL_SERVER or 127.0.0.1:8080)")
+    client_opts.add_argument("-n", "--namespace", default="default")
+
+    def add(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_,
+                                                    parents=[client_opts])
+        p.set_defaults(func=func)
+        return p
+
+    p = add("apply", cmd_apply, "create or update workspaces from manifests")
+    p.add_argument("-f", "--filename", action="append", required=True)
+    p = add("get", cmd_get, "list workspaces, or show one")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    p = add("describe", cmd_describe, "conditions, register failure, events, diagnostics")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    p = add("restart", cmd_restart, "recreate a workspace's container (bumps restartedAt)")
+    p.add_argument("name")
+    p = add("delete", cmd_delete, "delete a workspace, its container and tokens")
+    p.add_argument("name")
+    p = add("send", cmd_send, "send a message to a workspace's agent (A2A message/send)")
+    p.add_argument("name")
+    p.add_argument("text")
+    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    p = add("logs", cmd_logs, "print the workspace container's logs")
+    p.add_argument("name")
+    p.add_argument("--tail", type=int, default=200)
+    p = add("activity", cmd_activity, "the workspace's activity log")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")

@@ -1,0 +1,90 @@
+"""A small blocking HTTP client for the admin API, used by the CLI.
+
+Finds the server at --server / $WSCTL_SERVER (default http://127.0.0.1:8080)
+and the admin token in <data-dir>/admin.token (or $WSCTL_ADMIN_TOKEN), so a
+user never copies a token by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+class ClientError(Exception):
+    """One line for the user."""
+
+
+@dataclass(frozen=True)
+class Client:
+    server: str
+    token: str
+    timeout: float = 180.0
+
+    @classmethod
+    def from_environment(cls, server: str | None, data_dir: Path) -> Client:
+        url = server or os.environ.get("WSCTL_SERVER") or DEFAULT_SERVER
+        if "://" not in url:
+            url = "http://" + url
+        token = os.environ.get("WSCTL_ADMIN_TOKEN")
+        if not token:
+            path = data_dir / "admin.token"
+            try:
+                token = path.read_text().strip()
+            except FileNotFoundError:
+                raise ClientError(
+                    f"no admin token at {path}: is `wsctl run` using this data dir? "
+                    "(--data-dir / WSCTL_DATA_DIR, or set WSCTL_ADMIN_TOKEN)") from None
+            except PermissionError:
+                raise ClientError(f"cannot read {path}: permission denied") from None
+        return cls(url.rstrip("/"), token)
+
+    def request(self, method: str, path: str, body: Any = None,
+                query: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                raw: bool = False) -> Any:
+        url = self.server + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = None if body is None else json.dumps(body).encode()
+        if not url.startswith(("http://", "https://")):
+            raise ClientError(f"server URL must be http(s): {self.server}")
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            raise ClientError(self._explain(exc)) from None
+        except urllib.error.URLError as exc:
+            raise ClientError(f"no wsctl server answers at {self.server} ({exc.reason}); "
+                              "start one with `wsctl run` or set --server") from None
+        except TimeoutError:
+            raise ClientError(f"{self.server} did not answer within {self.timeout:.0f}s") from None
+        if raw:
+            return payload.decode("utf-8", "replace")
+        return json.loads(payload) if payload else None
+
+    @staticmethod
+    def _explain(exc: urllib.error.HTTPError) -> str:
+        try:
+            body = json.loads(exc.read() or b"{}")
+        except ValueError:
+            body = {}
+        message = body.get("error") if isinstance(body, dict) else None
+        details = body.get("details") if isinstance(body, dict) else None
+        text = f"{exc.code} {message or exc.reason}"
+        if details:
+            text += ": " + "; ".join(str(d) for d in details)
+        return text

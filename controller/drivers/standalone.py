@@ -1,0 +1,203 @@
+"""The standalone driver: decides *when* to reconcile which workspace.
+
+Feeds a keyed work queue from desired-state changes (PostgreSQL LISTEN/NOTIFY),
+Docker events of managed containers, registry events (register, failure,
+heartbeat) and a periodic resync that lists the whole fleet with one call.
+Workers take keys one at a time; failed keys back off exponentially.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from controller.drivers.queue import WorkQueue
+from controller.execute import Executor
+from controller.model import WorkspaceKey
+from controller.observed import ObservedContainer
+from controller.plan import RemoveContainer, StopContainer, plan_orphans
+from controller.ports import DriverEngine, DriverStore
+from controller.reconcile import Reconciler
+
+log = logging.getLogger("wsctl.driver")
+
+# Docker actions that mean a workspace's container changed under us.
+TRIGGER_ACTIONS = frozenset({"die", "oom", "destroy", "stop", "kill", "pause", "unpause"})
+
+
+@dataclass
+class Snapshot:
+    """The fleet as seen by the last resync's single list call."""
+
+    taken_at: float
+    containers: list[ObservedContainer]
+
+
+@dataclass
+class DriverStats:
+    resyncs: int = 0
+    reconciles: int = 0
+    triggers: dict[str, int] = field(default_factory=dict)
+
+    def count(self, source: str) -> None:
+        self.triggers[source] = self.triggers.get(source, 0) + 1
+
+
+class StandaloneDriver:
+    def __init__(self, store: DriverStore, engine: DriverEngine, reconciler: Reconciler,
+                 executor: Executor, *, workers: int = 8, resync_seconds: float = 30.0) -> None:
+        self.store = store
+        self.engine = engine
+        self.reconciler = reconciler
+        self.executor = executor
+        self.queue: WorkQueue[WorkspaceKey] = WorkQueue()
+        self.workers = workers
+        self.resync_seconds = resync_seconds
+        self.stats = DriverStats()
+        self._snapshot: Snapshot | None = None
+        self._last_trigger: dict[WorkspaceKey, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop_events = threading.Event()
+        self._listener: object | None = None
+        self.synced = asyncio.Event()
+
+    # ------------------------------------------------------------ triggers
+
+    def trigger(self, key: WorkspaceKey, source: str) -> None:
+        self._last_trigger[key] = time.monotonic()
+        self.stats.count(source)
+        self.queue.add(key)
+
+    def on_registry_event(self, workspace_id: str) -> None:
+        try:
+            self.trigger(WorkspaceKey.from_id(workspace_id), "registry")
+        except ValueError:
+            log.debug("registry event for malformed workspace id ignored")
+
+    def _on_docker_event(self, workspace_id: str, action: str, container_id: str) -> None:
+        if action not in TRIGGER_ACTIONS:
+            return
+        try:
+            key = WorkspaceKey.from_id(workspace_id)
+        except ValueError:
+            return
+        log.info("%s: docker event %s on %s", key, action, container_id[:12])
+        self.trigger(key, f"docker:{action}")
+
+    def _on_desired_change(self, key: WorkspaceKey) -> None:
+        self.trigger(key, "desired")
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._listener = await self.store.listen_workspace_changes(
+            self._on_desired_change, on_reconnect=self._on_store_reconnect)
+        self.engine.watch_events(loop, self._on_docker_event, self._stop_events)
+        await self.resync()
+        self._tasks = [asyncio.create_task(self._worker(i), name=f"reconcile-{i}")
+                       for i in range(self.workers)]
+        self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
+
+    async def stop(self) -> None:
+        self._stop_events.set()
+        self.queue.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def _on_store_reconnect(self) -> None:
+        log.info("database connection restored; resyncing every workspace")
+        asyncio.get_running_loop().create_task(self.resync())
+
+    # ------------------------------------------------------------ resync
+
+    async def resync(self) -> None:
+        """One list call for the fleet; adopt, clean up orphans, queue every workspace."""
+        containers = await self.engine.list_containers()
+        workspaces = await self.store.list_workspaces()
+        self._snapshot = Snapshot(time.monotonic(), containers)
+        known = {ws.key.id for ws in workspaces}
+        for op in plan_orphans(containers, known, self.reconciler.settings):
+            try:
+                if isinstance(op, StopContainer):
+                    await self.engine.stop(op.container_id, op.timeout)
+                elif isinstance(op, RemoveContainer):
+                    log.info("removing orphan container %s (no such workspace)",
+                             op.container_id[:12])
+                    await self.engine.remove(op.container_id)
+            except Exception as exc:
+                log.warning("orphan cleanup failed: %s", exc)
+        for ws in workspaces:
+            self.stats.count("resync")
+            self.queue.add(ws.key)
+        self.stats.resyncs += 1
+        self.synced.set()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            try:
+                await self.resync()
+            except Exception as exc:
+                log.warning("resync failed: %s", exc)
+
+    def _containers_for(self, key: WorkspaceKey) -> list[ObservedContainer] | None:
+        """The resync snapshot, if nothing happened to this key since it was taken."""
+        snap = self._snapshot
+        if snap is None or self._last_trigger.get(key, 0.0) > snap.taken_at:
+            return None
+        return [c for c in snap.containers if c.workspace_id == key.id]
+
+    # ------------------------------------------------------------ workers
+
+    async def _worker(self, index: int) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.reconcile_key(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = self.queue.backoff(key)
+                log.warning("%s: reconcile failed (%s: %s); retry in %.1fs", key,
+                            type(exc).__name__, exc, delay)
+            finally:
+                self.queue.done(key)
+
+    async def reconcile_key(self, key: WorkspaceKey) -> None:
+        self.stats.reconciles += 1
+        ws = await self.store.get_workspace(key.namespace, key.name)
+        containers = self._containers_for(key)
+        # The snapshot is used once; later passes look again.
+        if self._snapshot is not None and containers is not None:
+            self._last_trigger[key] = time.monotonic()
+        if ws is None:
+            await self._remove_leftovers(key, containers)
+            return
+        result = await self.reconciler.reconcile(ws, ws.status, containers)
+        if result.status is not None and result.status != ws.status:
+            await self.store.write_status(key.namespace, key.name, result.status)
+        if result.error is not None:
+            delay = self.queue.backoff(key)
+            log.info("%s: retrying in %.1fs", key, delay)
+            return
+        self.queue.forget(key)
+        if result.requeue_after is not None:
+            self.queue.add_after(key, result.requeue_after)
+
+    async def _remove_leftovers(self, key: WorkspaceKey,
+                                containers: list[ObservedContainer] | None) -> None:
+        if containers is None:
+            containers = await self.engine.list_containers()
+        for c in containers:
+            if c.workspace_id == key.id:
+                log.info("%s: removing container %s of a deleted workspace", key, c.id[:12])
+                await self.engine.remove(c.id)

@@ -1,0 +1,105 @@
+"""execute(plan): walk a Plan's operations through the ports. No decisions here.
+
+Each operation is one engine or store call. The only state carried between
+operations is what a later one needs from an earlier one: the created
+container's id and the minted token (which never leaves this process except
+into the container's config volume; the store gets its hash).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from controller import tokens
+from controller.model import WorkspaceKey
+from controller.plan import (
+    ActivateToken,
+    CaptureDiagnostics,
+    CreateContainer,
+    DeliverRestartContext,
+    Op,
+    Plan,
+    PurgeWorkspace,
+    RemoveContainer,
+    RemoveVolume,
+    RevokeTokens,
+    StartContainer,
+    StopContainer,
+    WriteToken,
+)
+from controller.ports import Engine, RestartContextSender, Store
+
+log = logging.getLogger("wsctl.execute")
+
+
+class ExecuteError(Exception):
+    """An operation failed; the message names the operation and the workspace."""
+
+    def __init__(self, key: WorkspaceKey, op: Op, cause: BaseException) -> None:
+        self.key = key
+        self.op = op
+        self.cause = cause
+        super().__init__(f"{key}: {type(op).__name__} failed: {cause}")
+
+
+@dataclass
+class _Scratch:
+    container_ids: dict[str, str] = field(default_factory=dict)
+    minted: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class Executor:
+    engine: Engine
+    store: Store
+    host_gateway: str
+    deliver: RestartContextSender | None = None
+
+    async def run(self, key: WorkspaceKey, plan: Plan) -> None:
+        scratch = _Scratch()
+        for op in plan.ops:
+            try:
+                await self._one(key, op, scratch)
+            except Exception as exc:
+                raise ExecuteError(key, op, exc) from exc
+        for event in plan.events:
+            await self.store.add_event(key.id, event.type, event.reason, event.message)
+
+    async def _one(self, key: WorkspaceKey, op: Op, scratch: _Scratch) -> None:
+        workspace_id = key.id
+        match op:
+            case CaptureDiagnostics(container_id=cid, reason=reason):
+                found = await self.engine.diagnostics(cid)
+                if found is not None:
+                    await self.store.add_diagnostics(
+                        workspace_id, container_id=found.container_id, reason=reason,
+                        state=found.state, exit_code=found.exit_code,
+                        oom_killed=found.oom_killed, log_tail=found.log_tail,
+                        env_names=found.env_names)
+            case CreateContainer(spec=spec):
+                scratch.container_ids[spec.name] = await self.engine.create(
+                    spec, self.host_gateway)
+            case WriteToken(container_name=name, generation=generation):
+                token = tokens.mint()
+                await self.engine.put_token(scratch.container_ids.get(name, name), token)
+                scratch.minted[generation] = token
+            case ActivateToken(container_name=name, generation=generation):
+                token = scratch.minted.pop(generation)
+                await self.store.insert_token(workspace_id, generation, tokens.digest(token),
+                                              scratch.container_ids.get(name))
+            case StopContainer(container_id=cid, timeout=timeout):
+                await self.engine.stop(cid, timeout)
+            case RemoveContainer(container_id=cid):
+                await self.engine.remove(cid)
+            case StartContainer(container_name=name):
+                await self.engine.start(scratch.container_ids.get(name, name))
+            case RevokeTokens():
+                await self.store.revoke_tokens(workspace_id)
+            case RemoveVolume(name=name):
+                await self.engine.remove_volume(name)
+            case DeliverRestartContext(generation=generation, message=message):
+                if self.deliver is not None:
+                    await self.deliver(workspace_id, generation, message)
+            case PurgeWorkspace():
+                await self.store.purge_workspace(key.namespace, key.name)

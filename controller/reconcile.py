@@ -1,0 +1,178 @@
+"""One reconcile of one workspace: observe -> plan -> execute, until nothing is left to do.
+
+Shared by both drivers (standalone loop, kopf operator). It neither reads nor
+writes the desired object: the driver passes the Workspace and its last
+status in and stores the returned status. Logs one line per decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from controller.conditions import DegradedReason, Verdict, apply_verdict
+from controller.execute import ExecuteError, Executor
+from controller.model import Phase, Workspace, WorkspaceStatus
+from controller.observed import (
+    AuthFailure,
+    Observed,
+    ObservedAgent,
+    ObservedContainer,
+    ObservedTokens,
+    RegisterFailureMarker,
+)
+from controller.plan import Plan, plan
+from controller.ports import Engine, ObservationStore
+from controller.projection import Projection, ProjectionError, project
+from controller.secretsource import from_environment, secret_refs
+from controller.settings import PlatformSettings
+
+log = logging.getLogger("wsctl.reconcile")
+
+MAX_PASSES = 4
+
+
+@dataclass
+class ReconcileResult:
+    status: WorkspaceStatus | None  # None once the workspace is purged
+    plans: list[Plan] = field(default_factory=list)
+    requeue_after: float | None = None
+    error: ExecuteError | None = None
+
+    @property
+    def purged(self) -> bool:
+        return any(p.action == "delete" for p in self.plans) and self.error is None
+
+
+@dataclass
+class Metrics:
+    """Counters a driver exposes; plain data so the core stays free of exporters."""
+
+    reconcile_seconds: list[float] = field(default_factory=list)
+    recreates: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+
+    def observe_duration(self, seconds: float) -> None:
+        self.reconcile_seconds.append(seconds)
+        if len(self.reconcile_seconds) > 10_000:
+            del self.reconcile_seconds[:5_000]
+
+
+@dataclass
+class Reconciler:
+    store: ObservationStore
+    engine: Engine
+    executor: Executor
+    settings: PlatformSettings
+    environ: Mapping[str, str]
+    clock: Callable[[], datetime]
+    metrics: Metrics = field(default_factory=Metrics)
+
+    async def observe(self, ws: Workspace,
+                      containers: list[ObservedContainer] | None = None) -> Observed:
+        workspace_id = ws.key.id
+        if containers is None:
+            containers = await self.engine.list_containers()
+        mine = tuple(c for c in containers if c.workspace_id == workspace_id)
+        registration = await self.store.get_registration(workspace_id)
+        live = await self.store.live_token(workspace_id)
+        max_generation = await self.store.latest_token_generation(workspace_id)
+        since = self.clock() - timedelta(seconds=self.settings.crash_window_seconds)
+        crashes, last_crash = await self.store.crash_stats(workspace_id, since)
+        agent = ObservedAgent()
+        if registration is not None:
+            failure = registration.register_failure
+            agent = ObservedAgent(
+                registered_at=registration.registered_at,
+                registered_generation=registration.token_generation,
+                last_heartbeat_at=registration.last_heartbeat_at,
+                heartbeat_generation=registration.heartbeat_generation,
+                heartbeat_status=registration.heartbeat_status,
+                heartbeat_error=registration.heartbeat_error_detail,
+                register_failure=None if failure is None else RegisterFailureMarker(
+                    failure.at, failure.class_, failure.message),
+                last_auth_failure=None if registration.auth_failure_at is None
+                or registration.auth_failure_class is None else AuthFailure(
+                    registration.auth_failure_at, registration.auth_failure_class,
+                    registration.auth_failure_generation),
+            )
+        return Observed(
+            containers=mine,
+            agent=agent,
+            tokens=ObservedTokens(
+                live_generation=live.generation if live else None,
+                live_expires_at=live.expires_at if live else None,
+                max_generation=max_generation,
+            ),
+            recent_crashes=crashes,
+            last_crash_at=last_crash,
+        )
+
+    async def project(self, ws: Workspace) -> Projection | ProjectionError:
+        refs = secret_refs([ws])
+        secrets: dict[tuple[str, str], str] = {}
+        if refs:
+            secrets = {**await self.store.get_secrets(), **from_environment(refs, self.environ)}
+        try:
+            return project(ws, secrets, self.settings)
+        except ProjectionError as exc:
+            return exc
+
+    async def reconcile(self, ws: Workspace, previous: WorkspaceStatus | None,
+                        containers: list[ObservedContainer] | None = None) -> ReconcileResult:
+        started = time.monotonic()
+        result = ReconcileResult(status=previous)
+        projection = await self.project(ws)
+        try:
+            for _ in range(MAX_PASSES):
+                observed = await self.observe(ws, containers)
+                containers = None  # after acting, always look again
+                decided = plan(ws, projection, observed, result.status, self.clock(),
+                               self.settings)
+                result.plans.append(decided)
+                result.requeue_after = decided.requeue_after
+                self._log(ws, decided)
+                if decided.ops or decided.events:
+                    await self.executor.run(ws.key, decided)
+                if decided.recreate_reason is not None:
+                    reason = decided.recreate_reason.value
+                    self.metrics.recreates[reason] = self.metrics.recreates.get(reason, 0) + 1
+                if decided.action == "delete":
+                    result.status = None
+                    break
+                result.status = decided.status
+                if not decided.ops:
+                    break
+        except ExecuteError as exc:
+            self.metrics.errors += 1
+            log.warning("%s: %s", ws.key, exc)
+            result.error = exc
+            result.status = failed_status(ws, result.status, exc, self.clock())
+        finally:
+            self.metrics.observe_duration(time.monotonic() - started)
+        return result
+
+    @staticmethod
+    def _log(ws: Workspace, decided: Plan) -> None:
+        if decided.action == "none":
+            log.debug("%s: in sync (%s)", ws.key, decided.degraded_reason)
+            return
+        log.info("%s: %s (%s): %d ops", ws.key, decided.action, decided.reason,
+                 len(decided.ops))
+
+
+def failed_status(ws: Workspace, previous: WorkspaceStatus | None, error: ExecuteError,
+                  now: datetime) -> WorkspaceStatus:
+    """Status after an operation failed: Degraded RecreateFailed naming the operation."""
+    previous = previous or WorkspaceStatus()
+    message = str(error)[:1000]
+    verdict = Verdict(
+        ready=("False", DegradedReason.RECREATE_FAILED.value, message),
+        degraded=("True", DegradedReason.RECREATE_FAILED.value, message),
+        progressing=("False", DegradedReason.RECREATE_FAILED.value, "retrying with back-off"),
+    )
+    conditions = apply_verdict(previous.conditions, verdict, now, ws.metadata.generation)
+    return previous.model_copy(update={"conditions": conditions, "phase": Phase.DEGRADED})
