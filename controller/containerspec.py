@@ -19,12 +19,17 @@ LABEL_WORKSPACE = LABEL_PREFIX + "workspace"
 LABEL_CONFIG_HASH = LABEL_PREFIX + "config-hash"
 LABEL_TOKEN_GENERATION = LABEL_PREFIX + "token-generation"
 LABEL_RESTARTED_AT = LABEL_PREFIX + "restarted-at"
+LABEL_INSTANCE = LABEL_PREFIX + "instance"
 MANAGED_BY = "wsctl"
 
 
-def container_name(workspace_id: str, generation: int) -> str:
+def _prefix(instance: str) -> str:
+    return "wsctl" if instance == "default" else f"wsctl-{instance}"
+
+
+def container_name(workspace_id: str, generation: int, instance: str = "default") -> str:
     """Deterministic per token generation, so a retried create finds its container."""
-    return f"wsctl-{workspace_id}-g{generation}"
+    return f"{_prefix(instance)}-{workspace_id}-g{generation}"
 
 
 def restarted_at_label(ws: Workspace) -> str:
@@ -32,8 +37,8 @@ def restarted_at_label(ws: Workspace) -> str:
     return restarted_at.isoformat() if restarted_at else ""
 
 
-def config_volume_name(workspace_id: str) -> str:
-    return f"wsctl-{workspace_id}-configs"
+def config_volume_name(workspace_id: str, instance: str = "default") -> str:
+    return f"{_prefix(instance)}-{workspace_id}-configs"
 
 
 @dataclass(frozen=True)
@@ -103,17 +108,19 @@ def container_spec(ws: Workspace, projection: Projection, settings: PlatformSett
                    token_generation: int) -> ContainerSpec:
     workspace_id = ws.key.id
     return ContainerSpec(
-        name=container_name(workspace_id, token_generation),
+        name=container_name(workspace_id, token_generation, settings.instance),
         image=ws.spec.image,
         labels={
             LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_INSTANCE: settings.instance,
             LABEL_WORKSPACE: workspace_id,
             LABEL_CONFIG_HASH: projection.config_hash,
             LABEL_TOKEN_GENERATION: str(token_generation),
             LABEL_RESTARTED_AT: restarted_at_label(ws),
         },
         env=projection.env,
-        mounts=(Mount(source=config_volume_name(workspace_id), target=CONFIG_MOUNT),),
+        mounts=(Mount(source=config_volume_name(workspace_id, settings.instance),
+                      target=CONFIG_MOUNT),),
         network=settings.network,
         agent_port=settings.agent_port,
         memory_bytes=ws.spec.resources.memory_bytes,

@@ -8,6 +8,7 @@ into the container's config volume; the store gets its hash).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -55,6 +56,9 @@ class Executor:
     store: Store
     host_gateway: str
     deliver: RestartContextSender | None = None
+    stall_after: str | None = None
+    """Fault injection for crash tests: after an op of this type, hang forever
+    (set from $WSCTL_DEBUG_STALL_AFTER_OP; the test then SIGKILLs the controller)."""
 
     async def run(self, key: WorkspaceKey, plan: Plan) -> None:
         scratch = _Scratch()
@@ -63,6 +67,9 @@ class Executor:
                 await self._one(key, op, scratch)
             except Exception as exc:
                 raise ExecuteError(key, op, exc) from exc
+            if self.stall_after == type(op).__name__:
+                log.warning("%s: fault injection: stalling after %s", key, self.stall_after)
+                await asyncio.Event().wait()
         for event in plan.events:
             await self.store.add_event(key.id, event.type, event.reason, event.message)
 

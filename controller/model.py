@@ -276,7 +276,7 @@ class RegisterFailure(_Model):
 class WorkspaceStatus(_Model):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
-    container_id: str | None = None
+    container_id: Annotated[str | None, Field(alias="containerID")] = None
     config_hash: str | None = None
     token_generation: int = 0
     restart_count: int = 0

@@ -22,7 +22,13 @@ from enum import StrEnum
 from controller.conditions import DegradedReason, Verdict, apply_verdict, phase_of
 from controller.containerspec import ContainerSpec, config_volume_name, container_spec
 from controller.containerspec import restarted_at_label as restarted_label
-from controller.model import ConditionStatus, ConditionType, Workspace, WorkspaceStatus
+from controller.model import (
+    ConditionStatus,
+    ConditionType,
+    RegisterFailure,
+    Workspace,
+    WorkspaceStatus,
+)
 from controller.observed import Observed, ObservedContainer
 from controller.projection import Projection, ProjectionError
 from controller.settings import PlatformSettings
@@ -355,7 +361,8 @@ def _plan_delete(ws: Workspace, containers: list[ObservedContainer],
                  settings: PlatformSettings) -> Plan:
     ops: list[Op] = [CaptureDiagnostics(c.id, "Deleted") for c in containers if c.running]
     ops += _stop_and_remove(containers, settings)
-    ops += [RevokeTokens(), RemoveVolume(config_volume_name(ws.key.id)), PurgeWorkspace()]
+    ops += [RevokeTokens(), RemoveVolume(config_volume_name(ws.key.id, settings.instance)),
+            PurgeWorkspace()]
     return Plan("delete", "deletion requested", tuple(ops),
                 events=(Event("Normal", "Deleting", "removing container and revoking tokens"),))
 
@@ -365,8 +372,12 @@ def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedConta
                  settings: PlatformSettings) -> Plan:
     verdict, requeue = _health(ws, c, observed, now, settings)
     ops: list[Op] = _stop_and_remove(others, settings)
+    marker = observed.agent.register_failure
+    last_failure = previous.last_register_failure if marker is None else RegisterFailure(
+        at=marker.at, class_=marker.cls, message=marker.message)
     status = _status(ws, previous, verdict, now, container_id=c.id,
-                     token_generation=c.token_generation, config_hash=c.config_hash)
+                     token_generation=c.token_generation, config_hash=c.config_hash,
+                     last_register_failure=last_failure)
     action, reason = ("cleanup", "remove stray containers") if ops else ("none", "in sync")
     if (verdict.ready[0] == "True" and previous.restart_count > 0
             and previous.restart_context_generation != c.token_generation):

@@ -56,6 +56,7 @@ class RunOptions:
     registry_port: int = 8081
     database_url: str | None = None
     network: str = "wsctl"
+    instance: str = "default"
     heartbeat_seconds: int = 5
     resync_seconds: float = 30.0
     workers: int = 8
@@ -99,7 +100,7 @@ class Controller:
     async def serve(self, stop: asyncio.Event) -> None:
         opts = self.options
         admin_token = ensure_admin_token(opts.data_dir)
-        engine = DockerEngine(await asyncio.to_thread(connect))
+        engine = DockerEngine(await asyncio.to_thread(connect), instance=opts.instance)
         self.engine = engine
         gateway = await engine.ensure_network(opts.network)
         if opts.build_image and not await engine.image_exists(DEFAULT_IMAGE):
@@ -108,7 +109,8 @@ class Controller:
                                     cache_dir=opts.cache_dir, progress=self.progress)
         settings = PlatformSettings(
             registry_url=f"http://host.docker.internal:{opts.registry_port}",
-            network=opts.network, heartbeat_seconds=opts.heartbeat_seconds)
+            network=opts.network, heartbeat_seconds=opts.heartbeat_seconds,
+            instance=opts.instance)
         async with open_store(opts.data_dir, opts.database_url, self.progress,
                               keep_running=False) as store:
             self.store = store
@@ -138,7 +140,8 @@ class Controller:
 
         proxy = A2AProxy(store, agent_address)
         executor = Executor(engine, store, host_gateway=gateway,
-                            deliver=proxy.deliver_restart_context)
+                            deliver=proxy.deliver_restart_context,
+                            stall_after=opts.environ.get("WSCTL_DEBUG_STALL_AFTER_OP") or None)
         reconciler = Reconciler(store, engine, executor, settings, opts.environ,
                                 clock=lambda: datetime.now(UTC))
         driver = StandaloneDriver(store, engine, reconciler, executor, workers=opts.workers,

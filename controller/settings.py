@@ -19,6 +19,9 @@ class PlatformSettings:
     registry_url: str = "http://host.docker.internal:8081"
     """URL at which agents reach the registry (the workspace network's gateway)."""
 
+    instance: str = "default"
+    """Controller instance: scopes container names, volumes and the labels it lists."""
+
     network: str = "wsctl"
     """Docker network every workspace container joins."""
 

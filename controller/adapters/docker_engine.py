@@ -26,6 +26,7 @@ from docker.types import Mount as DockerMount
 
 from controller.containerspec import (
     LABEL_CONFIG_HASH,
+    LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_RESTARTED_AT,
     LABEL_TOKEN_GENERATION,
@@ -36,7 +37,6 @@ from controller.containerspec import (
 from controller.observed import ObservedContainer
 from controller.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
-MANAGED_FILTER = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 WATCHED_EVENTS = ("die", "oom", "destroy", "stop", "start", "pause", "unpause", "kill")
 
 
@@ -92,9 +92,13 @@ class EngineCall:
 
 
 class DockerEngine:
-    def __init__(self, client: docker.DockerClient,
+    def __init__(self, client: docker.DockerClient, instance: str = "default",
                  on_call: Callable[[EngineCall], None] | None = None) -> None:
         self.client = client
+        self.instance = instance
+        # Only this controller instance's containers: a second instance (tests, a
+        # user's other controller) is never adopted or removed as an orphan.
+        self.label_filter = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_INSTANCE}={instance}"]
         self.api = client.api
         self._inspect_cache: dict[str, tuple[str, dict[str, Any]]] = {}
         self._on_call = on_call
@@ -137,7 +141,7 @@ class DockerEngine:
     async def list_containers(self) -> list[ObservedContainer]:
         """Every wsctl-managed container, from one list call (plus inspects of changed ones)."""
         summaries: list[dict[str, Any]] = await self._run(
-            "list", self.api.containers, all=True, filters={"label": MANAGED_FILTER})
+            "list", self.api.containers, all=True, filters={"label": self.label_filter})
         live_ids = {s["Id"] for s in summaries}
         for stale in set(self._inspect_cache) - live_ids:
             del self._inspect_cache[stale]
@@ -319,7 +323,7 @@ class DockerEngine:
             while not stop.is_set():
                 try:
                     stream = self.api.events(decode=True, filters={
-                        "type": "container", "label": MANAGED_FILTER,
+                        "type": "container", "label": self.label_filter,
                         "event": list(WATCHED_EVENTS)})
                     for event in stream:
                         if stop.is_set():

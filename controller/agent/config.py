@@ -37,6 +37,8 @@ class Config:
     register_payload: str = "normal"
     exit_after_seconds: float | None = None
     register_once: bool = False
+    reject_grace_seconds: float = 0.0
+    """With register_once: wait this long after a refused register before heartbeating."""
 
     @property
     def has_llm_credential(self) -> bool:
@@ -81,10 +83,10 @@ class Config:
             raise ConfigError(f"WSCTL_AGENT_PORT must be an integer, got {port_raw!r}") from None
         if not 0 <= port <= 65535:
             raise ConfigError(f"WSCTL_AGENT_PORT out of range: {port}")
-        payload = (opt("WSCTL_AGENT_REGISTER_PAYLOAD") or "normal").lower()
+        payload = (opt("AGENT_REGISTER_PAYLOAD") or "normal").lower()
         if payload not in REGISTER_PAYLOADS:
             raise ConfigError(
-                f"WSCTL_AGENT_REGISTER_PAYLOAD must be one of {', '.join(REGISTER_PAYLOADS)}, "
+                f"AGENT_REGISTER_PAYLOAD must be one of {', '.join(REGISTER_PAYLOADS)}, "
                 f"got {payload!r}"
             )
         heartbeat = num("WSCTL_HEARTBEAT_SECONDS", 5.0)
@@ -93,7 +95,7 @@ class Config:
             workspace_name=opt("WSCTL_WORKSPACE_NAME") or workspace_id.rsplit(".", 1)[-1],
             registry_url=registry_url.rstrip("/"),
             port=port,
-            bind_host=opt("WSCTL_AGENT_BIND_HOST") or "0.0.0.0",  # noqa: S104
+            bind_host=opt("AGENT_BIND_HOST") or "0.0.0.0",  # noqa: S104
             heartbeat_seconds=max(heartbeat if heartbeat is not None else 5.0, 0.05),
             token_file=opt("WSCTL_TOKEN_FILE") or "/configs/.auth_token",
             log_level=(opt("LOG_LEVEL") or "info").lower(),
@@ -101,9 +103,10 @@ class Config:
             anthropic_auth_token=opt("ANTHROPIC_AUTH_TOKEN"),
             anthropic_api_key=opt("ANTHROPIC_API_KEY"),
             anthropic_model=opt("ANTHROPIC_MODEL") or DEFAULT_MODEL,
-            advertise_url=opt("WSCTL_AGENT_ADVERTISE_URL"),
-            boot_delay_seconds=num("WSCTL_AGENT_BOOT_DELAY_SECONDS", 0.0) or 0.0,
+            advertise_url=opt("AGENT_ADVERTISE_URL"),
+            boot_delay_seconds=num("AGENT_BOOT_DELAY_SECONDS", 0.0) or 0.0,
             register_payload=payload,
-            exit_after_seconds=num("WSCTL_AGENT_EXIT_AFTER_SECONDS", None),
-            register_once=opt("WSCTL_AGENT_REGISTER_ONCE") in {"1", "true", "yes"},
+            exit_after_seconds=num("AGENT_EXIT_AFTER_SECONDS", None),
+            register_once=opt("AGENT_REGISTER_ONCE") in {"1", "true", "yes"},
+            reject_grace_seconds=num("AGENT_REJECT_GRACE_SECONDS", 0.0) or 0.0,
         )

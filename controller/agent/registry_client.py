@@ -51,7 +51,7 @@ class Response:
 
 
 def register_payload(config: Config, url: str) -> dict[str, Any]:
-    """The register body, shaped by the ``WSCTL_AGENT_REGISTER_PAYLOAD`` test knob.
+    """The register body, shaped by the ``AGENT_REGISTER_PAYLOAD`` test knob.
 
     ``no_url`` omits the top-level ``url`` key; ``private_url`` claims
     ``http://10.11.12.13:8000``; ``bad_card`` sends an ``agent_card`` that is not
@@ -160,8 +160,9 @@ class RegistryClient:
                     message=resp.error_message(),
                 )
                 if self.config.register_once:
-                    log.info("register_once", action="heartbeat_without_retry")
-                    return True
+                    log.info("register_once", action="heartbeat_without_retry",
+                             after_seconds=self.config.reject_grace_seconds)
+                    return not self.stop.wait(self.config.reject_grace_seconds)
             elif resp.status == 0:
                 log.warning("register_unreachable", attempt=attempt, reason=resp.reason)
             else:

@@ -616,16 +616,16 @@ def test_config_from_env_defaults_and_knobs() -> None:
     tuned = Config.from_env(
         {
             **env,
-            "WSCTL_AGENT_REGISTER_PAYLOAD": "bad_card",
-            "WSCTL_AGENT_REGISTER_ONCE": "1",
-            "WSCTL_AGENT_EXIT_AFTER_SECONDS": "2.5",
+            "AGENT_REGISTER_PAYLOAD": "bad_card",
+            "AGENT_REGISTER_ONCE": "1",
+            "AGENT_EXIT_AFTER_SECONDS": "2.5",
             "ANTHROPIC_AUTH_TOKEN": LLM_KEY,
         }
     )
     assert tuned.register_payload == "bad_card" and tuned.register_once
     assert tuned.exit_after_seconds == 2.5 and tuned.has_llm_credential
-    with pytest.raises(ConfigError, match="WSCTL_AGENT_REGISTER_PAYLOAD"):
-        Config.from_env({**env, "WSCTL_AGENT_REGISTER_PAYLOAD": "weird"})
+    with pytest.raises(ConfigError, match="AGENT_REGISTER_PAYLOAD"):
+        Config.from_env({**env, "AGENT_REGISTER_PAYLOAD": "weird"})
     with pytest.raises(ConfigError, match="WSCTL_WORKSPACE_ID"):
         Config.from_env({"WSCTL_REGISTRY_URL": "http://x"})
 
@@ -651,10 +651,10 @@ def spawn_agent(
         "WSCTL_WORKSPACE_ID": "default.alice",
         "WSCTL_REGISTRY_URL": registry_url,
         "WSCTL_AGENT_PORT": "0",
-        "WSCTL_AGENT_BIND_HOST": "127.0.0.1",
+        "AGENT_BIND_HOST": "127.0.0.1",
         "WSCTL_HEARTBEAT_SECONDS": "0.1",
         "WSCTL_TOKEN_FILE": str(token_file),
-        "WSCTL_AGENT_ADVERTISE_URL": "http://wsctl-default-alice:8000",
+        "AGENT_ADVERTISE_URL": "http://wsctl-default-alice:8000",
         **extra,
     }
     return subprocess.Popen(
@@ -697,7 +697,7 @@ def test_process_exit_after_knob_exits_3(
     standalone_pythonpath: Path, registry: FakeServer, token_file: Path
 ) -> None:
     proc = spawn_agent(
-        standalone_pythonpath, registry.url, token_file, WSCTL_AGENT_EXIT_AFTER_SECONDS="0.3"
+        standalone_pythonpath, registry.url, token_file, AGENT_EXIT_AFTER_SECONDS="0.3"
     )
     try:
         assert proc.wait(timeout=10) == 3
@@ -714,7 +714,7 @@ def test_process_rejects_bad_config_with_exit_2(
         standalone_pythonpath,
         "http://127.0.0.1:9",
         tmp_path / "t",
-        WSCTL_AGENT_REGISTER_PAYLOAD="nonsense",
+        AGENT_REGISTER_PAYLOAD="nonsense",
     )
     try:
         assert proc.wait(timeout=10) == 2

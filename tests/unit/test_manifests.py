@@ -86,7 +86,8 @@ def test_non_mapping_and_missing_file(tmp_path: Path) -> None:
 
 def test_example_validates() -> None:
     docs = manifests.load([Path(__file__).parents[2] / "examples"])
-    assert sorted(str(w.key) for w in manifests.workspaces(docs)) == ["default/alice", "default/demo"]
+    names = sorted(str(w.key) for w in manifests.workspaces(docs))
+    assert names == ["default/alice", "default/demo"]
 
 
 def test_usage_error_exit_code_is_2() -> None:
