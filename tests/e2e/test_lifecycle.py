@@ -1,0 +1,370 @@
+"""The lifecycle test (issue 3): real containers through provision, restart, failure
+and recovery, driven through `wsctl` against a real `wsctl run` process."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.e2e.conftest import INSTANCE, NETWORK, PLANTED_KEY
+from tests.e2e.harness import (
+    ControllerProcess,
+    FakeLLMThread,
+    condition,
+    container_env,
+    kill,
+    new_dir,
+    phase,
+    post_json,
+    read_token,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
+
+TOKENS_SEEN: list[str] = []  # agent tokens read during the run: they must not leak either
+
+
+def workspace(name: str, llm_port: int | None = None, *, api_key: bool = True,
+              env: dict[str, str] | None = None, startup: int = 60) -> dict[str, Any]:
+    llm: dict[str, Any] = {"provider": "minimax"}
+    if llm_port is not None:
+        llm["baseURL"] = f"http://host.docker.internal:{llm_port}/v1/"
+    if api_key:
+        llm["apiKey"] = {"secretRef": {"name": "e2e-llm", "key": "api-key"}}
+    return {
+        "apiVersion": "wsctl.dev/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": name},
+        "spec": {"model": "MiniMax-M3", "llm": llm, "startupTimeoutSeconds": startup,
+                 "env": [{"name": k, "value": v} for k, v in (env or {}).items()]},
+    }
+
+
+def online(controller: ControllerProcess, name: str, timeout: float = 60) -> dict[str, Any]:
+    return wait_for(lambda: (lambda o: o if phase(o) == "Online" else None)(
+        controller.get(name)), timeout, f"{name} Online")
+
+
+def managed(client: docker.DockerClient, name: str,
+            instance: str = INSTANCE) -> list[Any]:
+    return list(client.containers.list(all=True, filters={"label": [
+        f"wsctl.dev/instance={instance}", f"wsctl.dev/workspace=default.{name}"]}))
+
+
+@pytest.fixture
+def cleanup(controller: ControllerProcess) -> Iterator[list[str]]:
+    names: list[str] = []
+    yield names
+    for name in names:
+        controller.cli("delete", name)
+
+
+# 1 ------------------------------------------------------------------ provision
+
+
+def test_provision_minimax_projects_env_without_v1(
+        controller: ControllerProcess, fake_llm: FakeLLMThread,
+        docker_client: docker.DockerClient, cleanup: list[str]) -> None:
+    cleanup.append("prov")
+    controller.apply(workspace("prov", fake_llm.port))
+    obj = online(controller, "prov")
+    env = container_env(docker_client, obj["status"]["containerID"])
+    assert env["MINIMAX_API_KEY"] == PLANTED_KEY
+    assert env["ANTHROPIC_AUTH_TOKEN"] == PLANTED_KEY
+    assert env["ANTHROPIC_BASE_URL"] == f"http://host.docker.internal:{fake_llm.port}"
+    assert condition(obj, "Ready")["status"] == "True"
+    assert condition(obj, "Degraded")["status"] == "False"
+    code, out, _ = controller.cli("get")
+    assert code == 0
+    assert re.search(r"^prov\s+Online\s+True\s+-\s+0\s+\d+s$", out, re.M), out
+
+
+# 2, 3 --------------------------------------------------------------- restart, send
+
+
+def test_restart_keeps_env_rotates_token_never_degraded_then_send(
+        controller: ControllerProcess, fake_llm: FakeLLMThread,
+        docker_client: docker.DockerClient, cleanup: list[str]) -> None:
+    cleanup.append("rst")
+    controller.apply(workspace("rst", fake_llm.port))
+    before = online(controller, "rst")
+    old_id = before["status"]["containerID"]
+    old_env = container_env(docker_client, old_id)
+    old_token = read_token(docker_client, old_id)
+    TOKENS_SEEN.append(old_token)
+
+    code, out, err = controller.cli("restart", "rst")
+    assert code == 0, err
+    phases: list[str] = []
+
+    def replaced() -> dict[str, Any] | None:
+        obj = controller.get("rst")
+        phases.append(phase(obj))
+        status = obj.get("status") or {}
+        done = status.get("containerID") not in (None, old_id) and phase(obj) == "Online"
+        return obj if done else None
+
+    after = wait_for(replaced, 60, "restarted container Online", interval=0.05)
+    assert "Degraded" not in phases and "Failed" not in phases, phases
+    assert after["status"]["restartCount"] == 1
+    new_id = after["status"]["containerID"]
+    assert container_env(docker_client, new_id) == old_env
+    new_token = read_token(docker_client, new_id)
+    TOKENS_SEEN.append(new_token)
+    assert new_token != old_token
+    events = controller.describe("rst")["events"]
+    assert [e for e in events if e["type"] == "Warning"] == []
+
+    status, body = post_json(f"{controller.registry}/registry/heartbeat",
+                             {"workspace_id": "default.rst", "status": "healthy"}, old_token)
+    assert (status, body["error"]["class"]) == (401, "stale_token")
+
+    # 3: send after the restart goes through the proxy to the fake LLM and back.
+    before_calls = len(fake_llm.llm.requests)
+    code, out, err = controller.cli("send", "rst", "ping after restart")
+    assert code == 0, err
+    assert out.strip() == "fake-llm heard: ping after restart"
+    calls = [s for s in fake_llm.llm.requests[before_calls:] if s.text == "ping after restart"]
+    assert len(calls) == 1
+    assert calls[0].path == "/v1/messages" and calls[0].status == 200
+    assert calls[0].auth_scheme == "bearer" and calls[0].key_ok
+    assert not any("/v1/v1" in s.path for s in fake_llm.llm.requests)
+
+    def activity() -> list[dict[str, Any]] | None:
+        rows: list[dict[str, Any]] = controller.client().request(
+            "GET", "/api/v1/workspaces/rst/activity")["items"]
+        sources = {r["source"] for r in rows}
+        return rows if {"user", "system:restart-context"} <= sources else None
+
+    rows = wait_for(activity, 30, "user and restart-context activity rows")
+    user_row = next(r for r in rows if r["source"] == "user")
+    assert user_row["status"] == "ok" and user_row["method"] == "message/send"
+    context = next(r for r in rows if r["source"] == "system:restart-context")
+    assert context["source_id"] is None and context["source_kind"] == "system"
+
+
+# 4 ------------------------------------------------------------------ register failure
+
+
+@pytest.mark.parametrize("payload, cls", [("private_url", "blocked_private_url"),
+                                          ("no_url", "missing_url")])
+def test_register_failure_degrades_then_healthy_heartbeat_clears(
+        controller: ControllerProcess, fake_llm: FakeLLMThread, cleanup: list[str],
+        payload: str, cls: str) -> None:
+    name = f"reg-{payload.replace('_', '-')}"
+    cleanup.append(name)
+    controller.apply(workspace(name, fake_llm.port, env={
+        "AGENT_REGISTER_PAYLOAD": payload, "AGENT_REGISTER_ONCE": "1",
+        "AGENT_REJECT_GRACE_SECONDS": "4"}))
+    degraded = wait_for(lambda: (lambda o: o if condition(o, "Degraded").get("reason")
+                                 == "RegisterFailed" else None)(controller.get(name)),
+                        30, f"{name} Degraded RegisterFailed", interval=0.05)
+    assert phase(degraded) == "Degraded"
+    assert cls in condition(degraded, "Degraded")["message"]
+    code, out, _ = controller.cli("describe", name)
+    assert code == 0
+    assert re.search(r"Degraded\s+True\s+RegisterFailed", out), out
+    assert f"class: {cls}" in out
+    healed = online(controller, name, 30)
+    assert healed["status"]["lastRegisterFailure"]["class"] == cls
+    assert condition(healed, "Ready")["reason"] == "Heartbeating"
+
+
+# 5 ------------------------------------------------------------------ slow boot
+
+
+def test_slow_boot_is_progressing_not_degraded(
+        controller: ControllerProcess, fake_llm: FakeLLMThread, cleanup: list[str]) -> None:
+    cleanup.append("slow")
+    controller.apply(workspace("slow", fake_llm.port, startup=60,
+                               env={"AGENT_BOOT_DELAY_SECONDS": "4"}))
+    samples: list[dict[str, Any]] = []
+
+    def sample() -> dict[str, Any] | None:
+        obj = controller.get("slow")
+        samples.append(obj)
+        return obj if phase(obj) == "Online" else None
+
+    wait_for(sample, 60, "slow workspace Online", interval=0.2)
+    waiting = [s for s in samples if condition(s, "Progressing").get("status") == "True"]
+    assert waiting, "never saw Progressing=True while the agent booted"
+    assert all(phase(s) in ("Pending", "Provisioning", "Online") for s in samples)
+    assert all(condition(s, "Degraded").get("status") != "True" for s in samples)
+    assert condition(waiting[-1], "Progressing")["reason"] == "WaitingForRegistration"
+
+
+def test_boot_past_deadline_is_startup_timeout(
+        controller: ControllerProcess, fake_llm: FakeLLMThread, cleanup: list[str]) -> None:
+    cleanup.append("late")
+    controller.apply(workspace("late", fake_llm.port, startup=3,
+                               env={"AGENT_BOOT_DELAY_SECONDS": "120"}))
+    obj = wait_for(lambda: (lambda o: o if condition(o, "Degraded").get("reason")
+                            == "StartupTimeout" else None)(controller.get("late")),
+                   30, "Degraded StartupTimeout")
+    assert phase(obj) == "Degraded"
+    assert "3s" in condition(obj, "Degraded")["message"]
+
+
+# 6 ------------------------------------------------------------------ docker kill
+
+
+def test_docker_kill_recreates_from_event_with_diagnostics(
+        controller: ControllerProcess, fake_llm: FakeLLMThread,
+        docker_client: docker.DockerClient, cleanup: list[str]) -> None:
+    cleanup.append("kil")
+    controller.apply(workspace("kil", fake_llm.port))
+    old_id = online(controller, "kil")["status"]["containerID"]
+    old_name = docker_client.api.inspect_container(old_id)["Name"].lstrip("/")
+    killed_at = time.monotonic()
+    docker_client.api.kill(old_id)
+
+    def replaced() -> dict[str, Any] | None:
+        obj = controller.get("kil")
+        new = (obj.get("status") or {}).get("containerID")
+        return obj if new not in (None, old_id) and phase(obj) == "Online" else None
+
+    wait_for(replaced, 60, "replacement container Online")
+    # The resync period is 300 s: only the Docker event can explain a prompt recreate.
+    assert time.monotonic() - killed_at < 60
+    assert f"docker event die on {old_id[:12]}" in controller.log()
+    diagnostics = controller.describe("kil")["diagnostics"]
+    assert diagnostics["container_id"] == old_id
+    assert diagnostics["exit_code"] == 137
+    assert diagnostics["reason"] == "ContainerExited"
+    assert old_name in diagnostics["log_tail"]  # its own lines: it registered as itself
+    assert diagnostics["env_names"]["MINIMAX_API_KEY"] == "set"
+
+
+# 7 ------------------------------------------------------------------ spec change
+
+
+def test_spec_change_recreates_once_and_leaves_others_alone(
+        controller: ControllerProcess, fake_llm: FakeLLMThread, cleanup: list[str]) -> None:
+    cleanup += ["chg-a", "chg-b"]
+    controller.apply(workspace("chg-a", fake_llm.port), workspace("chg-b", fake_llm.port))
+    a_before = online(controller, "chg-a")
+    b_before = online(controller, "chg-b")
+    controller.apply(workspace("chg-a", fake_llm.port, env={"LOG_LEVEL": "debug"}))
+
+    def changed() -> dict[str, Any] | None:
+        obj = controller.get("chg-a")
+        status = obj.get("status") or {}
+        return obj if status.get("containerID") != a_before["status"]["containerID"] \
+            and phase(obj) == "Online" else None
+
+    a_after = wait_for(changed, 60, "chg-a recreated and Online")
+    assert a_after["status"]["restartCount"] == 1
+    assert a_after["status"]["tokenGeneration"] == a_before["status"]["tokenGeneration"] + 1
+    assert a_after["status"]["lastRecreateReason"] == "ConfigChanged"
+    recreates = [e for e in controller.describe("chg-a")["events"] if e["reason"] == "Recreating"]
+    assert len(recreates) == 1 and recreates[0]["count"] == 1
+    b_after = controller.get("chg-b")
+    assert b_after["status"]["containerID"] == b_before["status"]["containerID"]
+    assert b_after["status"]["restartCount"] == 0
+    assert b_after["metadata"]["generation"] == b_before["metadata"]["generation"]
+
+
+# 8 ------------------------------------------------------------------ crash mid-recreate
+
+
+@pytest.mark.parametrize("stall_after", ["CreateContainer", "WriteToken", "ActivateToken",
+                                         "RemoveContainer"])
+def test_sigkill_during_recreate_converges(
+        agent_image: str, gateway: str, fake_llm: FakeLLMThread,
+        docker_client: docker.DockerClient, log_files: list[Path], stall_after: str) -> None:
+    data_dir = new_dir("wsctl-e2e-crash-")
+    instance = f"{INSTANCE}-crash"
+    proc = ControllerProcess(data_dir=data_dir, network=NETWORK, instance=instance,
+                             gateway=gateway,
+                             env={"WSCTL_SECRET_E2E_LLM_API_KEY": PLANTED_KEY})
+    try:
+        proc.start()
+        proc.apply(workspace("crash", fake_llm.port))
+        first = online(proc, "crash")
+        proc.stop()
+        proc.start({"WSCTL_DEBUG_STALL_AFTER_OP": stall_after})
+        assert proc.cli("restart", "crash")[0] == 0
+        wait_for(lambda: f"stalling after {stall_after}" in proc.log(), 30,
+                 f"controller to reach {stall_after}")
+        kill(proc)
+        proc.start()
+        final = wait_for(lambda: (lambda o: o if phase(o) == "Online" and o["status"][
+            "containerID"] != first["status"]["containerID"] else None)(proc.get("crash")),
+            60, "crash workspace Online again after the SIGKILL")
+        containers = wait_for(lambda: (lambda cs: cs if len(cs) == 1 else None)(
+            managed(docker_client, "crash", instance)), 30, "exactly one container")
+        assert containers[0].id == final["status"]["containerID"]
+        assert containers[0].status == "running"
+        everything = docker_client.containers.list(
+            all=True, filters={"label": f"wsctl.dev/instance={instance}"})
+        assert [c.id for c in everything] == [containers[0].id]
+        assert proc.cli("delete", "crash")[0] == 0
+        wait_for(lambda: not managed(docker_client, "crash", instance), 30, "container removed")
+    finally:
+        log_files.extend(proc.log_files)
+        proc.stop()
+        for leftover in docker_client.containers.list(
+                all=True, filters={"label": f"wsctl.dev/instance={instance}"}):
+            leftover.remove(force=True)
+        # data_dir (with its logs) is removed by the log_files fixture after the secret scan
+
+
+# 9 ------------------------------------------------------------------ missing key
+
+
+def test_missing_llm_key_is_agent_unhealthy_naming_the_variable(
+        controller: ControllerProcess, fake_llm: FakeLLMThread, cleanup: list[str]) -> None:
+    cleanup.append("nokey")
+    controller.apply(workspace("nokey", fake_llm.port, api_key=False))
+    obj = wait_for(lambda: (lambda o: o if condition(o, "Degraded").get("reason")
+                            == "AgentUnhealthy" else None)(controller.get("nokey")),
+                   30, "Degraded AgentUnhealthy")
+    assert "ANTHROPIC_AUTH_TOKEN" in condition(obj, "Degraded")["message"]
+    assert phase(obj) == "Degraded"
+
+
+def test_delete_removes_container(controller: ControllerProcess, fake_llm: FakeLLMThread,
+                                  docker_client: docker.DockerClient) -> None:
+    controller.apply(workspace("gone", fake_llm.port))
+    online(controller, "gone")
+    assert managed(docker_client, "gone")
+    code, _, err = controller.cli("delete", "gone")
+    assert code == 0, err
+    wait_for(lambda: not managed(docker_client, "gone"), 30, "container removed")
+    code, _, err = controller.cli("get", "gone")
+    assert code == 1 and "not found" in err
+
+
+# last ------------------------------------------------------------------ no secret leaks
+
+
+def test_no_secret_in_any_log_status_event_or_diagnostics(
+        controller: ControllerProcess, docker_client: docker.DockerClient,
+        log_files: list[Path]) -> None:
+    secrets = [PLANTED_KEY, *TOKENS_SEEN]
+    admin_token = (controller.data_dir / "admin.token").read_text().strip()
+    secrets.append(admin_token)
+    outputs: dict[str, str] = {}
+    for path in log_files:
+        outputs[str(path)] = path.read_text(errors="replace")
+    items = controller.client().request("GET", "/api/v1/workspaces")["items"]
+    for item in items:
+        name = item["metadata"]["name"]
+        outputs[f"describe {name}"] = json.dumps(controller.describe(name))
+        outputs[f"activity {name}"] = json.dumps(controller.client().request(
+            "GET", f"/api/v1/workspaces/{name}/activity"))
+        outputs[f"cli describe {name}"] = controller.cli("describe", name)[1]
+    for container in docker_client.containers.list(
+            all=True, filters={"label": f"wsctl.dev/instance={INSTANCE}"}):
+        outputs[f"docker logs {container.name}"] = container.logs().decode(errors="replace")
+    assert len(outputs) > 3
+    leaks = [(where, s[:12]) for where, text in outputs.items() for s in secrets if s in text]
+    assert leaks == []
+
