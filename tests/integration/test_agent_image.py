@@ -124,7 +124,7 @@ def _published_port(container: Container) -> int:
 
 
 def _get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - 127.0.0.1
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.status, json.loads(resp.read())
 
 

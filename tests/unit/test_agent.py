@@ -214,10 +214,10 @@ def run_agent(logs: LogCapture) -> Iterator[Callable[[Config], Agent]]:
 def http_json(url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     method = "POST" if data is not None else "GET"
-    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - 127.0.0.1
+    req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
