@@ -6,10 +6,10 @@ WSCTL := $(VENV)/bin/wsctl
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit integration docker images venv clean help
+.PHONY: run test lint unit docker images venv clean help
 
 help:
-	@echo "make run    build the agent image and show what the example workspace projects to"
+	@echo "make run    start the controller with a demo workspace (embedded PostgreSQL, fake LLM)"
 	@echo "make test   lint, type-check and run every test (real Docker, real PostgreSQL)"
 
 $(STAMP): pyproject.toml
@@ -26,12 +26,11 @@ docker:
 images: venv docker
 	$(WSCTL) images build
 
-# Until the standalone loop lands (issue 3) `make run` builds the image and
-# validates and renders the example workspace with a placeholder key.
+# The standalone controller with the demo workspace (examples/demo.yaml) wired to
+# the project's fake Anthropic-compatible LLM. Ctrl-C stops the controller; the
+# workspace container keeps running and is adopted at the next start.
 run: images
-	$(WSCTL) validate -f examples/
-	WSCTL_SECRET_MINIMAX_API_KEY=$${WSCTL_SECRET_MINIMAX_API_KEY:-demo-placeholder-key} \
-		$(WSCTL) render -f examples/workspace.yaml
+	$(WSCTL) run --demo
 
 lint: venv
 	$(VENV)/bin/ruff check controller tests
