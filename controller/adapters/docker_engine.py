@@ -160,6 +160,7 @@ class DockerEngine:
         return observed
 
     def forget(self, container_id: str) -> None:
+        """Drop the cached inspect of a container (on its Docker events)."""
         self._inspect_cache.pop(container_id, None)
 
     @staticmethod

@@ -79,6 +79,9 @@ class StandaloneDriver:
             log.debug("registry event for malformed workspace id ignored")
 
     def _on_docker_event(self, workspace_id: str, action: str, container_id: str) -> None:
+        # Docker's list view can lag its events by a few ms: make the next
+        # observation inspect this container instead of trusting a cached state.
+        self.engine.forget(container_id)
         if action not in TRIGGER_ACTIONS:
             return
         try:

@@ -129,7 +129,7 @@ class ControllerProcess:
             [sys.executable, "-m", "controller.cli", "run", "--data-dir", str(self.data_dir),
              "--listen", self.server, "--registry-listen", f"{self.gateway}:{self.registry_port}",
              "--network", self.network, "--instance", self.instance, "--heartbeat-seconds", "1",
-             "--resync-seconds", "300", "--no-build"],
+             "--resync-seconds", "300", "--no-build", "--verbose"],
             stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
             env={**os.environ, **self.env, **(extra_env or {})})
         handle.close()
