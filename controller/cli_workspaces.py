@@ -126,7 +126,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     spec = ws.get("spec") or {}
     llm = spec.get("llm") or {}
     api_key = llm.get("apiKey")
-    key_shown = f"<set: secretRef {api_key['secretRef']['name']}>" if api_key else "<unset>"
+    key_shown = (f"secretRef {api_key['secretRef']['name']}/{api_key['secretRef']['key']}"
+                 if api_key else "<unset>")
     lines = [
         f"Name:          {ws['metadata']['name']}",
         f"Namespace:     {ws['metadata']['namespace']}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -33,6 +33,9 @@ from controller.settings import PlatformSettings
 log = logging.getLogger("wsctl.reconcile")
 
 MAX_PASSES = 4
+
+SecretResolver = Callable[[Workspace], Awaitable[Mapping[tuple[str, str], str]]]
+"""workspace -> its resolvable secrets, (secret name, key) -> value."""
 
 
 @dataclass
@@ -70,6 +73,9 @@ class Reconciler:
     environ: Mapping[str, str]
     clock: Callable[[], datetime]
     metrics: Metrics = field(default_factory=Metrics)
+    secret_resolver: SecretResolver | None = None
+    """Where secret references resolve; default: the store's secrets and $WSCTL_SECRET_*.
+    The operator resolves them from Kubernetes Secrets in the workspace's namespace."""
 
     async def observe(self, ws: Workspace,
                       containers: list[ObservedContainer] | None = None) -> Observed:
@@ -114,7 +120,9 @@ class Reconciler:
     async def project(self, ws: Workspace) -> Projection | ProjectionError:
         refs = secret_refs([ws])
         secrets: dict[tuple[str, str], str] = {}
-        if refs:
+        if refs and self.secret_resolver is not None:
+            secrets = dict(await self.secret_resolver(ws))
+        elif refs:
             secrets = {**await self.store.get_secrets(), **from_environment(refs, self.environ)}
         try:
             return project(ws, secrets, self.settings)

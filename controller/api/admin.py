@@ -132,7 +132,10 @@ class AdminApi:
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY,
                                                 actual_size=request.content_length)
-        raw = await request.content.read(MAX_BODY + 1)
+        raw = b""  # read() returns what has arrived so far: loop to the end
+        while len(raw) <= MAX_BODY and (
+                chunk := await request.content.read(MAX_BODY + 1 - len(raw))):
+            raw += chunk
         if len(raw) > MAX_BODY:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
         try:

@@ -103,7 +103,10 @@ class Registry:
     async def _body(self, request: web.Request) -> dict[str, Any]:
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise Refusal(413, "body_too_large", f"body over {MAX_BODY} bytes")
-        raw = await request.content.read(MAX_BODY + 1)
+        raw = b""  # read() returns what has arrived so far: loop to the end
+        while len(raw) <= MAX_BODY and (
+                chunk := await request.content.read(MAX_BODY + 1 - len(raw))):
+            raw += chunk
         if len(raw) > MAX_BODY:
             raise Refusal(413, "body_too_large", f"body over {MAX_BODY} bytes")
         try:
@@ -191,8 +194,10 @@ class Registry:
             return refusal.response()
         await self.store.record_heartbeat(
             workspace_id, status, error_detail=detail,
-            active_tasks=tasks if isinstance(tasks, int) and not isinstance(tasks, bool) else None,
-            uptime_seconds=float(uptime) if isinstance(uptime, int | float) else None,
+            active_tasks=tasks if isinstance(tasks, int) and not isinstance(tasks, bool)
+            and 0 <= tasks < 2**31 else None,  # the column is an int4 >= 0
+            uptime_seconds=float(uptime) if isinstance(uptime, int | float)
+            and abs(uptime) < 1e300 else None,  # float() of a huge int raises
             generation=generation)
         self.counters.heartbeats += 1
         loop_time = asyncio.get_running_loop().time()

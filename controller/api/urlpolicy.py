@@ -64,8 +64,9 @@ async def check_claimed_url(url: object, own_names: Collection[str],
         return UrlVerdict(False, "blocked_private_url", f"{host} is loopback")
     try:
         addresses = await resolve(host)
-    except OSError as exc:
-        return UrlVerdict(False, "invalid_url", f"{host} does not resolve ({exc.strerror or exc})")
+    except (OSError, UnicodeError) as exc:  # UnicodeError: an IDNA-invalid name
+        reason = getattr(exc, "strerror", None) or exc
+        return UrlVerdict(False, "invalid_url", f"{host} does not resolve ({reason})")
     if not addresses:
         return UrlVerdict(False, "invalid_url", f"{host} does not resolve")
     for address in addresses:
