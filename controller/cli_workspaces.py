@@ -29,9 +29,11 @@ def client(args: argparse.Namespace) -> Client:
 
 
 def call(args: argparse.Namespace, method: str, path: str, body: Any = None, *,
-         raw: bool = False, headers: dict[str, str] | None = None) -> Any:
+         raw: bool = False, headers: dict[str, str] | None = None,
+         query: dict[str, str] | None = None) -> Any:
     try:
-        return client(args).request(method, path, body, {"namespace": args.namespace},
+        return client(args).request(method, path, body,
+                                    {"namespace": args.namespace, **(query or {})},
                                     headers=headers, raw=raw)
     except ClientError as exc:
         raise CommandError(str(exc)) from None
@@ -197,7 +199,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def reply_text(answer: dict[str, Any]) -> str:
     result = answer.get("result") or {}
-    parts = result.get("parts") or (result.get("status") or {}).get("message", {}).get("parts")
+    parts = result.get("parts") or ((result.get("status") or {}).get("message") or {}).get("parts")
     return "".join(p.get("text", "") for p in parts or [] if isinstance(p, dict))
 
 
@@ -213,8 +215,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    print(call(args, "GET", f"/api/v1/workspaces/{args.name}/logs?tail={args.tail}", raw=True),
-          end="")
+    print(call(args, "GET", f"/api/v1/workspaces/{args.name}/logs", raw=True,
+               query={"tail": str(args.tail)}), end="")
     return 0
 
 

@@ -49,6 +49,15 @@ def _error(status: int, reason: str, **extra: Any) -> web.Response:
     return web.json_response({"error": reason, **extra}, status=status)
 
 
+def _int_query(request: web.Request, name: str, default: int, maximum: int) -> int:
+    raw = request.query.get(name, str(default))
+    if not raw.isdigit() or not 0 < int(raw) <= maximum:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"{name} must be an integer from 1 to {maximum}"}),
+            content_type="application/json")
+    return int(raw)
+
+
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
@@ -227,13 +236,13 @@ class AdminApi:
 
     async def activity(self, request: web.Request) -> web.Response:
         ws = await self._workspace(request)
-        limit = min(int(request.query.get("limit", "50")), 1000)
+        limit = _int_query(request, "limit", 50, 1000)
         rows = await self.store.list_activity(ws.key.id, limit)
         return web.json_response({"items": _jsonable(rows)})
 
     async def get_logs(self, request: web.Request) -> web.Response:
         ws = await self._workspace(request)
-        tail = min(int(request.query.get("tail", "200")), 10_000)
+        tail = _int_query(request, "tail", 200, 10_000)
         text = await self.logs(ws.key.id, tail)
         if text is None:
             return _error(404, f"workspace {ws.key} has no container")

@@ -92,6 +92,14 @@ def test_provision_minimax_projects_env_without_v1(
     code, out, _ = controller.cli("get")
     assert code == 0
     assert re.search(r"^prov\s+Online\s+True\s+-\s+0\s+\d+s$", out, re.M), out
+    code, out, _ = controller.cli("logs", "prov")
+    assert code == 0 and "register_ok" in out
+    code, out, _ = controller.cli("get", "prov", "-o", "json")
+    shown = json.loads(out)
+    assert shown["spec"]["llm"]["apiKey"] == {"secretRef": {"name": "e2e-llm", "key": "api-key"}}
+    assert shown["status"]["phase"] == "Online"
+    assert {c["type"] for c in shown["status"]["conditions"]} == {
+        "Ready", "Degraded", "Progressing"}
 
 
 # 2, 3 --------------------------------------------------------------- restart, send
@@ -133,6 +141,10 @@ def test_restart_keeps_env_rotates_token_never_degraded_then_send(
     status, body = post_json(f"{controller.registry}/registry/heartbeat",
                              {"workspace_id": "default.rst", "status": "healthy"}, old_token)
     assert (status, body["error"]["class"]) == (401, "stale_token")
+    metrics = controller.client().request("GET", "/metrics", raw=True)
+    assert re.search(r'^wsctl_recreates_total\{reason="RestartRequested"\} [1-9]', metrics, re.M)
+    assert re.search(r'^wsctl_agent_auth_failures_total\{class="stale_token"\} [1-9]',
+                     metrics, re.M)
 
     # 3: send after the restart goes through the proxy to the fake LLM and back.
     before_calls = len(fake_llm.llm.requests)
@@ -326,6 +338,42 @@ def test_sigkill_during_recreate_converges(
                 all=True, filters={"label": f"wsctl.dev/instance={instance}"}):
             leftover.remove(force=True)
         # data_dir (with its logs) is removed by the log_files fixture after the secret scan
+
+
+# adoption and orphans ---------------------------------------------------------------
+
+
+def test_restart_adopts_running_containers_and_removes_orphans(
+        agent_image: str, gateway: str, fake_llm: FakeLLMThread,
+        docker_client: docker.DockerClient, log_files: list[Path]) -> None:
+    data_dir = new_dir("wsctl-e2e-adopt-")
+    instance = f"{INSTANCE}-adopt"
+    proc = ControllerProcess(data_dir=data_dir, network=NETWORK, instance=instance,
+                             gateway=gateway,
+                             env={"WSCTL_SECRET_E2E_LLM_API_KEY": PLANTED_KEY})
+    try:
+        proc.start()
+        proc.apply(workspace("keep", fake_llm.port))
+        kept = online(proc, "keep")
+        proc.stop()
+        orphan = docker_client.api.create_container(
+            agent_image, name=f"wsctl-{instance}-default.ghost-g1", labels={
+                "wsctl.dev/managed-by": "wsctl", "wsctl.dev/instance": instance,
+                "wsctl.dev/workspace": "default.ghost"})
+        proc.start()
+        wait_for(lambda: not managed(docker_client, "ghost", instance), 30, "orphan removed")
+        assert not any(c.id == orphan["Id"] for c in docker_client.containers.list(all=True))
+        after = online(proc, "keep")
+        assert after["status"]["containerID"] == kept["status"]["containerID"]
+        assert after["status"]["restartCount"] == 0
+        assert len(managed(docker_client, "keep", instance)) == 1
+        assert "removing orphan container" in proc.log()
+    finally:
+        log_files.extend(proc.log_files)
+        proc.stop()
+        for leftover in docker_client.containers.list(
+                all=True, filters={"label": f"wsctl.dev/instance={instance}"}):
+            leftover.remove(force=True)
 
 
 # 9 ------------------------------------------------------------------ missing key
