@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,28 @@ def cleanup(controller: ControllerProcess) -> Iterator[list[str]]:
     yield names
     for name in names:
         controller.cli("delete", name)
+
+
+@pytest.fixture
+def side_controller(gateway: str, docker_client: docker.DockerClient,
+                    log_files: list[Path]) -> Iterator[Callable[[str], ControllerProcess]]:
+    """Controllers of their own (data dir, instance) for tests that stop or kill them."""
+    made: list[ControllerProcess] = []
+
+    def make(suffix: str) -> ControllerProcess:
+        proc = ControllerProcess(data_dir=new_dir(f"wsctl-e2e-{suffix}-"), network=NETWORK,
+                                 instance=f"{INSTANCE}-{suffix}", gateway=gateway,
+                                 env={"WSCTL_SECRET_E2E_LLM_API_KEY": PLANTED_KEY})
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        log_files.extend(proc.log_files)  # their folders go after the secret scan
+        proc.stop()
+        for leftover in docker_client.containers.list(
+                all=True, filters={"label": f"wsctl.dev/instance={proc.instance}"}):
+            leftover.remove(force=True)
 
 
 # 1 ------------------------------------------------------------------ provision
@@ -301,79 +323,58 @@ def test_spec_change_recreates_once_and_leaves_others_alone(
 @pytest.mark.parametrize("stall_after", ["CreateContainer", "WriteToken", "ActivateToken",
                                          "RemoveContainer"])
 def test_sigkill_during_recreate_converges(
-        agent_image: str, gateway: str, fake_llm: FakeLLMThread,
-        docker_client: docker.DockerClient, log_files: list[Path], stall_after: str) -> None:
-    data_dir = new_dir("wsctl-e2e-crash-")
-    instance = f"{INSTANCE}-crash"
-    proc = ControllerProcess(data_dir=data_dir, network=NETWORK, instance=instance,
-                             gateway=gateway,
-                             env={"WSCTL_SECRET_E2E_LLM_API_KEY": PLANTED_KEY})
-    try:
-        proc.start()
-        proc.apply(workspace("crash", fake_llm.port))
-        first = online(proc, "crash")
-        proc.stop()
-        proc.start({"WSCTL_DEBUG_STALL_AFTER_OP": stall_after})
-        assert proc.cli("restart", "crash")[0] == 0
-        wait_for(lambda: f"stalling after {stall_after}" in proc.log(), 30,
-                 f"controller to reach {stall_after}")
-        kill(proc)
-        proc.start()
-        final = wait_for(lambda: (lambda o: o if phase(o) == "Online" and o["status"][
-            "containerID"] != first["status"]["containerID"] else None)(proc.get("crash")),
-            60, "crash workspace Online again after the SIGKILL")
-        containers = wait_for(lambda: (lambda cs: cs if len(cs) == 1 else None)(
-            managed(docker_client, "crash", instance)), 30, "exactly one container")
-        assert containers[0].id == final["status"]["containerID"]
-        assert containers[0].status == "running"
-        everything = docker_client.containers.list(
-            all=True, filters={"label": f"wsctl.dev/instance={instance}"})
-        assert [c.id for c in everything] == [containers[0].id]
-        assert proc.cli("delete", "crash")[0] == 0
-        wait_for(lambda: not managed(docker_client, "crash", instance), 30, "container removed")
-    finally:
-        log_files.extend(proc.log_files)
-        proc.stop()
-        for leftover in docker_client.containers.list(
-                all=True, filters={"label": f"wsctl.dev/instance={instance}"}):
-            leftover.remove(force=True)
-        # data_dir (with its logs) is removed by the log_files fixture after the secret scan
+        agent_image: str, fake_llm: FakeLLMThread, docker_client: docker.DockerClient,
+        side_controller: Callable[[str], ControllerProcess], stall_after: str) -> None:
+    proc = side_controller("crash")
+    instance = proc.instance
+    proc.start()
+    proc.apply(workspace("crash", fake_llm.port))
+    first = online(proc, "crash")
+    proc.stop()
+    proc.start({"WSCTL_DEBUG_STALL_AFTER_OP": stall_after})
+    assert proc.cli("restart", "crash")[0] == 0
+    wait_for(lambda: f"stalling after {stall_after}" in proc.log(), 30,
+             f"controller to reach {stall_after}")
+    kill(proc)
+    proc.start()
+    final = wait_for(lambda: (lambda o: o if phase(o) == "Online" and o["status"][
+        "containerID"] != first["status"]["containerID"] else None)(proc.get("crash")),
+        60, "crash workspace Online again after the SIGKILL")
+    containers = wait_for(lambda: (lambda cs: cs if len(cs) == 1 else None)(
+        managed(docker_client, "crash", instance)), 30, "exactly one container")
+    assert containers[0].id == final["status"]["containerID"]
+    assert containers[0].status == "running"
+    everything = docker_client.containers.list(
+        all=True, filters={"label": f"wsctl.dev/instance={instance}"})
+    assert [c.id for c in everything] == [containers[0].id]
+    assert proc.cli("delete", "crash")[0] == 0
+    wait_for(lambda: not managed(docker_client, "crash", instance), 30, "container removed")
 
 
 # adoption and orphans ---------------------------------------------------------------
 
 
 def test_restart_adopts_running_containers_and_removes_orphans(
-        agent_image: str, gateway: str, fake_llm: FakeLLMThread,
-        docker_client: docker.DockerClient, log_files: list[Path]) -> None:
-    data_dir = new_dir("wsctl-e2e-adopt-")
-    instance = f"{INSTANCE}-adopt"
-    proc = ControllerProcess(data_dir=data_dir, network=NETWORK, instance=instance,
-                             gateway=gateway,
-                             env={"WSCTL_SECRET_E2E_LLM_API_KEY": PLANTED_KEY})
-    try:
-        proc.start()
-        proc.apply(workspace("keep", fake_llm.port))
-        kept = online(proc, "keep")
-        proc.stop()
-        orphan = docker_client.api.create_container(
-            agent_image, name=f"wsctl-{instance}-default.ghost-g1", labels={
-                "wsctl.dev/managed-by": "wsctl", "wsctl.dev/instance": instance,
-                "wsctl.dev/workspace": "default.ghost"})
-        proc.start()
-        wait_for(lambda: not managed(docker_client, "ghost", instance), 30, "orphan removed")
-        assert not any(c.id == orphan["Id"] for c in docker_client.containers.list(all=True))
-        after = online(proc, "keep")
-        assert after["status"]["containerID"] == kept["status"]["containerID"]
-        assert after["status"]["restartCount"] == 0
-        assert len(managed(docker_client, "keep", instance)) == 1
-        assert "removing orphan container" in proc.log()
-    finally:
-        log_files.extend(proc.log_files)
-        proc.stop()
-        for leftover in docker_client.containers.list(
-                all=True, filters={"label": f"wsctl.dev/instance={instance}"}):
-            leftover.remove(force=True)
+        agent_image: str, fake_llm: FakeLLMThread, docker_client: docker.DockerClient,
+        side_controller: Callable[[str], ControllerProcess]) -> None:
+    proc = side_controller("adopt")
+    instance = proc.instance
+    proc.start()
+    proc.apply(workspace("keep", fake_llm.port))
+    kept = online(proc, "keep")
+    proc.stop()
+    orphan = docker_client.api.create_container(
+        agent_image, name=f"wsctl-{instance}-default.ghost-g1", labels={
+            "wsctl.dev/managed-by": "wsctl", "wsctl.dev/instance": instance,
+            "wsctl.dev/workspace": "default.ghost"})
+    proc.start()
+    wait_for(lambda: not managed(docker_client, "ghost", instance), 30, "orphan removed")
+    assert not any(c.id == orphan["Id"] for c in docker_client.containers.list(all=True))
+    after = online(proc, "keep")
+    assert after["status"]["containerID"] == kept["status"]["containerID"]
+    assert after["status"]["restartCount"] == 0
+    assert len(managed(docker_client, "keep", instance)) == 1
+    assert "removing orphan container" in proc.log()
 
 
 # 9 ------------------------------------------------------------------ missing key
