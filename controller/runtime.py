@@ -25,7 +25,7 @@ from controller import manifests
 from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine, connect
 from controller.adapters.images import ensure_agent_image
-from controller.adapters.postgres import Store
+from controller.adapters.postgres import QUERY_COUNT, Store
 from controller.api import metrics as metrics_text
 from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth
@@ -163,7 +163,8 @@ class Controller:
                 degraded=degraded, register_failures=registry.counters.register_failures,
                 auth_failures=registry.counters.auth_failures, queue_depth=driver.queue.depth,
                 workspaces=len(workspaces), reconcile_errors=m.errors,
-                docker_calls=engine.calls))
+                docker_calls=engine.calls, db_queries=QUERY_COUNT[0],
+                resyncs=driver.stats.resyncs, heartbeats=registry.counters.heartbeats))
 
         admin = AdminApi(store, proxy, container_logs, lambda: self.ready, render_metrics)
         admin_app = web.Application(middlewares=[admin_auth(admin_token)],

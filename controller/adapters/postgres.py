@@ -344,7 +344,16 @@ async def apply_migrations(
         return done
 
 
+QUERY_COUNT = [0]
+"""Statements sent by every Store of this process (for metrics and benchmarks)."""
+
+
+def _count_query(_record: object) -> None:
+    QUERY_COUNT[0] += 1
+
+
 async def _init_connection(conn: _Conn) -> None:
+    conn.add_query_logger(_count_query)
     for type_name in ("jsonb", "json"):
         await conn.set_type_codec(
             type_name,
@@ -743,6 +752,14 @@ class Store:
             return True
 
     @_translated
+    async def forget_workspace(self, workspace_id: str) -> None:
+        """Drop the tokens and registration of a workspace whose desired state lives
+        elsewhere (Kubernetes mode: the Workspace object is gone); history is kept."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM tokens WHERE workspace_id = $1", workspace_id)
+            await conn.execute("DELETE FROM registrations WHERE workspace_id = $1", workspace_id)
+
+    @_translated
     async def write_status(self, namespace: str, name: str, status: WorkspaceStatus) -> bool:
         """Replace the observed status; never bumps generation. False if no such workspace."""
         row = await self._pool.fetchrow(
@@ -1025,26 +1042,30 @@ class Store:
 
     @_translated
     async def record_auth_failure(
-        self, workspace_id: str, cls: str, generation: int | None, *, at: datetime | None = None
+        self, workspace_id: str, cls: str, generation: int | None, *, at: datetime | None = None,
+        known: bool = False,
     ) -> None:
         """Mark a rejected (401) agent request naming the workspace (class such as
         `stale_token`; `generation` of the presented token when it was a known one).
 
         Only for workspaces that exist: the id comes from an unauthenticated
-        request, and must not create rows for arbitrary strings.
+        request, and must not create rows for arbitrary strings. `known=True`:
+        the caller checked that it exists (Kubernetes mode keeps desired state
+        outside this database).
         """
         await self._pool.execute(
             """
             INSERT INTO registrations AS r (workspace_id, auth_failure_at, auth_failure_class,
                                             auth_failure_generation)
             SELECT $1, coalesce($2, now()), $3, $4
-            WHERE EXISTS (SELECT 1 FROM workspaces w WHERE w.namespace || '.' || w.name = $1)
+            WHERE $5 OR EXISTS (SELECT 1 FROM workspaces w
+                                WHERE w.namespace || '.' || w.name = $1)
             ON CONFLICT (workspace_id) DO UPDATE SET
                 auth_failure_at = EXCLUDED.auth_failure_at,
                 auth_failure_class = EXCLUDED.auth_failure_class,
                 auth_failure_generation = EXCLUDED.auth_failure_generation
             """,
-            workspace_id, at, clean_text(cls), generation,
+            workspace_id, at, clean_text(cls), generation, known,
         )
 
     @_translated

@@ -19,6 +19,9 @@ class MetricsInput:
     workspaces: int
     reconcile_errors: int
     docker_calls: int
+    db_queries: int = 0
+    heartbeats: int = 0
+    resyncs: int = 0
 
 
 def _escape(value: str) -> str:
@@ -36,7 +39,7 @@ def _labelled(name: str, help_: str, kind: str, label: str,
 def _plain(name: str, help_: str, kind: str, value: float) -> Iterable[str]:
     yield f"# HELP {name} {help_}"
     yield f"# TYPE {name} {kind}"
-    yield f"{name} {value:g}"
+    yield f"{name} {value}"  # not :g, which rounds 1234567 to 1.23457e+06
 
 
 def render(m: MetricsInput) -> str:
@@ -66,4 +69,9 @@ def render(m: MetricsInput) -> str:
                     m.reconcile_errors)
     lines += _plain("wsctl_docker_api_calls_total", "Docker API calls made.", "counter",
                     m.docker_calls)
+    lines += _plain("wsctl_db_queries_total", "SQL statements sent to PostgreSQL.", "counter",
+                    m.db_queries)
+    lines += _plain("wsctl_resyncs_total", "Full resync passes.", "counter", m.resyncs)
+    lines += _plain("wsctl_agent_heartbeats_total", "Accepted agent heartbeats.", "counter",
+                    m.heartbeats)
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ import pytest
 from docker.errors import DockerException, NotFound
 
 from controller.adapters.images import DEFAULT_TAG, default_cache_dir, ensure_agent_image
-from tests.e2e.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
+from controller.devtools.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
 
 NETWORK = f"wsctl-e2e-{os.getpid()}"
 INSTANCE = f"e2e{os.getpid()}"

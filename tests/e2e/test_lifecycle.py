@@ -14,19 +14,18 @@ from typing import Any
 import docker
 import pytest
 
-from tests.e2e.conftest import INSTANCE, NETWORK, PLANTED_KEY
-from tests.e2e.harness import (
+from controller.devtools.harness import (
     ControllerProcess,
     FakeLLMThread,
     condition,
-    container_env,
     kill,
     new_dir,
     phase,
     post_json,
-    read_token,
     wait_for,
 )
+from tests.e2e.conftest import INSTANCE, NETWORK, PLANTED_KEY
+from tests.e2e.dockerutil import container_env, read_token
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
 

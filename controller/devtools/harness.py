@@ -1,5 +1,5 @@
-"""End-to-end harness: a real `wsctl run` process, real Docker, embedded PostgreSQL,
-and the project's fake LLM, all on this machine.
+"""A harness for end-to-end tests and benchmarks: a real `wsctl run` process, real
+Docker, embedded PostgreSQL, and the project's fake LLM, all on this machine.
 
 The controller runs as a subprocess (so it can be SIGKILLed) with its own data
 dir, its own controller instance label and its own Docker network, so it never
@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -30,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import docker
 from aiohttp import web
 
 from controller.cli import main as wsctl_main
@@ -39,6 +37,8 @@ from controller.devtools.fake_llm import FakeLLM
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
+FAST_FLAGS = ("--heartbeat-seconds", "1", "--resync-seconds", "300")
+"""Test defaults: 1 s heartbeats (TTL 3 s); resync far away so events must drive."""
 
 
 def free_port(host: str) -> int:
@@ -108,6 +108,8 @@ class ControllerProcess:
     registry_port: int = 0
     log_files: list[Path] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    flags: tuple[str, ...] = FAST_FLAGS
+    verbose: bool = True
 
     def __post_init__(self) -> None:
         self.listen_port = self.listen_port or free_port("127.0.0.1")
@@ -128,8 +130,8 @@ class ControllerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", "run", "--data-dir", str(self.data_dir),
              "--listen", self.server, "--registry-listen", f"{self.gateway}:{self.registry_port}",
-             "--network", self.network, "--instance", self.instance, "--heartbeat-seconds", "1",
-             "--resync-seconds", "300", "--no-build", "--verbose"],
+             "--network", self.network, "--instance", self.instance, "--no-build",
+             *self.flags, *(["--verbose"] if self.verbose else [])],
             stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
             env={**os.environ, **self.env, **(extra_env or {})})
         handle.close()
@@ -195,19 +197,6 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def phase(obj: dict[str, Any]) -> str:
     return str((obj.get("status") or {}).get("phase", "Pending"))
-
-
-def read_token(client: docker.DockerClient, container_id: str) -> str:
-    stream, _ = client.api.get_archive(container_id, "/configs/.auth_token")
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        member = tar.extractfile(".auth_token")
-        assert member is not None
-        return member.read().decode().strip()
-
-
-def container_env(client: docker.DockerClient, container_id: str) -> dict[str, str]:
-    env = client.api.inspect_container(container_id)["Config"]["Env"]
-    return dict(item.split("=", 1) for item in env)
 
 
 def post_json(url: str, body: Any, token: str) -> tuple[int, dict[str, Any]]:
