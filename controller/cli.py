@@ -222,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         registry_host=registry_host, registry_port=registry_port,
         database_url=os.environ.get("DATABASE_URL"), resync_seconds=args.resync_seconds,
         heartbeat_seconds=args.heartbeat_seconds, build_image=not args.no_build,
-        demo=args.demo, network=args.network, instance=args.instance,
+        demo=args.demo, network=args.network, instance=args.instance, workers=args.workers,
     )
 
     async def main_loop() -> None:
@@ -287,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resync-seconds", type=float, default=30.0,
                    help="full resync period; events drive reconciles in between")
     p.add_argument("--network", default="wsctl", help="Docker network for workspaces")
+    p.add_argument("--workers", type=int, default=8,
+                   help="workspaces reconciled in parallel (default 8)")
     p.add_argument("--instance", default="default", type=_dns_label,
                    help="controller instance name; scopes the containers it owns")
     p.add_argument("--heartbeat-seconds", type=int, default=5)
