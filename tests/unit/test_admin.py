@@ -1,0 +1,280 @@
+"""The admin/CLI API on 127.0.0.1 against an in-memory store: auth, apply, restart, a2a."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from unittest import mock
+
+import pytest
+from aiohttp import StreamReader, web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+
+from controller.api.a2a import A2AProxy, message_send
+from controller.api.admin import MAX_BODY, AdminApi, admin_auth
+from tests.unit.fakes import FakeStore
+from tests.unit.helpers import minimax
+
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+BASE = "/api/v1/workspaces"
+
+
+def manifest(name: str, **spec: Any) -> dict[str, Any]:
+    w = minimax(name, **spec)
+    return w.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+
+
+@dataclass
+class AdminEnv:
+    client: TestClient[web.Request, web.Application]
+    store: FakeStore
+    api: AdminApi
+    ready: list[bool]
+    addresses: dict[str, tuple[str, int]]
+
+    async def call(self, method: str, path: str, body: Any = None,
+                   token: str | None = ADMIN_TOKEN,
+                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        data = None if body is None else json.dumps(body).encode()
+        async with self.client.request(method, path, data=data, headers=sent) as resp:
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text)
+            except ValueError:
+                return resp.status, text
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[AdminEnv]:
+    store = FakeStore()
+    await store.apply_workspace(minimax("alice"))
+    ready = [True]
+    addresses: dict[str, tuple[str, int]] = {}
+
+    async def address(workspace_id: str) -> tuple[str, int] | None:
+        return addresses.get(workspace_id)
+
+    async def logs(workspace_id: str, tail: int) -> str | None:
+        return f"{workspace_id} log, tail {tail}\n"
+
+    async def metrics() -> str:
+        return "# HELP wsctl_workspaces Declared workspaces.\n"
+
+    proxy = A2AProxy(store, address, timeout_seconds=5)
+    api = AdminApi(store, proxy, logs, lambda: ready[0], metrics)
+    app = web.Application(middlewares=[admin_auth(ADMIN_TOKEN)], client_max_size=MAX_BODY)
+    app.add_routes(api.routes())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield AdminEnv(client, store, api, ready, addresses)
+    await proxy.close()
+
+
+# ------------------------------------------------------------------ admin token
+
+PROTECTED = [
+    ("GET", "/metrics", None),
+    ("GET", BASE, None),
+    ("POST", BASE, {"items": [manifest("carol")]}),
+    ("GET", f"{BASE}/alice", None),
+    ("DELETE", f"{BASE}/alice", None),
+    ("POST", f"{BASE}/alice/restart", None),
+    ("GET", f"{BASE}/alice/describe", None),
+    ("GET", f"{BASE}/alice/activity", None),
+    ("GET", f"{BASE}/alice/logs", None),
+    ("POST", f"{BASE}/alice/a2a", message_send("hi")),
+    ("GET", "/api/v1/no-such-route", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), PROTECTED,
+                         ids=[f"{m} {p}" for m, p, _ in PROTECTED])
+async def test_admin_token_required(env: AdminEnv, method: str, path: str, body: Any) -> None:
+    before = copy.deepcopy(env.store.workspaces)
+    for token, headers in ((None, None), ("wrong", None), (ADMIN_TOKEN + "x", None),
+                           (None, {"Authorization": f"Basic {ADMIN_TOKEN}"}),
+                           (None, {"Authorization": ADMIN_TOKEN})):
+        status, answer = await env.call(method, path, body, token=token, headers=headers)
+        assert status == 401, (token, headers)
+        assert "admin token required" in answer["error"]
+    assert env.store.workspaces == before  # nothing ran behind the refusal
+    assert env.store.activity == []
+
+    status, answer = await env.call(method, path, body)
+    assert status != 401, answer
+
+
+async def test_token_scheme_is_case_insensitive(env: AdminEnv) -> None:
+    status, _ = await env.call("GET", BASE, token=None,
+                               headers={"Authorization": f"bearer {ADMIN_TOKEN}"})
+    assert status == 200
+
+
+async def test_health_endpoints_need_no_token(env: AdminEnv) -> None:
+    assert await env.call("GET", "/healthz", token=None) == (200, {"status": "ok"})
+    assert await env.call("GET", "/readyz", token=None) == (200, {"status": "ready"})
+    env.ready[0] = False
+    assert await env.call("GET", "/readyz", token=None) == (503, {"status": "starting"})
+
+
+# ------------------------------------------------------------------ apply
+
+
+async def test_apply_with_one_invalid_document_applies_nothing(env: AdminEnv) -> None:
+    bad = manifest("bob")
+    bad["spec"]["resources"] = {"memory": "1Mi"}
+    bad["spec"]["env"] = [{"name": "1BAD", "value": "x"}]
+    before = copy.deepcopy(env.store.workspaces)
+    changed_alice = manifest("alice", env=[{"name": "LOG_LEVEL", "value": "debug"}])
+    status, answer = await env.call("POST", BASE,
+                                    {"items": [changed_alice, bad, manifest("carol")]})
+    assert status == 422
+    assert answer["error"] == "invalid workspace(s); nothing was applied"
+    assert answer["details"] == [
+        "request: document 2 (bob): spec.env[0].name: must be a C identifier: letters, "
+        "digits and '_', not starting with a digit",
+        "request: document 2 (bob): spec.resources.memory: must be at least 32Mi",
+    ]
+    assert env.store.workspaces == before
+    assert not any(c[0] == "store.apply_workspace" for c in env.store.calls[1:])
+
+
+async def test_apply_reports_created_configured_unchanged(env: AdminEnv) -> None:
+    items = [manifest("alice"), manifest("carol"), manifest("alice", startupTimeoutSeconds=60)]
+    status, answer = await env.call("POST", BASE, {"items": items[:2]})
+    assert status == 200
+    assert answer["results"] == [
+        {"workspace": "default/alice", "result": "unchanged", "generation": 1},
+        {"workspace": "default/carol", "result": "created", "generation": 1},
+    ]
+    status, answer = await env.call("POST", BASE, items[2])  # a single document, not a list
+    assert (status, answer["results"]) == (200, [
+        {"workspace": "default/alice", "result": "configured", "generation": 2}])
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2", b""])
+async def test_apply_of_non_json_is_400(env: AdminEnv, raw: bytes) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with env.client.post(BASE, data=raw, headers=headers) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "body is not JSON"
+
+
+async def test_apply_over_the_size_limit_is_413(env: AdminEnv) -> None:
+    huge = {"items": [manifest("alice")], "pad": "x" * MAX_BODY}
+    status, _ = await env.call("POST", BASE, huge)
+    assert status == 413
+    raw = json.dumps(huge).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked encoding
+        for start in range(0, len(raw), 65536):
+            yield raw[start:start + 65536]
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with env.client.post(BASE, data=chunks(), headers=headers) as resp:
+        assert resp.status == 413
+    assert env.store.workspaces["default", "alice"].metadata.generation == 1
+
+
+async def test_large_apply_arriving_in_pieces_is_read_whole(env: AdminEnv) -> None:
+    body = json.dumps({"items": [manifest(f"w{i}") for i in range(200)]}).encode()
+    stream = StreamReader(mock.Mock(_reading_paused=False), 2**16,
+                          loop=asyncio.get_running_loop())
+    request = make_mocked_request("POST", BASE, payload=stream,
+                                  headers={"Content-Length": str(len(body))})
+    stream.feed_data(body[: len(body) // 3])
+    handling = asyncio.ensure_future(env.api.apply(request))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not handling.done(), "answered before the body was complete"
+    stream.feed_data(body[len(body) // 3:])
+    stream.feed_eof()
+    response = await handling
+    assert response.status == 200
+    assert len(env.store.workspaces) == 201
+
+
+async def test_apply_to_a_workspace_being_deleted_is_409(env: AdminEnv) -> None:
+    assert (await env.call("DELETE", f"{BASE}/alice"))[0] == 202
+    status, answer = await env.call("POST", BASE, manifest("alice"))
+    assert status == 409 and "being deleted" in answer["error"]
+
+
+# ------------------------------------------------------------------ restart / get / delete
+
+
+async def test_restart_bumps_restarted_at(env: AdminEnv) -> None:
+    before = datetime.now(UTC)
+    status, answer = await env.call("POST", f"{BASE}/alice/restart")
+    after = datetime.now(UTC)
+    assert status == 200
+    stored = env.store.workspaces["default", "alice"]
+    restarted = stored.spec.restarted_at
+    assert restarted is not None and before <= restarted <= after
+    assert answer == {"workspace": "default/alice", "restartedAt": restarted.isoformat(),
+                      "generation": 2}
+    assert stored.spec.model_copy(update={"restarted_at": None}) == minimax("alice").spec
+
+    status, again = await env.call("POST", f"{BASE}/alice/restart")
+    assert status == 200 and again["generation"] == 3
+    second = env.store.workspaces["default", "alice"].spec.restarted_at
+    assert second is not None and second >= restarted
+
+
+async def test_unknown_or_invalid_names(env: AdminEnv) -> None:
+    status, answer = await env.call("POST", f"{BASE}/ghost/restart")
+    assert status == 404 and answer["error"] == "workspace default/ghost not found"
+    status, answer = await env.call("GET", f"{BASE}/Not_A_Label")
+    assert status == 400 and "DNS-1123" in answer["error"]
+    status, answer = await env.call("DELETE", f"{BASE}/alice?namespace=Bad.NS")
+    assert status == 400 and "namespace" in answer["error"]
+    assert env.store.workspaces["default", "alice"].metadata.deletion_timestamp is None
+
+
+async def test_get_list_delete(env: AdminEnv) -> None:
+    status, obj = await env.call("GET", f"{BASE}/alice")
+    assert status == 200 and obj["metadata"]["name"] == "alice" and obj["kind"] == "Workspace"
+    status, listed = await env.call("GET", BASE)
+    assert [o["metadata"]["name"] for o in listed["items"]] == ["alice"]
+    assert await env.call("DELETE", f"{BASE}/alice") == (
+        202, {"workspace": "default/alice", "result": "deleting"})
+    assert env.store.workspaces["default", "alice"].metadata.deletion_timestamp is not None
+    status, _ = await env.call("DELETE", f"{BASE}/ghost")
+    assert status == 404
+
+
+async def test_describe_shows_the_register_failure_class(env: AdminEnv) -> None:
+    await env.store.record_register_failure("default.alice", "blocked_private_url",
+                                            "10.0.0.1 is a non-public address")
+    status, info = await env.call("GET", f"{BASE}/alice/describe")
+    assert status == 200
+    failure = info["registration"]["register_failure"]
+    assert (failure["class"], failure["message"]) == ("blocked_private_url",
+                                                      "10.0.0.1 is a non-public address")
+    assert info["workspace"]["metadata"]["name"] == "alice"
+
+
+# ------------------------------------------------------------------ a2a
+
+
+async def test_a2a_without_a_running_container_is_503(env: AdminEnv) -> None:
+    status, answer = await env.call("POST", f"{BASE}/alice/a2a", message_send("hello"))
+    assert status == 503
+    assert answer["class"] == "agent_unavailable"
+    assert "default.alice" in answer["error"]
+
+
+async def test_a2a_rejects_what_is_not_message_send(env: AdminEnv) -> None:
+    bad = {**message_send("hi"), "method": "tasks/cancel"}
+    status, answer = await env.call("POST", f"{BASE}/alice/a2a", bad)
+    assert (status, answer["class"]) == (400, "invalid_request")
+    status, answer = await env.call("POST", f"{BASE}/alice/a2a", ["not", "an", "object"])
+    assert status == 400
+    status, _ = await env.call("POST", f"{BASE}/ghost/a2a", message_send("hi"))
+    assert status == 404

@@ -1,0 +1,204 @@
+"""The executor walks a Plan through fake ports: order, token handling, failure, stall."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+from typing import Any
+
+import pytest
+
+from controller.adapters.postgres import TokenRecord
+from controller.execute import ExecuteError, Executor
+from controller.model import Workspace, WorkspaceStatus
+from controller.observed import Observed, ObservedContainer, ObservedTokens
+from controller.plan import (
+    ActivateToken,
+    CreateContainer,
+    DeliverRestartContext,
+    Plan,
+    StartContainer,
+    StopContainer,
+    WriteToken,
+    plan,
+)
+from controller.projection import project
+from controller.settings import PlatformSettings
+from tests.unit.fakes import FakeEngine, FakeStore
+from tests.unit.test_plan import SECRETS, SETTINGS, T0, ws
+
+GATEWAY = "172.18.0.1"
+WS_ID = "default.alice"
+NEW = "wsctl-default.alice-g2"
+NEW_ID = f"id-{NEW}"
+
+
+def recreate_plan(w: Workspace) -> Plan:
+    """alice's running generation-1 container has an old config hash: recreate it."""
+    old = ObservedContainer(id="c1", name="wsctl-default.alice-g1", workspace_id=WS_ID,
+                            state="running", config_hash="old", token_generation=1,
+                            started_at=T0)
+    p = plan(w, project(w, SECRETS, SETTINGS),
+             Observed(containers=(old,), tokens=ObservedTokens(1, None, 1)),
+             WorkspaceStatus(token_generation=1), T0, SETTINGS)
+    assert p.action == "recreate"
+    return p
+
+
+def ports(known: tuple[str, ...] = ("c1",)) -> tuple[FakeEngine, FakeStore, list[Any]]:
+    calls: list[Any] = []
+    return FakeEngine(calls=calls, known=set(known)), FakeStore(calls=calls), calls
+
+
+async def test_recreate_runs_ops_in_plan_order() -> None:
+    w = ws()
+    p = recreate_plan(w)
+    engine, store, calls = ports()
+    await Executor(engine, store, host_gateway=GATEWAY).run(w.key, p)
+    assert calls == [
+        ("engine.diagnostics", "c1"),
+        ("store.add_diagnostics", WS_ID, "c1", "ConfigChanged"),
+        ("engine.create", NEW, GATEWAY),
+        ("engine.put_token", NEW_ID),          # into the created container, before start
+        ("store.insert_token", WS_ID, 2, NEW_ID),
+        ("engine.stop", "c1", SETTINGS.stop_timeout_seconds),
+        ("engine.remove", "c1"),
+        ("engine.start", NEW_ID),
+        *[("store.add_event", WS_ID, e.type, e.reason) for e in p.events],
+    ]
+    assert p.events  # the recreate announces itself
+    assert engine.containers[NEW_ID] == next(
+        op.spec for op in p.ops if isinstance(op, CreateContainer))
+
+
+async def test_token_in_container_is_the_one_activated() -> None:
+    w = ws()
+    engine, store, _ = ports()
+    await Executor(engine, store, host_gateway=GATEWAY).run(w.key, recreate_plan(w))
+    token = engine.token_files[NEW_ID]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)
+    assert len(base64.urlsafe_b64decode(token + "=")) == 32
+    (record,) = store.tokens
+    assert record.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert (record.workspace_id, record.generation, record.container_id) == (WS_ID, 2, NEW_ID)
+    assert token not in repr(store)  # only the hash is stored
+
+
+async def test_every_run_mints_a_fresh_token() -> None:
+    w = ws()
+    p = recreate_plan(w)
+    seen = set()
+    for _ in range(3):
+        engine, store, _ = ports()
+        await Executor(engine, store, host_gateway=GATEWAY).run(w.key, p)
+        seen.add(engine.token_files[NEW_ID])
+    assert len(seen) == 3
+
+
+async def test_diagnostics_of_a_vanished_container_are_skipped() -> None:
+    w = ws()
+    engine, store, calls = ports(known=())
+    await Executor(engine, store, host_gateway=GATEWAY).run(w.key, recreate_plan(w))
+    assert ("engine.diagnostics", "c1") in calls
+    assert store.diagnostics == []
+
+
+@pytest.mark.parametrize(("method", "op_type", "done_before"), [
+    ("create", CreateContainer, 2),
+    ("put_token", WriteToken, 3),
+    ("stop", StopContainer, 5),
+    ("start", StartContainer, 7),
+])
+async def test_failing_op_raises_naming_it_and_stops(method: str, op_type: type,
+                                                     done_before: int) -> None:
+    w = ws()
+    engine, store, calls = ports()
+    engine.fail_on = method
+    with pytest.raises(ExecuteError) as caught:
+        await Executor(engine, store, host_gateway=GATEWAY).run(w.key, recreate_plan(w))
+    error = caught.value
+    assert isinstance(error.op, op_type)
+    assert error.cause is engine.failure and error.__cause__ is engine.failure
+    assert op_type.__name__ in str(error) and "default/alice" in str(error)
+    assert "engine says no" in str(error)
+    assert len(calls) == done_before + 1  # the failed call is the last one made
+    assert calls[-1][0] == f"engine.{method}"
+    assert store.events == []  # events describe a completed plan
+
+
+async def test_store_failure_is_named_too() -> None:
+    w = ws()
+    class BrokenStore(FakeStore):
+        async def insert_token(self, *args: Any, **kwargs: Any) -> TokenRecord:
+            raise ConnectionError("database went away")
+    engine, _, calls = ports()
+    store = BrokenStore(calls=calls)
+    with pytest.raises(ExecuteError, match="ActivateToken failed: database went away") as caught:
+        await Executor(engine, store, host_gateway=GATEWAY).run(w.key, recreate_plan(w))
+    assert isinstance(caught.value.op, ActivateToken)
+    assert not any(c[0] in ("engine.stop", "engine.start") for c in calls)
+
+
+async def test_stall_after_hangs_after_that_op() -> None:
+    w = ws()
+    engine, store, calls = ports()
+    executor = Executor(engine, store, host_gateway=GATEWAY, stall_after="ActivateToken")
+    run = asyncio.ensure_future(executor.run(w.key, recreate_plan(w)))
+    await asyncio.wait_for(store.token_inserted.wait(), 5)
+    done, _ = await asyncio.wait({run}, timeout=0.2)
+    assert not done, "the run went on after the stall point"
+    assert calls[-1] == ("store.insert_token", WS_ID, 2, NEW_ID)
+    assert not any(c[0] in ("engine.stop", "engine.remove", "engine.start") for c in calls)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+
+async def test_stall_after_an_op_not_in_the_plan_completes() -> None:
+    w = ws()
+    engine, store, calls = ports()
+    executor = Executor(engine, store, host_gateway=GATEWAY, stall_after="PurgeWorkspace")
+    await asyncio.wait_for(executor.run(w.key, recreate_plan(w)), 5)
+    assert calls[-1][0] == "store.add_event"
+
+
+async def test_delete_plan_revokes_removes_volume_and_purges() -> None:
+    w = ws()
+    w = w.model_copy(update={"metadata": w.metadata.model_copy(
+        update={"deletion_timestamp": T0})})
+    running = ObservedContainer(id="c4", name="wsctl-default.alice-g4", workspace_id=WS_ID,
+                                state="running", config_hash="h", token_generation=4,
+                                started_at=T0)
+    p = plan(w, project(w, SECRETS, SETTINGS), Observed(containers=(running,)), None, T0,
+             PlatformSettings())
+    engine, store, calls = ports(known=("c4",))
+    await store.apply_workspace(w)
+    await store.request_delete("default", "alice")
+    await Executor(engine, store, host_gateway=GATEWAY).run(w.key, p)
+    assert [c for c in calls if c[0] != "store.apply_workspace"] == [
+        ("engine.diagnostics", "c4"),
+        ("store.add_diagnostics", WS_ID, "c4", "Deleted"),
+        ("engine.stop", "c4", SETTINGS.stop_timeout_seconds),
+        ("engine.remove", "c4"),
+        ("store.revoke_tokens", WS_ID),
+        ("engine.remove_volume", "wsctl-default.alice-configs"),
+        ("store.purge_workspace", "default", "alice"),
+        ("store.add_event", WS_ID, "Normal", "Deleting"),
+    ]
+    assert store.workspaces == {}
+
+
+async def test_restart_context_is_delivered_when_a_sender_is_set() -> None:
+    w = ws()
+    p = Plan("deliver", "restart context", (DeliverRestartContext(5, "you were restarted"),))
+    delivered: list[tuple[str, int, str]] = []
+
+    async def deliver(workspace_id: str, generation: int, message: str) -> None:
+        delivered.append((workspace_id, generation, message))
+    engine, store, calls = ports()
+    await Executor(engine, store, host_gateway=GATEWAY, deliver=deliver).run(w.key, p)
+    assert delivered == [(WS_ID, 5, "you were restarted")]
+    await Executor(engine, store, host_gateway=GATEWAY).run(w.key, p)  # no sender: a no-op
+    assert delivered == [(WS_ID, 5, "you were restarted")] and calls == []

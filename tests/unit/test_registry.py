@@ -1,0 +1,361 @@
+"""The agent registry's HTTP handlers on 127.0.0.1, against an in-memory store.
+
+DNS is never used: the registry's resolver is replaced by a table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+from aiohttp import StreamReader, web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+
+from controller import tokens
+from controller.api import registry as registry_module
+from controller.api.registry import MAX_BODY, Registry
+from tests.unit.fakes import FakeStore
+from tests.unit.helpers import workspace
+
+ALICE = "default.alice"
+BOB = "default.bob"
+OWN_NAME = "wsctl-default.alice-g2"
+OWN_ADDRESS = "172.18.0.5"
+CARD = {"name": "alice", "skills": [{"id": "chat"}]}
+DNS = {"public.example": ["93.184.216.34"], "private.example": ["10.0.0.9"]}
+
+
+@dataclass
+class Env:
+    client: TestClient[web.Request, web.Application]
+    store: FakeStore
+    registry: Registry
+    notified: list[str]
+    token: str
+    """alice's live token (generation 2)."""
+    old_token: str
+    """alice's revoked token (generation 1)."""
+    bob_token: str
+
+    async def post(self, path: str, body: Any, token: str | None = None,
+                   headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with self.client.post(path, data=data, headers=sent) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def register(self, token: str | None = None, **fields: Any) -> tuple[int, Any]:
+        body = {"workspace_id": ALICE, "url": f"http://{OWN_NAME}:8000/", "agent_card": CARD}
+        body.update(fields)
+        return await self.post("/registry/register", body, self.token if token is None else token)
+
+    async def beat(self, token: str | None = None, **fields: Any) -> tuple[int, Any]:
+        body = {"workspace_id": ALICE, "status": "healthy", "active_tasks": 0,
+                "uptime_seconds": 1.5}
+        body.update(fields)
+        return await self.post("/registry/heartbeat", body,
+                               self.token if token is None else token)
+
+
+def error_class(body: Any) -> str:
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), body
+    assert body["error"]["message"]
+    return str(body["error"]["class"])
+
+
+async def fake_resolve(host: str) -> list[str]:
+    if host not in DNS:
+        raise OSError(-2, "Name or service not known")
+    return DNS[host]
+
+
+async def identity(workspace_id: str) -> tuple[set[str], set[str]]:
+    if workspace_id == ALICE:
+        return {OWN_NAME}, {OWN_ADDRESS}
+    return set(), set()
+
+
+async def make_env(store: FakeStore) -> tuple[Registry, list[str], str, str, str]:
+    await store.apply_workspace(workspace("alice"))
+    await store.apply_workspace(workspace("bob"))
+    old, live, bob = tokens.mint(), tokens.mint(), tokens.mint()
+    await store.insert_token(ALICE, 1, tokens.digest(old))
+    await store.insert_token(ALICE, 2, tokens.digest(live))  # revokes generation 1
+    await store.insert_token(BOB, 1, tokens.digest(bob))
+    notified: list[str] = []
+    return Registry(store, identity, notified.append), notified, live, old, bob
+
+
+@pytest.fixture
+async def env(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
+    monkeypatch.setattr(registry_module, "_resolve", fake_resolve)
+    store = FakeStore()
+    registry, notified, live, old, bob = await make_env(store)
+    app = web.Application(client_max_size=MAX_BODY)  # as runtime.py builds it
+    app.add_routes(registry.routes())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield Env(client, store, registry, notified, live, old, bob)
+
+
+# ------------------------------------------------------------------ 401
+
+
+async def test_missing_token(env: Env) -> None:
+    for headers in ({}, {"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": "Bearer "}):
+        body = {"workspace_id": ALICE, "url": f"http://{OWN_NAME}/", "agent_card": CARD}
+        status, answer = await env.post("/registry/register", body, headers=headers)
+        assert (status, error_class(answer)) == (401, "missing_token")
+    assert env.store.registration(ALICE).auth_failure_class == "missing_token"
+    assert env.store.registration(ALICE).registered_at is None
+    assert env.notified == []  # nothing the reconciler can act on
+
+
+async def test_invalid_token(env: Env) -> None:
+    status, answer = await env.register(token=tokens.mint())
+    assert (status, error_class(answer)) == (401, "invalid_token")
+    status, answer = await env.beat(token=tokens.mint())
+    assert (status, error_class(answer)) == (401, "invalid_token")
+    registration = env.store.registration(ALICE)
+    assert registration.auth_failure_class == "invalid_token"
+    assert registration.registered_at is None and registration.last_heartbeat_at is None
+    assert env.notified == [ALICE, ALICE]
+
+
+async def test_revoked_generation_is_stale(env: Env) -> None:
+    status, answer = await env.register(token=env.old_token)
+    assert (status, error_class(answer)) == (401, "stale_token")
+    assert "generation 1" in answer["error"]["message"]
+    registration = env.store.registration(ALICE)
+    assert (registration.auth_failure_class, registration.auth_failure_generation) \
+        == ("stale_token", 1)
+    assert registration.registered_at is None
+    assert env.notified == [ALICE]
+
+
+async def test_expired_token_is_stale(env: Env) -> None:
+    expired = tokens.mint()
+    await env.store.insert_token(ALICE, 3, tokens.digest(expired),
+                                 expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    status, answer = await env.beat(token=expired)
+    assert (status, error_class(answer)) == (401, "stale_token")
+    assert env.store.registration(ALICE).last_heartbeat_at is None
+
+
+async def test_token_of_another_workspace(env: Env) -> None:
+    status, answer = await env.register(token=env.bob_token)
+    assert (status, error_class(answer)) == (401, "wrong_workspace")
+    assert env.store.registration(ALICE).registered_at is None
+    assert env.store.registration(BOB).registered_at is None
+
+
+async def test_auth_failure_for_an_unknown_workspace_creates_no_row(env: Env) -> None:
+    status, answer = await env.beat(token=tokens.mint(), workspace_id="default.nobody")
+    assert (status, error_class(answer)) == (401, "invalid_token")
+    assert "default.nobody" not in env.store.registrations
+
+
+# ------------------------------------------------------------------ 400 register classes
+
+
+@pytest.mark.parametrize(("fields", "cls"), [
+    ({"url": None}, "missing_url"),
+    ({"url": ""}, "missing_url"),
+    ({"url": "ftp://93.184.216.34/"}, "invalid_url"),
+    ({"url": "http://user:pw@93.184.216.34/"}, "invalid_url"),
+    ({"url": "http://unknown.example/"}, "invalid_url"),
+    ({"url": "http://127.0.0.1:8000/"}, "blocked_private_url"),
+    ({"url": "http://169.254.169.254/"}, "blocked_private_url"),
+    ({"url": "http://172.18.0.6:8000/"}, "blocked_private_url"),  # a neighbour, not itself
+    ({"url": "http://private.example/"}, "blocked_private_url"),
+    ({"agent_card": None}, "invalid_agent_card"),
+    ({"agent_card": {"name": ""}}, "invalid_agent_card"),
+    ({"agent_card": {"name": "alice", "skills": "chat"}}, "invalid_agent_card"),
+])
+async def test_register_refusal_is_named_and_marked(env: Env, fields: dict[str, Any],
+                                                    cls: str) -> None:
+    status, answer = await env.register(**fields)
+    assert (status, error_class(answer)) == (400, cls)
+    registration = env.store.registration(ALICE)
+    assert registration.register_failure is not None
+    assert registration.register_failure.class_ == cls
+    assert registration.registered_at is None
+    assert env.registry.counters.register_failures == {cls: 1}
+    assert env.notified == [ALICE]
+
+
+@pytest.mark.parametrize("url", [f"http://{OWN_NAME}:8000/", f"http://{OWN_ADDRESS}:8000/",
+                                 "https://93.184.216.34/", "http://public.example:8000/"])
+async def test_register_accepts_own_container_and_public_hosts(env: Env, url: str) -> None:
+    status, answer = await env.register(url=url)
+    assert status == 200, answer
+    assert env.store.registration(ALICE).url == url
+
+
+@pytest.mark.parametrize(("raw", "path"), [
+    (b"{not json", "/registry/register"),
+    (b"", "/registry/register"),
+    (b"[1, 2]", "/registry/register"),
+    (b'"alice"', "/registry/heartbeat"),
+    (json.dumps({"url": "http://93.184.216.34/", "agent_card": CARD}).encode(),
+     "/registry/register"),
+    (json.dumps({"workspace_id": "", "status": "healthy"}).encode(), "/registry/heartbeat"),
+    (json.dumps({"workspace_id": 7, "status": "healthy"}).encode(), "/registry/heartbeat"),
+])
+async def test_malformed_body_is_invalid_body(env: Env, raw: bytes, path: str) -> None:
+    status, answer = await env.post(path, raw, env.token)
+    assert (status, error_class(answer)) == (400, "invalid_body")
+    assert env.store.registrations.get(ALICE) is None
+    assert env.notified == []
+
+
+async def test_oversized_body_is_413(env: Env) -> None:
+    big = json.dumps({"workspace_id": ALICE, "url": f"http://{OWN_NAME}/",
+                      "agent_card": {"name": "alice", "pad": "x" * MAX_BODY}}).encode()
+    status, answer = await env.post("/registry/register", big, env.token)
+    assert (status, error_class(answer)) == (413, "body_too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked encoding
+        for start in range(0, len(big), 8192):
+            yield big[start:start + 8192]
+    async with env.client.post("/registry/register", data=chunks(),
+                               headers={"Authorization": f"Bearer {env.token}"}) as resp:
+        assert resp.status == 413
+        assert error_class(await resp.json()) == "body_too_large"
+    assert env.store.registrations.get(ALICE) is None
+
+
+async def test_body_arriving_in_pieces_is_read_whole(env: Env) -> None:
+    """A body is not complete when its first bytes are: read until the end."""
+    body = json.dumps({"workspace_id": ALICE, "url": f"http://{OWN_NAME}:8000/",
+                       "agent_card": {**CARD, "description": "d" * 30_000}}).encode()
+    stream = StreamReader(mock.Mock(_reading_paused=False), 2**16,
+                          loop=asyncio.get_running_loop())
+    request = make_mocked_request(
+        "POST", "/registry/register", payload=stream,
+        headers={"Authorization": f"Bearer {env.token}",
+                 "Content-Length": str(len(body))})
+    stream.feed_data(body[:1000])
+    handling = asyncio.ensure_future(env.registry.register(request))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not handling.done(), "answered before the body was complete"
+    stream.feed_data(body[1000:])
+    stream.feed_eof()
+    response = await handling
+    assert response.status == 200
+    assert env.store.registration(ALICE).agent_card == json.loads(body)["agent_card"]
+
+
+# ------------------------------------------------------------------ register success
+
+
+async def test_register_records_token_generation_and_notifies(env: Env) -> None:
+    await env.store.record_register_failure(ALICE, "blocked_private_url", "earlier")
+    status, answer = await env.register()
+    assert (status, answer) == (200, {"ok": True, "token_generation": 2})
+    registration = env.store.registration(ALICE)
+    assert registration.token_generation == 2
+    assert registration.url == f"http://{OWN_NAME}:8000/"
+    assert registration.agent_card == CARD
+    assert registration.register_failure is None  # a successful register clears the marker
+    assert env.notified == [ALICE]
+    assert env.registry.counters.registers == 1
+
+
+# ------------------------------------------------------------------ heartbeat
+
+
+async def test_heartbeat_notifies_on_transitions_only(env: Env) -> None:
+    beats: list[dict[str, Any]] = [
+        {},                                                            # first beat
+        {},
+        {"active_tasks": 3, "uptime_seconds": 99.0},                   # counters are no news
+        {"status": "unhealthy", "error_detail": "llm-auth: no key"},   # status change
+        {"status": "unhealthy", "error_detail": "llm-auth: no key"},
+        {"status": "unhealthy", "error_detail": "llm: 529 overloaded"},  # detail change
+        {"status": "unhealthy", "error_detail": "llm: 529 overloaded"},
+        {},                                                            # back to healthy
+        {},
+    ]
+    woke = []
+    for fields in beats:
+        before = len(env.notified)
+        status, answer = await env.beat(**fields)
+        assert (status, answer) == (200, {"ok": True})
+        woke.append(len(env.notified) - before)
+    assert woke == [1, 0, 0, 1, 0, 1, 0, 1, 0]
+    assert env.registry.counters.heartbeats == len(beats)
+    registration = env.store.registration(ALICE)
+    assert (registration.heartbeat_status, registration.heartbeat_generation) == ("healthy", 2)
+
+
+async def test_new_token_generation_and_register_count_as_transitions(env: Env) -> None:
+    await env.beat()
+    await env.beat()
+    assert env.notified == [ALICE]
+    newer = tokens.mint()
+    await env.store.insert_token(ALICE, 3, tokens.digest(newer))
+    await env.beat(token=newer)
+    assert env.notified == [ALICE, ALICE]
+    await env.register(token=newer)
+    await env.beat(token=newer)  # the first beat after a register wakes the reconciler
+    assert env.notified == [ALICE] * 4
+
+
+async def test_heartbeat_records_fields(env: Env) -> None:
+    detail = "x" * 1500
+    status, _ = await env.beat(status="unhealthy", error_detail=detail, active_tasks=4,
+                               uptime_seconds=12)
+    assert status == 200
+    r = env.store.registration(ALICE)
+    assert (r.heartbeat_status, r.active_tasks, r.uptime_seconds) == ("unhealthy", 4, 12.0)
+    assert r.heartbeat_error_detail == detail[:1000]
+
+
+@pytest.mark.parametrize("fields", [{"status": "ok"}, {"status": None}, {"status": "HEALTHY"},
+                                    {"status": ["healthy"]}])
+async def test_heartbeat_with_bad_status_is_invalid_body(env: Env,
+                                                         fields: dict[str, Any]) -> None:
+    status, answer = await env.beat(**fields)
+    assert (status, error_class(answer)) == (400, "invalid_body")
+    assert env.store.registration(ALICE).last_heartbeat_at is None
+    assert env.notified == []
+
+
+@pytest.mark.parametrize(("tasks", "uptime"), [
+    pytest.param(-1, 1.0, id="negative-tasks"),
+    pytest.param(2**40, 1.0, id="tasks-over-int4"),
+    pytest.param(True, 1.0, id="bool-tasks"),
+    pytest.param("3", "5", id="strings"),
+    pytest.param(1, 10**400, id="uptime-beyond-float"),
+])
+async def test_heartbeat_ignores_out_of_range_counters(env: Env, tasks: Any,
+                                                       uptime: Any) -> None:
+    status, answer = await env.beat(active_tasks=tasks, uptime_seconds=uptime)
+    assert (status, answer) == (200, {"ok": True})
+    r = env.store.registration(ALICE)
+    assert r.heartbeat_status == "healthy"
+    assert r.active_tasks in (None, 1) and r.uptime_seconds in (None, 1.0)
+
+
+async def test_register_failure_marker_cleared_only_by_healthy_beat_or_register(env: Env
+                                                                                ) -> None:
+    status, _ = await env.register(url="http://10.1.1.1/")
+    assert status == 400
+    await env.beat(status="unhealthy", error_detail="llm-auth: no key")
+    marker = env.store.registration(ALICE).register_failure
+    assert marker is not None and marker.class_ == "blocked_private_url"
+    await env.beat()
+    assert env.store.registration(ALICE).register_failure is None
+    await env.register(url="http://10.1.1.1/")
+    assert env.store.registration(ALICE).register_failure is not None
+    await env.register()
+    assert env.store.registration(ALICE).register_failure is None
