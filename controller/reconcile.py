@@ -83,11 +83,9 @@ class Reconciler:
         if containers is None:
             containers = await self.engine.list_containers()
         mine = tuple(c for c in containers if c.workspace_id == workspace_id)
-        registration = await self.store.get_registration(workspace_id)
-        live = await self.store.live_token(workspace_id)
-        max_generation = await self.store.latest_token_generation(workspace_id)
         since = self.clock() - timedelta(seconds=self.settings.crash_window_seconds)
-        crashes, last_crash = await self.store.crash_stats(workspace_id, since)
+        seen = await self.store.observe_registry(workspace_id, since)
+        registration = seen.registration
         agent = ObservedAgent()
         if registration is not None:
             failure = registration.register_failure
@@ -109,12 +107,12 @@ class Reconciler:
             containers=mine,
             agent=agent,
             tokens=ObservedTokens(
-                live_generation=live.generation if live else None,
-                live_expires_at=live.expires_at if live else None,
-                max_generation=max_generation,
+                live_generation=seen.live_generation,
+                live_expires_at=seen.live_expires_at,
+                max_generation=seen.max_generation,
             ),
-            recent_crashes=crashes,
-            last_crash_at=last_crash,
+            recent_crashes=seen.crashes,
+            last_crash_at=seen.last_crash,
         )
 
     async def project(self, ws: Workspace) -> Projection | ProjectionError:

@@ -60,6 +60,7 @@ class RunOptions:
     heartbeat_seconds: int = 5
     resync_seconds: float = 30.0
     workers: int = 8
+    crash_loop_threshold: int = 3
     build_image: bool = True
     demo: bool = False
     """Also serve the fake LLM on the gateway and apply examples/demo.yaml."""
@@ -110,7 +111,7 @@ class Controller:
         settings = PlatformSettings(
             registry_url=f"http://host.docker.internal:{opts.registry_port}",
             network=opts.network, heartbeat_seconds=opts.heartbeat_seconds,
-            instance=opts.instance)
+            instance=opts.instance, crash_loop_threshold=opts.crash_loop_threshold)
         async with open_store(opts.data_dir, opts.database_url, self.progress,
                               keep_running=False) as store:
             self.store = store
@@ -163,7 +164,7 @@ class Controller:
                 degraded=degraded, register_failures=registry.counters.register_failures,
                 auth_failures=registry.counters.auth_failures, queue_depth=driver.queue.depth,
                 workspaces=len(workspaces), reconcile_errors=m.errors,
-                docker_calls=engine.calls, db_queries=QUERY_COUNT[0],
+                docker_calls=engine.calls_by_name, db_queries=QUERY_COUNT[0],
                 resyncs=driver.stats.resyncs, heartbeats=registry.counters.heartbeats))
 
         admin = AdminApi(store, proxy, container_logs, lambda: self.ready, render_metrics)

@@ -103,10 +103,12 @@ class DockerEngine:
         self._inspect_cache: dict[str, tuple[str, dict[str, Any]]] = {}
         self._on_call = on_call
         self.calls = 0
+        self.calls_by_name: dict[str, int] = {}
 
     async def _run(self, name: str, func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         start = time.monotonic()
         self.calls += 1
+        self.calls_by_name[name] = self.calls_by_name.get(name, 0) + 1
         try:
             return await asyncio.to_thread(func, *args, **kw)
         finally:
@@ -148,7 +150,9 @@ class DockerEngine:
         observed: list[ObservedContainer] = []
         for summary in summaries:
             cached = self._inspect_cache.get(summary["Id"])
-            marker = f'{summary.get("State")}|{summary.get("Status")}'
+            # State only: Status text ("Up 5 seconds") changes every call. Restarts
+            # and other changes within a state reach us as events, which forget().
+            marker = str(summary.get("State"))
             if cached is None or cached[0] != marker:
                 try:
                     info = await self._run("inspect", self.api.inspect_container, summary["Id"])

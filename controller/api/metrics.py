@@ -18,7 +18,7 @@ class MetricsInput:
     queue_depth: int
     workspaces: int
     reconcile_errors: int
-    docker_calls: int
+    docker_calls: Mapping[str, int]
     db_queries: int = 0
     heartbeats: int = 0
     resyncs: int = 0
@@ -67,8 +67,8 @@ def render(m: MetricsInput) -> str:
     lines += _plain("wsctl_workspaces", "Declared workspaces.", "gauge", m.workspaces)
     lines += _plain("wsctl_reconcile_errors_total", "Reconciles that failed.", "counter",
                     m.reconcile_errors)
-    lines += _plain("wsctl_docker_api_calls_total", "Docker API calls made.", "counter",
-                    m.docker_calls)
+    lines += _labelled("wsctl_docker_api_calls_total", "Docker API calls made, by call.",
+                       "counter", "call", m.docker_calls)
     lines += _plain("wsctl_db_queries_total", "SQL statements sent to PostgreSQL.", "counter",
                     m.db_queries)
     lines += _plain("wsctl_resyncs_total", "Full resync passes.", "counter", m.resyncs)

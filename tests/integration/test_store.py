@@ -422,6 +422,32 @@ async def test_crash_stats_count_recent_crash_diagnostics(store: Store) -> None:
     assert await store.crash_stats(ws, T0) == (2, T0 + timedelta(seconds=5))
 
 
+async def test_observe_registry_matches_the_separate_reads(store: Store) -> None:
+    ws = "default.alice"
+    empty = await store.observe_registry(ws, T0)
+    assert (empty.registration, empty.live_generation, empty.max_generation,
+            empty.crashes, empty.last_crash) == (None, None, 0, 0, None)
+
+    await store.insert_token(ws, 1, "a" * 64)
+    await store.insert_token(ws, 2, "b" * 64)  # revokes generation 1
+    await store.record_register(ws, "http://alice:8000", {"name": "a"}, 2, at=T0)
+    await store.record_heartbeat(ws, "healthy", at=T0 + timedelta(seconds=1), generation=2)
+    await store.add_diagnostics(ws, container_id="x", reason="ContainerExited",
+                                captured_at=T0 + timedelta(seconds=2))
+    await store.insert_token("default.bob", 9, "c" * 64)
+
+    seen = await store.observe_registry(ws, T0)
+    assert seen.registration == await store.get_registration(ws)
+    live = await store.live_token(ws)
+    assert live is not None and seen.live_generation == live.generation == 2
+    assert seen.max_generation == await store.latest_token_generation(ws) == 2
+    assert (seen.crashes, seen.last_crash) == await store.crash_stats(ws, T0)
+    assert seen.crashes == 1
+
+    await store.revoke_tokens(ws)
+    assert (await store.observe_registry(ws, T0)).live_generation is None
+
+
 # ------------------------------------------------------------------ activity
 
 

@@ -19,7 +19,8 @@ def metrics(**overrides: object) -> MetricsInput:
         "degraded": {"RegisterFailed": 1},
         "register_failures": {"blocked_private_url": 3},
         "auth_failures": {"stale_token": 4},
-        "queue_depth": 2, "workspaces": 6, "reconcile_errors": 1, "docker_calls": 321,
+        "queue_depth": 2, "workspaces": 6, "reconcile_errors": 1,
+        "docker_calls": {"list": 300, "inspect": 21},
     }
     values.update(overrides)
     return MetricsInput(**values)  # type: ignore[arg-type]
@@ -113,14 +114,15 @@ def test_labelled_and_plain_values() -> None:
     assert by_key[("wsctl_register_failures_total", (("class", "blocked_private_url"),))] == "3"
     assert by_key[("wsctl_agent_auth_failures_total", (("class", "stale_token"),))] == "4"
     assert by_key[("wsctl_degraded_workspaces", (("reason", "RegisterFailed"),))] == "1"
-    assert by_key[("wsctl_docker_api_calls_total", ())] == "321"
+    assert by_key[("wsctl_docker_api_calls_total", (("call", "list"),))] == "300"
+    assert by_key[("wsctl_docker_api_calls_total", (("call", "inspect"),))] == "21"
     assert by_key[("wsctl_queue_depth", ())] == "2"
 
 
 def test_large_counters_keep_every_digit() -> None:
     """A counter of 1234567 must not be rendered as 1.23457e+06 (it would look stuck)."""
-    text = render(metrics(docker_calls=1_234_567, workspaces=10_000_001, queue_depth=0))
+    text = render(metrics(db_queries=1_234_567, workspaces=10_000_001, queue_depth=0))
     values = {name: value for name, labels, value in samples(text) if not labels}
-    assert float(values["wsctl_docker_api_calls_total"]) == 1_234_567
+    assert float(values["wsctl_db_queries_total"]) == 1_234_567
     assert float(values["wsctl_workspaces"]) == 10_000_001
     assert float(values["wsctl_queue_depth"]) == 0
