@@ -6,7 +6,7 @@ WSCTL := $(VENV)/bin/wsctl
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit docker images venv clean help
+.PHONY: run test bench bench-quick lint unit docker images venv clean help
 
 help:
 	@echo "make run    start the controller with a demo workspace (embedded PostgreSQL, fake LLM)"
@@ -32,8 +32,18 @@ images: venv docker
 run: images
 	$(WSCTL) run --demo
 
+# Controller overhead against raw Docker and docker-compose (benchmarks/README in
+# the main README's Performance section). bench-quick checks that the suite works.
+bench: venv docker
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m benchmarks.bench
+
+bench-quick: venv docker
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m benchmarks.bench --quick --out benchmarks/results/quick
+
 lint: venv
-	$(VENV)/bin/ruff check controller tests
+	$(VENV)/bin/ruff check controller tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

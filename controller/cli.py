@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from controller import __version__, manifests
+from controller.chaos.cli import add_chaos_command
 from controller.cli_workspaces import CommandError, add_commands
 from controller.containerspec import container_spec
 from controller.projection import ProjectionError, project
@@ -223,7 +224,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         database_url=os.environ.get("DATABASE_URL"), resync_seconds=args.resync_seconds,
         heartbeat_seconds=args.heartbeat_seconds, build_image=not args.no_build,
         demo=args.demo, network=args.network, instance=args.instance, workers=args.workers,
+        crash_loop_threshold=args.crash_loop_threshold,
     )
+
+    if args.kubernetes:
+        from controller.runtime_k8s import operator_options, run_kubernetes
+
+        try:
+            run_kubernetes(options, operator_options(vars(args)), _progress)
+        except EngineUnavailable as exc:
+            raise CliError(str(exc)) from None
+        return 0
 
     async def main_loop() -> None:
         stop = asyncio.Event()
@@ -238,6 +249,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from None
+    return 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from controller.crd import render
+
+    print(render(), end="")
     return 0
 
 
@@ -289,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", default="wsctl", help="Docker network for workspaces")
     p.add_argument("--workers", type=int, default=8,
                    help="workspaces reconciled in parallel (default 8)")
+    p.add_argument("--crash-loop-threshold", type=int, default=3, metavar="N",
+                   help="container deaths within 5 minutes that make a workspace "
+                        "CrashLooping and back off (default 3)")
     p.add_argument("--instance", default="default", type=_dns_label,
                    help="controller instance name; scopes the containers it owns")
     p.add_argument("--heartbeat-seconds", type=int, default=5)
@@ -298,8 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also serve the fake LLM and apply examples/demo.yaml")
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="run as a Kubernetes operator: Workspaces are custom resources")
+    p.add_argument("--namespace", action="append", metavar="NS",
+                   help="with --kubernetes: serve only this namespace (repeatable)")
+    p.add_argument("--peering-priority", type=int, default=None, metavar="N",
+                   help="with --kubernetes: of peered replicas only the highest acts")
+    p.add_argument("--no-peering", action="store_true",
+                   help="with --kubernetes: a single replica, no peering object needed")
+    p.add_argument("--liveness", metavar="URL",
+                   help="with --kubernetes: serve a liveness probe, e.g. http://0.0.0.0:8082/healthz")
 
     add_commands(sub, common)
+    add_chaos_command(sub, common)
+
+    p = add("crd", cmd_crd, "print the Workspace CustomResourceDefinition (crds/workspace.yaml)")
 
     images = sub.add_parser("images", help="manage the agent image")
     images_sub = images.add_subparsers(dest="images_command", required=True, metavar="COMMAND")

@@ -81,10 +81,58 @@ def ensure_admin_token(data_dir: Path) -> str:
     return token
 
 
+async def prepare_engine(opts: RunOptions, progress: Callable[[str], None]
+                         ) -> tuple[DockerEngine, str, PlatformSettings]:
+    """Connect to Docker, ensure the workspace network and the agent image; the
+    network's gateway is where agents reach the registry. Shared by both modes."""
+    engine = DockerEngine(await asyncio.to_thread(connect), instance=opts.instance)
+    gateway = await engine.ensure_network(opts.network)
+    if opts.build_image and not await engine.image_exists(DEFAULT_IMAGE):
+        progress(f"{DEFAULT_IMAGE} not found; building it (first time only)")
+        await asyncio.to_thread(ensure_agent_image, engine.client, tag=DEFAULT_IMAGE,
+                                cache_dir=opts.cache_dir, progress=progress)
+    settings = PlatformSettings(
+        registry_url=f"http://host.docker.internal:{opts.registry_port}",
+        network=opts.network, heartbeat_seconds=opts.heartbeat_seconds,
+        instance=opts.instance, crash_loop_threshold=opts.crash_loop_threshold)
+    return engine, gateway, settings
+
+
 def _newest_running(containers: list[ObservedContainer], workspace_id: str
                     ) -> ObservedContainer | None:
     running = [c for c in containers if c.workspace_id == workspace_id and c.running]
     return max(running, key=lambda c: c.token_generation, default=None)
+
+
+class EngineLookups:
+    """What the API layer asks of Docker about one workspace (both modes)."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine = engine
+
+    async def _mine(self, workspace_id: str) -> list[ObservedContainer]:
+        return [c for c in await self.engine.list_containers()
+                if c.workspace_id == workspace_id]
+
+    async def agent_address(self, workspace_id: str) -> tuple[str, int] | None:
+        """The Docker-published A2A port of the running container: never a claimed URL."""
+        current = _newest_running(await self.engine.list_containers(), workspace_id)
+        if current is None or current.host_port is None:
+            return None
+        return "127.0.0.1", current.host_port
+
+    async def identity(self, workspace_id: str) -> tuple[set[str], set[str]]:
+        """Names and network addresses an agent of this workspace may claim."""
+        mine = await self._mine(workspace_id)
+        names = {c.name for c in mine} | {c.name[:63] for c in mine}
+        return names, {c.ip_address for c in mine if c.ip_address}
+
+    async def logs(self, workspace_id: str, tail: int) -> str | None:
+        mine = await self._mine(workspace_id)
+        if not mine:
+            return None
+        newest = max(mine, key=lambda c: c.token_generation)
+        return await self.engine.logs(newest.id, tail)
 
 
 class Controller:
@@ -101,17 +149,8 @@ class Controller:
     async def serve(self, stop: asyncio.Event) -> None:
         opts = self.options
         admin_token = ensure_admin_token(opts.data_dir)
-        engine = DockerEngine(await asyncio.to_thread(connect), instance=opts.instance)
+        engine, gateway, settings = await prepare_engine(opts, self.progress)
         self.engine = engine
-        gateway = await engine.ensure_network(opts.network)
-        if opts.build_image and not await engine.image_exists(DEFAULT_IMAGE):
-            self.progress(f"{DEFAULT_IMAGE} not found; building it (first time only)")
-            await asyncio.to_thread(ensure_agent_image, engine.client, tag=DEFAULT_IMAGE,
-                                    cache_dir=opts.cache_dir, progress=self.progress)
-        settings = PlatformSettings(
-            registry_url=f"http://host.docker.internal:{opts.registry_port}",
-            network=opts.network, heartbeat_seconds=opts.heartbeat_seconds,
-            instance=opts.instance, crash_loop_threshold=opts.crash_loop_threshold)
         async with open_store(opts.data_dir, opts.database_url, self.progress,
                               keep_running=False) as store:
             self.store = store
@@ -121,25 +160,8 @@ class Controller:
                           gateway: str, admin_token: str, stop: asyncio.Event) -> None:
         opts = self.options
 
-        async def agent_address(workspace_id: str) -> tuple[str, int] | None:
-            current = _newest_running(await engine.list_containers(), workspace_id)
-            if current is None or current.host_port is None:
-                return None
-            return "127.0.0.1", current.host_port
-
-        async def identity(workspace_id: str) -> tuple[set[str], set[str]]:
-            mine = [c for c in await engine.list_containers() if c.workspace_id == workspace_id]
-            names = {c.name for c in mine} | {c.name[:63] for c in mine}
-            return names, {c.ip_address for c in mine if c.ip_address}
-
-        async def container_logs(workspace_id: str, tail: int) -> str | None:
-            mine = [c for c in await engine.list_containers() if c.workspace_id == workspace_id]
-            if not mine:
-                return None
-            newest = max(mine, key=lambda c: c.token_generation)
-            return await engine.logs(newest.id, tail)
-
-        proxy = A2AProxy(store, agent_address)
+        lookups = EngineLookups(engine)
+        proxy = A2AProxy(store, lookups.agent_address)
         executor = Executor(engine, store, host_gateway=gateway,
                             deliver=proxy.deliver_restart_context,
                             stall_after=opts.environ.get("WSCTL_DEBUG_STALL_AFTER_OP") or None)
@@ -148,7 +170,7 @@ class Controller:
         driver = StandaloneDriver(store, engine, reconciler, executor, workers=opts.workers,
                                   resync_seconds=opts.resync_seconds)
         self.driver = driver
-        registry = Registry(store, identity, driver.on_registry_event,
+        registry = Registry(store, lookups.identity, driver.on_registry_event,
                             stale_after=settings.heartbeat_ttl_seconds)
 
         async def render_metrics() -> str:
@@ -167,7 +189,7 @@ class Controller:
                 docker_calls=engine.calls_by_name, db_queries=QUERY_COUNT[0],
                 resyncs=driver.stats.resyncs, heartbeats=registry.counters.heartbeats))
 
-        admin = AdminApi(store, proxy, container_logs, lambda: self.ready, render_metrics)
+        admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics)
         admin_app = web.Application(middlewares=[admin_auth(admin_token)],
                                     client_max_size=1024 * 1024)
         admin_app.add_routes(admin.routes())

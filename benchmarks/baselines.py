@@ -1,0 +1,128 @@
+"""The alternatives wsctl is measured against, doing the same work for the same image and env:
+raw docker-py calls, and Debian's docker-compose `up -d`."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import yaml
+from docker.types import Mount
+
+from controller.containerspec import ContainerSpec
+
+
+def _token_tar(token: str) -> bytes:
+    data = token.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(".auth_token")
+        info.size, info.mode, info.uid, info.gid = len(data), 0o600, 10001, 10001
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def create_start(client: docker.DockerClient, spec: ContainerSpec, gateway: str,
+                 label: dict[str, str]) -> str:
+    """What a hand-written script does: create with the same settings, write the token, start."""
+    api = client.api
+    host_config = api.create_host_config(
+        port_bindings={spec.agent_port: ("127.0.0.1", None)},
+        mounts=[Mount(target=m.target, source=m.source, type=m.type) for m in spec.mounts],
+        mem_limit=spec.memory_bytes, nano_cpus=spec.nano_cpus, pids_limit=spec.pids_limit,
+        read_only=spec.read_only_rootfs, tmpfs=dict(spec.tmpfs), cap_drop=list(spec.cap_drop),
+        security_opt=list(spec.security_opt), extra_hosts={"host.docker.internal": gateway},
+        network_mode=spec.network)
+    cid = str(api.create_container(
+        image=spec.image, name=spec.name, user=spec.user,
+        environment={k: v.value for k, v in spec.env.items()},
+        labels={**spec.labels, **label}, ports=[spec.agent_port],
+        host_config=host_config)["Id"])
+    api.put_archive(cid, "/configs", _token_tar(secrets.token_urlsafe(32)))
+    api.start(cid)
+    return cid
+
+
+def agent_answers(client: docker.DockerClient, cid: str) -> bool:
+    ports = client.api.inspect_container(cid)["NetworkSettings"]["Ports"].get("8000/tcp") or []
+    if not ports:
+        return False
+    try:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{ports[0]['HostPort']}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def recreate(client: docker.DockerClient, old_id: str, spec: ContainerSpec, gateway: str,
+             label: dict[str, str]) -> str:
+    client.api.stop(old_id, timeout=5)
+    client.api.remove_container(old_id, force=True)
+    return create_start(client, spec, gateway, label)
+
+
+def bring_up(client: docker.DockerClient, specs: list[ContainerSpec], gateway: str,
+             label: dict[str, str], parallelism: int) -> float:
+    started = time.monotonic()
+    with ThreadPoolExecutor(parallelism) as pool:
+        list(pool.map(lambda s: create_start(client, s, gateway, label), specs))
+    return time.monotonic() - started
+
+
+def ensure_compose() -> str:
+    found = shutil.which("docker-compose")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "-qq", "docker-compose"], check=True,
+                   stdout=subprocess.DEVNULL)
+    found = shutil.which("docker-compose")
+    if not found:
+        raise RuntimeError("docker-compose could not be installed")
+    return found
+
+
+def compose_up(specs: list[ContainerSpec], gateway: str, network: str, project: str,
+               parallelism: int) -> tuple[float, Path]:
+    """`docker-compose up -d` of the same services; returns (seconds, compose folder)."""
+    folder = Path(tempfile.mkdtemp(prefix="wsctl-bench-compose-"))
+    services = {}
+    for spec in specs:
+        services[spec.name.replace(".", "-")] = {
+            "image": spec.image, "user": spec.user,
+            "environment": {k: v.value for k, v in spec.env.items()},
+            "mem_limit": spec.memory_bytes, "cpus": spec.nano_cpus / 1e9,
+            "pids_limit": spec.pids_limit, "read_only": True, "tmpfs": list(spec.tmpfs),
+            "cap_drop": list(spec.cap_drop), "security_opt": list(spec.security_opt),
+            "extra_hosts": [f"host.docker.internal:{gateway}"],
+            "ports": [f"127.0.0.1::{spec.agent_port}"],
+            "volumes": [f"{spec.name.replace('.', '-')}-configs:/configs"],
+        }
+    document = {
+        "version": "2.4", "services": services,
+        "volumes": {f"{s.name.replace('.', '-')}-configs": {} for s in specs},
+        "networks": {"default": {"external": {"name": network}}},
+    }
+    (folder / "docker-compose.yml").write_text(yaml.safe_dump(document))
+    binary = ensure_compose()
+    started = time.monotonic()
+    subprocess.run([binary, "-p", project, "up", "-d", "--quiet-pull"], cwd=folder, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "COMPOSE_PARALLEL_LIMIT": str(parallelism)})
+    return time.monotonic() - started, folder
+
+
+def compose_down(folder: Path, project: str) -> None:
+    subprocess.run([ensure_compose(), "-p", project, "down", "-v", "-t", "1"], cwd=folder,
+                   check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shutil.rmtree(folder, ignore_errors=True)

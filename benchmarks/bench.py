@@ -1,0 +1,314 @@
+"""wsctl benchmarks: controller overhead against raw Docker and docker-compose, same run.
+
+    python -m benchmarks.bench            # full: N = 10, 50, 200 (make bench)
+    python -m benchmarks.bench --quick    # small N, checks the suite works (make bench-quick)
+
+Every figure is a ratio or a count measured in the same run as its baseline.
+Results: benchmarks/results/{results.json,results.md,*.png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from benchmarks import baselines
+from benchmarks.fleet import KEY, DockerEvents, Fleet, fleet_environment, proc_stats
+from controller.adapters.images import DEFAULT_TAG, default_cache_dir, ensure_agent_image
+from controller.containerspec import ContainerSpec, container_spec
+from controller.devtools.harness import ControllerProcess, wait_for
+from controller.model import Workspace
+from controller.projection import project
+from controller.settings import PlatformSettings
+
+RESULTS = Path(__file__).parent / "results"
+PARALLELISM = 8
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "p95": pct(values, 95), "p99": pct(values, 99),
+            "n": len(values)}
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def event_time(event: dict[str, Any]) -> float:
+    return int(event["timeNano"]) / 1e9
+
+
+def metrics(proc: ControllerProcess) -> dict[str, float]:
+    text = proc.client().request("GET", "/metrics", raw=True)
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^(wsctl_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
+        if match:
+            values[match[1]] = float(match[2])
+    return values
+
+
+def docker_calls(values: dict[str, float]) -> float:
+    return sum(v for k, v in values.items() if k.startswith("wsctl_docker_api_calls_total"))
+
+
+def specs_for(fleet: Fleet, names: list[str], instance: str) -> list[ContainerSpec]:
+    settings = PlatformSettings(registry_url="http://host.docker.internal:9",
+                                network=fleet.network, instance=instance)
+    out = []
+    for name in names:
+        ws = Workspace.model_validate(fleet.workspace(name))
+        out.append(container_spec(ws, project(ws, {("bench", "api-key"): KEY}, settings),
+                                  settings, 1))
+    return out
+
+
+def all_online(proc: ControllerProcess, count: int) -> bool:
+    items = proc.client().request("GET", "/api/v1/workspaces")["items"]
+    return len(items) == count and all(
+        (i.get("status") or {}).get("phase") == "Online" for i in items)
+
+
+def online_with_new(proc: ControllerProcess, name: str, old_container: str) -> bool:
+    status = proc.get(name).get("status") or {}
+    return status.get("phase") == "Online" and status.get("containerID") not in (
+        None, old_container)
+
+
+# ---------------------------------------------------------------- 1. recreate overhead
+
+
+def bench_recreate(fleet: Fleet, restarts: int) -> dict[str, Any]:
+    say(f"recreate: {restarts} restarts through the controller vs raw docker-py")
+    instance = "bench-rc"
+    controller_times: list[float] = []
+    with fleet.controller(instance, "--heartbeat-seconds", "5") as proc:
+        events = DockerEvents(fleet.client, f"wsctl.dev/instance={instance}").start()
+        try:
+            proc.apply(fleet.workspace("rc"))
+            wait_for(lambda: all_online(proc, 1), 60, "rc Online")
+            previous = proc.get("rc")["status"]["containerID"]
+            for _ in range(restarts):
+                events.drain()
+                started = time.time()
+                proc.client().request("POST", "/api/v1/workspaces/rc/restart")
+                (start_event,) = events.wait("start", 1, 60)
+                controller_times.append(event_time(start_event) - started)
+                wait_for(partial(online_with_new, proc, "rc", previous), 60, "rc Online again")
+                previous = proc.get("rc")["status"]["containerID"]
+        finally:
+            events.stop()
+    raw_times: list[float] = []
+    label = {"wsctl.dev/instance": "bench-raw-rc"}
+    try:
+        (spec,) = specs_for(fleet, ["rawrc"], "bench-raw-rc")
+        cid = baselines.create_start(fleet.client, spec, fleet.gateway, label)
+        for generation in range(2, restarts + 2):
+            # Like the controller's runs, replace an agent that is up (signal handlers set).
+            wait_for(partial(baselines.agent_answers, fleet.client, cid), 30, "raw agent up")
+            spec = ContainerSpec(**{**spec.__dict__, "name": spec.name.rsplit("-g", 1)[0]
+                                    + f"-g{generation}"})
+            started = time.monotonic()
+            cid = baselines.recreate(fleet.client, cid, spec, fleet.gateway, label)
+            raw_times.append(time.monotonic() - started)
+    finally:
+        fleet.remove_instance("bench-raw-rc")
+    c, r = summary(controller_times), summary(raw_times)
+    return {"controller": c, "raw": r, "ratio_median": c["median"] / r["median"],
+            "ratio_p95": c["p95"] / r["p95"], "goal": "ratio <= 1.10"}
+
+
+# ---------------------------------------------------------------- 2. cold bring-up (+3, 5)
+
+
+def bench_scale(fleet: Fleet, n: int, steady: bool) -> dict[str, Any]:
+    say(f"bring-up N={n}: controller, raw docker-py ({PARALLELISM} parallel), docker-compose")
+    names = [f"w{i:03d}" for i in range(n)]
+    result: dict[str, Any] = {"n": n}
+    instance = f"bench-up{n}"
+    with fleet.controller(instance, "--heartbeat-seconds", "30", "--resync-seconds", "10",
+                          "--workers", str(PARALLELISM)) as proc:
+        assert proc.proc is not None
+        cpu0, rss0 = proc_stats(proc.proc.pid)
+        events = DockerEvents(fleet.client, f"wsctl.dev/instance={instance}").start()
+        try:
+            started = time.time()
+            proc.apply(*[fleet.workspace(name) for name in names])
+            starts = events.wait("start", n, 600)
+            result["controller_seconds"] = max(event_time(e) for e in starts) - started
+            wait_for(lambda: all_online(proc, n), 600, f"{n} workspaces Online", interval=0.5)
+            result["online_seconds"] = time.time() - started
+        finally:
+            events.stop()
+        if steady:
+            result["steady"] = steady_state(proc, n, rss0)
+        del cpu0
+    raw_label = {"wsctl.dev/instance": f"bench-raw{n}"}
+    try:
+        result["raw_seconds"] = baselines.bring_up(
+            fleet.client, specs_for(fleet, names, f"bench-raw{n}"), fleet.gateway, raw_label,
+            PARALLELISM)
+    finally:
+        fleet.remove_instance(f"bench-raw{n}")
+    project_name = f"wsctlbench{n}"
+    seconds, folder = baselines.compose_up(specs_for(fleet, names, f"bench-cmp{n}"),
+                                           fleet.gateway, fleet.network, project_name,
+                                           PARALLELISM)
+    baselines.compose_down(folder, project_name)
+    result["compose_seconds"] = seconds
+    result["ratio_raw"] = result["controller_seconds"] / result["raw_seconds"]
+    result["ratio_compose"] = result["controller_seconds"] / result["compose_seconds"]
+    return result
+
+
+def steady_state(proc: ControllerProcess, n: int, rss0: int) -> dict[str, Any]:
+    """One resync interval of an in-sync fleet: API calls, queries, CPU per pass; RSS."""
+    assert proc.proc is not None
+    pid = proc.proc.pid
+    scrapes = 0
+
+    def resyncs() -> float:
+        nonlocal scrapes
+        scrapes += 1
+        return metrics(proc).get("wsctl_resyncs_total", 0.0)
+
+    first = resyncs()
+    wait_for(lambda: resyncs() > first, 60, "a resync", interval=1.0)
+    before, cpu_a = metrics(proc), proc_stats(pid)[0]
+    scrapes_at_a = scrapes
+    # Poll once a second: every scrape costs the controller a little CPU and a query.
+    wait_for(lambda: resyncs() > before["wsctl_resyncs_total"], 60, "next resync",
+             interval=1.0)
+    after, (cpu_b, rss) = metrics(proc), proc_stats(pid)
+    passes = after["wsctl_resyncs_total"] - before["wsctl_resyncs_total"]
+    heartbeats = after["wsctl_agent_heartbeats_total"] - before["wsctl_agent_heartbeats_total"]
+    window_scrapes = scrapes - scrapes_at_a + 1
+    queries = (after["wsctl_db_queries_total"] - before["wsctl_db_queries_total"]
+               - 2 * heartbeats - window_scrapes)
+    return {
+        "passes": passes,
+        "docker_calls_per_pass": (docker_calls(after) - docker_calls(before)) / passes,
+        "docker_calls_by_name": {k.split('"')[1]: (after[k] - before.get(k, 0)) / passes
+                                 for k in after if k.startswith("wsctl_docker_api_calls_total{")
+                                 and after[k] != before.get(k, 0)},
+        "db_queries_per_pass": queries / passes,
+        "db_queries_per_workspace_per_pass": queries / passes / n,
+        "cpu_seconds_per_pass": (cpu_b - cpu_a) / passes,
+        "heartbeats_in_window": heartbeats,
+        "rss_bytes": rss,
+        "rss_per_workspace_mib": (rss - rss0) / n / 2**20,
+    }
+
+
+# ---------------------------------------------------------------- 4. reaction
+
+
+def bench_reaction(fleet: Fleet, kills: int) -> dict[str, Any]:
+    say(f"reaction: {kills} x docker kill -> replacement started")
+    instance = "bench-kill"
+    reactions: list[float] = []
+    with fleet.controller(instance, "--heartbeat-seconds", "5",
+                          "--crash-loop-threshold", "1000") as proc:
+        events = DockerEvents(fleet.client, f"wsctl.dev/instance={instance}").start()
+        try:
+            proc.apply(fleet.workspace("k"))
+            wait_for(lambda: all_online(proc, 1), 60, "k Online")
+            for _ in range(kills):
+                current = proc.get("k")["status"]["containerID"]
+                events.drain()
+                fleet.client.api.kill(current)
+                (died,) = events.wait("die", 1, 30)
+                (started,) = events.wait("start", 1, 30, exclude={current})
+                reactions.append(event_time(started) - event_time(died))
+                wait_for(partial(online_with_new, proc, "k", current), 60, "k Online again")
+        finally:
+            events.stop()
+    return {"reaction": summary(reactions), "goal": "p99 < 1 s on top of Docker's start time"}
+
+
+def docker_start_time(fleet: Fleet, samples: int) -> dict[str, float]:
+    """Docker's own create+start time for this container (the floor of any reaction)."""
+    label = {"wsctl.dev/instance": "bench-floor"}
+    times = []
+    try:
+        for i, spec in enumerate(specs_for(fleet, [f"f{i}" for i in range(samples)],
+                                           "bench-floor")):
+            del i
+            started = time.monotonic()
+            baselines.create_start(fleet.client, spec, fleet.gateway, label)
+            times.append(time.monotonic() - started)
+    finally:
+        fleet.remove_instance("bench-floor")
+    return summary(times)
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine(client: docker.DockerClient) -> dict[str, Any]:
+    version = client.version()
+    cpu_model = next((line.split(":", 1)[1].strip() for line in
+                      Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "?")
+    return {"cores": os.cpu_count(), "cpu": cpu_model, "python": platform.python_version(),
+            "docker": version.get("Version"), "kernel": platform.release(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                / 2**30, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small N; checks the suite works")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    client = docker.from_env(timeout=300, max_pool_size=32)
+    ensure_agent_image(client, tag=DEFAULT_TAG, cache_dir=default_cache_dir(), progress=say)
+    baselines.ensure_compose()
+    sizes = [3] if args.quick else [10, 50, 200]
+    restarts, kills = (3, 3) if args.quick else (20, 20)
+    started = time.monotonic()
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                               "quick": args.quick, "machine": machine(client),
+                               "parallelism": PARALLELISM}
+    with fleet_environment(client) as fleet:
+        results["docker_start"] = docker_start_time(fleet, 5 if args.quick else 20)
+        results["recreate"] = bench_recreate(fleet, restarts)
+        results["scale"] = [bench_scale(fleet, n, steady=(n == sizes[-1])) for n in sizes]
+        results["reaction"] = bench_reaction(fleet, kills)
+    results["duration_seconds"] = time.monotonic() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / ("results-quick.json" if args.quick else "results.json")).write_text(
+        json.dumps(results, indent=2))
+    from benchmarks.report import write_report
+
+    table = write_report(results, args.out, quick=args.quick)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+

@@ -1,0 +1,187 @@
+"""`wsctl run --kubernetes`: the composition root of Kubernetes mode.
+
+The same pieces as `runtime.Controller` (Docker engine, store, executor,
+reconciler, agent registry, A2A proxy for restart context) with the kopf
+operator driver in place of the standalone driver. Desired state and status
+live in Kubernetes (`Workspace` custom resources); the store keeps what only
+the controller knows: token hashes, registrations, activity, diagnostics and
+event history. There is no admin API in this mode: kubectl is the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from controller.adapters.database import open_store
+from controller.adapters.docker_engine import DockerEngine
+from controller.adapters.postgres import Registration, Store, TokenRecord
+from controller.api.a2a import A2AProxy
+from controller.api.registry import Registry
+from controller.drivers.operator import OperatorOptions, WorkspaceOperator
+from controller.execute import Executor
+from controller.reconcile import Reconciler
+from controller.runtime import EngineLookups, RunOptions, prepare_engine
+from controller.settings import PlatformSettings
+
+log = logging.getLogger("wsctl.run")
+
+
+class KubernetesExecutorStore:
+    """The store as the executor sees it in Kubernetes mode.
+
+    Purging a deleted workspace drops its tokens and registration only: there
+    is no desired-state row (the Workspace object is Kubernetes')."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def insert_token(self, workspace_id: str, generation: int, token_hash: str,
+                           container_id: str | None = None, *,
+                           expires_at: datetime | None = None,
+                           revoke_others: bool = True) -> TokenRecord:
+        return await self.store.insert_token(workspace_id, generation, token_hash, container_id,
+                                             expires_at=expires_at, revoke_others=revoke_others)
+
+    async def revoke_tokens(self, workspace_id: str,
+                            except_generation: int | None = None) -> int:
+        return await self.store.revoke_tokens(workspace_id, except_generation)
+
+    async def purge_workspace(self, namespace: str, name: str) -> bool:
+        await self.store.forget_workspace(f"{namespace}.{name}")
+        return True
+
+    async def add_diagnostics(self, workspace_id: str, **kwargs: Any) -> int:
+        return await self.store.add_diagnostics(workspace_id, **kwargs)
+
+    async def add_event(self, workspace_id: str, type_: Any, reason: str, message: str = "",
+                        *, at: datetime | None = None) -> object:
+        return await self.store.add_event(workspace_id, type_, reason, message, at=at)
+
+
+class KubernetesRegistryStore:
+    """The store as the agent registry sees it in Kubernetes mode: a workspace
+    exists when the operator has seen its Workspace object."""
+
+    def __init__(self, store: Store, knows: Callable[[str], bool]) -> None:
+        self.store = store
+        self.knows = knows
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        return await self.store.find_token(token_hash)
+
+    async def record_register(self, workspace_id: str, url: str, agent_card: Any,
+                              token_generation: int, *,
+                              at: datetime | None = None) -> Registration:
+        return await self.store.record_register(workspace_id, url, agent_card,
+                                                token_generation, at=at)
+
+    async def record_register_failure(self, workspace_id: str, cls: str, message: str, *,
+                                      at: datetime | None = None) -> Registration:
+        return await self.store.record_register_failure(workspace_id, cls, message, at=at)
+
+    async def record_heartbeat(self, workspace_id: str, status: str, *,
+                               error_detail: str | None = None,
+                               active_tasks: int | None = None,
+                               uptime_seconds: float | None = None,
+                               at: datetime | None = None,
+                               generation: int | None = None) -> Registration:
+        return await self.store.record_heartbeat(
+            workspace_id, status, error_detail=error_detail, active_tasks=active_tasks,
+            uptime_seconds=uptime_seconds, at=at, generation=generation)
+
+    async def record_auth_failure(self, workspace_id: str, cls: str,
+                                  generation: int | None) -> None:
+        if self.knows(workspace_id):
+            await self.store.record_auth_failure(workspace_id, cls, generation, known=True)
+
+
+class KubernetesController:
+    """A running operator; `serve()` until the stop event is set."""
+
+    def __init__(self, options: RunOptions, operator_options: OperatorOptions,
+                 progress: Callable[[str], None]) -> None:
+        self.options = options
+        self.operator_options = operator_options
+        self.progress = progress
+        self.engine: DockerEngine | None = None
+        self.store: Store | None = None
+        self.operator: WorkspaceOperator | None = None
+        self.registry: Registry | None = None
+
+    async def serve(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        opts = self.options
+        engine, gateway, settings = await prepare_engine(opts, self.progress)
+        self.engine = engine
+        async with open_store(opts.data_dir, opts.database_url, self.progress,
+                              keep_running=False) as store:
+            self.store = store
+            await self._serve_with(store, engine, settings, gateway, stop, ready)
+
+    async def _serve_with(self, store: Store, engine: DockerEngine, settings: PlatformSettings,
+                          gateway: str, stop: asyncio.Event,
+                          ready: asyncio.Event | None) -> None:
+        opts = self.options
+
+        lookups = EngineLookups(engine)
+        proxy = A2AProxy(store, lookups.agent_address)
+        executor = Executor(engine, KubernetesExecutorStore(store), host_gateway=gateway,
+                            deliver=proxy.deliver_restart_context)
+        reconciler = Reconciler(store, engine, executor, settings, opts.environ,
+                                clock=lambda: datetime.now(UTC))
+        operator = WorkspaceOperator(reconciler, engine, self.operator_options)
+        self.operator = operator
+        registry = Registry(KubernetesRegistryStore(store, operator.knows), lookups.identity,
+                            operator.on_registry_event,
+                            stale_after=settings.heartbeat_ttl_seconds)
+        self.registry = registry
+        registry_app = web.Application(client_max_size=64 * 1024)
+        registry_app.add_routes(registry.routes())
+        runner = web.AppRunner(registry_app, access_log=None)
+        await runner.setup()
+        try:
+            # reuse_port: a standby replica on the same node can bind it too (HA).
+            await web.TCPSite(runner, opts.registry_host or gateway, opts.registry_port,
+                              reuse_port=True).start()
+            self.progress(f"wsctl operator starting: registry http://"
+                          f"{opts.registry_host or gateway}:{opts.registry_port} "
+                          f"(containers: {settings.registry_url}), instance {opts.instance}")
+            await operator.run(stop, ready)
+        finally:
+            self.progress("wsctl operator stopping")
+            with contextlib.suppress(Exception):
+                await proxy.close()
+            await runner.cleanup()
+
+
+def operator_options(args: Mapping[str, Any]) -> OperatorOptions:
+    """OperatorOptions from the `wsctl run` flags (as a mapping of their values)."""
+    namespaces = tuple(args.get("namespace") or ())
+    priority = args.get("peering_priority")
+    if priority is None:
+        # kopf pauses every replica whose priority equals another's: default to a
+        # random one, so replicas of one Deployment differ (the highest acts).
+        priority = 1 + secrets.randbelow(1_000_000)
+    return OperatorOptions(
+        resync_seconds=float(args.get("resync_seconds") or 30.0),
+        namespaces=namespaces,
+        standalone=bool(args.get("no_peering")),
+        priority=int(priority),
+        liveness_endpoint=args.get("liveness"),
+    )
+
+
+def run_kubernetes(options: RunOptions, operator: OperatorOptions,
+                   progress: Callable[[str], None]) -> None:
+    """Run the operator in this process until SIGINT/SIGTERM (kopf handles both)."""
+    async def main() -> None:
+        await KubernetesController(options, operator, progress).serve(asyncio.Event())
+
+    asyncio.run(main())

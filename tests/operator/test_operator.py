@@ -1,0 +1,338 @@
+"""The kopf operator in-process against the Kubernetes API emulator, driving real
+Docker containers (issue 4). Each test names its own workspaces."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+
+from tests.operator.conftest import INSTANCE, NAMESPACE
+from tests.operator.harness import (
+    WORKSPACES,
+    OperatorThread,
+    call,
+    condition,
+    container_env,
+    new_dir,
+    phase,
+    remove_dir,
+    secret,
+    wait_for,
+    workspace,
+)
+from tests.operator.kube import ApiError, KubeClient
+
+pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.operator]
+
+# The operator resyncs every 30 s: a reaction within this bound came from an event.
+EVENT_DRIVEN = 10.0
+KEY_1 = "sk-op-test-key-one"
+KEY_2 = "sk-op-test-key-two"
+
+
+def managed(client: docker.DockerClient, name: str) -> list[Any]:
+    return list(client.containers.list(all=True, filters={"label": [
+        f"wsctl.dev/instance={INSTANCE}", f"wsctl.dev/workspace={NAMESPACE}.{name}"]}))
+
+
+def get(kubectl: KubeClient, name: str) -> dict[str, Any]:
+    return kubectl.get(WORKSPACES, "workspaces", NAMESPACE, name)
+
+
+def ready(kubectl: KubeClient, name: str, timeout: float = 60,
+          where: str = "") -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get(kubectl, name)
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+    return wait_for(check, timeout, f"{name} Ready {where}".strip(), interval=0.1)
+
+
+@pytest.fixture
+def cleanup(kubectl: KubeClient, docker_client: docker.DockerClient
+            ) -> Iterator[list[str]]:
+    names: list[str] = []
+    yield names
+    for name in names:
+        with contextlib.suppress(ApiError):
+            kubectl.delete(WORKSPACES, "workspaces", NAMESPACE, name)
+    wait_for(lambda: all(kubectl.find(WORKSPACES, "workspaces", NAMESPACE, n) is None
+                         for n in names), 30, f"{names} deleted")
+
+
+def ensure_secret(kubectl: KubeClient, name: str, value: str) -> None:
+    body = secret(name, {"api-key": value})
+    if kubectl.find("v1", "secrets", NAMESPACE, name) is None:
+        kubectl.create("v1", "secrets", NAMESPACE, body)
+    else:
+        kubectl.patch("v1", "secrets", NAMESPACE, name, {"data": body["data"]})
+
+
+def test_apply_creates_container_and_status_ready(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        cleanup: list[str]) -> None:
+    ensure_secret(kubectl, "llm", KEY_1)
+    cleanup.append("alpha")
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("alpha"))
+    obj = ready(kubectl, "alpha")
+    status = obj["status"]
+    assert phase(obj) == "Online"
+    assert status["observedGeneration"] == obj["metadata"]["generation"] == 1
+    assert condition(obj, "Degraded")["status"] == "False"
+    assert condition(obj, "Progressing")["status"] == "False"
+    containers = managed(docker_client, "alpha")
+    assert [c.id for c in containers] == [status["containerID"]]
+    env = container_env(docker_client, status["containerID"])
+    assert env["MINIMAX_API_KEY"] == KEY_1 == env["ANTHROPIC_AUTH_TOKEN"]
+    assert "wsctl.dev/finalizer" in obj["metadata"]["finalizers"]
+    assert set(obj["status"]) <= {"phase", "observedGeneration", "containerID", "configHash",
+                                  "tokenGeneration", "restartCount", "lastRegisterFailure",
+                                  "lastRecreateReason", "restartContextGeneration",
+                                  "conditions"}
+
+
+def events(kubectl: KubeClient, name: str) -> list[dict[str, Any]]:
+    return list(kubectl.events_for(NAMESPACE, name))
+
+
+def has_event(kubectl: KubeClient, name: str, reason: str,
+              text: str = "") -> dict[str, Any] | None:
+    return next((e for e in events(kubectl, name)
+                 if e.get("reason") == reason and text in e.get("message", "")), None)
+
+
+def replaced(kubectl: KubeClient, name: str, old_id: str,
+             timeout: float = EVENT_DRIVEN) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get(kubectl, name)
+        status = obj.get("status") or {}
+        fresh = status.get("containerID") not in (None, old_id)
+        return obj if fresh and condition(obj, "Ready").get("status") == "True" else None
+    return wait_for(check, timeout, f"{name} recreated and Ready", interval=0.1)
+
+
+def test_spec_change_recreates_once_and_advances_observed_generation(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        cleanup: list[str]) -> None:
+    ensure_secret(kubectl, "llm", KEY_1)
+    cleanup.append("bravo")
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("bravo"))
+    before = ready(kubectl, "bravo")
+    old_id = before["status"]["containerID"]
+    kubectl.patch(WORKSPACES, "workspaces", NAMESPACE, "bravo",
+                  {"spec": {"env": [{"name": "LOG_LEVEL", "value": "debug"}]}})
+    after = replaced(kubectl, "bravo", old_id)
+    wait_for(lambda: get(kubectl, "bravo")["status"]["observedGeneration"] == 2, 10,
+             "observedGeneration 2")
+    after = get(kubectl, "bravo")
+    status = after["status"]
+    assert after["metadata"]["generation"] == 2
+    assert condition(after, "Ready")["observedGeneration"] == 2
+    assert status["restartCount"] == 1 and status["tokenGeneration"] == 2
+    assert status["lastRecreateReason"] == "ConfigChanged"
+    assert [c.id for c in managed(docker_client, "bravo")] == [status["containerID"]]
+    assert container_env(docker_client, status["containerID"])["LOG_LEVEL"] == "debug"
+    recreating = [e for e in events(kubectl, "bravo") if e.get("reason") == "Recreating"]
+    assert len(recreating) == 1 and "ConfigChanged" in recreating[0]["message"]
+    assert recreating[0]["involvedObject"]["uid"] == after["metadata"]["uid"]
+
+
+def test_secret_value_change_recreates_with_new_projected_key(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        cleanup: list[str]) -> None:
+    ensure_secret(kubectl, "llm-rotating", KEY_1)
+    cleanup.append("charlie")
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE,
+                   workspace("charlie", secret_name="llm-rotating"))
+    before = ready(kubectl, "charlie")
+    old_id = before["status"]["containerID"]
+    assert container_env(docker_client, old_id)["MINIMAX_API_KEY"] == KEY_1
+    ensure_secret(kubectl, "llm-rotating", KEY_2)
+    after = replaced(kubectl, "charlie", old_id)
+    env = container_env(docker_client, after["status"]["containerID"])
+    assert env["MINIMAX_API_KEY"] == KEY_2 == env["ANTHROPIC_AUTH_TOKEN"]
+    assert after["status"]["restartCount"] == 1
+    assert after["metadata"]["generation"] == 1  # the Workspace itself did not change
+    assert len(managed(docker_client, "charlie")) == 1
+    shown = str(after) + str(events(kubectl, "charlie"))
+    assert KEY_1 not in shown and KEY_2 not in shown
+
+
+def test_missing_secret_is_failed_naming_the_field_then_recovers(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        cleanup: list[str]) -> None:
+    cleanup.append("delta")
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE,
+                   workspace("delta", secret_name="llm-later"))
+    failed = wait_for(lambda: (lambda o: o if condition(o, "Degraded").get("status") == "True"
+                               else None)(get(kubectl, "delta")), 30, "delta Degraded")
+    assert phase(failed) == "Failed"
+    assert "spec.llm.apiKey.secretRef" in condition(failed, "Degraded")["message"]
+    assert managed(docker_client, "delta") == []
+    ensure_secret(kubectl, "llm-later", KEY_1)
+    ready(kubectl, "delta", where="after the Secret appeared")
+
+
+def test_restarted_at_annotation_forces_one_recreate(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        cleanup: list[str]) -> None:
+    ensure_secret(kubectl, "llm", KEY_1)
+    cleanup.append("echo")
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("echo"))
+    old_id = ready(kubectl, "echo")["status"]["containerID"]
+    kubectl.patch(WORKSPACES, "workspaces", NAMESPACE, "echo", {"metadata": {"annotations": {
+        "wsctl.dev/restartedAt": "2030-01-01T00:00:00Z"}}})
+    after = replaced(kubectl, "echo", old_id)
+    assert after["status"]["lastRecreateReason"] == "RestartRequested"
+    assert after["status"]["restartCount"] == 1
+    assert after["metadata"]["generation"] == 1
+    assert [c.id for c in managed(docker_client, "echo")] == [after["status"]["containerID"]]
+
+
+def test_docker_kill_is_replaced_from_the_event(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        cleanup: list[str]) -> None:
+    ensure_secret(kubectl, "llm", KEY_1)
+    cleanup.append("juliet")
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("juliet"))
+    old_id = ready(kubectl, "juliet")["status"]["containerID"]
+    docker_client.api.kill(old_id)
+    after = replaced(kubectl, "juliet", old_id)
+    assert after["status"]["lastRecreateReason"] == "ContainerExited"
+    assert [c.id for c in managed(docker_client, "juliet")] == [after["status"]["containerID"]]
+
+
+def test_delete_runs_finalizer_removing_container_and_tokens(
+        operator: OperatorThread, kubectl: KubeClient,
+        docker_client: docker.DockerClient) -> None:
+    ensure_secret(kubectl, "llm", KEY_1)
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("foxtrot"))
+    obj = ready(kubectl, "foxtrot")
+    assert "wsctl.dev/finalizer" in obj["metadata"]["finalizers"]
+    assert len(managed(docker_client, "foxtrot")) == 1
+    store = operator.controller.store if operator.controller else None
+    assert store is not None
+    assert call(operator, store.live_token(f"{NAMESPACE}.foxtrot")) is not None
+    kubectl.delete(WORKSPACES, "workspaces", NAMESPACE, "foxtrot")
+    wait_for(lambda: kubectl.find(WORKSPACES, "workspaces", NAMESPACE, "foxtrot") is None,
+             30, "foxtrot gone")
+    assert managed(docker_client, "foxtrot") == []
+    assert call(operator, store.live_token(f"{NAMESPACE}.foxtrot")) is None
+    assert call(operator, store.get_registration(f"{NAMESPACE}.foxtrot")) is None
+    assert has_event(kubectl, "foxtrot", "Deleting")
+
+
+def test_register_failure_is_degraded_with_event_naming_the_class(
+        operator: OperatorThread, kubectl: KubeClient, cleanup: list[str]) -> None:
+    ensure_secret(kubectl, "llm", KEY_1)
+    cleanup.append("golf")
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("golf", env={
+        "AGENT_REGISTER_PAYLOAD": "private_url", "AGENT_REGISTER_ONCE": "1",
+        "AGENT_REJECT_GRACE_SECONDS": "4"}))
+    degraded = wait_for(lambda: (lambda o: o if condition(o, "Degraded").get("reason")
+                                 == "RegisterFailed" else None)(get(kubectl, "golf")),
+                        30, "golf Degraded RegisterFailed", interval=0.05)
+    assert phase(degraded) == "Degraded"
+    assert "blocked_private_url" in condition(degraded, "Degraded")["message"]
+    assert degraded["status"]["lastRegisterFailure"]["class"] == "blocked_private_url"
+    event = wait_for(lambda: has_event(kubectl, "golf", "RegisterFailed",
+                                       "blocked_private_url"), 10, "RegisterFailed event")
+    assert event["type"] == "Warning"
+    assert event["involvedObject"]["kind"] == "Workspace"
+    healed = ready(kubectl, "golf", 30, "after a healthy heartbeat")
+    assert healed["status"]["lastRegisterFailure"]["class"] == "blocked_private_url"
+    wait_for(lambda: has_event(kubectl, "golf", "Recovered"), 10, "Recovered event")
+
+
+def test_operator_restart_adopts_without_duplicate(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        cleanup: list[str]) -> None:
+    ensure_secret(kubectl, "llm", KEY_1)
+    cleanup.append("hotel")
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("hotel"))
+    before = ready(kubectl, "hotel")
+    container_id = before["status"]["containerID"]
+    operator.stop()
+    operator.start()
+    assert operator.controller is not None and operator.controller.operator is not None
+    stats = operator.controller.operator.stats
+    wait_for(lambda: stats.triggers.get("resume", 0) >= 1 and stats.reconciles >= 1, 30,
+             "the restarted operator resumed the workspace")
+    # A second pass, on purpose: a label change wakes the worker again.
+    passes = stats.reconciles
+    kubectl.patch(WORKSPACES, "workspaces", NAMESPACE, "hotel",
+                  {"metadata": {"labels": {"touched": "yes"}}})
+    wait_for(lambda: stats.reconciles > passes, EVENT_DRIVEN, "another pass after the touch")
+    after = ready(kubectl, "hotel")
+    assert after["status"]["containerID"] == container_id
+    assert after["status"]["restartCount"] == before["status"]["restartCount"] == 0
+    assert [c.id for c in managed(docker_client, "hotel")] == [container_id]
+    assert not [e for e in events(kubectl, "hotel") if e.get("reason") == "Recreating"]
+
+
+def test_invalid_workspace_is_rejected_by_the_api_with_the_field_path(
+        operator: OperatorThread, kubectl: KubeClient) -> None:
+    bad = workspace("india")
+    bad["spec"]["llm"]["provider"] = "no-such-provider"
+    with pytest.raises(ApiError) as caught:
+        kubectl.create(WORKSPACES, "workspaces", NAMESPACE, bad)
+    assert caught.value.status == 422
+    assert "spec.llm.provider" in caught.value.body["message"]
+    assert kubectl.find(WORKSPACES, "workspaces", NAMESPACE, "india") is None
+
+
+def test_peered_replicas_only_the_highest_priority_acts(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        cleanup: list[str]) -> None:
+    """HA: two replicas in one peering object; the lower priority pauses, then takes over."""
+    operator.stop()  # the session's standalone operator would act regardless of peering
+    replicas: list[OperatorThread] = []
+    try:
+        kubectl.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", {
+            "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+            "metadata": {"name": "wsctl-ha"}})
+        ensure_secret(kubectl, "llm", KEY_1)
+        for priority in (200, 100):
+            replica = OperatorThread(
+                kube_url=operator.kube_url, data_dir=new_dir("wsctl-op-ha-"),
+                cache_dir=operator.cache_dir, network=operator.network,
+                instance=operator.instance, gateway=operator.gateway,
+                peering=("wsctl-ha", priority))
+            replicas.append(replica.start())
+            if priority == 200:
+                cleanup.append("kilo")
+                kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("kilo"))
+                ready(kubectl, "kilo", where="with the leader alone")
+        leader, standby = (r.controller.operator for r in replicas if r.controller)
+        assert leader is not None and standby is not None
+        # The standby has seen the leader's peering record and paused: touch the
+        # workspace; the leader reconciles it, the standby never does.
+        passes = leader.stats.reconciles
+        kubectl.patch(WORKSPACES, "workspaces", NAMESPACE, "kilo",
+                      {"metadata": {"labels": {"touched": "yes"}}})
+        wait_for(lambda: leader.stats.reconciles > passes, EVENT_DRIVEN, "leader's pass")
+        assert standby.stats.reconciles == 0
+        assert len(managed(docker_client, "kilo")) == 1
+        # The leader leaves (its record goes with it): the standby takes over.
+        replicas[0].stop()
+        wait_for(lambda: standby.stats.reconciles > 0, 30, "the standby took over")
+
+        def converged() -> bool:
+            obj = get(kubectl, "kilo")
+            ids = [c.id for c in managed(docker_client, "kilo")]
+            return condition(obj, "Ready").get("status") == "True" \
+                and ids == [obj["status"]["containerID"]]
+        # (Its own store knows no token of the leader's container: it may recreate it.)
+        wait_for(converged, 30, "one Ready container under the new leader")
+        # Cleanup of kilo (the finalizer) needs an acting operator: the standby is one now.
+        kubectl.delete(WORKSPACES, "workspaces", NAMESPACE, "kilo")
+        wait_for(lambda: kubectl.find(WORKSPACES, "workspaces", NAMESPACE, "kilo") is None,
+                 30, "kilo deleted by the new leader")
+    finally:
+        for replica in replicas:
+            replica.stop()
+            remove_dir(replica.data_dir)
+        operator.start()
