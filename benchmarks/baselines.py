@@ -84,8 +84,11 @@ def ensure_compose() -> str:
     found = shutil.which("docker-compose")
     if found:
         return found
-    subprocess.run(["apt-get", "install", "-y", "-qq", "docker-compose"], check=True,
-                   stdout=subprocess.DEVNULL)
+    print("installing Debian's docker-compose (the baseline)", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                    "docker-compose"], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     found = shutil.which("docker-compose")
     if not found:
         raise RuntimeError("docker-compose could not be installed")
