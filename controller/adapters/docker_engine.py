@@ -152,7 +152,11 @@ class DockerEngine:
             cached = self._inspect_cache.get(summary["Id"])
             # State only: Status text ("Up 5 seconds") changes every call. Restarts
             # and other changes within a state reach us as events, which forget().
-            marker = str(summary.get("State"))
+            # Ports and addresses too: a network reconnect (no container event)
+            # publishes the agent port on a new host port.
+            networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+            marker = (f'{summary.get("State")}|{summary.get("Ports")}|'
+                      f'{sorted(str(n.get("IPAddress")) for n in networks.values())}')
             if cached is None or cached[0] != marker:
                 try:
                     info = await self._run("inspect", self.api.inspect_container, summary["Id"])
