@@ -78,7 +78,9 @@ class A2AProxy:
         host, port = target
         method = str(payload.get("method"))
         try:
-            async with self._client().post(f"http://{host}:{port}/", json=payload) as resp:
+            # Never follow a redirect: an agent must not steer the proxy elsewhere (SSRF).
+            async with self._client().post(f"http://{host}:{port}/", json=payload,
+                                           allow_redirects=False) as resp:
                 answer = await resp.json(content_type=None)
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:

@@ -278,3 +278,62 @@ async def test_a2a_rejects_what_is_not_message_send(env: AdminEnv) -> None:
     assert status == 400
     status, _ = await env.call("POST", f"{BASE}/ghost/a2a", message_send("hi"))
     assert status == 404
+
+
+async def _serve(app: web.Application) -> tuple[TestServer, int]:
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    assert server.port is not None
+    return server, server.port
+
+
+async def test_a2a_round_trip_is_logged_with_the_caller(env: AdminEnv) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def agent(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body)
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {
+            "kind": "message", "role": "agent", "parts": [{"kind": "text", "text": "pong"}]}})
+
+    app = web.Application()
+    app.router.add_post("/", agent)
+    runner, port = await _serve(app)
+    try:
+        env.addresses["default.alice"] = ("127.0.0.1", port)
+        status, answer = await env.call("POST", f"{BASE}/alice/a2a", message_send("ping"),
+                                        headers={"X-Wsctl-Caller": "webhook:github"})
+        assert status == 200 and answer["result"]["parts"][0]["text"] == "pong"
+        assert seen[0]["method"] == "message/send"
+        (row,) = await env.store.list_activity("default.alice")
+        assert (row["source"], row["method"], row["status"]) == (
+            "webhook:github", "message/send", "ok")
+    finally:
+        await runner.close()
+
+
+async def test_a2a_never_follows_an_agent_redirect(env: AdminEnv) -> None:
+    """An agent answering 307 must not steer the proxy to another address (SSRF)."""
+    followed: list[str] = []
+
+    async def target(request: web.Request) -> web.Response:
+        followed.append(request.path)
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
+
+    async def agent(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{target_port}/metadata")
+
+    target_app = web.Application()
+    target_app.router.add_route("*", "/{tail:.*}", target)
+    target_runner, target_port = await _serve(target_app)
+    agent_app = web.Application()
+    agent_app.router.add_post("/", agent)
+    agent_runner, agent_port = await _serve(agent_app)
+    try:
+        env.addresses["default.alice"] = ("127.0.0.1", agent_port)
+        status, _ = await env.call("POST", f"{BASE}/alice/a2a", message_send("hi"))
+        assert followed == []
+        assert status == 502
+    finally:
+        await agent_runner.close()
+        await target_runner.close()
