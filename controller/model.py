@@ -53,6 +53,25 @@ MIN_MEMORY_BYTES = 32 * 2**20  # below this the Python agent cannot start
 MAX_CPUS = 64.0
 
 
+# Fields users reach for that would give a workspace the host. Named with the
+# reason instead of pydantic's generic "extra inputs are not permitted".
+FORBIDDEN_SPEC_FIELDS = {
+    "privileged": "workspaces never run privileged",
+    "hostNetwork": "workspaces never share the host's network",
+    "hostPID": "workspaces never share the host's process namespace",
+    "hostIPC": "workspaces never share the host's IPC namespace",
+    "volumes": "workspaces get only their own config volume; host paths are never mounted",
+    "mounts": "workspaces get only their own config volume; host paths are never mounted",
+    "binds": "host paths are never mounted into workspaces",
+    "dockerSocket": "the Docker socket is never given to a workspace",
+    "capAdd": "workspaces run with every capability dropped",
+    "capabilities": "workspaces run with every capability dropped",
+    "securityContext": "the container's security settings are fixed by wsctl",
+    "devices": "host devices are never given to a workspace",
+    "user": "the agent always runs as its own non-root user",
+}
+
+
 class _Model(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields are errors."""
 
@@ -179,6 +198,15 @@ class WorkspaceSpec(_Model):
     startup_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 180
     paused: bool = False
     restarted_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_host_access(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in FORBIDDEN_SPEC_FIELDS.items():
+                if key in data:
+                    raise ValueError(f"spec.{key} is not allowed: {why}")
+        return data
 
     @field_validator("image")
     @classmethod

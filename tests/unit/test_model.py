@@ -48,7 +48,6 @@ def test_unknown_provider() -> None:
     ({"llm": {"provider": "minimax", "baseURL": "ftp://x"}}, "spec.llm.baseURL"),
     ({"llm": {"provider": "minimax", "apiKey": {"secretRef": {"name": "m"}}}},
      "spec.llm.apiKey.secretRef.key"),
-    ({"privileged": True}, "spec.privileged"),
     ({"restartedAt": "yesterday"}, "spec.restartedAt"),
 ])
 def test_field_errors_name_the_path(spec: dict[str, Any], path: str) -> None:
@@ -94,3 +93,20 @@ def test_workspace_key_id_round_trip() -> None:
     assert WorkspaceKey.from_id(key.id) == key
     with pytest.raises(ValueError, match="not a workspace id"):
         WorkspaceKey.from_id("alice")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("privileged", True), ("hostNetwork", True), ("hostPID", True),
+    ("volumes", [{"hostPath": "/"}]), ("mounts", ["/var/run/docker.sock:/sock"]),
+    ("dockerSocket", True), ("capAdd", ["SYS_ADMIN"]), ("devices", ["/dev/kmsg"]),
+    ("user", "0"),
+])
+def test_host_access_is_refused_naming_field_and_reason(field: str, value: Any) -> None:
+    found = errors(doc(**{field: value}))
+    (message,) = found.values()
+    assert f"spec.{field} is not allowed" in message
+    assert list(found) == ["spec"]
+
+
+def test_unknown_spec_field_is_named() -> None:
+    assert "spec.colour" in errors(doc(colour="blue"))
