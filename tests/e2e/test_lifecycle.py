@@ -25,7 +25,7 @@ from controller.devtools.harness import (
     wait_for,
 )
 from tests.e2e.conftest import INSTANCE, NETWORK, PLANTED_KEY
-from tests.e2e.dockerutil import container_env, read_token
+from tests.e2e.dockerutil import container_env, read_token, token_file_mode
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
 
@@ -121,6 +121,31 @@ def test_provision_minimax_projects_env_without_v1(
     assert shown["status"]["phase"] == "Online"
     assert {c["type"] for c in shown["status"]["conditions"]} == {
         "Ready", "Degraded", "Progressing"}
+
+
+def test_workspace_container_is_hardened(
+        controller: ControllerProcess, fake_llm: FakeLLMThread,
+        docker_client: docker.DockerClient, cleanup: list[str]) -> None:
+    cleanup.append("hard")
+    spec = workspace("hard", fake_llm.port)
+    spec["spec"]["resources"] = {"memory": "256Mi", "cpus": "500m"}
+    controller.apply(spec)
+    info = docker_client.api.inspect_container(online(controller, "hard")["status"]["containerID"])
+    host = info["HostConfig"]
+    assert info["Config"]["User"] == "10001:10001"
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["ReadonlyRootfs"] is True
+    assert "/tmp" in host["Tmpfs"]
+    assert host["PidsLimit"] == 256
+    assert host["Memory"] == 256 * 2**20 and host["NanoCpus"] == 500_000_000
+    assert host["Privileged"] is False
+    assert host["NetworkMode"] == NETWORK and host["PidMode"] == "" and host["IpcMode"] != "host"
+    assert not host.get("Binds") and not host.get("Devices")
+    assert [(m["Type"], m["Destination"]) for m in info["Mounts"]] == [("volume", "/configs")]
+    assert all(b["HostIp"] == "127.0.0.1" for b in host["PortBindings"]["8000/tcp"])
+    mode, uid = token_file_mode(docker_client, info["Id"])
+    assert (mode, uid) == (0o600, 10001)
 
 
 # 2, 3 --------------------------------------------------------------- restart, send
