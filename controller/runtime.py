@@ -28,7 +28,7 @@ from controller.adapters.images import ensure_agent_image
 from controller.adapters.postgres import QUERY_COUNT, Store
 from controller.api import metrics as metrics_text
 from controller.api.a2a import A2AProxy
-from controller.api.admin import AdminApi, admin_auth
+from controller.api.admin import AdminApi, admin_auth, json_errors
 from controller.api.registry import Registry
 from controller.devtools.fake_llm import FakeLLM
 from controller.drivers.standalone import StandaloneDriver
@@ -190,7 +190,7 @@ class Controller:
                 resyncs=driver.stats.resyncs, heartbeats=registry.counters.heartbeats))
 
         admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics)
-        admin_app = web.Application(middlewares=[admin_auth(admin_token)],
+        admin_app = web.Application(middlewares=[json_errors, admin_auth(admin_token)],
                                     client_max_size=1024 * 1024)
         admin_app.add_routes(admin.routes())
         registry_app = web.Application(client_max_size=64 * 1024)

@@ -74,7 +74,8 @@ class A2AProxy:
             raise ProxyError(400, "invalid_request", "only JSON-RPC 2.0 message/send is proxied")
         target = await self.address(workspace_id)
         if target is None:
-            raise ProxyError(503, "agent_unavailable", f"{workspace_id} has no running container")
+            # 409, not 503: the API is fine, the workspace is not in a state to answer.
+            raise ProxyError(409, "agent_unavailable", f"{workspace_id} has no running container")
         host, port = target
         method = str(payload.get("method"))
         try:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from controller import manifests, tokens
+from controller.api import openapi
 from controller.api.a2a import A2AProxy, ProxyError
 from controller.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, WorkspaceKey
 
@@ -74,6 +75,19 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+@web.middleware
+async def json_errors(request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+    """aiohttp's own errors (unknown route, wrong method, body too large) as JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return _error(exc.status, exc.reason)
+
+
 def admin_auth(admin_token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request,
@@ -97,6 +111,7 @@ class AdminApi:
         self.logs = logs
         self.ready = ready
         self.metrics = metrics
+        self._openapi: dict[str, Any] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         base = "/api/v1/workspaces"
@@ -104,6 +119,7 @@ class AdminApi:
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
             web.get("/metrics", self.get_metrics),
+            web.get("/openapi.json", self.openapi),
             web.get(base, self.list),
             web.post(base, self.apply),
             web.get(base + "/{name}", self.get),
@@ -118,14 +134,16 @@ class AdminApi:
     # ------------------------------------------------------------ helpers
 
     @staticmethod
-    def _key(request: web.Request) -> WorkspaceKey:
-        name = request.match_info["name"]
-        namespace = request.query.get("namespace", DEFAULT_NAMESPACE)
-        for field, value in (("name", name), ("namespace", namespace)):
-            if not DNS1123_LABEL.match(value) or len(value) > 63:
-                raise web.HTTPBadRequest(
-                    text=json.dumps({"error": f"{field} {value!r} is not a DNS-1123 label"}),
-                    content_type="application/json")
+    def _label(field: str, value: str) -> str:
+        if not DNS1123_LABEL.match(value) or len(value) > 63:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": f"{field} {value!r} is not a DNS-1123 label"}),
+                content_type="application/json")
+        return value
+
+    def _key(self, request: web.Request) -> WorkspaceKey:
+        name = self._label("name", request.match_info["name"])
+        namespace = self._label("namespace", request.query.get("namespace", DEFAULT_NAMESPACE))
         return WorkspaceKey(namespace, name)
 
     async def _workspace(self, request: web.Request) -> Workspace:
@@ -163,12 +181,19 @@ class AdminApi:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "starting"}, status=503)
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        if self._openapi is None:
+            self._openapi = openapi.document()
+        return web.json_response(self._openapi)
+
     async def get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=await self.metrics(),
                             content_type="text/plain", charset="utf-8")
 
     async def list(self, request: web.Request) -> web.Response:
         namespace = request.query.get("namespace")
+        if namespace is not None:
+            self._label("namespace", namespace)
         items = await self.store.list_workspaces(namespace)
         return web.json_response({"items": [w.to_wire() for w in items]})
 
@@ -214,6 +239,8 @@ class AdminApi:
 
     async def restart(self, request: web.Request) -> web.Response:
         ws = await self._workspace(request)
+        if ws.metadata.deletion_timestamp is not None:
+            return _error(409, f"workspace {ws.key} is being deleted")
         now = datetime.now(UTC)
         bumped = ws.model_copy(update={"spec": ws.spec.model_copy(update={"restarted_at": now})})
         applied = await self.store.apply_workspace(bumped)

@@ -16,7 +16,7 @@ from aiohttp import StreamReader, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from controller.api.a2a import A2AProxy, message_send
-from controller.api.admin import MAX_BODY, AdminApi, admin_auth
+from controller.api.admin import MAX_BODY, AdminApi, admin_auth, json_errors
 from tests.unit.fakes import FakeStore
 from tests.unit.helpers import minimax
 
@@ -70,7 +70,8 @@ async def env() -> AsyncIterator[AdminEnv]:
 
     proxy = A2AProxy(store, address, timeout_seconds=5)
     api = AdminApi(store, proxy, logs, lambda: ready[0], metrics)
-    app = web.Application(middlewares=[admin_auth(ADMIN_TOKEN)], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[json_errors, admin_auth(ADMIN_TOKEN)],
+                          client_max_size=MAX_BODY)
     app.add_routes(api.routes())
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield AdminEnv(client, store, api, ready, addresses)
@@ -263,9 +264,9 @@ async def test_describe_shows_the_register_failure_class(env: AdminEnv) -> None:
 # ------------------------------------------------------------------ a2a
 
 
-async def test_a2a_without_a_running_container_is_503(env: AdminEnv) -> None:
+async def test_a2a_without_a_running_container_is_409(env: AdminEnv) -> None:
     status, answer = await env.call("POST", f"{BASE}/alice/a2a", message_send("hello"))
-    assert status == 503
+    assert status == 409
     assert answer["class"] == "agent_unavailable"
     assert "default.alice" in answer["error"]
 

@@ -1,0 +1,159 @@
+"""The admin API's OpenAPI 3.1 document, generated from the pydantic models.
+
+Served at /openapi.json. The Workspace schemas are the model's own JSON Schema
+(2020-12, which OpenAPI 3.1 uses), so the document cannot drift from what the
+API accepts and returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller import __version__
+from controller.model import Workspace
+
+REF = "#/components/schemas/{model}"
+NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+ERROR = {"type": "object", "properties": {"error": {"type": "string"}},
+         "required": ["error"], "additionalProperties": True}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json({"$ref": "#/components/schemas/Error"}, description)
+
+
+def _schemas() -> dict[str, Any]:
+    # Validation mode for requests and responses alike: responses omit unset
+    # fields, which the validation schema allows (they have defaults).
+    workspace = Workspace.model_json_schema(by_alias=True, ref_template=REF, mode="validation")
+    schemas: dict[str, Any] = dict(workspace.pop("$defs", {}))
+    schemas["Workspace"] = workspace
+    schemas["WorkspaceInput"] = {"$ref": "#/components/schemas/Workspace"}
+    schemas["Error"] = ERROR
+    schemas["WorkspaceList"] = {
+        "type": "object", "required": ["items"],
+        "properties": {"items": {"type": "array",
+                                 "items": {"$ref": "#/components/schemas/Workspace"}}}}
+    schemas["ApplyRequest"] = {
+        "type": "object", "required": ["items"], "additionalProperties": False,
+        "properties": {"items": {"type": "array", "maxItems": 500,
+                                 "items": {"$ref": "#/components/schemas/WorkspaceInput"}}}}
+    schemas["ApplyResult"] = {
+        "type": "object", "required": ["results"],
+        "properties": {"results": {"type": "array", "items": {
+            "type": "object", "required": ["workspace", "result", "generation"],
+            "properties": {"workspace": {"type": "string"},
+                           "result": {"enum": ["created", "configured", "unchanged"]},
+                           "generation": {"type": ["integer", "null"]}}}}}}
+    schemas["JsonRpcRequest"] = {
+        "type": "object", "required": ["jsonrpc", "method", "params"],
+        "properties": {"jsonrpc": {"const": "2.0"}, "id": {"type": ["string", "integer"]},
+                       "method": {"const": "message/send"},
+                       "params": {"type": "object"}}}
+    return schemas
+
+
+def document() -> dict[str, Any]:
+    namespace = {"name": "namespace", "in": "query", "required": False, "schema": NAME}
+    name = {"name": "name", "in": "path", "required": True, "schema": NAME}
+    workspace = {"$ref": "#/components/schemas/Workspace"}
+    not_found = _error("no such workspace")
+    bad = _error("invalid name, namespace or query")
+    one = [name, namespace]
+    spec: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "wsctl admin API", "version": __version__,
+                 "description": "Declared workspaces, their status, and the A2A proxy. "
+                                "Every route but /healthz and /readyz needs the admin "
+                                "token (Authorization: Bearer)."},
+        "security": [{"admin": []}],
+        "components": {
+            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+            "schemas": _schemas(),
+        },
+        "paths": {
+            "/healthz": {"get": {"security": [], "operationId": "healthz",
+                                 "responses": {"200": _json({"type": "object"}, "alive")}}},
+            "/readyz": {"get": {"security": [], "operationId": "readyz", "responses": {
+                "200": _json({"type": "object"}, "ready"),
+                "503": _json({"type": "object"}, "starting")}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "responses": {
+                "200": _json({"type": "object"}, "this document")}}},
+            "/metrics": {"get": {"operationId": "metrics", "responses": {"200": {
+                "description": "Prometheus text exposition",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/api/v1/workspaces": {
+                "get": {"operationId": "listWorkspaces", "parameters": [namespace],
+                        "responses": {"200": _json({"$ref": "#/components/schemas/"
+                                                            "WorkspaceList"}, "workspaces"),
+                                      "400": bad}},
+                "post": {"operationId": "applyWorkspaces",
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": {"$ref": "#/components/schemas/ApplyRequest"}}}},
+                         "responses": {
+                             "200": _json({"$ref": "#/components/schemas/ApplyResult"},
+                                          "applied, all or nothing"),
+                             "400": _error("body is not JSON"),
+                             "409": _error("a workspace is being deleted"),
+                             "413": _error("body too large"),
+                             "422": _error("invalid documents; nothing was applied")}},
+            },
+            "/api/v1/workspaces/{name}": {
+                "get": {"operationId": "getWorkspace", "parameters": one,
+                        "responses": {"200": _json(workspace, "the workspace"),
+                                      "400": bad, "404": not_found}},
+                "delete": {"operationId": "deleteWorkspace", "parameters": one,
+                           "responses": {"202": _json({"type": "object"}, "deleting"),
+                                         "400": bad, "404": not_found}},
+            },
+            "/api/v1/workspaces/{name}/restart": {
+                "post": {"operationId": "restartWorkspace", "parameters": one,
+                         "responses": {"200": _json({"type": "object"}, "restartedAt bumped"),
+                                       "400": bad, "404": not_found,
+                                       "409": _error("being deleted")}}},
+            "/api/v1/workspaces/{name}/describe": {
+                "get": {"operationId": "describeWorkspace", "parameters": one,
+                        "responses": {"200": _json({"type": "object", "required": [
+                            "workspace", "registration", "events", "diagnostics"]},
+                            "workspace with registration, events and diagnostics"),
+                            "400": bad, "404": not_found}}},
+            "/api/v1/workspaces/{name}/activity": {
+                "get": {"operationId": "workspaceActivity", "parameters": [
+                    *one, {"name": "limit", "in": "query", "required": False,
+                           "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                        "responses": {"200": _json({"type": "object", "required": ["items"]},
+                                                   "activity rows, newest first"),
+                                      "400": bad, "404": not_found}}},
+            "/api/v1/workspaces/{name}/logs": {
+                "get": {"operationId": "workspaceLogs", "parameters": [
+                    *one, {"name": "tail", "in": "query", "required": False,
+                           "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}],
+                        "responses": {"200": {"description": "container log lines",
+                                              "content": {"text/plain": {
+                                                  "schema": {"type": "string"}}}},
+                                      "400": bad, "404": not_found}}},
+            "/api/v1/workspaces/{name}/a2a": {
+                "post": {"operationId": "sendToAgent", "parameters": one,
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": {"$ref": "#/components/schemas/JsonRpcRequest"}}}},
+                         "responses": {
+                             "200": _json({"type": "object"}, "the agent's JSON-RPC answer"),
+                             "400": _error("not a JSON-RPC message/send"),
+                             "404": not_found,
+                             "413": _error("body too large"),
+                             "409": _error("no running container"),
+                             "502": _error("the agent did not answer")}}},
+        },
+    }
+    unauthorized = _error("admin token missing or wrong")
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            if operation.get("security") != []:
+                operation["responses"]["401"] = unauthorized
+            if path.startswith("/api/"):
+                operation["responses"].setdefault("405", _error("method not allowed"))
+    return spec
