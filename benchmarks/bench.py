@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import sys
 import time
@@ -171,13 +172,14 @@ def bench_scale(fleet: Fleet, n: int, steady: bool) -> dict[str, Any]:
     finally:
         fleet.remove_instance(f"bench-raw{n}")
     project_name = f"wsctlbench{n}"
-    seconds, folder = baselines.compose_up(specs_for(fleet, names, f"bench-cmp{n}"),
-                                           fleet.gateway, fleet.network, project_name,
-                                           PARALLELISM)
+    seconds, folder, running = baselines.compose_up(
+        specs_for(fleet, names, f"bench-cmp{n}"), fleet.gateway, fleet.network, project_name,
+        fleet.client)
     baselines.compose_down(folder, project_name)
     result["compose_seconds"] = seconds
+    result["compose_running"] = running
     result["ratio_raw"] = result["controller_seconds"] / result["raw_seconds"]
-    result["ratio_compose"] = result["controller_seconds"] / result["compose_seconds"]
+    result["ratio_compose"] = None if seconds is None else result["controller_seconds"] / seconds
     return result
 
 
@@ -282,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small N; checks the suite works")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    # SIGTERM (e.g. a timeout) unwinds through the cleanups instead of leaving a fleet.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     client = docker.from_env(timeout=300, max_pool_size=32)
     ensure_agent_image(client, tag=DEFAULT_TAG, cache_dir=default_cache_dir(), progress=say)
     baselines.ensure_compose()
@@ -294,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     with fleet_environment(client) as fleet:
         results["docker_start"] = docker_start_time(fleet, 5 if args.quick else 20)
         results["recreate"] = bench_recreate(fleet, restarts)
-        results["scale"] = [bench_scale(fleet, n, steady=(n == sizes[-1])) for n in sizes]
+        results["scale"] = [bench_scale(fleet, n, steady=True) for n in sizes]
         results["reaction"] = bench_reaction(fleet, kills)
     results["duration_seconds"] = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
