@@ -338,3 +338,13 @@ async def test_a2a_never_follows_an_agent_redirect(env: AdminEnv) -> None:
     finally:
         await agent_runner.close()
         await target_runner.close()
+
+
+async def test_deeply_nested_apply_is_400_and_server_stays_up(env: AdminEnv) -> None:
+    depth = 200_000
+    nested = b"[" * depth + b"]" * depth
+    async with env.client.post(BASE, data=nested,
+                               headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+        assert resp.status == 400
+    status, answer = await env.call("GET", f"{BASE}/alice")
+    assert status == 200 and answer["metadata"]["name"] == "alice"

@@ -359,3 +359,31 @@ async def test_register_failure_marker_cleared_only_by_healthy_beat_or_register(
     assert env.store.registration(ALICE).register_failure is not None
     await env.register()
     assert env.store.registration(ALICE).register_failure is None
+
+
+# ------------------------------------------------------------------ tampered tokens
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda t: t[:-1], lambda t: t[:20], lambda t: t + "A", lambda t: " " + t + "x",
+    lambda t: t.upper(), lambda t: t.swapcase(), lambda t: t[::-1],
+    lambda t: t.replace(t[5], "_" if t[5] != "_" else "-"),
+], ids=["truncated-1", "truncated-20", "padded", "spaced-padded", "upper", "swapcase",
+        "reversed", "one-char-changed"])
+async def test_tampered_token_is_invalid(env: Env, tamper: Any) -> None:
+    forged = tamper(env.token)
+    assert forged != env.token
+    status, answer = await env.register(token=forged)
+    assert (status, error_class(answer)) == (401, "invalid_token")
+    assert env.store.registration(ALICE).registered_at is None
+
+
+async def test_deeply_nested_body_is_400_and_server_stays_up(env: Env) -> None:
+    depth = 30_000  # deep enough to exhaust the JSON parser's recursion, under MAX_BODY
+    nested = (b'{"workspace_id": "default.alice", "agent_card": ' + b"[" * depth
+              + b"]" * depth + b"}")
+    assert len(nested) < MAX_BODY
+    status, answer = await env.post("/registry/register", nested, env.token)
+    assert (status, error_class(answer)) == (400, "invalid_body")
+    status, _ = await env.register()
+    assert status == 200
