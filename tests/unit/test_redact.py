@@ -1,0 +1,49 @@
+"""The log redaction filter: remembered secret values never reach a handler's output."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from controller import redact
+
+
+@pytest.fixture
+def logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    redact.install(handler)
+    log = logging.getLogger("wsctl.test.redact")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    yield log, out
+    log.removeHandler(handler)
+    redact.forget_all()
+
+
+def test_remembered_values_are_redacted_in_messages_args_and_tracebacks(
+        logger: tuple[logging.Logger, io.StringIO]) -> None:
+    log, out = logger
+    redact.remember("sk-live-abcdef123456", "tok-9f8e7d6c5b4a")
+    log.info("calling with key %s and token %s", "sk-live-abcdef123456", "tok-9f8e7d6c5b4a")
+    try:
+        raise RuntimeError("upstream said: bad key sk-live-abcdef123456")
+    except RuntimeError:
+        log.exception("failed")
+    text = out.getvalue()
+    assert "sk-live-abcdef123456" not in text and "tok-9f8e7d6c5b4a" not in text
+    assert text.count("<redacted:") >= 3  # message, source line and exception text
+    assert "RuntimeError" in text  # the traceback itself is kept
+
+
+def test_short_values_and_unrelated_text_are_left_alone(
+        logger: tuple[logging.Logger, io.StringIO]) -> None:
+    log, out = logger
+    redact.remember("abc", "")
+    log.info("abc stays %s", "abc")
+    assert out.getvalue().strip() == "INFO abc stays abc"
