@@ -6,7 +6,7 @@ WSCTL := $(VENV)/bin/wsctl
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test bench bench-quick lint unit docker images venv clean help
+.PHONY: run test bench bench-quick chaos-smoke lint unit docker images venv clean help
 
 help:
 	@echo "make run    start the controller with a demo workspace (embedded PostgreSQL, fake LLM)"
@@ -41,6 +41,10 @@ bench: venv docker
 bench-quick: venv docker
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.bench --quick --out benchmarks/results/quick
+
+# The chaos harness against its own controller: 5 workspaces, 30 faults, seed 1.
+chaos-smoke: venv docker
+	$(WSCTL) chaos run --self-contained --workspaces 5 --faults 30 --seed 1 --report chaos-report
 
 lint: venv
 	$(VENV)/bin/ruff check controller tests benchmarks

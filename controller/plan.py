@@ -281,7 +281,7 @@ def _token_rejected(c: ObservedContainer, observed: Observed) -> bool:
     failure = observed.agent.last_auth_failure
     if failure is None or c.started_at is None or failure.at < c.started_at:
         return False
-    if failure.cls == "invalid_token":
+    if failure.cls in ("invalid_token", "missing_token"):  # its token file is lost
         return True
     return failure.cls == "stale_token" and failure.generation == c.token_generation
 

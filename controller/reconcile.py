@@ -82,7 +82,7 @@ class Reconciler:
                       containers: list[ObservedContainer] | None = None) -> Observed:
         workspace_id = ws.key.id
         if containers is None:
-            containers = await self.engine.list_containers()
+            containers = await self.engine.list_containers(workspace_id)
         mine = tuple(c for c in containers if c.workspace_id == workspace_id)
         since = self.clock() - timedelta(seconds=self.settings.crash_window_seconds)
         seen = await self.store.observe_registry(workspace_id, since)

@@ -30,6 +30,7 @@ from controller.api import metrics as metrics_text
 from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth, json_errors
 from controller.api.registry import Registry
+from controller.debug_breaks import DebugBreaks
 from controller.devtools.fake_llm import FakeLLM
 from controller.drivers.standalone import StandaloneDriver
 from controller.execute import Executor
@@ -114,12 +115,11 @@ class EngineLookups:
         self.engine = engine
 
     async def _mine(self, workspace_id: str) -> list[ObservedContainer]:
-        return [c for c in await self.engine.list_containers()
-                if c.workspace_id == workspace_id]
+        return await self.engine.list_containers(workspace_id)
 
     async def agent_address(self, workspace_id: str) -> tuple[str, int] | None:
         """The Docker-published A2A port of the running container: never a claimed URL."""
-        current = _newest_running(await self.engine.list_containers(), workspace_id)
+        current = _newest_running(await self.engine.list_containers(workspace_id), workspace_id)
         if current is None or current.host_port is None:
             return None
         return "127.0.0.1", current.host_port
@@ -164,16 +164,20 @@ class Controller:
         opts = self.options
 
         lookups = EngineLookups(engine)
-        proxy = A2AProxy(store, lookups.agent_address)
-        executor = Executor(engine, store, host_gateway=gateway,
-                            deliver=proxy.deliver_restart_context,
-                            stall_after=opts.environ.get("WSCTL_DEBUG_STALL_AFTER_OP") or None)
+        breaks = DebugBreaks.from_environ(opts.environ)  # test-only; no effect when unset
+        breaks.log_secrets(opts.environ)
+        proxy = A2AProxy(breaks.activity_store(store), lookups.agent_address)
+        executor = breaks.executor(Executor(
+            engine, store, host_gateway=gateway, deliver=proxy.deliver_restart_context,
+            stall_after=opts.environ.get("WSCTL_DEBUG_STALL_AFTER_OP") or None))
         reconciler = Reconciler(store, engine, executor, settings, opts.environ,
                                 clock=lambda: datetime.now(UTC))
-        driver = StandaloneDriver(store, engine, reconciler, executor, workers=opts.workers,
+        driver = StandaloneDriver(breaks.driver_store(store), engine, reconciler, executor,
+                                  workers=opts.workers,
                                   resync_seconds=opts.resync_seconds)
         self.driver = driver
-        registry = Registry(store, lookups.identity, driver.on_registry_event,
+        registry = Registry(breaks.registry_store(store), lookups.identity,
+                            driver.on_registry_event,
                             stale_after=settings.heartbeat_ttl_seconds)
 
         async def render_metrics() -> str:

@@ -140,13 +140,19 @@ class DockerEngine:
 
     # ------------------------------------------------------------ observe
 
-    async def list_containers(self) -> list[ObservedContainer]:
-        """Every wsctl-managed container, from one list call (plus inspects of changed ones)."""
+    async def list_containers(self, workspace_id: str | None = None) -> list[ObservedContainer]:
+        """Managed containers (all, or one workspace's), from one list call plus
+        inspects of containers whose state changed since last seen."""
+        labels = self.label_filter
+        if workspace_id is not None:
+            # One workspace's containers: a reconcile must not parse the whole fleet.
+            labels = [*labels, f"{LABEL_WORKSPACE}={workspace_id}"]
         summaries: list[dict[str, Any]] = await self._run(
-            "list", self.api.containers, all=True, filters={"label": self.label_filter})
-        live_ids = {s["Id"] for s in summaries}
-        for stale in set(self._inspect_cache) - live_ids:
-            del self._inspect_cache[stale]
+            "list", self.api.containers, all=True, filters={"label": labels})
+        if workspace_id is None:
+            live_ids = {s["Id"] for s in summaries}
+            for stale in set(self._inspect_cache) - live_ids:
+                del self._inspect_cache[stale]
         observed: list[ObservedContainer] = []
         for summary in summaries:
             cached = self._inspect_cache.get(summary["Id"])
@@ -287,9 +293,16 @@ class DockerEngine:
         def capture() -> Diagnostics | None:
             try:
                 info = self.api.inspect_container(container_id)
+            except NotFound:
+                return None
+            try:
                 logs = self.api.logs(container_id, tail=tail, stdout=True, stderr=True)
             except NotFound:
                 return None
+            except APIError as exc:  # 409: marked for removal (a `docker rm -f` under us)
+                if exc.status_code != 409:
+                    raise
+                logs = f"(no logs: {exc.explanation})".encode()
             state = info.get("State") or {}
             env_names: dict[str, str] = {}
             for item in info["Config"].get("Env") or []:

@@ -59,6 +59,9 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"wsctlmig", "big")
 HEALTHY = "healthy"
 # Diagnostics reasons that mean "the container died on its own" (plan.RecreateReason values).
 CRASH_REASONS: tuple[str, ...] = ("ContainerExited", "OOMKilled")
+# Recreates for a new config (spec change, restart, resume): crashes before one do not
+# count against the new config, as a new Pod template starts a fresh back-off.
+CRASH_RESET_REASONS: tuple[str, ...] = ("ConfigChanged", "RestartRequested", "Resumed")
 
 SourceKind = Literal["workspace", "system", "user", "webhook", "other"]
 EventType = Literal["Normal", "Warning"]
@@ -1192,12 +1195,19 @@ class Store:
         """(number, latest time) of crash diagnostics captured at or after `since`.
 
         A crash is a diagnostics row whose reason is one of `reasons` (by default
-        the recreate reasons for a container that exited or was OOM-killed).
+        the recreate reasons for a container that exited or was OOM-killed); a
+        container captured twice (a recreate interrupted and redone) is one crash,
+        at its first capture. Crashes before the last recreate for a new config
+        (`CRASH_RESET_REASONS`) are not counted.
         """
         row = await self._pool.fetchrow(
-            "SELECT count(*) AS n, max(captured_at) AS last FROM diagnostics "
-            "WHERE workspace_id = $1 AND captured_at >= $2 AND reason = ANY($3::text[])",
-            workspace_id, since, list(reasons),
+            "SELECT count(*) AS n, max(first_at) AS last FROM ("
+            " SELECT min(captured_at) AS first_at FROM diagnostics"
+            " WHERE workspace_id = $1 AND captured_at >= $2 AND reason = ANY($3::text[])"
+            " AND captured_at > coalesce((SELECT max(captured_at) FROM diagnostics"
+            "  WHERE workspace_id = $1 AND reason = ANY($4::text[])), '-infinity')"
+            " GROUP BY coalesce(container_id, id::text)) c",
+            workspace_id, since, list(reasons), list(CRASH_RESET_REASONS),
         )
         assert row is not None
         return int(row["n"]), row["last"]
@@ -1220,11 +1230,17 @@ class Store:
               LEFT JOIN registrations r ON r.workspace_id = w.wid
               LEFT JOIN tokens t ON t.workspace_id = w.wid AND t.revoked_at IS NULL
              CROSS JOIN LATERAL (
-                   SELECT count(*) AS n, max(captured_at) AS last FROM diagnostics d
-                    WHERE d.workspace_id = w.wid AND d.captured_at >= $2
-                      AND d.reason = ANY($3::text[])) c
+                   SELECT count(*) AS n, max(first_at) AS last FROM (
+                          SELECT min(d.captured_at) AS first_at FROM diagnostics d
+                           WHERE d.workspace_id = w.wid AND d.captured_at >= $2
+                             AND d.reason = ANY($3::text[])
+                             AND d.captured_at > coalesce((
+                                 SELECT max(n.captured_at) FROM diagnostics n
+                                  WHERE n.workspace_id = w.wid
+                                    AND n.reason = ANY($4::text[])), '-infinity')
+                           GROUP BY coalesce(d.container_id, d.id::text)) x) c
             """,
-            workspace_id, crashes_since, list(reasons),
+            workspace_id, crashes_since, list(reasons), list(CRASH_RESET_REASONS),
         )
         assert row is not None
         return RegistryObservation(
@@ -1304,6 +1320,7 @@ class Store:
 
 __all__ = [
     "CRASH_REASONS",
+    "CRASH_RESET_REASONS",
     "HEALTHY",
     "NOTIFY_CHANNEL",
     "ActivityRecord",

@@ -21,6 +21,10 @@ from .state import AgentState, agent_card
 BACKOFF_INITIAL = 0.5
 BACKOFF_CAP = 10.0
 TOKEN_POLL_SECONDS = 0.5
+# The controller writes the token before the container starts: a file still missing
+# after this long was lost (deleted, then the container restarted). The agent says
+# so (401 missing_token), and the controller replaces the container.
+TOKEN_MISSING_REPORT_SECONDS = 2.0
 HTTP_TIMEOUT = 5.0
 
 # The registry is always reached directly, never through an HTTP proxy.
@@ -91,7 +95,12 @@ class RegistryClient:
         return token or None
 
     def load_token(self) -> str | None:
-        """Read the token file, waiting until it exists. ``None`` only when stopping."""
+        """Read the token file, waiting until it exists. ``None`` only when stopping.
+
+        While it is missing, the registry is told (without a token) after
+        ``TOKEN_MISSING_REPORT_SECONDS`` and then with backoff.
+        """
+        waited, report_at = 0.0, TOKEN_MISSING_REPORT_SECONDS
         while not self.stop.is_set():
             token = self._read_token_once()
             if token is not None:
@@ -106,12 +115,21 @@ class RegistryClient:
             if not self._token_missing_logged:
                 log.warning("token_missing", path=self.config.token_file, action="waiting")
                 self._token_missing_logged = True
+            if waited >= report_at:
+                resp = self.post("/registry/register", {"workspace_id": self.config.workspace_id},
+                                 token="")
+                log.warning("token_missing_reported", http_status=resp.status,
+                            error_class=resp.error_class())
+                report_at = waited + min(report_at * 2, BACKOFF_CAP)
             self.stop.wait(TOKEN_POLL_SECONDS)
+            waited += TOKEN_POLL_SECONDS
         return None
 
     # -- HTTP ----------------------------------------------------------------
-    def post(self, path: str, body: dict[str, Any]) -> Response:
+    def post(self, path: str, body: dict[str, Any], token: str | None = None) -> Response:
+        """POST with the current token (or `token`, "" for none)."""
         data = json.dumps(body).encode("utf-8")
+        bearer = (self._token or "") if token is None else token
         req = urllib.request.Request(  # noqa: S310 - URL comes from the controller's env
             self.config.registry_url + path,
             data=data,
@@ -119,7 +137,7 @@ class RegistryClient:
             headers={
                 "Content-Type": "application/json",
                 "Accept": "application/json",
-                "Authorization": f"Bearer {self._token or ''}",
+                "Authorization": f"Bearer {bearer}",
                 "User-Agent": "wsctl-agent",
             },
         )

@@ -114,6 +114,12 @@ class A2AProxy:
                          generation)
                 return
             except ProxyError as exc:
+                if exc.cls == "agent_unavailable":
+                    # The container died since it registered: nobody to tell, and its
+                    # death is reconciled on its own (not a failed recreate).
+                    log.info("%s: restart context for generation %d dropped: %s",
+                             workspace_id, generation, exc)
+                    return
                 log.warning("%s: restart context attempt %d/%d failed: %s", workspace_id,
                             attempt, attempts, exc)
                 if attempt == attempts:

@@ -149,7 +149,7 @@ class Registry:
             await self.store.record_auth_failure(workspace_id, cls, generation)
         except Exception as exc:  # an unknown workspace id has no row to mark
             log.debug("auth failure not recorded for %s: %s", workspace_id, exc)
-        if cls in ("invalid_token", "stale_token"):
+        if cls in ("invalid_token", "stale_token", "missing_token"):
             self.notify(workspace_id)
 
     async def register(self, request: web.Request) -> web.Response:

@@ -199,7 +199,7 @@ class StandaloneDriver:
     async def _remove_leftovers(self, key: WorkspaceKey,
                                 containers: list[ObservedContainer] | None) -> None:
         if containers is None:
-            containers = await self.engine.list_containers()
+            containers = await self.engine.list_containers(key.id)
         for c in containers:
             if c.workspace_id == key.id:
                 log.info("%s: removing container %s of a deleted workspace", key, c.id[:12])

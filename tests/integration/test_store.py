@@ -416,7 +416,7 @@ async def test_crash_stats_count_recent_crash_diagnostics(store: Store) -> None:
     await store.add_diagnostics(ws, container_id="c", reason="OOMKilled",
                                 captured_at=T0 + timedelta(seconds=5))
     await store.add_diagnostics(ws, container_id="d", reason="ConfigChanged",
-                                captured_at=T0 + timedelta(seconds=9))  # not a crash
+                                captured_at=T0 + timedelta(seconds=0.5))  # not a crash
     await store.add_diagnostics("default.bob", container_id="e", reason="OOMKilled",
                                 captured_at=T0 + timedelta(seconds=9))  # other workspace
     assert await store.crash_stats(ws, T0) == (2, T0 + timedelta(seconds=5))

@@ -318,7 +318,7 @@ class FakeEngine:
         if self.fail_on == call[0]:
             raise self.failure
 
-    async def list_containers(self) -> list[ObservedContainer]:
+    async def list_containers(self, workspace_id: str | None = None) -> list[ObservedContainer]:
         self._call("list_containers")
         return []
 

@@ -115,7 +115,8 @@ async def test_missing_token(env: Env) -> None:
         assert (status, error_class(answer)) == (401, "missing_token")
     assert env.store.registration(ALICE).auth_failure_class == "missing_token"
     assert env.store.registration(ALICE).registered_at is None
-    assert env.notified == []  # nothing the reconciler can act on
+    # An agent without a token lost its token file: the reconciler replaces the container.
+    assert env.notified == [ALICE] * 3
 
 
 async def test_invalid_token(env: Env) -> None:

@@ -1,0 +1,124 @@
+"""The harness's view of the controller: its admin API and agent registry, over HTTP.
+
+The server URL and admin token are found like the CLI finds them
+(`controller.client.Client.from_environment`); calls are async (aiohttp) so
+the workload, the probes and the faults run side by side. Only loopback and
+the workspace network's gateway are ever dialled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from controller.client import Client
+
+Answer = tuple[int, Any]
+"""(HTTP status, decoded JSON body or None); status 0 when nothing answered."""
+
+
+class ApiError(Exception):
+    """A control call (apply, list, describe) failed; the message says which and why."""
+
+
+class AdminApi:
+    def __init__(self, server: str, admin_token: str, namespace: str) -> None:
+        self.server = server.rstrip("/")
+        self.namespace = namespace
+        self._headers = {"Authorization": f"Bearer {admin_token}"}
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_client(cls, client: Client, namespace: str) -> AdminApi:
+        return cls(client.server, client.token, namespace)
+
+    @property
+    def admin_token(self) -> str:
+        return self._headers["Authorization"].split(" ", 1)[1]
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, connector=aiohttp.TCPConnector(limit=64))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def call(self, method: str, path: str, body: Any = None, *,
+                   query: dict[str, str] | None = None, seconds: float = 30.0) -> Answer:
+        try:
+            async with self._http().request(
+                    method, self.server + path, json=body, params=query,
+                    timeout=aiohttp.ClientTimeout(total=seconds)) as resp:
+                text = await resp.text()
+                try:
+                    decoded = await resp.json(content_type=None) if text else None
+                except ValueError:
+                    decoded = text
+                return resp.status, decoded
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return 0, None
+
+    async def _ok(self, what: str, method: str, path: str, body: Any = None,
+                  query: dict[str, str] | None = None) -> Any:
+        status, answer = await self.call(method, path, body, query=query)
+        if status != 200:
+            raise ApiError(f"{what}: HTTP {status or 'no answer'} {answer!r}"[:500])
+        return answer
+
+    # ------------------------------------------------------------ control
+
+    async def ready(self) -> bool:
+        status, _ = await self.call("GET", "/readyz", seconds=3)
+        return status == 200
+
+    async def apply(self, objects: list[dict[str, Any]]) -> Any:
+        return await self._ok("apply", "POST", "/api/v1/workspaces", {"items": objects})
+
+    async def delete(self, name: str) -> None:
+        await self.call("DELETE", f"/api/v1/workspaces/{name}",
+                        query={"namespace": self.namespace})
+
+    async def workspaces(self, all_namespaces: bool = False) -> list[dict[str, Any]]:
+        query = None if all_namespaces else {"namespace": self.namespace}
+        answer = await self._ok("list workspaces", "GET", "/api/v1/workspaces", query=query)
+        items: list[dict[str, Any]] = answer["items"]
+        return items
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._ok(
+            f"describe {name}", "GET", f"/api/v1/workspaces/{name}/describe",
+            query={"namespace": self.namespace})
+        return answer
+
+    async def activity(self, name: str, limit: int = 1000) -> list[dict[str, Any]]:
+        answer = await self._ok(f"activity {name}", "GET", f"/api/v1/workspaces/{name}/activity",
+                                query={"namespace": self.namespace, "limit": str(limit)})
+        items: list[dict[str, Any]] = answer["items"]
+        return items
+
+    # ------------------------------------------------------------ traffic
+
+    async def message_send(self, name: str, request_id: str, text: str,
+                           seconds: float) -> Answer:
+        payload = {"jsonrpc": "2.0", "id": request_id, "method": "message/send",
+                   "params": {"message": {"kind": "message", "role": "user",
+                                          "messageId": request_id,
+                                          "parts": [{"kind": "text", "text": text}]}}}
+        return await self.call("POST", f"/api/v1/workspaces/{name}/a2a", payload,
+                               query={"namespace": self.namespace}, seconds=seconds)
+
+    async def heartbeat(self, registry: str, workspace_id: str, token: str) -> Answer:
+        """A healthy heartbeat presented with `token`, as the agent would send it."""
+        body = {"workspace_id": workspace_id, "status": "healthy", "active_tasks": 0}
+        try:
+            async with self._http().post(
+                    registry.rstrip("/") + "/registry/heartbeat", json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                return resp.status, await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return 0, None

@@ -1,0 +1,157 @@
+"""The verdict's pure parts: convergence, cause attribution, secret scan.
+
+No I/O: the observer and the runner collect the data, these functions judge
+it, so every rule is tested with plain values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from controller.chaos.model import (
+    DEGRADED_CAUSE,
+    DegradedSeen,
+    FaultRecord,
+    Violation,
+)
+from controller.chaos.ports import ContainerLike
+
+# A Degraded seen this long before a fault's injection or after its convergence is
+# still the fault's: status writes and event timestamps trail the cause a little.
+ATTRIBUTION_GRACE_SECONDS = 5.0
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def phase(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("status") or {}).get("phase") or "Pending")
+
+
+def degraded_reason(obj: Mapping[str, Any]) -> str:
+    d = condition(obj, "Degraded")
+    return str(d.get("reason", "")) if d.get("status") == "True" else ""
+
+
+def convergence_problems(obj: Mapping[str, Any] | None, mine: Sequence[ContainerLike],
+                         expected_hash: str | None) -> list[str]:
+    """Why a workspace is not (yet) in the state section 8.1 demands; [] when it is."""
+    if obj is None:
+        return ["workspace not found"]
+    problems = []
+    status = obj.get("status") or {}
+    if phase(obj) != "Online":
+        reason = degraded_reason(obj)
+        problems.append(f"phase {phase(obj)}" + (f" ({reason})" if reason else ""))
+    if condition(obj, "Ready").get("status") != "True":
+        problems.append("Ready is not True")
+    generation = (obj.get("metadata") or {}).get("generation")
+    if status.get("observedGeneration") != generation:
+        problems.append(f"observedGeneration {status.get('observedGeneration')} "
+                        f"!= generation {generation}")
+    if len(mine) != 1:
+        states = ", ".join(f"{c.name} {c.state}" for c in mine) or "none"
+        problems.append(f"{len(mine)} containers ({states})")
+        return problems
+    c = mine[0]
+    if c.state != "running":
+        problems.append(f"container {c.name} is {c.state}")
+    if c.id != status.get("containerID"):
+        problems.append(f"container {c.id[:12]} is not status.containerID "
+                        f"{str(status.get('containerID'))[:12]}")
+    if expected_hash is not None and c.config_hash != expected_hash:
+        problems.append(f"container config hash {c.config_hash[:12]} != current "
+                        f"{expected_hash[:12]}")
+    if c.token_generation != status.get("tokenGeneration"):
+        problems.append(f"container token generation {c.token_generation} != "
+                        f"status.tokenGeneration {status.get('tokenGeneration')}")
+    return problems
+
+
+def active(records: Iterable[FaultRecord], workspace: str, at: float, end_of_run: float,
+           grace: float = ATTRIBUTION_GRACE_SECONDS) -> list[FaultRecord]:
+    """Faults whose window (injection .. convergence, with grace) covers `at` on `workspace`."""
+    found = []
+    for r in records:
+        if r.injected_at is None or workspace not in r.affected:
+            continue
+        start, end = r.window(end_of_run)
+        if start - grace <= at <= end + grace:
+            found.append(r)
+    return found
+
+
+def fault_names(records: Sequence[FaultRecord]) -> str:
+    return ", ".join(r.plan.label for r in records) or "none"
+
+
+def attribute(seen: Iterable[DegradedSeen], records: Sequence[FaultRecord],
+              end_of_run: float) -> list[Violation]:
+    """Section 8.5: every Degraded must name a cause some active fault may have.
+
+    Also records, per fault, which reasons were seen while it was active.
+    """
+    violations: dict[tuple[str, str, str], Violation] = {}
+    for d in sorted(seen, key=lambda s: s.at):
+        candidates = active(records, d.workspace, d.at, end_of_run)
+        explains = [r for r in candidates if d.reason in r.may_cause]
+        strictly = [r for r in explains if r.window(end_of_run)[0] <= d.at
+                    <= r.window(end_of_run)[1]]
+        for r in strictly or explains or candidates:
+            r.detected.add(d.reason)
+        if explains:
+            continue
+        faults = fault_names(candidates)
+        if candidates:
+            allowed = sorted(set().union(*(r.may_cause for r in candidates))) or ["none"]
+            detail = (f"Degraded {d.reason} ({d.message[:120]}) at {d.at:.1f}s, seen in "
+                      f"{d.source}; the fault(s) in effect may cause only "
+                      f"{', '.join(allowed)}")
+        else:
+            detail = (f"Degraded {d.reason} ({d.message[:120]}) at {d.at:.1f}s, seen in "
+                      f"{d.source}, with no fault in effect on this workspace")
+        key = (d.workspace, d.reason, faults)
+        violations.setdefault(key, Violation(DEGRADED_CAUSE, d.workspace, faults, detail, d.at))
+    return list(violations.values())
+
+
+def unreported(records: Sequence[FaultRecord]) -> list[Violation]:
+    """A fault that must be visible (e.g. a pause longer than the TTL) was never reported."""
+    violations = []
+    for r in records:
+        if r.injected_at is None or r.skipped or not r.must_cause:
+            continue
+        if not r.must_cause & r.detected:
+            target = r.plan.target or "fleet"
+            violations.append(Violation(
+                DEGRADED_CAUSE, r.plan.target, r.plan.label,
+                f"the controller never reported Degraded {'/'.join(sorted(r.must_cause))} "
+                f"on {target} (seen: {', '.join(sorted(r.detected)) or 'nothing'})",
+                r.injected_at))
+    return violations
+
+
+def find_secrets(texts: Mapping[str, str], planted: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(where, which) for every planted secret value found in a text."""
+    return [(where, label) for where, text in texts.items()
+            for label, value in planted.items() if value and value in text]
+
+
+def orphans(containers: Iterable[ContainerLike], known_ids: set[str]) -> list[ContainerLike]:
+    """Containers labelled for a workspace that does not exist."""
+    return [c for c in containers if c.workspace_id not in known_ids]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]

@@ -1,0 +1,334 @@
+"""Where a chaos run happens: a controller the harness starts, or one already running.
+
+`self_contained()` gives the run its own everything: a temporary data dir (so
+its own embedded PostgreSQL), its own Docker network and controller instance
+label (so it never touches anyone else's containers), the project's fake LLM
+on that network's gateway, and a `wsctl run` subprocess it may SIGKILL and
+restart. Everything is removed afterwards. `external()` attaches to a running
+controller (found like the CLI finds it); faults that need to own the
+controller are then not available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from controller.adapters.chaos_docker import (
+    ChaosEngineError,
+    DockerChaos,
+    restart_docker_engine,
+    restart_embedded_postgres,
+    stop_embedded_postgres,
+)
+from controller.adapters.images import default_cache_dir
+from controller.chaos.api import AdminApi
+from controller.chaos.faults import OWNS_CONTROLLER, OWNS_ENGINE, OWNS_POSTGRES
+from controller.client import Client, ClientError
+from controller.devtools.fake_llm import FakeLLM
+
+SECRET_NAME, SECRET_KEY = "chaos-llm", "api-key"
+SECRET_ENV = "WSCTL_SECRET_CHAOS_LLM_API_KEY"
+READY_TIMEOUT = 90.0
+# Starts dockerd again after the docker-restart fault (a clean clone has it).
+ENSURE_DOCKER = Path(__file__).resolve().parents[2] / "scripts" / "ensure-docker.sh"
+
+
+class SetupError(Exception):
+    """The run could not be set up; the message says what is missing."""
+
+
+@dataclass
+class Options:
+    """How to reach (or start) the controller; filled from `wsctl chaos run` flags."""
+
+    self_contained: bool = False
+    server: str | None = None
+    data_dir: Path | None = None
+    network: str = "wsctl"
+    instance: str = "default"
+    registry: str | None = None
+    heartbeat_seconds: float = 5.0
+    controller_logs: list[Path] = field(default_factory=list)
+    docker_restart: bool = False
+    docker_start_command: list[str] = field(
+        default_factory=lambda: ["bash", str(ENSURE_DOCKER)])
+    cache_dir: Path | None = None
+    keep: bool = False
+    namespace: str = "chaos"
+
+
+@dataclass
+class Environment:
+    api: AdminApi
+    engine: DockerChaos
+    pool: ThreadPoolExecutor
+    network: str
+    namespace: str
+    llm_base_url: str
+    planted: dict[str, str]
+    """Secret values that must never show up: label -> value."""
+    heartbeat_seconds: float
+    registry: str | None
+    capabilities: set[str]
+    controller: ControllerProcess | None = None
+    data_dir: Path | None = None
+    log_files: Callable[[], list[Path]] = list
+    docker_start_command: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    async def blocking(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run a blocking (Docker) call on the harness's own thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, lambda: fn(*args, **kw))
+
+    async def restart_postgres(self) -> None:
+        assert self.data_dir is not None
+        await self.blocking(restart_embedded_postgres, self.data_dir)
+
+    async def restart_docker(self) -> None:
+        await self.blocking(restart_docker_engine, self.docker_start_command)
+
+    def log_texts(self) -> dict[str, str]:
+        return {str(p): p.read_text(errors="replace") for p in self.log_files() if p.exists()}
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ControllerProcess:
+    """One `wsctl run` subprocess; every start appends a log file."""
+
+    data_dir: Path
+    network: str
+    instance: str
+    gateway: str
+    heartbeat_seconds: int
+    env: dict[str, str]
+    listen_port: int = 0
+    registry_port: int = 0
+    log_files: list[Path] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.listen_port = self.listen_port or free_port("127.0.0.1")
+        self.registry_port = self.registry_port or free_port(self.gateway)
+
+    @property
+    def server(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    @property
+    def registry(self) -> str:
+        return f"http://{self.gateway}:{self.registry_port}"
+
+    async def start(self, extra_env: Mapping[str, str] | None = None) -> None:
+        log_file = self.data_dir / f"controller-{len(self.log_files)}.log"
+        self.log_files.append(log_file)
+        self.proc = await asyncio.to_thread(self._spawn, log_file, extra_env or {})
+        await self._wait_ready(log_file)
+
+    def _spawn(self, log_file: Path, extra_env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        with log_file.open("wb") as handle:
+            return subprocess.Popen(
+                [sys.executable, "-m", "controller.cli", "run", "--data-dir", str(self.data_dir),
+                 "--listen", f"127.0.0.1:{self.listen_port}",
+                 "--registry-listen", f"{self.gateway}:{self.registry_port}",
+                 "--network", self.network, "--instance", self.instance,
+                 "--heartbeat-seconds", str(self.heartbeat_seconds),
+                 "--resync-seconds", "30", "--no-build", "--verbose"],
+                stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                env={**self.env, **extra_env})
+
+    async def _wait_ready(self, log_file: Path) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT
+        async with aiohttp.ClientSession() as http:
+            while loop.time() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    tail = self.log_text()[-2000:]
+                    raise SetupError(f"controller exited {self.proc.returncode}:\n{tail}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                    async with http.get(self.server + "/readyz",
+                                        timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.1)  # polling the controller's readiness
+        raise SetupError(f"controller not ready after {READY_TIMEOUT:.0f}s (log {log_file})")
+
+    async def kill(self) -> None:
+        await self._signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        await self._signal(signal.SIGTERM)
+
+    async def _signal(self, sig: int) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            await asyncio.to_thread(proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 10)
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.log_files if p.exists())
+
+
+async def _serve_fake_llm(host: str, api_key: str) -> tuple[web.AppRunner, int]:
+    port = free_port(host)
+    runner = web.AppRunner(FakeLLM(api_key=api_key).app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner, port
+
+
+def _temporary_data_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="wsctl-chaos-"))
+    path.chmod(0o755)  # the embedded PostgreSQL runs as another user when we are root
+    return path
+
+
+def _planted_key() -> str:
+    return "sk-chaos-PLANTED-" + secrets.token_hex(12)
+
+
+@contextlib.asynccontextmanager
+async def self_contained(options: Options, progress: Callable[[str], None]
+                         ) -> AsyncIterator[Environment]:
+    tag = f"{os.getpid()}{secrets.token_hex(2)}"
+    instance, network = f"chaos{tag}", f"wsctl-chaos-{tag}"
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chaos-docker")
+    engine = DockerChaos.open(instance)
+    data_dir = _temporary_data_dir()
+    llm: web.AppRunner | None = None
+    controller: ControllerProcess | None = None
+    api: AdminApi | None = None
+    try:
+        cache = options.cache_dir or default_cache_dir()
+        await asyncio.get_running_loop().run_in_executor(
+            pool, lambda: engine.ensure_agent_image(cache, progress))
+        gateway = await asyncio.get_running_loop().run_in_executor(
+            pool, engine.ensure_network, network)
+        key = _planted_key()
+        llm, llm_port = await _serve_fake_llm(gateway, key)
+        heartbeat = max(1, round(options.heartbeat_seconds))
+        controller = ControllerProcess(data_dir, network, instance, gateway, heartbeat,
+                                       env={**os.environ, SECRET_ENV: key})
+        progress(f"starting controller (instance {instance}, network {network}, "
+                 f"data dir {data_dir})")
+        await controller.start()
+        api = AdminApi.from_client(Client.from_environment(controller.server, data_dir),
+                                   options.namespace)
+        capabilities = {OWNS_CONTROLLER, OWNS_POSTGRES}
+        if options.docker_restart:
+            capabilities.add(OWNS_ENGINE)
+        owned = controller
+        yield Environment(
+            api=api, engine=engine, pool=pool, network=network, namespace=options.namespace,
+            llm_base_url=f"http://host.docker.internal:{llm_port}/v1/",
+            planted={"llm-api-key": key, "admin-token": api.admin_token},
+            heartbeat_seconds=heartbeat, registry=controller.registry,
+            capabilities=capabilities, controller=controller, data_dir=data_dir,
+            log_files=lambda: list(owned.log_files),
+            docker_start_command=options.docker_start_command)
+    finally:
+        if api is not None:
+            await api.close()
+        if controller is not None:
+            await controller.stop()
+        with contextlib.suppress(ChaosEngineError, OSError, subprocess.SubprocessError):
+            await asyncio.get_running_loop().run_in_executor(
+                pool, stop_embedded_postgres, data_dir)
+        with contextlib.suppress(Exception):  # best effort: never mask the run's outcome
+            await asyncio.get_running_loop().run_in_executor(
+                pool, engine.teardown, network, f"wsctl-{instance}-")
+        if llm is not None:
+            await llm.cleanup()
+        engine.close()
+        pool.shutdown(wait=False)
+        if options.keep:
+            progress(f"kept {data_dir} (controller logs, database)")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def external(options: Options, progress: Callable[[str], None]
+                   ) -> AsyncIterator[Environment]:
+    from controller.adapters.database import open_store
+
+    if options.data_dir is None:
+        raise SetupError("--data-dir is needed to find the controller's admin token")
+    try:
+        client = Client.from_environment(options.server, options.data_dir)
+    except ClientError as exc:
+        raise SetupError(str(exc)) from None
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chaos-docker")
+    engine = DockerChaos.open(options.instance)
+    api = AdminApi.from_client(client, options.namespace)
+    llm: web.AppRunner | None = None
+    database_url = os.environ.get("DATABASE_URL")
+    key = _planted_key()
+    try:
+        if not await api.ready():
+            raise SetupError(f"no ready wsctl controller answers at {client.server}")
+        gateway = engine.gateway(options.network)
+        if gateway is None:
+            raise SetupError(f"Docker network {options.network} not found (--network)")
+        async with open_store(options.data_dir, database_url, progress,
+                              keep_running=True) as store:
+            await store.set_secret(SECRET_NAME, SECRET_KEY, key)
+        llm, llm_port = await _serve_fake_llm(gateway, key)
+        capabilities: set[str] = set()
+        pgdata = options.data_dir / "postgres" / "postmaster.pid"
+        if database_url is None and pgdata.exists():
+            capabilities.add(OWNS_POSTGRES)
+        if options.docker_restart:
+            capabilities.add(OWNS_ENGINE)
+        notes = []
+        if options.registry is None:
+            notes.append("no --registry: stale-token probe skipped")
+        if not options.controller_logs:
+            notes.append("no --controller-log: controller log lines not scanned for secrets")
+        logs = list(options.controller_logs)
+        yield Environment(
+            api=api, engine=engine, pool=pool, network=options.network,
+            namespace=options.namespace,
+            llm_base_url=f"http://host.docker.internal:{llm_port}/v1/",
+            planted={"llm-api-key": key, "admin-token": client.token},
+            heartbeat_seconds=options.heartbeat_seconds, registry=options.registry,
+            capabilities=capabilities, data_dir=options.data_dir, log_files=lambda: logs,
+            docker_start_command=options.docker_start_command, notes=notes)
+    finally:
+        await api.close()
+        if llm is not None:
+            await llm.cleanup()
+        with contextlib.suppress(Exception):  # best effort clean-up of the planted secret
+            async with open_store(options.data_dir, database_url, keep_running=True) as store:
+                await store.delete_secret(SECRET_NAME, SECRET_KEY)
+        engine.close()
+        pool.shutdown(wait=False)

@@ -1,0 +1,390 @@
+"""Fault injectors: one small class per fault type.
+
+Each injector says what it may do to a workspace's status (`may_cause`: the
+Degraded reasons a correct controller may report while it is in effect, and
+`must_cause`: those it must report, because the fault is visible), whether the
+workspace must end up on a new container (`replaces_container`), and what the
+harness must own to inject it (`requires`). `inject()` breaks something and,
+for faults with a duration, mends it; it stamps `injected_at` and `lifted_at`
+(when the cause is gone) on the record. Convergence is the runner's business.
+
+Waiting inside an injector (a pause longer than the heartbeat TTL, a spec left
+broken until the controller reports it) is the fault itself, not a test sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from controller.chaos.model import FaultPlan, FaultRecord, Scope
+from controller.chaos.ports import Api, ContainerLike, ControllerHandle, Engine, Sleep
+from controller.conditions import DegradedReason
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+HEARTBEAT_STALE = DegradedReason.HEARTBEAT_STALE.value
+CRASH_LOOPING = DegradedReason.CRASH_LOOPING.value
+REGISTER_FAILED = DegradedReason.REGISTER_FAILED.value
+RECREATE_FAILED = DegradedReason.RECREATE_FAILED.value
+
+# Capabilities a fault may need from the run.
+OWNS_CONTROLLER = "controller"  # the harness started the controller (--self-contained)
+OWNS_POSTGRES = "postgres"  # the controller's embedded PostgreSQL is on this machine
+OWNS_ENGINE = "docker-restart"  # --docker-restart: the harness may restart dockerd
+
+# Ops of a recreate after a container died (no StopContainer: the old one is not running).
+STALL_POINTS = ("CaptureDiagnostics", "CreateContainer", "WriteToken", "ActivateToken",
+                "RemoveContainer", "StartContainer")
+
+
+class FaultSkipped(Exception):
+    """The fault could not be injected (e.g. the target had no running container)."""
+
+
+@dataclass
+class FaultContext:
+    """Everything an injector may touch."""
+
+    engine: Engine
+    api: Api
+    namespace: str
+    network: str
+    heartbeat_ttl: float
+    manifests: Mapping[str, dict[str, Any]]
+    """The workspace objects as first applied, by name: a spec fault reverts to these."""
+    clock: Callable[[], float]
+    wait_reason: Callable[[str, str, float], Awaitable[bool]]
+    """(workspace, Degraded reason, timeout) -> whether the controller reported it in time."""
+    run_blocking: Callable[..., Awaitable[Any]] = field(default=asyncio.to_thread)
+    sleep: Sleep = asyncio.sleep
+    controller: ControllerHandle | None = None
+    restart_postgres: Callable[[], Awaitable[None]] | None = None
+    restart_docker: Callable[[], Awaitable[None]] | None = None
+
+    async def docker(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = await self.run_blocking(fn, *args, **kwargs)
+        return result
+
+    def workspace_id(self, name: str) -> str:
+        return f"{self.namespace}.{name}"
+
+    async def container(self, name: str) -> ContainerLike:
+        """The workspace's running container (newest generation)."""
+        wanted = self.workspace_id(name)
+        running: list[ContainerLike] = [c for c in await self.docker(self.engine.containers)
+                                        if c.workspace_id == wanted and c.running]
+        if not running:
+            raise FaultSkipped(f"{name} has no running container")
+        return max(running, key=lambda c: c.token_generation)
+
+    def with_env(self, name: str, env: Mapping[str, str]) -> dict[str, Any]:
+        """The workspace's original object with extra spec.env entries."""
+        obj = copy.deepcopy(dict(self.manifests[name]))
+        spec = obj.setdefault("spec", {})
+        spec["env"] = [*spec.get("env", []), *({"name": k, "value": v} for k, v in env.items())]
+        return obj
+
+
+class Fault(ABC):
+    kind: ClassVar[str]
+    scope: ClassVar[Scope] = "workspace"
+    may_cause: ClassVar[frozenset[str]] = frozenset()
+    must_cause: ClassVar[frozenset[str]] = frozenset()
+    replaces_container: ClassVar[bool] = False
+    requires: ClassVar[frozenset[str]] = frozenset()
+    weight: ClassVar[int] = 3
+    summary: ClassVar[str] = ""
+
+    def params(self, rng: random.Random, workspaces: list[str]) -> dict[str, str]:
+        """Parameters drawn from the schedule's random stream (deterministic per seed)."""
+        return {}
+
+    def replaced(self, plan: FaultPlan) -> str | None:
+        """The workspace that must end up on a new container, if any."""
+        return plan.target if self.replaces_container else None
+
+    def causes(self, plan: FaultPlan) -> frozenset[str]:
+        """The Degraded reasons this planned fault may cause (`may_cause` unless refined)."""
+        return self.may_cause
+
+    @abstractmethod
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None: ...
+
+    @staticmethod
+    def _mark(ctx: FaultContext, record: FaultRecord, *, lifted: bool = True) -> None:
+        record.injected_at = ctx.clock()
+        if lifted:
+            record.lifted_at = record.injected_at
+
+
+def _target(plan: FaultPlan) -> str:
+    if plan.target is None:
+        raise FaultSkipped(f"{plan.kind} needs a target workspace")
+    return plan.target
+
+
+# ------------------------------------------------------------------ container faults
+
+
+class KillContainer(Fault):
+    kind = "kill"
+    summary = "SIGKILL the agent container"
+    may_cause = frozenset({CRASH_LOOPING})  # when the workspace died often in the crash window
+    replaces_container = True
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        c = await ctx.container(_target(plan))
+        record.before_container = c.id
+        self._mark(ctx, record)
+        await ctx.docker(ctx.engine.kill, c.id)
+
+
+class StopContainer(Fault):
+    kind = "stop"
+    summary = "docker stop (SIGTERM, then SIGKILL after 2 s)"
+    may_cause = frozenset({CRASH_LOOPING})
+    replaces_container = True
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        c = await ctx.container(_target(plan))
+        record.before_container = c.id
+        self._mark(ctx, record)
+        await ctx.docker(ctx.engine.stop, c.id, 2)
+
+
+class RemoveContainer(Fault):
+    kind = "remove"
+    summary = "docker rm -f"
+    replaces_container = True
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        c = await ctx.container(_target(plan))
+        record.before_container = c.id
+        self._mark(ctx, record)
+        await ctx.docker(ctx.engine.remove, c.id)
+
+
+class PauseContainer(Fault):
+    kind = "pause"
+    summary = "docker pause for longer than the heartbeat TTL, then unpause"
+    may_cause = frozenset({HEARTBEAT_STALE})
+    must_cause = frozenset({HEARTBEAT_STALE})
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        c = await ctx.container(_target(plan))
+        record.before_container = c.id
+        self._mark(ctx, record, lifted=False)
+        await ctx.docker(ctx.engine.pause, c.id)
+        await ctx.sleep(ctx.heartbeat_ttl + 2.0)
+        await ctx.docker(ctx.engine.unpause, c.id)
+        record.lifted_at = ctx.clock()
+
+
+class NetworkCut(Fault):
+    kind = "network"
+    summary = "disconnect from the workspace network for longer than the TTL, reconnect"
+    may_cause = frozenset({HEARTBEAT_STALE})
+    must_cause = frozenset({HEARTBEAT_STALE})
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        c = await ctx.container(_target(plan))
+        record.before_container = c.id
+        self._mark(ctx, record, lifted=False)
+        await ctx.docker(ctx.engine.network_disconnect, ctx.network, c.id)
+        try:
+            await ctx.sleep(ctx.heartbeat_ttl + 2.0)
+        finally:
+            await ctx.docker(ctx.engine.network_connect, ctx.network, c.id)
+        record.lifted_at = ctx.clock()
+
+
+class TokenFault(Fault):
+    """The agent holds its token in memory, so the damage shows when it reads the file
+    again: the container is restarted (`docker restart`), as a host reboot would."""
+
+    kind = "token"
+    summary = "token file deleted or corrupted inside the container, then docker restart"
+    may_cause = frozenset({CRASH_LOOPING})  # the restart is a container exit
+    replaces_container = True
+
+    def params(self, rng: random.Random, workspaces: list[str]) -> dict[str, str]:
+        return {"variant": rng.choice(("delete", "corrupt"))}
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        c = await ctx.container(_target(plan))
+        record.before_container = c.id
+        self._mark(ctx, record)
+        if plan.param("variant") == "delete":
+            await ctx.docker(ctx.engine.delete_token, c.id)
+        else:
+            await ctx.docker(ctx.engine.corrupt_token, c.id, "corrupt-" + secrets.token_hex(8))
+        await ctx.docker(ctx.engine.restart, c.id, 2)
+
+
+# ------------------------------------------------------------------ agent (spec) faults
+
+
+class BadRegister(Fault):
+    """The agent is made (AGENT_REGISTER_PAYLOAD) to register with a payload the registry
+    refuses; once the controller reports it, the spec is reverted."""
+
+    kind = "bad-register"
+    summary = "agent registers with a bad payload (no url, private url, bad card)"
+    may_cause = frozenset({REGISTER_FAILED})
+    must_cause = frozenset({REGISTER_FAILED})
+    replaces_container = True
+    detect_timeout = 30.0
+
+    def params(self, rng: random.Random, workspaces: list[str]) -> dict[str, str]:
+        return {"payload": rng.choice(("no_url", "private_url", "bad_card"))}
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        name = _target(plan)
+        record.before_container = (await ctx.container(name)).id
+        self._mark(ctx, record, lifted=False)
+        await ctx.api.apply([ctx.with_env(name, {"AGENT_REGISTER_PAYLOAD": plan.param("payload")})])
+        if not await ctx.wait_reason(name, REGISTER_FAILED, self.detect_timeout):
+            record.notes.append(f"no {REGISTER_FAILED} within {self.detect_timeout:.0f}s")
+        await ctx.api.apply([ctx.manifests[name]])
+        record.lifted_at = ctx.clock()
+
+
+class CrashLoop(Fault):
+    kind = "crash-loop"
+    summary = "agent exits 1 s after every start (AGENT_EXIT_AFTER_SECONDS) until reported"
+    may_cause = frozenset({CRASH_LOOPING})
+    must_cause = frozenset({CRASH_LOOPING})
+    replaces_container = True
+    detect_timeout = 60.0
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        name = _target(plan)
+        record.before_container = (await ctx.container(name)).id
+        self._mark(ctx, record, lifted=False)
+        await ctx.api.apply([ctx.with_env(name, {"AGENT_EXIT_AFTER_SECONDS": "1"})])
+        if not await ctx.wait_reason(name, CRASH_LOOPING, self.detect_timeout):
+            record.notes.append(f"no {CRASH_LOOPING} within {self.detect_timeout:.0f}s")
+        await ctx.api.apply([ctx.manifests[name]])
+        record.lifted_at = ctx.clock()
+
+
+# ------------------------------------------------------------------ fleet faults
+
+
+class ControllerCrash(Fault):
+    """SIGKILL the controller and start it again: at a random moment, or mid-recreate
+    (restarted with WSCTL_DEBUG_STALL_AFTER_OP, a recreate triggered by killing the
+    target workspace's container, SIGKILLed once it stalls after that op)."""
+
+    kind = "controller-kill"
+    scope = "fleet"
+    summary = "controller SIGKILL and restart, at a random moment or mid-recreate"
+    may_cause = frozenset({HEARTBEAT_STALE})  # agents could not heartbeat while it was down
+    requires = frozenset({OWNS_CONTROLLER})
+    weight = 2
+    stall_timeout = 30.0
+
+    def params(self, rng: random.Random, workspaces: list[str]) -> dict[str, str]:
+        stall = rng.choice(("none", "none", *STALL_POINTS))
+        if stall == "none":
+            return {"stall": stall, "after_ms": str(rng.randrange(0, 1500))}
+        return {"stall": stall, "workspace": rng.choice(workspaces)}
+
+    def replaced(self, plan: FaultPlan) -> str | None:
+        return plan.param("workspace") or None
+
+    def causes(self, plan: FaultPlan) -> frozenset[str]:
+        # Mid-recreate, the target's container is SIGKILLed to start the recreate: a
+        # death like `kill`'s, which may make a workspace that died often CrashLooping.
+        return self.may_cause | ({CRASH_LOOPING} if plan.param("workspace") else set())
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        controller = ctx.controller
+        if controller is None:
+            raise FaultSkipped("the harness does not own the controller")
+        stall = plan.param("stall", "none")
+        self._mark(ctx, record, lifted=False)
+        if stall == "none":
+            await ctx.sleep(int(plan.param("after_ms", "0")) / 1000)
+        else:
+            name = plan.param("workspace")
+            await controller.kill()
+            await controller.start({"WSCTL_DEBUG_STALL_AFTER_OP": stall})
+            c = await ctx.container(name)
+            record.before_container = c.id
+            marker = f"stalling after {stall}"
+            seen_before = controller.log_text().count(marker)
+            await ctx.docker(ctx.engine.kill, c.id)
+            deadline = ctx.clock() + self.stall_timeout
+            while controller.log_text().count(marker) <= seen_before:
+                if ctx.clock() > deadline:
+                    record.notes.append(f"controller never logged '{marker}'")
+                    break
+                await ctx.sleep(0.1)  # polling the controller's log for the stall
+        await controller.kill()
+        await controller.start()
+        record.lifted_at = ctx.clock()
+
+
+class PostgresRestart(Fault):
+    kind = "postgres-restart"
+    scope = "fleet"
+    summary = "pg_ctl restart -m fast of the embedded PostgreSQL"
+    # Heartbeats cannot be recorded and a recreate step may fail while it is down.
+    may_cause = frozenset({HEARTBEAT_STALE, RECREATE_FAILED})
+    requires = frozenset({OWNS_POSTGRES})
+    weight = 2
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        if ctx.restart_postgres is None:
+            raise FaultSkipped("no embedded PostgreSQL to restart")
+        self._mark(ctx, record, lifted=False)
+        await ctx.restart_postgres()
+        record.lifted_at = ctx.clock()
+
+
+class DockerRestart(Fault):
+    kind = "docker-restart"
+    scope = "fleet"
+    summary = "Docker engine restart (every container stops)"
+    may_cause = frozenset({HEARTBEAT_STALE, CRASH_LOOPING, RECREATE_FAILED})
+    requires = frozenset({OWNS_ENGINE})
+    weight = 1
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        if ctx.restart_docker is None:
+            raise FaultSkipped("--docker-restart was not given")
+        self._mark(ctx, record, lifted=False)
+        await ctx.restart_docker()
+        record.lifted_at = ctx.clock()
+
+
+FAULTS: dict[str, Fault] = {f.kind: f for f in (
+    KillContainer(), StopContainer(), RemoveContainer(), PauseContainer(), NetworkCut(),
+    TokenFault(), BadRegister(), CrashLoop(), ControllerCrash(), PostgresRestart(),
+    DockerRestart(),
+)}
+
+
+def available(capabilities: set[str], only: list[str] | None = None) -> list[Fault]:
+    """The fault types this run can inject, in a fixed order (part of the schedule)."""
+    chosen = [f for f in FAULTS.values() if f.requires <= capabilities]
+    if only:
+        unknown = sorted(set(only) - set(FAULTS))
+        if unknown:
+            raise ValueError(f"unknown fault type(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(FAULTS)}")
+        missing = sorted(k for k in only if FAULTS[k] not in chosen)
+        if missing:
+            raise ValueError(f"fault type(s) {', '.join(missing)} need what this run lacks "
+                             f"({', '.join(sorted(FAULTS[m].requires)[0] for m in missing)})")
+        chosen = [f for f in chosen if f.kind in only]
+    return chosen

@@ -1,0 +1,138 @@
+"""TEST-ONLY knobs that break the controller on purpose. Never set them in production.
+
+They exist so the chaos harness can prove it notices each broken invariant
+(tests/chaos/test_broken_controller.py). Each is an environment variable of
+`wsctl run`; unset (the default) means no effect at all. Only the composition
+root (runtime.py) applies them, by wrapping what it wires together:
+
+  WSCTL_DEBUG_BREAK_RECREATE=1          recreate plans are not executed (a first create is)
+  WSCTL_DEBUG_BREAK_STOP_OLD=1          containers are never stopped or removed, so a
+                                        recreate leaves the old one running
+  WSCTL_DEBUG_BREAK_TOKEN_REVOCATION=1  the registry accepts revoked (older) tokens
+  WSCTL_DEBUG_BREAK_ACTIVITY_WRITES=1   the A2A proxy acknowledges without an activity row
+  WSCTL_DEBUG_BREAK_LOG_SECRET=1        secret values from the environment are logged
+  WSCTL_DEBUG_BREAK_DEGRADED_REASON=1   HeartbeatStale is reported as AgentUnhealthy
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.api.a2a import ActivityStore
+from controller.api.registry import RegistryStore
+from controller.conditions import DegradedReason
+from controller.execute import Executor
+from controller.model import WorkspaceKey, WorkspaceStatus
+from controller.plan import Event, Plan, RemoveContainer, StopContainer
+from controller.ports import DriverStore
+
+log = logging.getLogger("wsctl.debug")
+
+PREFIX = "WSCTL_DEBUG_BREAK_"
+KNOBS = ("RECREATE", "STOP_OLD", "TOKEN_REVOCATION", "ACTIVITY_WRITES", "LOG_SECRET",
+         "DEGRADED_REASON")
+_TRUE = {"1", "true", "yes"}
+_WRONG_FROM = DegradedReason.HEARTBEAT_STALE.value
+_WRONG_TO = DegradedReason.AGENT_UNHEALTHY.value
+
+
+@dataclass(frozen=True)
+class DebugBreaks:
+    recreate: bool = False
+    stop_old: bool = False
+    token_revocation: bool = False
+    activity_writes: bool = False
+    log_secret: bool = False
+    degraded_reason: bool = False
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> DebugBreaks:
+        breaks = cls(**{k.lower(): environ.get(PREFIX + k, "").lower() in _TRUE for k in KNOBS})
+        for knob in KNOBS:
+            if getattr(breaks, knob.lower()):
+                log.warning("TEST-ONLY %s%s is set: this controller is broken on purpose",
+                            PREFIX, knob)
+        return breaks
+
+    def log_secrets(self, environ: Mapping[str, str]) -> None:
+        if self.log_secret:
+            for name, value in sorted(environ.items()):
+                if name.startswith("WSCTL_SECRET_"):
+                    log.info("broken on purpose: %s=%s", name, value)
+
+    def executor(self, executor: Executor) -> Executor:
+        if not (self.recreate or self.stop_old or self.degraded_reason):
+            return executor
+        values = {f.name: getattr(executor, f.name) for f in dataclasses.fields(Executor)}
+        return _BrokenExecutor(**values, breaks=self)
+
+    def activity_store(self, store: ActivityStore) -> ActivityStore:
+        return _DroppedActivity() if self.activity_writes else store
+
+    def registry_store(self, store: RegistryStore) -> RegistryStore:
+        return _Unrevoked(store) if self.token_revocation else store
+
+    def driver_store(self, store: DriverStore) -> DriverStore:
+        return _MislabelledStatus(store) if self.degraded_reason else store
+
+
+def _mislabel(status: WorkspaceStatus) -> WorkspaceStatus:
+    conditions = [c.model_copy(update={"reason": _WRONG_TO}) if c.reason == _WRONG_FROM else c
+                  for c in status.conditions]
+    return status.model_copy(update={"conditions": conditions})
+
+
+@dataclass
+class _BrokenExecutor(Executor):
+    breaks: DebugBreaks = DebugBreaks()
+
+    async def run(self, key: WorkspaceKey, plan: Plan) -> None:
+        if self.breaks.recreate and plan.action == "recreate":
+            log.warning("%s: broken on purpose: recreate (%s) not executed", key, plan.reason)
+            return
+        if self.breaks.stop_old:
+            plan = dataclasses.replace(plan, ops=tuple(
+                op for op in plan.ops if not isinstance(op, StopContainer | RemoveContainer)))
+        if self.breaks.degraded_reason:
+            plan = dataclasses.replace(plan, events=tuple(
+                Event(e.type, _WRONG_TO, e.message) if e.reason == _WRONG_FROM else e
+                for e in plan.events))
+        await super().run(key, plan)
+
+
+class _DroppedActivity:
+    async def append_activity(self, workspace_id: str, source: str, **_: Any) -> int:
+        return 0
+
+
+class _Unrevoked:
+    """Revoked tokens look live to the registry."""
+
+    def __init__(self, store: RegistryStore) -> None:
+        self._store = store
+        self.record_register = store.record_register
+        self.record_register_failure = store.record_register_failure
+        self.record_heartbeat = store.record_heartbeat
+        self.record_auth_failure = store.record_auth_failure
+
+    async def find_token(self, token_hash: str) -> Any:
+        row = await self._store.find_token(token_hash)
+        if row is not None and dataclasses.is_dataclass(row) and not isinstance(row, type):
+            row = dataclasses.replace(row, revoked_at=None)
+        return row
+
+
+class _MislabelledStatus:
+    def __init__(self, store: DriverStore) -> None:
+        self._store = store
+        self.listen_workspace_changes = store.listen_workspace_changes
+        self.list_workspaces = store.list_workspaces
+        self.get_workspace = store.get_workspace
+
+    async def write_status(self, namespace: str, name: str, status: WorkspaceStatus) -> bool:
+        return await self._store.write_status(namespace, name, _mislabel(status))
+

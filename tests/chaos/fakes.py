@@ -1,0 +1,135 @@
+"""In-memory stand-ins for Docker, the admin API and the controller process."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.adapters.chaos_docker import ContainerView
+from controller.chaos.faults import FaultContext
+from controller.chaos.model import FaultPlan, FaultRecord
+
+
+def view(workspace: str, generation: int, state: str = "running",
+         config_hash: str = "h1") -> ContainerView:
+    return ContainerView(id=f"id-{workspace}-g{generation}",
+                         name=f"wsctl-{workspace}-g{generation}", workspace_id=workspace,
+                         state=state, config_hash=config_hash, token_generation=generation)
+
+
+@dataclass
+class FakeEngine:
+    views: list[ContainerView] = field(default_factory=list)
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+    dead: set[str] = field(default_factory=set)
+    """Listed as running, but inspect says the process is gone (the list trails)."""
+
+    def containers(self) -> list[Any]:
+        return list(self.views)
+
+    def running_now(self, container_ids: list[str]) -> list[str]:
+        alive = {v.id for v in self.views if v.running} - self.dead
+        return [i for i in container_ids if i in alive]
+
+    def read_token(self, container_id: str) -> str | None:
+        return self.tokens.get(container_id)
+
+    def kill(self, container_id: str, sig: str = "SIGKILL") -> None:
+        self.calls.append(("kill", container_id, sig))
+
+    def stop(self, container_id: str, grace_seconds: int = 2) -> None:
+        self.calls.append(("stop", container_id))
+
+    def remove(self, container_id: str) -> None:
+        self.calls.append(("remove", container_id))
+
+    def pause(self, container_id: str) -> None:
+        self.calls.append(("pause", container_id))
+
+    def unpause(self, container_id: str) -> None:
+        self.calls.append(("unpause", container_id))
+
+    def restart(self, container_id: str, grace_seconds: int = 2) -> None:
+        self.calls.append(("restart", container_id))
+
+    def network_disconnect(self, network: str, container_id: str) -> None:
+        self.calls.append(("disconnect", network, container_id))
+
+    def network_connect(self, network: str, container_id: str) -> None:
+        self.calls.append(("connect", network, container_id))
+
+    def delete_token(self, container_id: str) -> None:
+        self.calls.append(("delete_token", container_id))
+
+    def corrupt_token(self, container_id: str, garbage: str) -> None:
+        self.calls.append(("corrupt_token", container_id))
+
+
+@dataclass
+class FakeApi:
+    applied: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    async def apply(self, objects: list[dict[str, Any]]) -> Any:
+        self.applied.append(objects)
+        return {"results": []}
+
+
+@dataclass
+class FakeController:
+    calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    log: str = ""
+    stall_logged_on_kill: str | None = None
+
+    async def kill(self) -> None:
+        self.calls.append(("kill", {}))
+
+    async def start(self, extra_env: Mapping[str, str] | None = None) -> None:
+        self.calls.append(("start", dict(extra_env or {})))
+
+    def log_text(self) -> str:
+        return self.log
+
+
+class Clock:
+    """Fake time: `sleep` advances it instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def inline(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
+def context(engine: FakeEngine, api: FakeApi | None = None, *, clock: Clock | None = None,
+            detected: bool = True, controller: FakeController | None = None,
+            **extra: Any) -> tuple[FaultContext, Clock, list[tuple[str, str, float]]]:
+    clock = clock or Clock()
+    waits: list[tuple[str, str, float]] = []
+
+    async def wait_reason(name: str, reason: str, seconds: float) -> bool:
+        waits.append((name, reason, seconds))
+        return detected
+
+    manifests = {"w01": {"metadata": {"name": "w01", "namespace": "chaos"},
+                         "spec": {"env": [{"name": "LOG_LEVEL", "value": "info"}]}}}
+    ctx = FaultContext(engine=engine, api=api or FakeApi(), namespace="chaos", network="net",
+                       heartbeat_ttl=3.0, manifests=manifests, clock=clock,
+                       wait_reason=wait_reason, run_blocking=inline, sleep=clock.sleep,
+                       controller=controller, **extra)
+    return ctx, clock, waits
+
+
+def record(kind: str, target: str | None = "w01", **params: str) -> tuple[FaultPlan, FaultRecord]:
+    plan = FaultPlan(1, kind, target, 0.0, tuple(sorted(params.items())))
+    return plan, FaultRecord(plan, (target,) if target else ("w01", "w02"))

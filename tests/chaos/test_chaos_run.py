@@ -1,0 +1,125 @@
+"""`wsctl chaos run --self-contained` end to end: real controller, Docker, PostgreSQL.
+
+A small run must pass; and the harness must be able to fail: against a
+controller broken on purpose (WSCTL_DEBUG_BREAK_*, controller/debug_breaks.py)
+each invariant is reported, naming the workspace and the fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from docker.errors import DockerException
+
+pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine() -> None:
+    try:
+        docker.from_env(timeout=30).ping()
+    except DockerException as exc:
+        pytest.fail(f"no Docker engine answers ({type(exc).__name__}); "
+                    "run scripts/ensure-docker.sh (make test does)")
+
+
+def chaos(report: Path, *args: str, env: dict[str, str] | None = None
+          ) -> tuple[int, str, dict[str, Any]]:
+    """Run `wsctl chaos run --self-contained ARGS`; (exit code, output, report.json)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "chaos", "run", "--self-contained",
+         "--report", str(report), *args],
+        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900,
+        cwd=REPO, check=False)
+    output = proc.stdout + proc.stderr
+    path = report / "report.json"
+    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    return proc.returncode, output, data
+
+
+def failed(data: dict[str, Any]) -> set[str]:
+    return {name for name, verdict in data["invariants"].items() if verdict == "fail"}
+
+
+def test_small_run_passes_with_every_fault_type_and_writes_the_report(tmp_path: Path) -> None:
+    args = ["--workspaces", "3", "--faults", "12", "--seed", "2", "--settle", "90"]
+    code, output, data = chaos(tmp_path / "report", *args)
+    assert code == 0, output[-4000:]
+    assert data["verdict"] == "pass" and data["violations"] == []
+    assert set(data["invariants"].values()) == {"pass"}
+    kinds = {"kill", "stop", "remove", "pause", "network", "token", "bad-register",
+             "crash-loop", "controller-kill", "postgres-restart"}
+    assert set(data["convergence"]) == kinds
+    for kind, stats in data["convergence"].items():
+        assert stats["converged"] == stats["injected"] >= 1, kind
+    assert data["workload"]["acked"] > 0 and data["workload"]["missing"] == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("<svg") == 2
+    assert f"report: {tmp_path / 'report' / 'report.html'}" in output.splitlines()
+    assert "wsctl chaos: PASS" in output
+
+    printed = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "chaos", "run", "--self-contained",
+         "--print-schedule", *args], capture_output=True, text=True, check=True, cwd=REPO)
+    assert [line.split("s  ", 1)[1] for line in printed.stdout.splitlines()] == [
+        f["label"] for f in data["faults"]]  # same seed, same schedule
+
+
+def test_broken_recreate_activity_and_secret_are_each_reported(tmp_path: Path) -> None:
+    code, output, data = chaos(
+        tmp_path / "report", "--workspaces", "2", "--faults", "2", "--only", "kill",
+        "--seed", "1", "--fault-timeout", "8", "--settle", "3",
+        env={"WSCTL_DEBUG_BREAK_RECREATE": "1", "WSCTL_DEBUG_BREAK_ACTIVITY_WRITES": "1",
+             "WSCTL_DEBUG_BREAK_LOG_SECRET": "1"})
+    assert code == 1, output[-4000:]
+    assert {"converge", "one-container", "activity", "secrets"} <= failed(data)
+    killed = [f for f in data["faults"] if f["injected_at"] is not None]
+    assert killed
+    for fault in killed:
+        (v,) = [v for v in data["violations"]
+                if v["invariant"] == "converge" and v["fault"] == fault["label"]]
+        assert v["workspace"] == fault["target"] and "is exited" in v["detail"]
+        assert f"[converge] {fault['target']} / {fault['label']}: not converged" in output
+    assert any(v["invariant"] == "activity" and "without an activity row" in v["detail"]
+               for v in data["violations"])
+    secret = next(v for v in data["violations"] if v["invariant"] == "secrets")
+    assert secret["detail"].startswith("llm-api-key appears in ")
+    assert "sk-chaos-PLANTED" not in json.dumps(data)  # the report names it, never shows it
+
+
+def test_broken_token_revocation_and_degraded_reason_are_each_reported(tmp_path: Path) -> None:
+    code, output, data = chaos(
+        tmp_path / "report", "--workspaces", "2", "--faults", "3", "--only", "kill,pause",
+        "--seed", "4", "--settle", "30",
+        env={"WSCTL_DEBUG_BREAK_TOKEN_REVOCATION": "1",
+             "WSCTL_DEBUG_BREAK_DEGRADED_REASON": "1"})
+    assert code == 1, output[-4000:]
+    assert failed(data) == {"tokens", "degraded-cause"}
+    tokens = [v for v in data["violations"] if v["invariant"] == "tokens"]
+    assert tokens and all("is still accepted" in v["detail"] for v in tokens)
+    pauses = {f["label"] for f in data["faults"] if f["kind"] == "pause"}
+    causes = [v for v in data["violations"] if v["invariant"] == "degraded-cause"]
+    assert any("AgentUnhealthy" in v["detail"] and v["fault"] in pauses for v in causes)
+    assert any("never reported Degraded HeartbeatStale" in v["detail"] for v in causes)
+
+
+def test_old_container_left_running_is_caught_by_the_continuous_probe(tmp_path: Path) -> None:
+    code, output, data = chaos(
+        tmp_path / "report", "--workspaces", "1", "--faults", "1", "--only", "bad-register",
+        "--seed", "1", "--fault-timeout", "10", "--settle", "3",
+        env={"WSCTL_DEBUG_BREAK_STOP_OLD": "1"})
+    assert code == 1, output[-4000:]
+    assert "single-runner" in failed(data)
+    (runner,) = [v for v in data["violations"] if v["invariant"] == "single-runner"]
+    assert runner["workspace"] == "w01"
+    assert runner["fault"].startswith("#1 bad-register")
+    assert runner["detail"].startswith("two running containers: ")

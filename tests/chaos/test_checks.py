@@ -1,0 +1,105 @@
+"""The verdict's rules with plain values: convergence, cause attribution, secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.chaos.checks import (
+    attribute,
+    convergence_problems,
+    find_secrets,
+    orphans,
+    percentile,
+    unreported,
+)
+from controller.chaos.model import DegradedSeen, FaultPlan, FaultRecord
+from controller.chaos.workload import request_ids
+from tests.chaos.fakes import view
+
+WS = "chaos.w01"
+
+
+def online(container_id: str = f"id-{WS}-g2", generation: int = 2,
+           phase: str = "Online") -> dict[str, Any]:
+    ready = "True" if phase == "Online" else "False"
+    degraded = [] if phase == "Online" else [
+        {"type": "Degraded", "status": "True", "reason": "HeartbeatStale", "message": "x"}]
+    return {"metadata": {"name": "w01", "generation": 3},
+            "status": {"phase": phase, "observedGeneration": 3, "containerID": container_id,
+                       "tokenGeneration": generation, "configHash": "h1",
+                       "conditions": [{"type": "Ready", "status": ready}, *degraded]}}
+
+
+def test_converged_means_online_one_running_container_current_hash() -> None:
+    assert convergence_problems(online(), [view(WS, 2)], "h1") == []
+    assert convergence_problems(None, [], "h1") == ["workspace not found"]
+    assert convergence_problems(online(phase="Degraded"), [view(WS, 2)], "h1")[:2] == [
+        "phase Degraded (HeartbeatStale)", "Ready is not True"]
+    two = convergence_problems(online(), [view(WS, 1, "exited"), view(WS, 2)], "h1")
+    assert two and two[0].startswith("2 containers")
+    assert convergence_problems(online(), [view(WS, 2, config_hash="old")], "h1") == [
+        "container config hash old != current h1"]
+    assert convergence_problems(online(generation=3), [view(WS, 2)], "h1") == [
+        "container token generation 2 != status.tokenGeneration 3"]
+    assert "is not status.containerID" in convergence_problems(
+        online(container_id="other"), [view(WS, 2)], "h1")[0]
+    assert convergence_problems(online(), [view(WS, 2, "paused")], "h1") == [
+        f"container wsctl-{WS}-g2 is paused"]
+
+
+def fault(kind: str, target: str | None, start: float, end: float | None,
+          may: set[str], must: set[str] | None = None) -> FaultRecord:
+    plan = FaultPlan(1, kind, target, 0.0)
+    affected = (target,) if target else ("w01", "w02")
+    r = FaultRecord(plan, affected, frozenset(may), frozenset(must or set()))
+    r.injected_at, r.lifted_at, r.converged_at = start, start, end
+    return r
+
+
+def test_a_degraded_within_a_fault_that_may_cause_it_is_attributed() -> None:
+    pause = fault("pause", "w01", 10, 20, {"HeartbeatStale"}, {"HeartbeatStale"})
+    seen = [DegradedSeen(14, "w01", "HeartbeatStale", "no heartbeat for 4s", "status")]
+    assert attribute(seen, [pause], 100) == []
+    assert pause.detected == {"HeartbeatStale"}
+    assert unreported([pause]) == []
+
+
+def test_a_degraded_with_the_wrong_reason_names_the_fault() -> None:
+    pause = fault("pause", "w01", 10, 20, {"HeartbeatStale"})
+    seen = [DegradedSeen(14, "w01", "AgentUnhealthy", "llm-auth", "event")]
+    (v,) = attribute(seen, [pause], 100)
+    assert (v.invariant, v.workspace, v.fault) == ("degraded-cause", "w01", "#1 pause on w01")
+    assert "may cause only HeartbeatStale" in v.detail
+
+
+def test_a_degraded_with_no_fault_in_effect_is_a_violation() -> None:
+    kill = fault("kill", "w01", 10, 12, {"CrashLooping"})
+    fleet = fault("postgres-restart", None, 50, 52, {"HeartbeatStale"})
+    seen = [DegradedSeen(30, "w01", "HeartbeatStale", "", "status"),
+            DegradedSeen(16, "w01", "CrashLooping", "", "status"),  # within grace
+            DegradedSeen(51, "w02", "HeartbeatStale", "", "status")]  # fleet fault
+    (v,) = attribute(seen, [kill, fleet], 100)
+    assert v.fault == "none" and "no fault in effect" in v.detail
+
+
+def test_a_fault_that_must_be_reported_but_was_not() -> None:
+    network = fault("network", "w01", 10, 20, {"HeartbeatStale"}, {"HeartbeatStale"})
+    (v,) = unreported([network])
+    assert v.workspace == "w01" and "never reported Degraded HeartbeatStale" in v.detail
+
+
+def test_secret_scan_names_where_and_which_never_the_value() -> None:
+    found = find_secrets({"controller-0.log": "x sk-PLANTED y", "describe w01": "{}"},
+                         {"llm-api-key": "sk-PLANTED", "admin-token": "adm", "empty": ""})
+    assert found == [("controller-0.log", "llm-api-key")]
+
+
+def test_orphans_and_percentiles_and_request_ids() -> None:
+    stray = view("chaos.ghost", 1)
+    assert orphans([view(WS, 1), stray], {WS}) == [stray]
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
+    assert percentile([1.0, 9.0], 99) == 9.0
+    assert request_ids({"id": "a", "params": {"message": {"messageId": "b"}}}) == {"a", "b"}
+    assert request_ids("garbage") == set()

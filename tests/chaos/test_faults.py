@@ -1,0 +1,192 @@
+"""Each fault injector on its own, against fakes: what it touches, in which order,
+which Degraded it declares, and when it counts as lifted."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.chaos.faults import (
+    FAULTS,
+    OWNS_CONTROLLER,
+    OWNS_ENGINE,
+    OWNS_POSTGRES,
+    FaultSkipped,
+    available,
+)
+from controller.conditions import DegradedReason
+from tests.chaos.fakes import FakeApi, FakeController, FakeEngine, context, record, view
+
+WS = "chaos.w01"
+
+
+def fleet() -> FakeEngine:
+    return FakeEngine([view(WS, 1, "exited"), view(WS, 2), view("chaos.w02", 1)])
+
+
+def test_every_fault_names_only_real_degraded_reasons() -> None:
+    reasons = {r.value for r in DegradedReason}
+    for fault in FAULTS.values():
+        assert fault.summary, fault.kind
+        assert fault.may_cause <= reasons, fault.kind
+        assert fault.must_cause <= fault.may_cause, fault.kind
+    assert FAULTS["pause"].must_cause == {"HeartbeatStale"}
+    assert FAULTS["network"].must_cause == {"HeartbeatStale"}
+    assert FAULTS["bad-register"].must_cause == {"RegisterFailed"}
+    assert FAULTS["crash-loop"].must_cause == {"CrashLooping"}
+    assert FAULTS["remove"].may_cause == frozenset()
+
+
+@pytest.mark.parametrize("kind, call", [("kill", "kill"), ("stop", "stop"),
+                                        ("remove", "remove")])
+async def test_container_faults_hit_the_newest_running_container(kind: str, call: str) -> None:
+    engine = fleet()
+    ctx, clock, _ = context(engine)
+    clock.now = 7.0
+    plan, rec = record(kind)
+    await FAULTS[kind].inject(ctx, plan, rec)
+    assert [c[:2] for c in engine.calls] == [(call, f"id-{WS}-g2")]
+    assert rec.before_container == f"id-{WS}-g2"
+    assert rec.injected_at == rec.lifted_at == 7.0
+    assert FAULTS[kind].replaced(plan) == "w01"
+
+
+async def test_a_workspace_without_running_container_is_skipped() -> None:
+    ctx, _, _ = context(FakeEngine([view(WS, 1, "exited")]))
+    plan, rec = record("kill")
+    with pytest.raises(FaultSkipped, match="no running container"):
+        await FAULTS["kill"].inject(ctx, plan, rec)
+    assert rec.injected_at is None
+
+
+async def test_pause_outlasts_the_heartbeat_ttl_then_unpauses() -> None:
+    engine = fleet()
+    ctx, clock, _ = context(engine)
+    plan, rec = record("pause")
+    await FAULTS["pause"].inject(ctx, plan, rec)
+    assert [c[0] for c in engine.calls] == ["pause", "unpause"]
+    assert clock.slept == [5.0]  # TTL 3 s + 2 s
+    assert rec.injected_at == 0.0 and rec.lifted_at == 5.0
+    assert FAULTS["pause"].replaced(plan) is None
+
+
+async def test_network_cut_reconnects_even_when_interrupted() -> None:
+    engine = fleet()
+    ctx, _, _ = context(engine)
+
+    async def interrupted(seconds: float) -> None:
+        raise RuntimeError("cancelled mid-fault")
+
+    ctx.sleep = interrupted
+    plan, rec = record("network")
+    with pytest.raises(RuntimeError):
+        await FAULTS["network"].inject(ctx, plan, rec)
+    assert engine.calls == [("disconnect", "net", f"id-{WS}-g2"),
+                            ("connect", "net", f"id-{WS}-g2")]
+
+
+@pytest.mark.parametrize("variant, damage", [("delete", "delete_token"),
+                                             ("corrupt", "corrupt_token")])
+async def test_token_fault_damages_the_file_then_restarts(variant: str, damage: str) -> None:
+    engine = fleet()
+    ctx, _, _ = context(engine)
+    plan, rec = record("token", variant=variant)
+    await FAULTS["token"].inject(ctx, plan, rec)
+    assert [c[0] for c in engine.calls] == [damage, "restart"]
+
+
+@pytest.mark.parametrize("kind, env, reason", [
+    ("bad-register", {"AGENT_REGISTER_PAYLOAD": "no_url"}, "RegisterFailed"),
+    ("crash-loop", {"AGENT_EXIT_AFTER_SECONDS": "1"}, "CrashLooping"),
+])
+async def test_spec_faults_break_until_reported_then_revert(
+        kind: str, env: dict[str, str], reason: str) -> None:
+    api = FakeApi()
+    ctx, _, waits = context(fleet(), api)
+    plan, rec = record(kind, payload="no_url") if kind == "bad-register" else record(kind)
+    await FAULTS[kind].inject(ctx, plan, rec)
+    broken, reverted = api.applied
+    extra = {e["name"]: e["value"] for e in broken[0]["spec"]["env"]}
+    assert extra == {"LOG_LEVEL": "info", **env}
+    assert reverted == [ctx.manifests["w01"]]
+    assert ctx.manifests["w01"]["spec"]["env"] == [{"name": "LOG_LEVEL", "value": "info"}]
+    assert [w[:2] for w in waits] == [("w01", reason)]
+    assert rec.notes == [] and rec.lifted_at is not None
+
+
+async def test_spec_fault_that_is_never_reported_is_noted_and_still_reverted() -> None:
+    api = FakeApi()
+    ctx, _, _ = context(fleet(), api, detected=False)
+    plan, rec = record("crash-loop")
+    await FAULTS["crash-loop"].inject(ctx, plan, rec)
+    assert len(api.applied) == 2
+    assert rec.notes == ["no CrashLooping within 60s"]
+
+
+async def test_controller_kill_at_a_random_moment() -> None:
+    controller = FakeController()
+    ctx, clock, _ = context(fleet(), controller=controller)
+    plan, rec = record("controller-kill", None, stall="none", after_ms="250")
+    await FAULTS["controller-kill"].inject(ctx, plan, rec)
+    assert controller.calls == [("kill", {}), ("start", {})]
+    assert clock.slept == [0.25]
+    assert FAULTS["controller-kill"].replaced(plan) is None
+
+
+async def test_controller_kill_mid_recreate_stalls_kills_and_restarts() -> None:
+    engine = fleet()
+    controller = FakeController()
+    ctx, _, _ = context(engine, controller=controller)
+
+    def kill(container_id: str, sig: str = "SIGKILL") -> None:
+        engine.calls.append(("kill", container_id))
+        controller.log += "WARNING chaos/w01: fault injection: stalling after WriteToken\n"
+
+    engine.kill = kill  # type: ignore[method-assign]
+    plan, rec = record("controller-kill", None, stall="WriteToken", workspace="w01")
+    await FAULTS["controller-kill"].inject(ctx, plan, rec)
+    assert controller.calls == [("kill", {}), ("start", {"WSCTL_DEBUG_STALL_AFTER_OP":
+                                                         "WriteToken"}),
+                                ("kill", {}), ("start", {})]
+    assert engine.calls == [("kill", f"id-{WS}-g2")]
+    assert rec.notes == []
+    assert FAULTS["controller-kill"].replaced(plan) == "w01"
+
+
+async def test_fleet_faults_need_what_they_restart() -> None:
+    ctx, _, _ = context(fleet())
+    for kind in ("controller-kill", "postgres-restart", "docker-restart"):
+        plan, rec = record(kind, None, stall="none")
+        with pytest.raises(FaultSkipped):
+            await FAULTS[kind].inject(ctx, plan, rec)
+
+
+async def test_postgres_restart_is_lifted_when_the_server_is_back() -> None:
+    restarted: list[bool] = []
+
+    async def restart() -> None:
+        restarted.append(True)
+
+    ctx, _, _ = context(fleet(), restart_postgres=restart)
+    plan, rec = record("postgres-restart", None)
+    await FAULTS["postgres-restart"].inject(ctx, plan, rec)
+    assert restarted == [True] and rec.lifted_at is not None
+
+
+def test_available_fault_types_depend_on_what_the_run_owns() -> None:
+    everything = {f.kind for f in available({OWNS_CONTROLLER, OWNS_POSTGRES, OWNS_ENGINE})}
+    assert everything == set(FAULTS)
+    attached = {f.kind for f in available(set())}
+    assert attached == set(FAULTS) - {"controller-kill", "postgres-restart", "docker-restart"}
+    assert [f.kind for f in available(set(), ["pause", "kill"])] == ["kill", "pause"]
+    with pytest.raises(ValueError, match="unknown fault type"):
+        available(set(), ["nope"])
+    with pytest.raises(ValueError, match="need what this run lacks"):
+        available(set(), ["controller-kill"])
+
+
+def test_a_mid_recreate_controller_kill_may_also_cause_crash_looping() -> None:
+    fault = FAULTS["controller-kill"]
+    _, random_moment = record("controller-kill", None, stall="none", after_ms="10")
+    _, mid_recreate = record("controller-kill", None, stall="WriteToken", workspace="w01")
+    assert fault.causes(random_moment.plan) == {"HeartbeatStale"}
+    assert fault.causes(mid_recreate.plan) == {"HeartbeatStale", "CrashLooping"}
