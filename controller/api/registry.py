@@ -126,24 +126,33 @@ class Registry:
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            await self._auth_failed(workspace_id, "missing_token", None)
+            await self._auth_failed(request, workspace_id, "missing_token", None)
             raise Refusal(401, "missing_token", "Authorization: Bearer <token> required")
         row: TokenRow | None = await self.store.find_token(tokens.digest(token))
         if row is None:
-            await self._auth_failed(workspace_id, "invalid_token", None)
+            await self._auth_failed(request, workspace_id, "invalid_token", None)
             raise Refusal(401, "invalid_token", "token not recognised")
         if not tokens.same(row.workspace_id, workspace_id):
-            await self._auth_failed(workspace_id, "wrong_workspace", None)
+            await self._auth_failed(request, workspace_id, "wrong_workspace", None)
             raise Refusal(401, "wrong_workspace", "token belongs to another workspace")
         now = datetime.now(UTC)
         if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
-            await self._auth_failed(workspace_id, "stale_token", row.generation)
+            await self._auth_failed(request, workspace_id, "stale_token", row.generation)
             raise Refusal(401, "stale_token",
                           f"token generation {row.generation} was revoked or expired")
         return row.generation
 
-    async def _auth_failed(self, workspace_id: str, cls: str, generation: int | None) -> None:
+    async def _auth_failed(self, request: web.Request, workspace_id: str, cls: str,
+                           generation: int | None) -> None:
         self.counters.auth_failures[cls] = self.counters.auth_failures.get(cls, 0) + 1
+        # A refused token leads the planner to replace the workspace's container
+        # (its token file is lost or corrupt). Only the workspace's own container
+        # may set that off: anyone else naming it would otherwise force recreates.
+        _, addresses = await self.identity(workspace_id)
+        if request.remote not in addresses:
+            log.info("%s: agent auth refused (%s) from %s, not its container: not acted on",
+                     workspace_id, cls, request.remote)
+            return
         log.info("%s: agent auth refused (%s)", workspace_id, cls)
         try:
             await self.store.record_auth_failure(workspace_id, cls, generation)

@@ -79,7 +79,8 @@ async def fake_resolve(host: str) -> list[str]:
 
 async def identity(workspace_id: str) -> tuple[set[str], set[str]]:
     if workspace_id == ALICE:
-        return {OWN_NAME}, {OWN_ADDRESS}
+        # The test client connects from 127.0.0.1: as if from alice's own container.
+        return {OWN_NAME}, {OWN_ADDRESS, "127.0.0.1"}
     return set(), set()
 
 
@@ -172,7 +173,7 @@ async def test_auth_failure_for_an_unknown_workspace_creates_no_row(env: Env) ->
     ({"url": "ftp://93.184.216.34/"}, "invalid_url"),
     ({"url": "http://user:pw@93.184.216.34/"}, "invalid_url"),
     ({"url": "http://unknown.example/"}, "invalid_url"),
-    ({"url": "http://127.0.0.1:8000/"}, "blocked_private_url"),
+    ({"url": "http://127.0.0.2:8000/"}, "blocked_private_url"),  # .1 is "own" here
     ({"url": "http://169.254.169.254/"}, "blocked_private_url"),
     ({"url": "http://172.18.0.6:8000/"}, "blocked_private_url"),  # a neighbour, not itself
     ({"url": "http://private.example/"}, "blocked_private_url"),
@@ -388,3 +389,13 @@ async def test_deeply_nested_body_is_400_and_server_stays_up(env: Env) -> None:
     assert (status, error_class(answer)) == (400, "invalid_body")
     status, _ = await env.register()
     assert status == 200
+
+
+async def test_refused_token_from_elsewhere_is_not_acted_on(env: Env) -> None:
+    """bob's container is not at 127.0.0.1: a bad token naming bob must not recreate bob."""
+    body = {"workspace_id": BOB, "url": "http://x:8000/", "agent_card": CARD}
+    for token, cls in ((tokens.mint(), "invalid_token"), (None, "missing_token")):
+        status, answer = await env.post("/registry/register", body, token)
+        assert (status, error_class(answer)) == (401, cls)
+    assert env.notified == []
+    assert env.store.registration(BOB).auth_failure_class is None
