@@ -10,74 +10,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import shutil
-import socket
-import tempfile
 import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import docker
-
+from controller.devtools.harness import condition as condition
+from controller.devtools.harness import free_port as free_port
+from controller.devtools.harness import new_dir as new_dir
+from controller.devtools.harness import phase as phase
+from controller.devtools.harness import remove_dir as remove_dir
+from controller.devtools.harness import wait_for as wait_for
 from controller.drivers.operator import OperatorOptions
 from controller.runtime import RunOptions
 from controller.runtime_k8s import KubernetesController
+from tests.e2e.dockerutil import container_env as container_env
 
 T = TypeVar("T")
 log = logging.getLogger("tests.operator")
 WORKSPACES = "wsctl.dev/v1alpha1"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.1) -> T:
-    """Poll `predicate` until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # a transient error is a "not yet", reported if final
-            last = exc
-        if last and not isinstance(last, Exception):
-            found: T = last
-            return found
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
-
-def new_dir(prefix: str) -> Path:
-    # Outside pytest's basetemp: embedded postgres runs as another user when we are root.
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)
-    return path
-
-
-def remove_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
-
-
-def phase(obj: dict[str, Any]) -> str:
-    return str((obj.get("status") or {}).get("phase", "Pending"))
-
-
-def container_env(client: docker.DockerClient, container_id: str) -> dict[str, str]:
-    env = client.api.inspect_container(container_id)["Config"]["Env"]
-    return dict(item.split("=", 1) for item in env)
 
 
 class OperatorThread:
