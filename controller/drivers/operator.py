@@ -43,6 +43,7 @@ import kopf
 from pydantic import ValidationError
 
 from controller.conditions import Verdict, apply_verdict
+from controller.drivers.orphans import remove_orphans
 from controller.drivers.standalone import TRIGGER_ACTIONS
 from controller.model import (
     API_VERSION,
@@ -53,7 +54,6 @@ from controller.model import (
     WorkspaceKey,
     WorkspaceStatus,
 )
-from controller.plan import RemoveContainer, StopContainer, plan_orphans
 from controller.ports import DriverEngine
 from controller.reconcile import Reconciler, ReconcileResult
 from controller.secretsource import secret_refs
@@ -506,16 +506,7 @@ class WorkspaceOperator:
         self.stats.orphan_sweeps += 1
         known = {str(k) for k in self._workspaces}
         containers = await self.engine.list_containers()
-        for op in plan_orphans(containers, known, self.reconciler.settings):
-            try:
-                if isinstance(op, StopContainer):
-                    await self.engine.stop(op.container_id, op.timeout)
-                elif isinstance(op, RemoveContainer):
-                    log.info("removing orphan container %s (no such Workspace)",
-                             op.container_id[:12])
-                    await self.engine.remove(op.container_id)
-            except Exception as exc:
-                log.warning("orphan cleanup failed: %s", exc)
+        await remove_orphans(self.engine, containers, known, self.reconciler.settings)
 
     # ------------------------------------------------------------ running
 

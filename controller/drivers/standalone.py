@@ -15,11 +15,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from controller.drivers.orphans import remove_orphans
 from controller.drivers.queue import WorkQueue
 from controller.execute import Executor
 from controller.model import WorkspaceKey
 from controller.observed import ObservedContainer
-from controller.plan import RemoveContainer, StopContainer, plan_orphans
 from controller.ports import DriverEngine, DriverStore
 from controller.reconcile import Reconciler
 
@@ -128,16 +128,7 @@ class StandaloneDriver:
         workspaces = await self.store.list_workspaces()
         self._snapshot = Snapshot(time.monotonic(), containers)
         known = {ws.key.id for ws in workspaces}
-        for op in plan_orphans(containers, known, self.reconciler.settings):
-            try:
-                if isinstance(op, StopContainer):
-                    await self.engine.stop(op.container_id, op.timeout)
-                elif isinstance(op, RemoveContainer):
-                    log.info("removing orphan container %s (no such workspace)",
-                             op.container_id[:12])
-                    await self.engine.remove(op.container_id)
-            except Exception as exc:
-                log.warning("orphan cleanup failed: %s", exc)
+        await remove_orphans(self.engine, containers, known, self.reconciler.settings)
         for ws in workspaces:
             self.stats.count("resync")
             self.queue.add(ws.key)

@@ -1,0 +1,27 @@
+"""Removing containers labelled for workspaces that do not exist (both drivers)."""
+
+from __future__ import annotations
+
+import logging
+
+from controller.observed import ObservedContainer
+from controller.plan import RemoveContainer, StopContainer, plan_orphans
+from controller.ports import DriverEngine
+from controller.settings import PlatformSettings
+
+log = logging.getLogger("wsctl.driver")
+
+
+async def remove_orphans(engine: DriverEngine, containers: list[ObservedContainer],
+                         known_ids: set[str], settings: PlatformSettings) -> None:
+    """Best effort: a failure is logged and retried at the next resync."""
+    for op in plan_orphans(containers, known_ids, settings):
+        try:
+            if isinstance(op, StopContainer):
+                await engine.stop(op.container_id, op.timeout)
+            elif isinstance(op, RemoveContainer):
+                log.info("removing orphan container %s (no such workspace)",
+                         op.container_id[:12])
+                await engine.remove(op.container_id)
+        except Exception as exc:
+            log.warning("orphan cleanup failed: %s", exc)
