@@ -12,32 +12,12 @@ import docker
 import pytest
 from docker.errors import DockerException, NotFound
 
-from controller.adapters.images import DEFAULT_TAG, default_cache_dir, ensure_agent_image
 from controller.devtools.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
 
 NETWORK = f"wsctl-e2e-{os.getpid()}"
 INSTANCE = f"e2e{os.getpid()}"
 # Planted secret values: the final test greps every output for them.
 PLANTED_KEY = "sk-e2e-PLANTED-" + secrets.token_hex(12)
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except DockerException as exc:
-        pytest.fail(f"no Docker engine answers ({exc.__class__.__name__}); "
-                    "run scripts/ensure-docker.sh (make test does)")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def agent_image(docker_client: docker.DockerClient) -> str:
-    cache = Path(os.environ.get("WSCTL_CACHE_DIR") or default_cache_dir())
-    ensure_agent_image(docker_client, tag=DEFAULT_TAG, cache_dir=cache, progress=print)
-    return DEFAULT_TAG
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from docker.errors import DockerException, NotFound
 
-from controller.adapters.images import DEFAULT_TAG, default_cache_dir, ensure_agent_image
+from controller.adapters.images import default_cache_dir
 from controller.crd import draft4_schema
 from tests.operator.harness import OperatorThread, new_dir, remove_dir
 from tests.operator.kube import KubeClient, KubeEmulator, KubeServer
@@ -65,25 +65,6 @@ def setup_api(emulator: KubeEmulator) -> None:
         verbs={"get", "list", "watch", "create", "patch", "delete"})
     validator = crd_validator()
     emulator.validators["workspaces"] = lambda obj: problems(validator, obj)
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except DockerException as exc:
-        pytest.fail(f"no Docker engine answers ({exc.__class__.__name__}); "
-                    "run scripts/ensure-docker.sh (make test does)")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def agent_image(docker_client: docker.DockerClient) -> str:
-    cache = Path(os.environ.get("WSCTL_CACHE_DIR") or default_cache_dir())
-    ensure_agent_image(docker_client, tag=DEFAULT_TAG, cache_dir=cache, progress=print)
-    return DEFAULT_TAG
 
 
 def remove_managed(client: docker.DockerClient) -> None:
