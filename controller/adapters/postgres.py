@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 import asyncpg
 from pydantic import ValidationError
 
+from controller.errors import StoreError, StoreUnavailableError
 from controller.model import (
     ObjectMeta,
     RegisterFailure,
@@ -82,8 +83,8 @@ if TYPE_CHECKING:  # asyncpg's classes are generic only in its stubs
 # ------------------------------------------------------------------ errors
 
 
-class StoreError(Exception):
-    """A store operation failed for a reason callers handle."""
+# StoreError and StoreUnavailableError live in controller.errors (the API layer catches
+# them without importing this adapter); re-exported here.
 
 
 class ConflictError(StoreError):
@@ -96,10 +97,6 @@ class WorkspaceTerminatingError(StoreError):
 
 class MigrationError(StoreError):
     """The database schema does not match this wsctl's migrations."""
-
-
-class StoreUnavailableError(StoreError):
-    """The database cannot be reached (down, restarting, connection lost); retry later."""
 
 
 # Errors meaning "the database is not reachable right now", not "the query is wrong".

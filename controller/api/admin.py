@@ -11,6 +11,10 @@ Routes (namespace from ?namespace=, default "default"):
   GET    /api/v1/workspaces/{name}/logs          container logs
   POST   /api/v1/workspaces/{name}/a2a           JSON-RPC message/send proxy
   GET    /healthz  /readyz  (no token)           GET /metrics (token)
+
+While the database cannot be reached (a PostgreSQL restart), every route that
+reads or writes the store answers 503 `{"error": ..., "class": "store_unavailable"}`
+with a Retry-After header, and logs one warning line per refused request.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from aiohttp import web
 from controller import manifests, tokens
 from controller.api import openapi
 from controller.api.a2a import A2AProxy, ProxyError
+from controller.errors import StoreUnavailableError
 from controller.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, WorkspaceKey
 
 log = logging.getLogger("wsctl.api")
 
 MAX_BODY = 1024 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+STORE_RETRY_AFTER_SECONDS = 5
+"""Retry-After of a 503 store_unavailable: about the time a PostgreSQL restart takes."""
 
 
 class AdminStore(Protocol):
@@ -79,13 +86,21 @@ def _jsonable(value: Any) -> Any:
 async def json_errors(request: web.Request,
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
-    """aiohttp's own errors (unknown route, wrong method, body too large) as JSON too."""
+    """aiohttp's own errors (unknown route, wrong method, body too large) as JSON too,
+    and an unreachable database as 503 store_unavailable rather than a 500."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return _error(exc.status, exc.reason)
+    except StoreUnavailableError as exc:
+        log.warning("%s %s: answered 503 store_unavailable: %s",
+                    request.method, request.path, exc)
+        response = _error(503, "the database is unavailable; retry later",
+                          **{"class": "store_unavailable"})
+        response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
+        return response
 
 
 def admin_auth(admin_token: str) -> Callable[..., Awaitable[web.StreamResponse]]:

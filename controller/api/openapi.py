@@ -150,10 +150,15 @@ def document() -> dict[str, Any]:
         },
     }
     unauthorized = _error("admin token missing or wrong")
+    unavailable = {**_error("the database is unavailable (class store_unavailable); "
+                            "retry after Retry-After seconds"),
+                   "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}}
     for path, operations in spec["paths"].items():
         for operation in operations.values():
             if operation.get("security") != []:
                 operation["responses"]["401"] = unauthorized
             if path.startswith("/api/"):
                 operation["responses"].setdefault("405", _error("method not allowed"))
+            if path.startswith("/api/") or path == "/metrics":  # the routes that read the store
+                operation["responses"].setdefault("503", unavailable)
     return spec

@@ -4,6 +4,8 @@ Agents authenticate with `Authorization: Bearer <token>`; only the token's
 SHA-256 is looked up. Every refusal carries a named class: 400 `missing_url`,
 `invalid_url`, `blocked_private_url`, `invalid_agent_card`, `invalid_body`;
 401 `missing_token`, `invalid_token`, `stale_token`, `wrong_workspace`.
+While the database cannot be reached: 503 `store_unavailable` with Retry-After
+(the agent retries later; one warning line is logged per refused request).
 """
 
 from __future__ import annotations
@@ -21,11 +23,16 @@ from aiohttp import web
 
 from controller import tokens
 from controller.api.urlpolicy import check_agent_card, check_claimed_url
+from controller.errors import StoreUnavailableError
 
 log = logging.getLogger("wsctl.registry")
 
 MAX_BODY = 64 * 1024
 HEARTBEAT_STATUSES = ("healthy", "unhealthy")
+STORE_RETRY_AFTER_SECONDS = 5
+"""Retry-After of a 503 store_unavailable: about the time a PostgreSQL restart takes."""
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 Identity = Callable[[str], Awaitable[tuple[set[str], set[str]]]]
 """workspace id -> (container names/hostnames, container addresses)."""
@@ -68,15 +75,20 @@ class RegistryCounters:
 
 
 class Refusal(Exception):
-    def __init__(self, status: int, cls: str, message: str) -> None:
+    def __init__(self, status: int, cls: str, message: str, *,
+                 retry_after: int | None = None) -> None:
         self.status = status
         self.cls = cls
         self.message = message
+        self.retry_after = retry_after
         super().__init__(f"{status} {cls}: {message}")
 
     def response(self) -> web.Response:
-        return web.json_response({"error": {"class": self.cls, "message": self.message}},
-                                 status=self.status)
+        response = web.json_response({"error": {"class": self.cls, "message": self.message}},
+                                     status=self.status)
+        if self.retry_after is not None:
+            response.headers["Retry-After"] = str(self.retry_after)
+        return response
 
 
 async def _resolve(host: str) -> list[str]:
@@ -97,8 +109,22 @@ class Registry:
         self._beats: dict[str, tuple[int | None, str, str | None, float]] = {}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/registry/register", self.register),
-                web.post("/registry/heartbeat", self.heartbeat)]
+        return [web.post("/registry/register", self._store_guard(self.register)),
+                web.post("/registry/heartbeat", self._store_guard(self.heartbeat))]
+
+    @staticmethod
+    def _store_guard(handler: Handler) -> Handler:
+        """An unreachable database is 503 store_unavailable (retry later), not a 500."""
+        async def guarded(request: web.Request) -> web.Response:
+            try:
+                return await handler(request)
+            except StoreUnavailableError as exc:
+                log.warning("%s %s: answered 503 store_unavailable: %s",
+                            request.method, request.path, exc)
+                return Refusal(503, "store_unavailable",
+                               "the database is unavailable; retry later",
+                               retry_after=STORE_RETRY_AFTER_SECONDS).response()
+        return guarded
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         if request.content_length is not None and request.content_length > MAX_BODY:

@@ -7,10 +7,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from controller import tokens
 from controller.adapters.embedded import (
     POSTGRES_BIN_PATH,
     Database,
@@ -18,6 +22,9 @@ from controller.adapters.embedded import (
     pgdata_for,
 )
 from controller.adapters.postgres import Store, StoreUnavailableError
+from controller.api.a2a import A2AProxy
+from controller.api.admin import AdminApi, admin_auth, json_errors
+from controller.api.registry import Registry
 from controller.model import Workspace, WorkspaceKey
 
 pytestmark = pytest.mark.postgres
@@ -182,6 +189,75 @@ async def test_store_survives_a_database_restart(data_dir: Path) -> None:
         ws = Workspace.model_validate({"metadata": {"name": "after-restart"}})
         await store.apply_workspace(ws)
         assert await asyncio.wait_for(keys.get(), 5) == ws.key
+    finally:
+        await store.close()
+        await embedded.stop()
+
+
+async def test_apis_answer_503_while_the_database_restarts(data_dir: Path) -> None:
+    """Admin API and registry: 503 store_unavailable with Retry-After while PostgreSQL
+    is down (not a 500), and 200 again once it is back."""
+    embedded = EmbeddedPostgres()
+    dsn = await embedded.start(data_dir)
+    store = await Store.connect(dsn)
+    try:
+        ws = await store.apply_workspace(
+            Workspace.model_validate({"metadata": {"name": "alice"}}))
+        token = tokens.mint()
+        await store.insert_token(ws.key.id, 1, tokens.digest(token))
+
+        async def identity(workspace_id: str) -> tuple[set[str], set[str]]:
+            return set(), {"127.0.0.1"}
+
+        async def no_agent(workspace_id: str) -> tuple[str, int] | None:
+            return None
+
+        async def no_logs(workspace_id: str, tail: int) -> str | None:
+            return None
+
+        async def metrics() -> str:
+            return ""
+
+        proxy = A2AProxy(store, no_agent, timeout_seconds=5)
+        admin_app = web.Application(middlewares=[json_errors, admin_auth("admin-t0ken")])
+        admin_app.add_routes(AdminApi(store, proxy, no_logs, lambda: True, metrics).routes())
+        registry_app = web.Application()
+        registry_app.add_routes(Registry(store, identity, lambda _: None).routes())
+        beat = {"workspace_id": ws.key.id, "status": "healthy"}
+        async with TestClient(TestServer(admin_app, host="127.0.0.1")) as admin, \
+                TestClient(TestServer(registry_app, host="127.0.0.1")) as registry:
+
+            async def statuses() -> list[tuple[int, str | None, Any]]:
+                answers = []
+                async with admin.get("/api/v1/workspaces", headers={
+                        "Authorization": "Bearer admin-t0ken"}) as resp:
+                    answers.append((resp.status, resp.headers.get("Retry-After"),
+                                    (await resp.json()).get("class")))
+                async with registry.post("/registry/heartbeat", json=beat, headers={
+                        "Authorization": f"Bearer {token}"}) as resp:
+                    error = (await resp.json()).get("error")
+                    answers.append((resp.status, resp.headers.get("Retry-After"),
+                                    error.get("class") if isinstance(error, dict) else None))
+                return answers
+
+            assert [a[0] for a in await statuses()] == [200, 200]
+            proc = await asyncio.create_subprocess_exec(
+                str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata_for(data_dir)), "-w",
+                "-m", "immediate", "stop", user=embedded.system_user,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _, err = await asyncio.wait_for(proc.communicate(), SUBPROCESS_TIMEOUT)
+            assert proc.returncode == 0, err.decode()
+
+            assert await statuses() == [(503, "5", "store_unavailable")] * 2
+
+            assert await embedded.restart() == dsn
+            deadline = time.monotonic() + SUBPROCESS_TIMEOUT
+            while (seen := await statuses()) != [(200, None, None)] * 2:
+                # A pooled connection the server closed can fail one more request.
+                assert time.monotonic() < deadline, seen
+                assert all(s in (200, 503) for s, _, _ in seen), seen
+                await asyncio.sleep(0.2)
+        await proxy.close()
     finally:
         await store.close()
         await embedded.stop()

@@ -16,7 +16,14 @@ from aiohttp import StreamReader, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from controller.api.a2a import A2AProxy, message_send
-from controller.api.admin import MAX_BODY, AdminApi, admin_auth, json_errors
+from controller.api.admin import (
+    MAX_BODY,
+    STORE_RETRY_AFTER_SECONDS,
+    AdminApi,
+    admin_auth,
+    json_errors,
+)
+from controller.errors import StoreUnavailableError
 from tests.unit.fakes import FakeStore
 from tests.unit.helpers import minimax
 
@@ -348,3 +355,50 @@ async def test_deeply_nested_apply_is_400_and_server_stays_up(env: AdminEnv) -> 
         assert resp.status == 400
     status, answer = await env.call("GET", f"{BASE}/alice")
     assert status == 200 and answer["metadata"]["name"] == "alice"
+
+
+# ------------------------------------------------------------------ 503 database unavailable
+
+
+STORE_ROUTES = [
+    ("GET", BASE, None),
+    ("POST", BASE, {"items": [manifest("carol")]}),
+    ("GET", f"{BASE}/alice", None),
+    ("DELETE", f"{BASE}/alice", None),
+    ("POST", f"{BASE}/alice/restart", None),
+    ("GET", f"{BASE}/alice/describe", None),
+    ("GET", f"{BASE}/alice/activity", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), STORE_ROUTES,
+                         ids=[f"{m} {p}" for m, p, _ in STORE_ROUTES])
+async def test_unreachable_database_is_503_not_500(
+        env: AdminEnv, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        method: str, path: str, body: Any) -> None:
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError("database unavailable (ConnectionResetError: reset)")
+
+    for name in ("list_workspaces", "get_workspace", "request_delete", "apply_workspace"):
+        monkeypatch.setattr(env.store, name, down)
+    data = None if body is None else json.dumps(body).encode()
+    with caplog.at_level("WARNING", logger="wsctl.api"):
+        async with env.client.request(method, path, data=data, headers={
+                "Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == str(STORE_RETRY_AFTER_SECONDS)
+            answer = await resp.json()
+    assert answer["class"] == "store_unavailable" and "retry" in answer["error"]
+    records = [r for r in caplog.records if r.name == "wsctl.api"]
+    assert [r.levelname for r in records] == ["WARNING"]
+    assert records[0].exc_info is None  # one line, no traceback
+    assert ADMIN_TOKEN not in caplog.text
+
+
+async def test_openapi_documents_503_on_store_routes(env: AdminEnv) -> None:
+    status, doc = await env.call("GET", "/openapi.json")
+    assert status == 200
+    for path, operations in doc["paths"].items():
+        for operation in operations.values():
+            documented = "503" in operation["responses"]
+            assert documented == (path.startswith("/api/") or path in ("/metrics", "/readyz"))

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from controller import tokens
 from controller.api import registry as registry_module
 from controller.api.registry import MAX_BODY, Registry
+from controller.errors import StoreUnavailableError
 from tests.unit.fakes import FakeStore
 from tests.unit.helpers import workspace
 
@@ -399,3 +400,35 @@ async def test_refused_token_from_elsewhere_is_not_acted_on(env: Env) -> None:
         assert (status, error_class(answer)) == (401, cls)
     assert env.notified == []
     assert env.store.registration(BOB).auth_failure_class is None
+
+
+# ------------------------------------------------------------------ 503 database unavailable
+
+
+@pytest.mark.parametrize("method", ["find_token", "record_register", "record_heartbeat"])
+async def test_unreachable_database_is_503_then_recovers(
+        env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        method: str) -> None:
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError("database unavailable (ConnectionRefusedError: refused)")
+
+    original = getattr(env.store, method)
+    monkeypatch.setattr(env.store, method, down)
+    path = "/registry/heartbeat" if method == "record_heartbeat" else "/registry/register"
+    body = ({"workspace_id": ALICE, "status": "healthy"} if method == "record_heartbeat"
+            else {"workspace_id": ALICE, "url": f"http://{OWN_NAME}:8000/", "agent_card": CARD})
+    with caplog.at_level("WARNING", logger="wsctl.registry"):
+        async with env.client.post(path, json=body,
+                                   headers={"Authorization": f"Bearer {env.token}"}) as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == str(registry_module.STORE_RETRY_AFTER_SECONDS)
+            assert error_class(await resp.json()) == "store_unavailable"
+    warnings = [r for r in caplog.records if r.name == "wsctl.registry"]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    assert warnings[0].exc_info is None  # one line, no traceback
+    assert env.token not in caplog.text
+    assert env.registry.counters.auth_failures == {}
+
+    monkeypatch.setattr(env.store, method, original)
+    status, _ = await (env.beat() if method == "record_heartbeat" else env.register())
+    assert status == 200
