@@ -3,7 +3,8 @@
 Agents authenticate with `Authorization: Bearer <token>`; only the token's
 SHA-256 is looked up. Every refusal carries a named class: 400 `missing_url`,
 `invalid_url`, `blocked_private_url`, `invalid_agent_card`, `invalid_body`;
-401 `missing_token`, `invalid_token`, `stale_token`, `wrong_workspace`.
+401 `missing_token`, `invalid_token`, `stale_token` (a revoked generation),
+`expired_token` (not revoked, but past its `expires_at`), `wrong_workspace`.
 While the database cannot be reached: 503 `store_unavailable` with Retry-After
 (the agent retries later; one warning line is logged per refused request).
 """
@@ -161,11 +162,12 @@ class Registry:
         if not tokens.same(row.workspace_id, workspace_id):
             await self._auth_failed(request, workspace_id, "wrong_workspace", None)
             raise Refusal(401, "wrong_workspace", "token belongs to another workspace")
-        now = datetime.now(UTC)
-        if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        if row.revoked_at is not None:
             await self._auth_failed(request, workspace_id, "stale_token", row.generation)
-            raise Refusal(401, "stale_token",
-                          f"token generation {row.generation} was revoked or expired")
+            raise Refusal(401, "stale_token", f"token generation {row.generation} was revoked")
+        if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+            await self._auth_failed(request, workspace_id, "expired_token", row.generation)
+            raise Refusal(401, "expired_token", f"token generation {row.generation} expired")
         return row.generation
 
     async def _auth_failed(self, request: web.Request, workspace_id: str, cls: str,
@@ -184,7 +186,7 @@ class Registry:
             await self.store.record_auth_failure(workspace_id, cls, generation)
         except Exception as exc:  # an unknown workspace id has no row to mark
             log.debug("auth failure not recorded for %s: %s", workspace_id, exc)
-        if cls in ("invalid_token", "stale_token", "missing_token"):
+        if cls in ("invalid_token", "stale_token", "expired_token", "missing_token"):
             self.notify(workspace_id)
 
     async def register(self, request: web.Request) -> web.Response:

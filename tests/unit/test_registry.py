@@ -143,13 +143,52 @@ async def test_revoked_generation_is_stale(env: Env) -> None:
     assert env.notified == [ALICE]
 
 
-async def test_expired_token_is_stale(env: Env) -> None:
+async def test_expired_token_is_expired_not_stale(env: Env) -> None:
+    """Not revoked but past expires_at: its own class (the planner refreshes the token
+    rather than recreating), recorded and notified like the other refusals."""
     expired = tokens.mint()
     await env.store.insert_token(ALICE, 3, tokens.digest(expired),
                                  expires_at=datetime.now(UTC) - timedelta(seconds=1))
     status, answer = await env.beat(token=expired)
+    assert (status, error_class(answer)) == (401, "expired_token")
+    assert "generation 3 expired" in answer["error"]["message"]
+    status, answer = await env.register(token=expired)
+    assert (status, error_class(answer)) == (401, "expired_token")
+    registration = env.store.registration(ALICE)
+    assert (registration.auth_failure_class, registration.auth_failure_generation) \
+        == ("expired_token", 3)
+    assert registration.last_heartbeat_at is None and registration.registered_at is None
+    assert env.notified == [ALICE, ALICE]
+    assert env.registry.counters.auth_failures == {"expired_token": 2}
+
+
+async def test_revoked_and_expired_token_is_stale(env: Env) -> None:
+    """Revocation wins: a revoked generation is stale whatever its expiry."""
+    old = tokens.mint()
+    await env.store.insert_token(ALICE, 3, tokens.digest(old),
+                                 expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    await env.store.insert_token(ALICE, 4, tokens.digest(tokens.mint()))  # revokes 3
+    status, answer = await env.beat(token=old)
     assert (status, error_class(answer)) == (401, "stale_token")
-    assert env.store.registration(ALICE).last_heartbeat_at is None
+
+
+async def test_token_not_yet_expired_is_accepted(env: Env) -> None:
+    fresh = tokens.mint()
+    await env.store.insert_token(ALICE, 3, tokens.digest(fresh),
+                                 expires_at=datetime.now(UTC) + timedelta(hours=1))
+    status, _ = await env.beat(token=fresh)
+    assert status == 200
+
+
+async def test_expired_token_from_elsewhere_is_not_acted_on(env: Env) -> None:
+    expired = tokens.mint()
+    await env.store.insert_token(BOB, 2, tokens.digest(expired),
+                                 expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    body = {"workspace_id": BOB, "status": "healthy"}
+    status, answer = await env.post("/registry/heartbeat", body, expired)
+    assert (status, error_class(answer)) == (401, "expired_token")
+    assert env.notified == []
+    assert env.store.registration(BOB).auth_failure_class is None
 
 
 async def test_token_of_another_workspace(env: Env) -> None:
