@@ -1,6 +1,8 @@
 """The agent image: built by the project's builder, run as uid 10001, answers /healthz.
 
-Needs a Docker engine (``scripts/ensure-docker.sh``). The first run may build the
+Needs a Docker engine (``scripts/ensure-docker.sh``); without one the shared
+``docker_client`` fixture (tests/conftest.py) fails the tests rather than skipping
+them. The first run may build the
 local base with debootstrap (root, about a minute); later runs reuse it.
 Containers are named ``wsctl-test-*``, publish on 127.0.0.1 only and are always
 removed.
@@ -23,7 +25,7 @@ from typing import Any
 
 import docker
 import pytest
-from docker.errors import DockerException, NotFound
+from docker.errors import NotFound
 from docker.models.containers import Container
 
 from controller.adapters.images import (
@@ -40,17 +42,6 @@ pytestmark = pytest.mark.docker
 
 TOKEN = "itest-token-" + "c" * 40
 AGENT_UID = 10001
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except DockerException as exc:
-        pytest.skip(f"no Docker engine: {exc.__class__.__name__} (run scripts/ensure-docker.sh)")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="session")
