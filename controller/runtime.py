@@ -191,7 +191,9 @@ class Controller:
             return metrics_text.render(metrics_text.MetricsInput(
                 reconcile_seconds=m.reconcile_seconds, recreates=m.recreates,
                 degraded=degraded, register_failures=registry.counters.register_failures,
-                auth_failures=registry.counters.auth_failures, queue_depth=driver.queue.depth,
+                auth_failures=registry.counters.auth_failures,
+                auth_rate_limited=registry.counters.auth_rate_limited,
+                queue_depth=driver.queue.depth,
                 workspaces=len(workspaces), reconcile_errors=m.errors,
                 docker_calls=engine.calls_by_name, db_queries=QUERY_COUNT[0],
                 resyncs=driver.stats.resyncs, heartbeats=registry.counters.heartbeats))

@@ -26,6 +26,9 @@ TOKEN_POLL_SECONDS = 0.5
 # so (401 missing_token), and the controller replaces the container.
 TOKEN_MISSING_REPORT_SECONDS = 2.0
 HTTP_TIMEOUT = 5.0
+# A 429 (too many failed authentications from this address) or 503 (the
+# controller's database is restarting) names a Retry-After; it is honoured up to this.
+RETRY_AFTER_CAP = 30.0
 
 # The registry is always reached directly, never through an HTTP proxy.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -36,6 +39,14 @@ class Response:
     status: int  # 0 when the registry could not be reached
     body: Any = None
     reason: str = ""
+    retry_after: float | None = None  # seconds, from a Retry-After header
+
+    def retry_delay(self, default: float) -> float:
+        """How long to wait before the next attempt: Retry-After when the registry
+        named one (at least `default`, at most RETRY_AFTER_CAP), else `default`."""
+        if self.retry_after is None:
+            return default
+        return min(max(self.retry_after, default), RETRY_AFTER_CAP)
 
     @property
     def ok(self) -> bool:
@@ -146,7 +157,8 @@ class RegistryClient:
                 return Response(resp.status, _parse_json(resp.read()))
         except urllib.error.HTTPError as exc:
             raw = exc.read() if exc.fp is not None else b""
-            return Response(exc.code, _parse_json(raw), str(exc.reason))
+            return Response(exc.code, _parse_json(raw), str(exc.reason),
+                            _retry_after(exc.headers.get("Retry-After") if exc.headers else None))
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             return Response(0, None, f"{type(exc).__name__}: {reason}")
@@ -183,15 +195,16 @@ class RegistryClient:
                     return not self.stop.wait(self.config.reject_grace_seconds)
             elif resp.status == 0:
                 log.warning("register_unreachable", attempt=attempt, reason=resp.reason)
-            else:
+            else:  # 429 rate_limited, 503 store_unavailable, ...: retry later
                 log.warning(
                     "register_failed",
                     attempt=attempt,
                     http_status=resp.status,
                     error_class=resp.error_class(),
                 )
-            log.debug("register_retry", delay_seconds=backoff)
-            if self.stop.wait(backoff):
+            delay = resp.retry_delay(backoff)
+            log.debug("register_retry", delay_seconds=delay)
+            if self.stop.wait(delay):
                 return False
             backoff = min(backoff * 2, BACKOFF_CAP)
         return False
@@ -245,14 +258,25 @@ class RegistryClient:
             elif resp.status == 0:
                 emit = log.warning if outcome != last else log.debug
                 emit("heartbeat_unreachable", reason=resp.reason)
-            else:
+            else:  # 429 rate_limited, 503 store_unavailable, ...: retry later
                 log.warning(
                     "heartbeat_failed", http_status=resp.status, error_class=resp.error_class()
                 )
             last = outcome
-            if self.stop.wait(self.config.heartbeat_seconds):
+            if self.stop.wait(resp.retry_delay(self.config.heartbeat_seconds)):
                 return False
         return False
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the delta-seconds form; an HTTP date is ignored)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 def _parse_json(raw: bytes) -> Any:

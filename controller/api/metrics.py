@@ -22,6 +22,7 @@ class MetricsInput:
     db_queries: int = 0
     heartbeats: int = 0
     resyncs: int = 0
+    auth_rate_limited: int = 0
 
 
 def _escape(value: str) -> str:
@@ -62,6 +63,9 @@ def render(m: MetricsInput) -> str:
                        "counter", "class", m.register_failures)
     lines += _labelled("wsctl_agent_auth_failures_total", "Refused agent tokens, by class.",
                        "counter", "class", m.auth_failures)
+    lines += _plain("wsctl_registry_auth_rate_limited_total",
+                    "Agent registry requests refused 429: their source failed auth too often.",
+                    "counter", m.auth_rate_limited)
     lines += _plain("wsctl_queue_depth", "Workspaces waiting in the work queue.", "gauge",
                     m.queue_depth)
     lines += _plain("wsctl_workspaces", "Declared workspaces.", "gauge", m.workspaces)

@@ -7,6 +7,12 @@ SHA-256 is looked up. Every refusal carries a named class: 400 `missing_url`,
 `expired_token` (not revoked, but past its `expires_at`), `wrong_workspace`.
 While the database cannot be reached: 503 `store_unavailable` with Retry-After
 (the agent retries later; one warning line is logged per refused request).
+
+Failed authentications are rate-limited per source address (a token bucket,
+`FailedAuthLimiter`): a source out of budget gets 429 `rate_limited` with
+Retry-After before its body is read or any database lookup, and those refusals
+are not recorded against the workspace they name (a flood cannot drive
+recreates). Successful requests cost nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import socket
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,8 +80,57 @@ class RegistryStore(Protocol):
 class RegistryCounters:
     register_failures: dict[str, int] = field(default_factory=dict)
     auth_failures: dict[str, int] = field(default_factory=dict)
+    auth_rate_limited: int = 0
     registers: int = 0
     heartbeats: int = 0
+
+
+class FailedAuthLimiter:
+    """Per-source token buckets of failed authentications.
+
+    Each source starts with `burst` tokens; a failed authentication spends one,
+    and they refill at `refill_per_second` up to `burst`. A source with less
+    than one token left is over budget until it refills. The table keeps at
+    most `max_sources` sources, dropping the least recently seen (a dropped
+    source starts again with a full bucket). `clock` is monotonic seconds.
+    """
+
+    def __init__(self, *, burst: int = 20, refill_per_second: float = 1.0,
+                 max_sources: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if burst < 1 or refill_per_second <= 0 or max_sources < 1:
+            raise ValueError("burst, refill_per_second and max_sources must be positive")
+        self.burst = float(burst)
+        self.refill_per_second = refill_per_second
+        self.max_sources = max_sources
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _level(self, source: str, now: float) -> float:
+        tokens, at = self._buckets.get(source, (self.burst, now))
+        return min(self.burst, tokens + max(0.0, now - at) * self.refill_per_second)
+
+    def retry_after(self, source: str) -> int | None:
+        """Whole seconds until `source` may fail again; None while it is within budget."""
+        if source not in self._buckets:
+            return None
+        now = self.clock()
+        level = self._level(source, now)
+        if level >= 1.0:
+            return None
+        return max(1, math.ceil((1.0 - level) / self.refill_per_second))
+
+    def spend(self, source: str) -> None:
+        """Count one failed authentication from `source`."""
+        now = self.clock()
+        level = self._level(source, now)
+        self._buckets[source] = (max(0.0, level - 1.0), now)
+        self._buckets.move_to_end(source)
+        while len(self._buckets) > self.max_sources:
+            self._buckets.popitem(last=False)
 
 
 class Refusal(Exception):
@@ -100,12 +158,14 @@ async def _resolve(host: str) -> list[str]:
 
 class Registry:
     def __init__(self, store: RegistryStore, identity: Identity,
-                 notify: Callable[[str], None], *, stale_after: float = 15.0) -> None:
+                 notify: Callable[[str], None], *, stale_after: float = 15.0,
+                 limiter: FailedAuthLimiter | None = None) -> None:
         self.store = store
         self.stale_after = stale_after
         self.identity = identity
         self.notify = notify
         self.counters = RegistryCounters()
+        self.limiter = limiter or FailedAuthLimiter()
         # Last heartbeat state per workspace: only transitions wake the reconciler.
         self._beats: dict[str, tuple[int | None, str, str | None, float]] = {}
 
@@ -126,6 +186,17 @@ class Registry:
                                "the database is unavailable; retry later",
                                retry_after=STORE_RETRY_AFTER_SECONDS).response()
         return guarded
+
+    def _within_budget(self, request: web.Request) -> None:
+        """429 for a source out of failed-auth budget: before the body or the database."""
+        source = request.remote or "unknown"
+        wait = self.limiter.retry_after(source)
+        if wait is not None:
+            self.counters.auth_rate_limited += 1
+            log.debug("%s: too many failed agent authentications; 429", source)
+            raise Refusal(429, "rate_limited",
+                          "too many failed authentications from this address; retry later",
+                          retry_after=wait)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         if request.content_length is not None and request.content_length > MAX_BODY:
@@ -173,6 +244,11 @@ class Registry:
     async def _auth_failed(self, request: web.Request, workspace_id: str, cls: str,
                            generation: int | None) -> None:
         self.counters.auth_failures[cls] = self.counters.auth_failures.get(cls, 0) + 1
+        source = request.remote or "unknown"
+        self.limiter.spend(source)
+        if self.limiter.retry_after(source) is not None:  # this failure spent the last token
+            log.warning("%s: out of failed-auth budget; further requests get 429 for a while",
+                        source)
         # A refused token leads the planner to replace the workspace's container
         # (its token file is lost or corrupt). Only the workspace's own container
         # may set that off: anyone else naming it would otherwise force recreates.
@@ -191,6 +267,7 @@ class Registry:
 
     async def register(self, request: web.Request) -> web.Response:
         try:
+            self._within_budget(request)
             body = await self._body(request)
             workspace_id = body["workspace_id"]
             generation = await self._authenticate(request, workspace_id)
@@ -217,6 +294,7 @@ class Registry:
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         try:
+            self._within_budget(request)
             body = await self._body(request)
             workspace_id = body["workspace_id"]
             generation = await self._authenticate(request, workspace_id)

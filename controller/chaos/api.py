@@ -8,6 +8,7 @@ the workspace network's gateway are ever dialled.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,8 @@ from controller.client import Client
 
 Answer = tuple[int, Any]
 """(HTTP status, decoded JSON body or None); status 0 when nothing answered."""
+RATE_LIMITED_ATTEMPTS = 120
+RATE_LIMITED_WAIT_CAP = 5.0
 
 
 class ApiError(Exception):
@@ -112,13 +115,25 @@ class AdminApi:
                                query={"namespace": self.namespace}, seconds=seconds)
 
     async def heartbeat(self, registry: str, workspace_id: str, token: str) -> Answer:
-        """A healthy heartbeat presented with `token`, as the agent would send it."""
+        """A healthy heartbeat presented with `token`, as the agent would send it.
+
+        The token probe presents every replaced token from one address: the
+        registry rate-limits failed authentications per source, so a 429 is
+        waited out (its Retry-After) and the same token presented again.
+        """
         body = {"workspace_id": workspace_id, "status": "healthy", "active_tasks": 0}
-        try:
-            async with self._http().post(
-                    registry.rstrip("/") + "/registry/heartbeat", json=body,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                return resp.status, await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-            return 0, None
+        for _ in range(RATE_LIMITED_ATTEMPTS):
+            try:
+                async with self._http().post(
+                        registry.rstrip("/") + "/registry/heartbeat", json=body,
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    answer = resp.status, await resp.json(content_type=None)
+                    retry_after = resp.headers.get("Retry-After", "")
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                return 0, None
+            if answer[0] != 429:
+                return answer
+            await asyncio.sleep(min(float(retry_after) if retry_after.isdigit() else 1.0,
+                                    RATE_LIMITED_WAIT_CAP))
+        return answer

@@ -30,7 +30,8 @@ import pytest
 from controller.agent import llm, log
 from controller.agent.app import Agent
 from controller.agent.config import NO_LLM_CREDENTIAL, PRIVATE_URL, Config, ConfigError
-from controller.agent.registry_client import register_payload
+from controller.agent.registry_client import RETRY_AFTER_CAP, RegistryClient, register_payload
+from controller.agent.state import AgentState
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_DIR = REPO / "controller" / "agent"
@@ -745,3 +746,79 @@ def test_agent_package_is_stdlib_only() -> None:
             for name in names:
                 top = name.split(".")[0]
                 assert top in stdlib or top == "__future__", f"{path.name} imports {name}"
+
+
+# -- 429 / 503: retry later, honouring Retry-After -------------------------------
+
+
+class RecordingStop(threading.Event):
+    """A stop event whose waits return at once and are recorded (no real sleeping)."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+        self.stop_after = stop_after
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        if self.stop_after is not None and len(self.waits) >= self.stop_after:
+            self.set()
+        return self.is_set()
+
+
+def limited_registry(answers: list[tuple[int, str | None]]) -> tuple[ThreadingHTTPServer, str]:
+    """Answers register/heartbeat with `answers` in turn (status, Retry-After), then 200."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, retry_after = answers.pop(0) if answers else (200, None)
+            cls = {429: "rate_limited", 503: "store_unavailable"}.get(status)
+            data = json.dumps({"ok": True} if cls is None else
+                              {"error": {"class": cls, "message": "retry later"}}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if retry_after is not None:
+                self.send_header("Retry-After", retry_after)
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def test_register_honours_retry_after_on_429_and_503_bounded(token_file: Path) -> None:
+    answers: list[tuple[int, str | None]] = [
+        (429, "7"), (503, "5"), (429, "86400"), (429, "soon"), (429, None)]
+    httpd, url = limited_registry(answers)
+    try:
+        stop = RecordingStop()
+        config = make_config(url, token_file)
+        client = RegistryClient(config, AgentState(config), stop, 0)
+        assert client.load_token() == TOKEN
+        assert client.register_until_accepted()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    # Retry-After when named (never below the backoff), capped; else the backoff.
+    assert stop.waits == [7.0, 5.0, RETRY_AFTER_CAP, 4.0, 8.0]
+
+
+def test_heartbeat_waits_retry_after_then_resumes(token_file: Path) -> None:
+    httpd, url = limited_registry([(429, "12"), (503, "1")])
+    try:
+        stop = RecordingStop(stop_after=3)
+        config = make_config(url, token_file, heartbeat_seconds=2.0)
+        client = RegistryClient(config, AgentState(config), stop, 0)
+        client.load_token()
+        assert client._heartbeat_loop() is False
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert stop.waits == [12.0, 2.0, 2.0]  # 429: Retry-After; 503 "1" < the interval: 2 s

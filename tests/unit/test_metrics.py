@@ -126,3 +126,12 @@ def test_large_counters_keep_every_digit() -> None:
     assert float(values["wsctl_db_queries_total"]) == 1_234_567
     assert float(values["wsctl_workspaces"]) == 10_000_001
     assert float(values["wsctl_queue_depth"]) == 0
+
+
+def test_rate_limited_registry_requests_are_one_unlabelled_counter() -> None:
+    """No per-source label: the set of source addresses is unbounded."""
+    text = render(metrics(auth_rate_limited=17))
+    found = [(labels, value) for name, labels, value in samples(text)
+             if name == "wsctl_registry_auth_rate_limited_total"]
+    assert found == [({}, "17")]
+    assert "# TYPE wsctl_registry_auth_rate_limited_total counter" in text

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from controller import tokens
 from controller.api import registry as registry_module
-from controller.api.registry import MAX_BODY, Registry
+from controller.api.registry import MAX_BODY, FailedAuthLimiter, Registry
 from controller.errors import StoreUnavailableError
 from tests.unit.fakes import FakeStore
 from tests.unit.helpers import workspace
@@ -471,3 +471,133 @@ async def test_unreachable_database_is_503_then_recovers(
     monkeypatch.setattr(env.store, method, original)
     status, _ = await (env.beat() if method == "record_heartbeat" else env.register())
     assert status == 200
+
+
+# ------------------------------------------------------------------ 429 failed-auth rate limit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limit(env: Env, burst: int = 3, **kwargs: Any) -> Clock:
+    clock = Clock()
+    env.registry.limiter = FailedAuthLimiter(burst=burst, clock=clock, **kwargs)
+    return clock
+
+
+def store_lookups(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    original = env.store.find_token
+
+    async def find_token(token_hash: str) -> Any:
+        seen.append(token_hash)
+        return await original(token_hash)
+
+    monkeypatch.setattr(env.store, "find_token", find_token)
+    return seen
+
+
+async def test_failed_auth_burst_then_429_without_touching_the_store(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    limit(env, burst=3)
+    lookups = store_lookups(env, monkeypatch)
+    for _ in range(3):
+        status, answer = await env.beat(token=tokens.mint())
+        assert (status, error_class(answer)) == (401, "invalid_token")
+    assert len(lookups) == 3 and env.notified == [ALICE] * 3
+    marked_at = env.store.registration(ALICE).auth_failure_at
+
+    for token in (tokens.mint(), env.token, None):  # even a good token: no lookup at all
+        body = {"workspace_id": ALICE, "status": "healthy"}
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        async with env.client.post("/registry/heartbeat", json=body, headers=headers) as resp:
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "1"
+            assert error_class(await resp.json()) == "rate_limited"
+    assert len(lookups) == 3  # the 429s never reached the database
+    # ... and are not auth failures of the workspace they name: no recreate from a flood.
+    assert env.notified == [ALICE] * 3
+    assert env.store.registration(ALICE).auth_failure_at == marked_at
+    assert env.registry.counters.auth_failures == {"invalid_token": 3}
+    assert env.registry.counters.auth_rate_limited == 3
+
+
+async def test_failed_auth_budget_refills_over_time(env: Env) -> None:
+    clock = limit(env, burst=2, refill_per_second=0.5)
+    for _ in range(2):
+        assert (await env.register(token=tokens.mint()))[0] == 401
+    status, answer = await env.register(token=tokens.mint())
+    assert (status, error_class(answer)) == (429, "rate_limited")
+    clock.now += 1.0  # half a token: still out
+    async with env.client.post("/registry/heartbeat", json={"workspace_id": ALICE},
+                               headers={"Authorization": f"Bearer {env.token}"}) as resp:
+        assert (resp.status, resp.headers["Retry-After"]) == (429, "1")
+    clock.now += 1.0  # one token back: one more failure, then out again
+    assert (await env.register(token=tokens.mint()))[0] == 401
+    assert (await env.register(token=tokens.mint()))[0] == 429
+    clock.now += 2.0
+    assert (await env.register())[0] == 200  # the agent gets through once refilled
+    clock.now += 3600  # a long quiet spell refills to the burst, no more
+    for _ in range(2):
+        assert (await env.register(token=tokens.mint()))[0] == 401
+    assert (await env.register(token=tokens.mint()))[0] == 429
+
+
+async def test_successful_requests_do_not_spend_the_budget(env: Env) -> None:
+    limit(env, burst=2)
+    for _ in range(30):
+        assert (await env.beat())[0] == 200
+    assert (await env.register())[0] == 200
+    for _ in range(2):
+        assert (await env.beat(token=tokens.mint()))[0] == 401
+    assert (await env.beat())[0] == 429
+    assert env.registry.counters.heartbeats == 30
+
+
+def test_limiter_sources_are_independent() -> None:
+    clock = Clock()
+    limiter = FailedAuthLimiter(burst=2, clock=clock)
+    for _ in range(2):
+        limiter.spend("172.18.0.5")
+    assert limiter.retry_after("172.18.0.5") == 1
+    assert limiter.retry_after("172.18.0.6") is None
+    limiter.spend("172.18.0.6")
+    assert limiter.retry_after("172.18.0.6") is None
+    assert limiter.retry_after("172.18.0.5") == 1
+
+
+def test_limiter_defaults_and_retry_after() -> None:
+    clock = Clock()
+    limiter = FailedAuthLimiter(clock=clock)
+    assert (limiter.burst, limiter.refill_per_second, limiter.max_sources) == (20, 1.0, 4096)
+    for _ in range(20):
+        assert limiter.retry_after("a") is None
+        limiter.spend("a")
+    assert limiter.retry_after("a") == 1
+    slow = FailedAuthLimiter(burst=1, refill_per_second=0.1, clock=clock)
+    slow.spend("a")
+    assert slow.retry_after("a") == 10
+    clock.now += 7.5
+    assert slow.retry_after("a") == 3
+    with pytest.raises(ValueError):
+        FailedAuthLimiter(burst=0)
+
+
+def test_limiter_table_is_bounded_least_recently_used_first() -> None:
+    clock = Clock()
+    limiter = FailedAuthLimiter(burst=1, max_sources=3, clock=clock)
+    for source in ("a", "b", "c"):
+        limiter.spend(source)
+    limiter.spend("a")  # a is now the most recently seen
+    limiter.spend("d")  # evicts b
+    assert len(limiter) == 3
+    assert limiter.retry_after("b") is None  # forgotten: a fresh bucket
+    assert all(limiter.retry_after(s) == 1 for s in ("a", "c", "d"))
+    for i in range(10_000):
+        limiter.spend(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter) == 3
