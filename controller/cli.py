@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -19,6 +21,9 @@ from controller.containerspec import container_spec
 from controller.projection import ProjectionError, project
 from controller.secretsource import env_name, from_environment, secret_refs
 from controller.settings import PlatformSettings
+
+if TYPE_CHECKING:
+    from controller.adapters.postgres import Store
 
 
 class CliError(Exception):
@@ -74,10 +79,21 @@ def _load(filenames: Sequence[str]) -> list[manifests.Document]:
 # ---------------------------------------------------------------- render
 
 
-async def _stored_secrets(args: argparse.Namespace) -> dict[tuple[str, str], str]:
+@contextlib.asynccontextmanager
+async def _store(args: argparse.Namespace) -> AsyncIterator[Store]:
+    """The store of --data-dir / $DATABASE_URL; a secret key problem is a one-line error."""
     from controller.adapters.database import open_store
+    from controller.adapters.secretbox import SecretDecryptError, SecretKeyError
 
-    async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+    try:
+        async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+            yield store
+    except (SecretKeyError, SecretDecryptError) as exc:
+        raise CliError(str(exc)) from None
+
+
+async def _stored_secrets(args: argparse.Namespace) -> dict[tuple[str, str], str]:
+    async with _store(args) as store:
         return await store.get_secrets()
 
 
@@ -126,9 +142,7 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
         raise CliError("empty secret value on standard input; nothing was stored")
 
     async def run() -> None:
-        from controller.adapters.database import open_store
-
-        async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+        async with _store(args) as store:
             await store.set_secret(args.name, args.key, value)
 
     asyncio.run(run())
@@ -138,9 +152,7 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
 
 def cmd_secret_list(args: argparse.Namespace) -> int:
     async def run() -> list[tuple[str, str, object]]:
-        from controller.adapters.database import open_store
-
-        async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+        async with _store(args) as store:
             return [(n, k, t) for n, k, t in await store.list_secret_keys()]
 
     rows = asyncio.run(run())
@@ -152,9 +164,7 @@ def cmd_secret_list(args: argparse.Namespace) -> int:
 
 def cmd_secret_delete(args: argparse.Namespace) -> int:
     async def run() -> bool:
-        from controller.adapters.database import open_store
-
-        async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+        async with _store(args) as store:
             return await store.delete_secret(args.name, args.key)
 
     if not asyncio.run(run()):
@@ -209,6 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from controller.adapters.docker_engine import EngineUnavailable
+    from controller.adapters.secretbox import SecretKeyError
     from controller.runtime import Controller, RunOptions
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -236,6 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             run_kubernetes(options, operator_options(vars(args)), _progress)
         except EngineUnavailable as exc:
             raise CliError(str(exc)) from None
+        except SecretKeyError as exc:
+            raise CliError(f"cannot start: {exc}") from None
         return 0
 
     async def main_loop() -> None:
@@ -249,6 +262,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(main_loop())
     except EngineUnavailable as exc:
         raise CliError(str(exc)) from None
+    except SecretKeyError as exc:
+        raise CliError(f"cannot start: {exc}") from None
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from None
     return 0
@@ -291,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     secret = sub.add_parser("secret", help="manage secrets (values are never printed)")
     secret_sub = secret.add_subparsers(dest="secret_command", required=True, metavar="COMMAND")
-    p = add("set", cmd_secret_set, "store a secret value read from standard input", secret_sub)
+    p = add("set", cmd_secret_set, "store a secret value read from standard input, encrypted "
+            "with $WSCTL_SECRET_KEY or <data-dir>/secret.key", secret_sub)
     p.add_argument("name")
     p.add_argument("key")
     add("list", cmd_secret_list, "list secret names and keys (never values)", secret_sub)

@@ -121,7 +121,7 @@ class KubernetesController:
         engine, gateway, settings = await prepare_engine(opts, self.progress)
         self.engine = engine
         async with open_store(opts.data_dir, opts.database_url, self.progress,
-                              keep_running=False) as store:
+                              keep_running=False, environ=opts.environ) as store:
             self.store = store
             await self._serve_with(store, engine, settings, gateway, stop, ready)
 

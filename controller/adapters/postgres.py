@@ -15,8 +15,9 @@ Conventions:
 * timestamps come back timezone-aware (UTC);
 * list methods return newest first.
 
-Secrets are stored in plaintext for now (the `secrets` table); encryption at
-rest comes in a later issue. Tokens are stored only as sha256 hex digests.
+Secret values are stored encrypted (AES-256-GCM, `secretbox.py`) with the key of
+the store's `KeySource`; the key never reaches the database. Tokens are stored
+only as sha256 hex digests.
 Purging a workspace deletes its row, tokens and registration; activity,
 diagnostics and events are history and are kept.
 """
@@ -40,6 +41,13 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 import asyncpg
 from pydantic import ValidationError
 
+from controller.adapters.secretbox import (
+    KeySource,
+    SecretBox,
+    SecretDecryptError,
+    SecretKeyError,
+    missing_key_error,
+)
 from controller.errors import StoreError, StoreUnavailableError
 from controller.model import (
     ObjectMeta,
@@ -652,10 +660,11 @@ class WorkspaceListener:
 class Store:
     """Async access to the wsctl database over an asyncpg pool."""
 
-    def __init__(self, pool: _Pool, dsn: str) -> None:
+    def __init__(self, pool: _Pool, dsn: str, secret_key: KeySource | None = None) -> None:
         self._pool = pool
         self._dsn = dsn
         self._listeners: list[WorkspaceListener] = []
+        self._secret_key = secret_key
 
     @classmethod
     @_translated
@@ -666,8 +675,17 @@ class Store:
         min_size: int = 1,
         max_size: int = 10,
         command_timeout: float | None = 60.0,
+        secret_key: KeySource | None = None,
     ) -> Store:
-        """Open a pool on `dsn` and apply pending migrations."""
+        """Open a pool on `dsn`, apply pending migrations, encrypt legacy secrets.
+
+        `secret_key` encrypts and decrypts secret values (`open_store` passes the
+        data dir's); without one the secret methods that need a key fail, naming
+        the problem. A malformed $WSCTL_SECRET_KEY or an unsafe key file fails
+        here, at start, not at the first secret read.
+        """
+        if secret_key is not None:
+            secret_key.check()
         pool: _Pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
@@ -679,10 +697,12 @@ class Store:
         try:
             async with pool.acquire() as conn:
                 await apply_migrations(conn)
+            store = cls(pool, dsn, secret_key)
+            await store.encrypt_plaintext_secrets()
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, dsn)
+        return store
 
     async def close(self) -> None:
         for listener in self._listeners:
@@ -805,23 +825,79 @@ class Store:
 
     # -------------------------------------------------------------- secrets
 
+    def _secret_box(self) -> SecretBox:
+        """The box of this store's key, creating the key file if there is none yet."""
+        if self._secret_key is None:
+            raise SecretKeyError("this store was opened without a secret key source; "
+                                 "secrets cannot be encrypted or decrypted")
+        return self._secret_key.require()
+
+    def _open_secret(self, row: asyncpg.Record) -> str:
+        name, key = row["name"], row["key"]
+        if row["value_enc"] is None:  # written before 0003 and not yet encrypted
+            return str(row["value"])
+        box = None if self._secret_key is None else self._secret_key.load(create=False)
+        if box is None:
+            if self._secret_key is None:
+                raise SecretDecryptError(
+                    f"secret {name}/{key} cannot be decrypted: this store was opened "
+                    "without a secret key source")
+            raise SecretDecryptError(
+                missing_key_error(name, key, row["key_id"], self._secret_key))
+        return box.open(name, key, bytes(row["value_enc"]), row["key_id"])
+
     @_translated
     async def set_secret(self, name: str, key: str, value: str) -> None:
+        """Store `value` encrypted; the plaintext never reaches the database."""
         _check_secret_ref(name, key)
         if "\x00" in value:
             raise ValueError(f"secret {name}/{key}: a value cannot contain NUL characters")
+        box = self._secret_box()
         await self._pool.execute(
             """
-            INSERT INTO secrets (name, key, value) VALUES ($1, $2, $3)
-            ON CONFLICT (name, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+            INSERT INTO secrets (name, key, value, value_enc, key_id) VALUES ($1, $2, NULL, $3, $4)
+            ON CONFLICT (name, key) DO UPDATE
+                SET value = NULL, value_enc = EXCLUDED.value_enc, key_id = EXCLUDED.key_id,
+                    updated_at = now()
             """,
-            name, key, value,
+            name, key, box.seal(name, key, value), box.key_id,
         )
 
     @_translated
     async def get_secrets(self) -> dict[tuple[str, str], str]:
-        rows = await self._pool.fetch("SELECT name, key, value FROM secrets")
-        return {(r["name"], r["key"]): r["value"] for r in rows}
+        """Every secret, decrypted. `SecretDecryptError` (naming the secret, the key
+        ids and where the current key comes from) if one cannot be decrypted."""
+        rows = await self._pool.fetch("SELECT name, key, value, value_enc, key_id FROM secrets")
+        return {(r["name"], r["key"]): self._open_secret(r) for r in rows}
+
+    @_translated
+    async def encrypt_plaintext_secrets(self) -> int:
+        """Encrypt rows stored in plaintext before migration 0003; return how many.
+
+        One transaction; rows are locked, so concurrent starters encrypt each row
+        once. Needs the key only when such rows exist (the key file is created
+        then). Without a key source the rows are left as they are.
+        """
+        if await self._pool.fetchval(
+                "SELECT NOT EXISTS (SELECT 1 FROM secrets WHERE value IS NOT NULL)"):
+            return 0
+        if self._secret_key is None:
+            log.warning("secrets stored in plaintext are left so: no secret key source")
+            return 0
+        box = self._secret_box()
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT name, key, value FROM secrets WHERE value IS NOT NULL FOR UPDATE")
+            await conn.executemany(
+                "UPDATE secrets SET value = NULL, value_enc = $3, key_id = $4 "
+                "WHERE name = $1 AND key = $2",
+                [(r["name"], r["key"], box.seal(r["name"], r["key"], r["value"]), box.key_id)
+                 for r in rows],
+            )
+        if rows:
+            log.info("encrypted %d secret(s) stored in plaintext (key %s, %s)",
+                     len(rows), box.key_id, box.source)
+        return len(rows)
 
     @_translated
     async def list_secret_keys(self) -> list[tuple[str, str, datetime]]:

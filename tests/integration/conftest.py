@@ -8,7 +8,8 @@ Fixtures:
 * `pg_server`  (session): the server; `admin_dsn`, `dsn_for(db)`.
 * `data_dir`   (test): an empty folder for a wsctl data dir (see `new_data_dir`).
 * `fresh_dsn`  (test): DSN of a new, empty database, dropped after the test.
-* `store`      (test): a migrated `Store` on `fresh_dsn`, closed after the test.
+* `store`      (test): a migrated `Store` on `fresh_dsn`, closed after the test; its
+  secret key is a key file in a temp folder (`secret_key_file`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 
 from controller.adapters.embedded import EmbeddedPostgres
 from controller.adapters.postgres import Store
+from controller.adapters.secretbox import KeySource
 
 
 def new_data_dir() -> Path:
@@ -107,8 +109,15 @@ async def fresh_dsn(pg_server: PgServer) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def store(fresh_dsn: str) -> AsyncIterator[Store]:
-    opened = await Store.connect(fresh_dsn)
+def secret_key_file(tmp_path: Path) -> Path:
+    """Where the `store` fixture's secret key file is created on first use."""
+    return tmp_path / "secret.key"
+
+
+@pytest.fixture
+async def store(fresh_dsn: str, secret_key_file: Path) -> AsyncIterator[Store]:
+    # An explicit empty environment: a WSCTL_SECRET_KEY of the caller is not used.
+    opened = await Store.connect(fresh_dsn, secret_key=KeySource(secret_key_file, {}))
     try:
         yield opened
     finally:

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller import tokens
+from controller.adapters.database import open_store
 from controller.adapters.embedded import (
     POSTGRES_BIN_PATH,
     Database,
@@ -133,9 +134,13 @@ async def test_child_that_started_the_server_stops_it_when_alone(data_dir: Path)
     try:
         conn = await asyncpg.connect(dsn)
         try:
-            assert await conn.fetchval("SELECT value FROM secrets") == "value"
+            row = await conn.fetchrow("SELECT value, value_enc, key_id FROM secrets")
+            assert row is not None
+            assert row["value"] is None and row["key_id"]  # encrypted at rest
         finally:
             await conn.close()
+        async with open_store(data_dir, None) as store:  # the child's key (file or env)
+            assert await store.get_secrets() == {("child", "key"): "value"}
     finally:
         await holder.stop()
 
