@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from controller import redact, tokens
 from controller.model import WorkspaceKey
@@ -22,6 +24,7 @@ from controller.plan import (
     Op,
     Plan,
     PurgeWorkspace,
+    RefreshToken,
     RemoveContainer,
     RemoveVolume,
     RevokeTokens,
@@ -59,6 +62,10 @@ class Executor:
     stall_after: str | None = None
     """Fault injection for crash tests: after an op of this type, hang forever
     (set from $WSCTL_DEBUG_STALL_AFTER_OP; the test then SIGKILLs the controller)."""
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def _expiry(self, lifetime: int | None) -> datetime | None:
+        return None if lifetime is None else self.clock() + timedelta(seconds=lifetime)
 
     async def run(self, key: WorkspaceKey, plan: Plan) -> None:
         scratch = _Scratch()
@@ -92,10 +99,21 @@ class Executor:
                 redact.remember(token)
                 await self.engine.put_token(scratch.container_ids.get(name, name), token)
                 scratch.minted[generation] = token
-            case ActivateToken(container_name=name, generation=generation):
+            case ActivateToken(container_name=name, generation=generation,
+                               expiration_seconds=lifetime):
                 token = scratch.minted.pop(generation)
                 await self.store.insert_token(workspace_id, generation, tokens.digest(token),
-                                              scratch.container_ids.get(name))
+                                              scratch.container_ids.get(name),
+                                              expires_at=self._expiry(lifetime))
+            case RefreshToken(container_id=cid, generation=generation,
+                              expiration_seconds=lifetime):
+                token = tokens.mint()
+                redact.remember(token)
+                await self.store.rotate_token(workspace_id, generation, tokens.digest(token),
+                                              expires_at=self._expiry(lifetime))
+                await self.engine.put_token(cid, token)
+                log.info("%s: token refreshed (generation %d, fingerprint %s)", key,
+                         generation, tokens.fingerprint(tokens.digest(token)))
             case StopContainer(container_id=cid, timeout=timeout):
                 await self.engine.stop(cid, timeout)
             case RemoveContainer(container_id=cid):

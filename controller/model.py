@@ -49,6 +49,8 @@ _MEMORY_UNITS = {
     "Gi": 2**30,
     "Ti": 2**40,
 }
+MIN_TOKEN_EXPIRATION_SECONDS = 10  # the agent re-reads its token on every heartbeat (2 s)
+MAX_TOKEN_EXPIRATION_SECONDS = 7 * 86400
 MIN_MEMORY_BYTES = 32 * 2**20  # below this the Python agent cannot start
 MAX_CPUS = 64.0
 
@@ -196,6 +198,12 @@ class WorkspaceSpec(_Model):
     env: list[EnvVar] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     startup_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 180
+    token_expiration_seconds: Annotated[
+        int | None, Field(ge=MIN_TOKEN_EXPIRATION_SECONDS, le=MAX_TOKEN_EXPIRATION_SECONDS)
+    ] = None
+    """Agent token lifetime. Unset: the token lives as long as its container.
+    Set: the controller refreshes it at half its lifetime, in place, without a
+    recreate (like a projected service-account token)."""
     paused: bool = False
     restarted_at: datetime | None = None
 

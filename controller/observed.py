@@ -48,7 +48,7 @@ class AuthFailure:
     """A rejected agent request (401) that named this workspace."""
 
     at: datetime
-    cls: str  # invalid_token | stale_token | wrong_workspace | missing_token
+    cls: str  # invalid_token | stale_token | expired_token | wrong_workspace | missing_token
     generation: int | None = None
     """Generation of the presented token when it was a known (revoked) one."""
 
@@ -70,6 +70,8 @@ class ObservedTokens:
     live_generation: int | None = None
     live_expires_at: datetime | None = None
     max_generation: int = 0
+    live_issued_at: datetime | None = None
+    """When the current token (the latest refresh of the live generation) was issued."""
 
 
 @dataclass(frozen=True)

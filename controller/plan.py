@@ -90,6 +90,19 @@ class ActivateToken:
 
     container_name: str
     generation: int
+    expiration_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    """Mint a token for the running container's generation, record it as current
+    (the previous one stays valid until its expiry), then write it into the
+    container's config volume, where the agent picks it up. Database first: a
+    token file the registry does not know would be refused as invalid."""
+
+    container_id: str
+    generation: int
+    expiration_seconds: int | None
 
 
 @dataclass(frozen=True)
@@ -114,8 +127,8 @@ class PurgeWorkspace:
 
 
 Op = (CaptureDiagnostics | CreateContainer | WriteToken | StopContainer | RemoveContainer
-      | StartContainer | ActivateToken | RevokeTokens | RemoveVolume | DeliverRestartContext
-      | PurgeWorkspace)
+      | StartContainer | ActivateToken | RefreshToken | RevokeTokens | RemoveVolume
+      | DeliverRestartContext | PurgeWorkspace)
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,7 @@ class Event:
 
 @dataclass(frozen=True)
 class Plan:
-    action: str  # none | create | recreate | resume | stop | delete | cleanup | deliver
+    action: str  # none | create | recreate | resume | stop | delete | cleanup | deliver | refresh
     reason: str
     ops: tuple[Op, ...] = ()
     status: WorkspaceStatus | None = None
@@ -326,7 +339,7 @@ def _plan_recreate(ws: Workspace, projection: Projection, observed: Observed,
     ops: list[Op] = [CaptureDiagnostics(c.id, reason.value)
                      for c in containers if c.ever_started]
     ops += [CreateContainer(spec), WriteToken(spec.name, generation),
-            ActivateToken(spec.name, generation)]
+            ActivateToken(spec.name, generation, ws.spec.token_expiration_seconds)]
     ops += _stop_and_remove(containers, settings)
     ops.append(StartContainer(spec.name))
     first = reason == RecreateReason.CREATED
@@ -384,7 +397,46 @@ def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedConta
         ops.append(DeliverRestartContext(c.token_generation, _restart_context(previous, c)))
         action, reason = "deliver", "restart context after re-registration"
         status = status.model_copy(update={"restart_context_generation": c.token_generation})
+    refresh, refresh_in = _token_refresh(ws, c, observed, now)
+    if refresh is not None:
+        ops.append(RefreshToken(c.id, c.token_generation, ws.spec.token_expiration_seconds))
+        if action == "none":
+            action, reason = "refresh", refresh
+    if refresh_in is not None:
+        requeue = refresh_in if requeue is None else min(requeue, refresh_in)
     return Plan(action, reason, tuple(ops), status, requeue_after=requeue)
+
+
+def _token_refresh(ws: Workspace, c: ObservedContainer, observed: Observed, now: datetime
+                   ) -> tuple[str | None, float | None]:
+    """(why the running container's token must be refreshed now, or None;
+    seconds until it must be, or None).
+
+    With spec.tokenExpirationSeconds the token is refreshed at half its
+    lifetime, in place; the container is not recreated.
+    """
+    if c.state != "running":
+        return None, None
+    lifetime = ws.spec.token_expiration_seconds
+    expires = observed.tokens.live_expires_at
+    if lifetime is None:
+        return ("token expiration removed" if expires is not None else None), None
+    if expires is None:
+        return "token expiration set", None
+    remaining = (expires - now).total_seconds()
+    if remaining > lifetime + 1:
+        return "token expiration shortened", None
+    if remaining <= lifetime / 2:
+        return f"token expires in {max(remaining, 0):.0f}s", None
+    failure = observed.agent.last_auth_failure
+    issued = observed.tokens.live_issued_at
+    if (failure is not None and failure.cls == "expired_token"
+            and failure.generation == c.token_generation
+            and issued is not None and failure.at > issued):
+        # The agent still holds an expired token although a newer one was
+        # issued: the new token never reached its file. Issue another.
+        return "agent presented an expired token", None
+    return None, remaining - lifetime / 2 + 0.05
 
 
 def _restart_context(previous: WorkspaceStatus, c: ObservedContainer) -> str:

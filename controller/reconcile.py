@@ -25,7 +25,7 @@ from controller.observed import (
     ObservedTokens,
     RegisterFailureMarker,
 )
-from controller.plan import Plan, plan
+from controller.plan import Plan, RefreshToken, plan
 from controller.ports import Engine, ObservationStore
 from controller.projection import Projection, ProjectionError, project
 from controller.secretsource import from_environment, secret_refs
@@ -58,6 +58,7 @@ class Metrics:
     reconcile_seconds: list[float] = field(default_factory=list)
     recreates: dict[str, int] = field(default_factory=dict)
     errors: int = 0
+    token_refreshes: int = 0
 
     def observe_duration(self, seconds: float) -> None:
         self.reconcile_seconds.append(seconds)
@@ -111,6 +112,7 @@ class Reconciler:
                 live_generation=seen.live_generation,
                 live_expires_at=seen.live_expires_at,
                 max_generation=seen.max_generation,
+                live_issued_at=seen.live_issued_at,
             ),
             recent_crashes=seen.crashes,
             last_crash_at=seen.last_crash,
@@ -145,6 +147,8 @@ class Reconciler:
                 self._log(ws, decided)
                 if decided.ops or decided.events:
                     await self.executor.run(ws.key, decided)
+                    self.metrics.token_refreshes += sum(
+                        isinstance(op, RefreshToken) for op in decided.ops)
                 if decided.recreate_reason is not None:
                     reason = decided.recreate_reason.value
                     self.metrics.recreates[reason] = self.metrics.recreates.get(reason, 0) + 1

@@ -196,7 +196,8 @@ class Controller:
                 queue_depth=driver.queue.depth,
                 workspaces=len(workspaces), reconcile_errors=m.errors,
                 docker_calls=engine.calls_by_name, db_queries=QUERY_COUNT[0],
-                resyncs=driver.stats.resyncs, heartbeats=registry.counters.heartbeats))
+                resyncs=driver.stats.resyncs, heartbeats=registry.counters.heartbeats,
+                token_refreshes=m.token_refreshes))
 
         admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics)
         admin_app = web.Application(middlewares=[json_errors, admin_auth(admin_token)],

@@ -50,6 +50,11 @@ class KubernetesExecutorStore:
         return await self.store.insert_token(workspace_id, generation, token_hash, container_id,
                                              expires_at=expires_at, revoke_others=revoke_others)
 
+    async def rotate_token(self, workspace_id: str, generation: int, token_hash: str, *,
+                           expires_at: datetime | None) -> TokenRecord:
+        return await self.store.rotate_token(workspace_id, generation, token_hash,
+                                             expires_at=expires_at)
+
     async def revoke_tokens(self, workspace_id: str,
                             except_generation: int | None = None) -> int:
         return await self.store.revoke_tokens(workspace_id, except_generation)

@@ -145,6 +145,10 @@ class TokenRecord:
     created_at: datetime
     revoked_at: datetime | None
     expires_at: datetime | None
+    rotation: int = 0
+    """Refreshes of this generation's token before this one (0: the first)."""
+    superseded_at: datetime | None = None
+    """When a refresh replaced it; it stays valid until `expires_at`."""
 
     @property
     def live(self) -> bool:
@@ -184,6 +188,7 @@ class RegistryObservation:
     max_generation: int
     crashes: int
     last_crash: datetime | None
+    live_issued_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -433,6 +438,8 @@ def _token(row: asyncpg.Record) -> TokenRecord:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         expires_at=row["expires_at"],
+        rotation=row["rotation"],
+        superseded_at=row["superseded_at"],
     )
 
 
@@ -665,6 +672,11 @@ class Store:
         self._dsn = dsn
         self._listeners: list[WorkspaceListener] = []
         self._secret_key = secret_key
+
+    @property
+    def dsn(self) -> str:
+        """The connection string (for tools that read the database directly)."""
+        return self._dsn
 
     @classmethod
     @_translated
@@ -960,6 +972,46 @@ class Store:
         return _token(row)
 
     @_translated
+    async def rotate_token(self, workspace_id: str, generation: int, token_hash: str, *,
+                           expires_at: datetime | None) -> TokenRecord:
+        """Refresh the current token of `generation` without a new generation.
+
+        The new row becomes current; the one it replaces is marked superseded but
+        stays valid until its own expiry, so an agent that has not re-read its
+        token file yet keeps working. `ConflictError` when `generation` is not
+        the workspace's current generation (a recreate got there first).
+        """
+        _check_token_hash(token_hash)
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchrow(
+                "UPDATE tokens SET superseded_at = now() WHERE workspace_id = $1 "
+                "AND generation = $2 AND revoked_at IS NULL AND superseded_at IS NULL "
+                "RETURNING rotation, container_id",
+                workspace_id, generation,
+            )
+            if current is None:
+                raise ConflictError(
+                    f"token for {workspace_id} generation {generation}: not the current "
+                    "generation, nothing to refresh")
+            try:
+                row = await conn.fetchrow(
+                    """
+                    INSERT INTO tokens (workspace_id, generation, rotation, token_hash,
+                                        container_id, expires_at)
+                    VALUES ($1, $2, $3, $4, $5, $6) RETURNING *
+                    """,
+                    workspace_id, generation, current["rotation"] + 1, token_hash,
+                    current["container_id"], expires_at,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise ConflictError(
+                    f"token for {workspace_id} generation {generation}: "
+                    f"{exc.constraint_name or 'unique'} violated"
+                ) from None
+        assert row is not None
+        return _token(row)
+
+    @_translated
     async def set_token_container(
         self, workspace_id: str, generation: int, container_id: str
     ) -> bool:
@@ -983,7 +1035,8 @@ class Store:
     @_translated
     async def live_token(self, workspace_id: str) -> TokenRecord | None:
         row = await self._pool.fetchrow(
-            "SELECT * FROM tokens WHERE workspace_id = $1 AND revoked_at IS NULL", workspace_id
+            "SELECT * FROM tokens WHERE workspace_id = $1 AND revoked_at IS NULL "
+            "AND superseded_at IS NULL", workspace_id
         )
         return None if row is None else _token(row)
 
@@ -1296,12 +1349,14 @@ class Store:
         row = await self._pool.fetchrow(
             """
             SELECT r.*, t.generation AS live_generation, t.expires_at AS live_expires_at,
+                   t.created_at AS live_issued_at,
                    (SELECT coalesce(max(generation), 0) FROM tokens
                      WHERE workspace_id = w.wid) AS max_generation,
                    c.n AS crashes, c.last AS last_crash
               FROM (SELECT $1::text AS wid) w
               LEFT JOIN registrations r ON r.workspace_id = w.wid
               LEFT JOIN tokens t ON t.workspace_id = w.wid AND t.revoked_at IS NULL
+                                    AND t.superseded_at IS NULL
              CROSS JOIN LATERAL (
                    SELECT count(*) AS n, max(first_at) AS last FROM (
                           SELECT min(d.captured_at) AS first_at FROM diagnostics d
@@ -1320,6 +1375,7 @@ class Store:
             registration=None if row["workspace_id"] is None else _registration(row),
             live_generation=row["live_generation"],
             live_expires_at=row["live_expires_at"],
+            live_issued_at=row["live_issued_at"],
             max_generation=int(row["max_generation"]),
             crashes=int(row["crashes"]),
             last_crash=row["last_crash"],

@@ -1,13 +1,16 @@
 """Registration and heartbeats against the wsctl registry.
 
 Authenticates with ``Authorization: Bearer <token>``, the token read from the
-token file the controller writes before the container starts. The token value
-is never logged.
+token file the controller writes before the container starts. With
+``spec.tokenExpirationSeconds`` the controller refreshes that file in place;
+the file is re-read before every heartbeat and register, so a refreshed token
+is used from the next request on. The token value is never logged.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -29,6 +32,9 @@ HTTP_TIMEOUT = 5.0
 # A 429 (too many failed authentications from this address) or 503 (the
 # controller's database is restarting) names a Retry-After; it is honoured up to this.
 RETRY_AFTER_CAP = 30.0
+# What the controller mints (secrets.token_urlsafe(32)). A re-read that does not
+# look like one (a write caught half way) is ignored and the held token kept.
+TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 # The registry is always reached directly, never through an HTTP proxy.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -136,6 +142,13 @@ class RegistryClient:
             waited += TOKEN_POLL_SECONDS
         return None
 
+    def refresh_token(self) -> None:
+        """Adopt a token the controller refreshed in place (a 43-byte read)."""
+        token = self._read_token_once()
+        if token is not None and token != self._token and TOKEN_SHAPE.match(token):
+            log.info("token_reloaded", reason="refreshed")
+            self._token = token
+
     # -- HTTP ----------------------------------------------------------------
     def post(self, path: str, body: dict[str, Any], token: str | None = None) -> Response:
         """POST with the current token (or `token`, "" for none)."""
@@ -170,6 +183,7 @@ class RegistryClient:
         attempt = 0
         while not self.stop.is_set():
             attempt += 1
+            self.refresh_token()
             body = register_payload(self.config, self.config.claimed_url(self.port))
             resp = self.post("/registry/register", body)
             if resp.ok:
@@ -240,6 +254,7 @@ class RegistryClient:
         """Heartbeat until stopping (False) or the registry forgot us (True: re-register)."""
         last: tuple[int, str] | None = None
         while not self.stop.is_set():
+            self.refresh_token()
             body = self.heartbeat_body()
             resp = self.post("/registry/heartbeat", body)
             outcome = (resp.status, str(body["status"]))

@@ -23,6 +23,7 @@ class MetricsInput:
     heartbeats: int = 0
     resyncs: int = 0
     auth_rate_limited: int = 0
+    token_refreshes: int = 0
 
 
 def _escape(value: str) -> str:
@@ -66,6 +67,9 @@ def render(m: MetricsInput) -> str:
     lines += _plain("wsctl_registry_auth_rate_limited_total",
                     "Agent registry requests refused 429: their source failed auth too often.",
                     "counter", m.auth_rate_limited)
+    lines += _plain("wsctl_token_refreshes_total",
+                    "Agent tokens refreshed in place (spec.tokenExpirationSeconds).", "counter",
+                    m.token_refreshes)
     lines += _plain("wsctl_queue_depth", "Workspaces waiting in the work queue.", "gauge",
                     m.queue_depth)
     lines += _plain("wsctl_workspaces", "Declared workspaces.", "gauge", m.workspaces)

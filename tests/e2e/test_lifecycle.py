@@ -216,6 +216,65 @@ def test_restart_keeps_env_rotates_token_never_degraded_then_send(
     assert context["source_id"] is None and context["source_kind"] == "system"
 
 
+def test_token_with_expiration_is_refreshed_in_place_without_a_recreate(
+        controller: ControllerProcess, fake_llm: FakeLLMThread,
+        docker_client: docker.DockerClient, cleanup: list[str]) -> None:
+    """spec.tokenExpirationSeconds: like a projected service-account token, the
+    controller refreshes the token at half its lifetime inside the running
+    container; the agent picks it up; nothing is recreated or degraded."""
+    cleanup.append("ttl")
+    manifest = workspace("ttl", fake_llm.port)
+    manifest["spec"]["tokenExpirationSeconds"] = 10
+    controller.apply(manifest)
+    first = online(controller, "ttl")
+    cid = first["status"]["containerID"]
+    tokens = [read_token(docker_client, cid)]
+    TOKENS_SEEN.append(tokens[0])
+    phases: list[str] = []
+
+    def refreshed() -> str | None:
+        phases.append(phase(controller.get("ttl")))
+        token = read_token(docker_client, cid)
+        return token if token != tokens[-1] else None
+
+    for _ in range(2):  # refreshed every ~5 s
+        tokens.append(wait_for(refreshed, 30, "token file refreshed", interval=0.2))
+        TOKENS_SEEN.append(tokens[-1])
+    assert len(set(tokens)) == 3
+    assert set(phases) == {"Online"}, phases
+    now = controller.get("ttl")
+    assert now["status"]["containerID"] == cid and now["status"]["restartCount"] == 0
+    assert [e for e in controller.describe("ttl")["events"] if e["type"] == "Warning"] == []
+
+    def reloaded_twice() -> str | None:  # the agent reads its file before each heartbeat
+        text: str = docker_client.containers.get(cid).logs().decode()
+        return text if text.count("event=token_reloaded reason=refreshed") >= 2 else None
+
+    agent_log = wait_for(reloaded_twice, 10, "agent picked up both refreshed tokens")
+    assert "unauthorized" not in agent_log  # picked up before the old token expired
+
+    # The agent uses the refreshed token: a heartbeat with it is accepted, and the
+    # first token, past its 10 s lifetime, is refused as expired (not as revoked).
+    status, _ = post_json(f"{controller.registry}/registry/heartbeat",
+                          {"workspace_id": "default.ttl", "status": "healthy"}, tokens[-1])
+    assert status == 200
+
+    def first_expired() -> dict[str, Any] | None:
+        code, body = post_json(f"{controller.registry}/registry/heartbeat",
+                               {"workspace_id": "default.ttl", "status": "healthy"}, tokens[0])
+        return body if code == 401 else None
+
+    body = wait_for(first_expired, 15, "first token expired", interval=0.5)
+    assert body["error"]["class"] == "expired_token"
+    metrics = controller.client().request("GET", "/metrics", raw=True)
+    refreshes = re.search(r"^wsctl_token_refreshes_total (\d+)", metrics, re.M)
+    assert refreshes is not None and int(refreshes.group(1)) >= 2
+    code, out, err = controller.cli("send", "ttl", "still there?")
+    assert code == 0, err
+    assert out.strip() == "fake-llm heard: still there?"
+    assert controller.get("ttl")["status"]["containerID"] == cid
+
+
 # 4 ------------------------------------------------------------------ register failure
 
 

@@ -63,7 +63,8 @@ def token_view(record: Any) -> Any:
     if record is None:
         return None
     return (record.workspace_id, record.generation, record.token_hash, record.container_id,
-            record.revoked_at is not None, record.expires_at)
+            record.revoked_at is not None, record.expires_at, record.rotation,
+            record.superseded_at is not None)
 
 
 async def token_story(store: Store | FakeStore) -> list[Any]:
@@ -84,9 +85,19 @@ async def token_story(store: Store | FakeStore) -> list[Any]:
         with pytest.raises((ValueError, ConflictError)) as caught:
             await insert()
         out.append(caught.type)
-    out.append(await store.revoke_tokens(WS))
+    # A refresh: a new current row of the same generation; the old one superseded,
+    # not revoked (valid until it expires).
+    out.append(token_view(await store.rotate_token(WS, 2, sha("two-r1"), expires_at=at(90))))
+    out.append(token_view(await store.find_token(sha("two"))))
+    out.append(token_view(await store.live_token(WS)))
+    with pytest.raises(ConflictError) as stale:
+        await store.rotate_token(WS, 1, sha("one-r1"), expires_at=None)  # not current
+    out.append(stale.type)
+    out.append(await store.revoke_tokens(WS))  # both rows of generation 2
     out.append(await store.revoke_tokens(WS))
     out.append(token_view(await store.live_token(WS)))
+    with pytest.raises(ConflictError):
+        await store.rotate_token(WS, 2, sha("two-r2"), expires_at=None)  # all revoked
     return out
 
 

@@ -275,7 +275,7 @@ async def test_one_live_token_per_workspace(store: Store, fresh_dsn: str) -> Non
     assert await store.find_token(sha("never")) is None
 
     # The database itself refuses a second live token.
-    with pytest.raises(ConflictError, match="tokens_one_live_per_workspace"):
+    with pytest.raises(ConflictError, match="tokens_one_current_per_workspace"):
         await store.insert_token(ws, 3, sha("three"), None, revoke_others=False)
     conn = await asyncpg.connect(fresh_dsn)
     try:
@@ -283,7 +283,7 @@ async def test_one_live_token_per_workspace(store: Store, fresh_dsn: str) -> Non
             await conn.execute(
                 "INSERT INTO tokens (workspace_id, generation, token_hash) VALUES ($1, 9, $2)",
                 ws, sha("nine"))
-        assert caught.value.constraint_name == "tokens_one_live_per_workspace"
+        assert caught.value.constraint_name == "tokens_one_current_per_workspace"
     finally:
         await conn.close()
 
@@ -304,6 +304,33 @@ async def test_one_live_token_per_workspace(store: Store, fresh_dsn: str) -> Non
 
     # Other workspaces are independent.
     assert (await store.insert_token("default.bob", 1, sha("bob"), None)).live
+
+
+async def test_token_refresh_keeps_the_generation_and_the_old_token_until_expiry(
+        store: Store) -> None:
+    ws = "default.alice"
+    await store.apply_workspace(make_workspace())
+    first = await store.insert_token(ws, 3, sha("r0"), "c3", expires_at=T0 + timedelta(minutes=1))
+    seen = await store.observe_registry(ws, T0)
+    assert (seen.live_generation, seen.live_issued_at) == (3, first.created_at)
+    second = await store.rotate_token(ws, 3, sha("r1"), expires_at=T0 + timedelta(minutes=2))
+    assert (second.generation, second.rotation, second.container_id) == (3, 1, "c3")
+    old = await store.find_token(sha("r0"))
+    assert old is not None and old.superseded_at is not None and old.revoked_at is None
+    assert old.usable(T0)  # an agent that has not re-read its file keeps working
+    seen = await store.observe_registry(ws, T0)
+    assert (seen.live_generation, seen.live_expires_at, seen.max_generation) == (
+        3, T0 + timedelta(minutes=2), 3)
+    assert seen.live_issued_at == second.created_at
+    third = await store.rotate_token(ws, 3, sha("r2"), expires_at=None)
+    assert third.rotation == 2 and (await store.live_token(ws)) == third
+    # A recreate (new generation) revokes every rotation of the old one.
+    await store.insert_token(ws, 4, sha("g4"), None)
+    for h in ("r0", "r1", "r2"):
+        row = await store.find_token(sha(h))
+        assert row is not None and row.revoked_at is not None
+    with pytest.raises(ConflictError, match="not the current generation"):
+        await store.rotate_token(ws, 3, sha("r3"), expires_at=None)
 
 
 async def test_token_expiry_is_reported(store: Store) -> None:

@@ -156,6 +156,24 @@ class FakeStore:
         self.token_inserted.set()
         return record
 
+    async def rotate_token(self, workspace_id: str, generation: int, token_hash: str, *,
+                           expires_at: datetime | None) -> TokenRecord:
+        """As the real store: the current row of `generation` is superseded (still
+        valid until its expiry) and a row with the next rotation becomes current."""
+        self.calls.append(("store.rotate_token", workspace_id, generation))
+        if not _SHA256_HEX.match(token_hash):
+            raise ValueError("token_hash must be the sha256 hex digest of the token")
+        now = self.clock()
+        for i, t in enumerate(self.tokens):
+            if (t.workspace_id, t.generation) == (workspace_id, generation) \
+                    and t.revoked_at is None and t.superseded_at is None:
+                self.tokens[i] = replace(t, superseded_at=now)
+                record = replace(t, token_hash=token_hash, created_at=now, expires_at=expires_at,
+                                 rotation=t.rotation + 1, superseded_at=None)
+                self.tokens.append(record)
+                return record
+        raise ConflictError(f"token for {workspace_id} generation {generation}: not current")
+
     async def revoke_tokens(self, workspace_id: str,
                             except_generation: int | None = None) -> int:
         self.calls.append(("store.revoke_tokens", workspace_id))
@@ -173,8 +191,8 @@ class FakeStore:
         return next((t for t in self.tokens if t.token_hash == token_hash), None)
 
     async def live_token(self, workspace_id: str) -> TokenRecord | None:
-        return next((t for t in self.tokens
-                     if t.workspace_id == workspace_id and t.revoked_at is None), None)
+        return next((t for t in self.tokens if t.workspace_id == workspace_id
+                     and t.revoked_at is None and t.superseded_at is None), None)
 
     # ------------------------------------------------------------ registry
 

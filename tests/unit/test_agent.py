@@ -38,6 +38,7 @@ AGENT_DIR = REPO / "controller" / "agent"
 DEADLINE = 10.0
 TOKEN = "tok-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 NEW_TOKEN = "tok-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+REFRESHED = "refreshed-" + "c" * 33  # the shape the controller mints (43 characters)
 LLM_KEY = "sk-test-llm-secret-0123456789"
 
 # -- fakes -------------------------------------------------------------------------
@@ -299,6 +300,25 @@ def test_register_401_rereads_token_before_next_try(
         assert all(b.headers["authorization"] == f"Bearer {NEW_TOKEN}" for b in beats)
     finally:
         server.stop()
+
+
+def test_heartbeats_pick_up_a_token_refreshed_in_place_without_a_401(
+    registry: FakeServer, token_file: Path, run_agent: Callable[[Config], Agent]
+) -> None:
+    """spec.tokenExpirationSeconds: the controller rewrites the file; the next request uses it.
+    A half-written or foreign file content is ignored and the held token kept."""
+    run_agent(make_config(registry.url, token_file))
+    registry.wait_for("/registry/heartbeat")
+    token_file.write_text(REFRESHED[:20])  # caught mid-write: not a whole token
+    seen = len(registry.matching("/registry/heartbeat"))
+    registry.wait_for("/registry/heartbeat", seen + 3)
+    token_file.write_text(REFRESHED)
+    registry.wait_for("/registry/heartbeat",
+                      where=lambda r: r.headers["authorization"] == f"Bearer {REFRESHED}")
+    auths = [r.headers["authorization"] for r in registry.matching("/registry/heartbeat")]
+    first_new = auths.index(f"Bearer {REFRESHED}")
+    assert set(auths[:first_new]) == {f"Bearer {TOKEN}"}  # never the partial content
+    assert set(auths[first_new:]) == {f"Bearer {REFRESHED}"}
 
 
 def test_register_retries_with_backoff_after_400_and_logs_class(

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from controller.plan import (
     CreateContainer,
     DeliverRestartContext,
     Plan,
+    RefreshToken,
     StartContainer,
     StopContainer,
     WriteToken,
@@ -202,3 +204,25 @@ async def test_restart_context_is_delivered_when_a_sender_is_set() -> None:
     assert delivered == [(WS_ID, 5, "you were restarted")]
     await Executor(engine, store, host_gateway=GATEWAY).run(w.key, p)  # no sender: a no-op
     assert delivered == [(WS_ID, 5, "you were restarted")] and calls == []
+
+
+async def test_refresh_records_the_new_token_before_writing_it_and_sets_expiry() -> None:
+    """Database first: a token file the registry does not know yet would be refused."""
+    w = ws()
+    engine, store, calls = ports(known=("c3",))
+    first = await store.insert_token(WS_ID, 3, "a" * 64, "c3")
+    clock_now = T0 + timedelta(seconds=100)
+    executor = Executor(engine, store, host_gateway=GATEWAY, clock=lambda: clock_now)
+    calls.clear()
+    await executor.run(w.key, Plan("refresh", "token expires in 5s",
+                                   (RefreshToken("c3", 3, 60),)))
+    assert calls == [("store.rotate_token", WS_ID, 3), ("engine.put_token", "c3")]
+    token = engine.token_files["c3"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)  # the shape the agent accepts
+    current = await store.live_token(WS_ID)
+    assert current is not None and current.generation == 3 and current.rotation == 1
+    assert current.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert current.expires_at == clock_now + timedelta(seconds=60)
+    # The token it replaced is superseded, not revoked: still valid until it expires.
+    old = next(t for t in store.tokens if t.token_hash == first.token_hash)
+    assert old.superseded_at is not None and old.revoked_at is None

@@ -25,6 +25,7 @@ from controller.plan import (
     Plan,
     PurgeWorkspace,
     RecreateReason,
+    RefreshToken,
     RemoveContainer,
     RemoveVolume,
     RevokeTokens,
@@ -374,3 +375,86 @@ def test_exited_states_recreate(state: str) -> None:
     p = run(w, Observed(containers=(container(w, 1, state=state),),
                         tokens=ObservedTokens(1, None, 1)))
     assert p.action == "recreate"
+
+
+# ------------------------------------------------------------------ token expiry and refresh
+
+
+def _with_token(w: Workspace, expires: datetime | None, issued: datetime = T0,
+                failure: AuthFailure | None = None) -> Observed:
+    return Observed(containers=(container(w, 3),),
+                    tokens=ObservedTokens(3, expires, 3, live_issued_at=issued),
+                    agent=registered(3, last_auth_failure=failure))
+
+
+def test_new_container_token_gets_the_spec_lifetime() -> None:
+    p = run(ws(tokenExpirationSeconds=600), Observed())
+    activate = next(op for op in p.ops if isinstance(op, ActivateToken))
+    assert activate.expiration_seconds == 600
+    assert next(op for op in run(ws(), Observed()).ops
+                if isinstance(op, ActivateToken)).expiration_seconds is None
+
+
+def test_token_is_refreshed_at_half_life_in_place_not_recreated() -> None:
+    w = ws(tokenExpirationSeconds=600)
+    now = T0 + timedelta(seconds=1)
+    early = run(w, _with_token(w, now + timedelta(seconds=305)), now=now)
+    assert early.action == "none" and early.ops == ()
+    # Woken again just after the half-life point, not by the resync.
+    assert early.requeue_after is not None and 5 < early.requeue_after <= 5.1
+    due = run(w, _with_token(w, now + timedelta(seconds=299)), now=now)
+    assert due.action == "refresh" and kinds(due) == ["RefreshToken"]
+    op = due.ops[0]
+    assert isinstance(op, RefreshToken)
+    assert (op.container_id, op.generation, op.expiration_seconds) == ("c3", 3, 600)
+    assert due.recreate_reason is None
+    assert cond(due, "Ready") == ("True", "Registered")
+
+
+def test_an_expired_token_is_refreshed_not_recreated() -> None:
+    w = ws(tokenExpirationSeconds=60)
+    now = T0 + timedelta(seconds=1)
+    failure = AuthFailure(now, "expired_token", generation=3)
+    p = run(w, _with_token(w, now - timedelta(seconds=5), issued=now - timedelta(seconds=65),
+                           failure=failure), now=now)
+    assert p.action == "refresh" and kinds(p) == ["RefreshToken"]
+
+
+def test_expired_token_presented_after_a_refresh_issues_another() -> None:
+    w = ws(tokenExpirationSeconds=60)
+    now = T0 + timedelta(seconds=36)
+    issued = T0 + timedelta(seconds=10)  # the current token has 34 s of 60 left ...
+    later = AuthFailure(T0 + timedelta(seconds=35), "expired_token", generation=3)
+    # ... but the agent still presents an expired one: the refresh never reached its file.
+    p = run(w, _with_token(w, issued + timedelta(seconds=60), issued, later), now=now)
+    assert kinds(p) == ["RefreshToken"]
+    earlier = AuthFailure(T0 + timedelta(seconds=5), "expired_token", generation=3)
+    assert run(w, _with_token(w, issued + timedelta(seconds=60), issued, earlier),
+               now=now).ops == ()
+
+
+def test_setting_changing_or_removing_the_lifetime_refreshes_once() -> None:
+    now = T0 + timedelta(seconds=1)
+    set_now = ws(tokenExpirationSeconds=600)
+    assert kinds(run(set_now, _with_token(set_now, None), now=now)) == ["RefreshToken"]
+    shortened = ws(tokenExpirationSeconds=60)
+    assert kinds(run(shortened, _with_token(shortened, now + timedelta(seconds=500)),
+                     now=now)) == ["RefreshToken"]
+    removed = ws()
+    p = run(removed, _with_token(removed, now + timedelta(seconds=500)), now=now)
+    assert kinds(p) == ["RefreshToken"]
+    assert isinstance(p.ops[0], RefreshToken) and p.ops[0].expiration_seconds is None
+    assert run(removed, _with_token(removed, None), now=now).ops == ()
+
+
+def test_token_of_a_container_that_is_not_running_is_not_refreshed() -> None:
+    w = ws(tokenExpirationSeconds=60)
+    now = T0 + timedelta(seconds=1)
+    paused = Observed(containers=(container(w, 3, state="paused"),),
+                      tokens=ObservedTokens(3, now, 3), agent=registered(3))
+    assert "RefreshToken" not in kinds(run(w, paused, now=now))
+
+
+def test_token_lifetime_is_bounded_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match="tokenExpirationSeconds"):
+        ws(tokenExpirationSeconds=5)
