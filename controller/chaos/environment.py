@@ -212,8 +212,12 @@ def _temporary_data_dir() -> Path:
     return path
 
 
+PLANTED_ENV = "WSCTL_CHAOS_PLANTED_SECRET"
+"""Test knob: the LLM key value to plant, so a test can grep the run's outputs for it."""
+
+
 def _planted_key() -> str:
-    return "sk-chaos-PLANTED-" + secrets.token_hex(12)
+    return os.environ.get(PLANTED_ENV) or "sk-chaos-PLANTED-" + secrets.token_hex(12)
 
 
 @contextlib.asynccontextmanager

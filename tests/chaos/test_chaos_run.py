@@ -7,20 +7,29 @@ each invariant is reported, naming the workspace and the fault.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
+import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import docker
 import pytest
 from docker.errors import DockerException
 
+from controller.adapters.database import open_store
+from controller.chaos.environment import PLANTED_ENV
+
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
+PLANTED = "sk-planted-chaos-" + secrets.token_hex(8)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,13 +55,54 @@ def chaos(report: Path, *args: str, env: dict[str, str] | None = None
     return proc.returncode, output, data
 
 
+def scan_for_planted_secrets(data_dir: Path, report: Path, output: str) -> None:
+    """Issue 7: the planted LLM key and the admin token appear nowhere in what the
+    run leaves behind: the harness's output, every report file, every controller
+    log, and every row of every table (status, events, diagnostics, activity,
+    registrations; the secrets table holds only ciphertext)."""
+    planted = {"llm key": PLANTED, "admin token": (data_dir / "admin.token").read_text().strip()}
+    texts = {"chaos output": output}
+    texts |= {str(f): f.read_text(errors="replace") for f in report.rglob("*") if f.is_file()}
+    logs = sorted(data_dir.glob("controller-*.log"))
+    assert logs, f"no controller log kept in {data_dir}"
+    texts |= {str(f): f.read_text(errors="replace") for f in logs}
+
+    async def rows() -> dict[str, str]:
+        async with open_store(data_dir, None) as store:
+            conn = await asyncpg.connect(store.dsn)
+            try:
+                tables = [r["tablename"] for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+                return {f"table {t}": "\n".join(
+                    r["row"] for r in await conn.fetch(
+                        f'SELECT t::text AS row FROM "{t}" t'))  # noqa: S608 - from pg_tables
+                    for t in tables}
+            finally:
+                await conn.close()
+
+    tables = asyncio.run(rows())
+    assert {"table events", "table diagnostics", "table workspaces"} <= tables.keys()
+    assert tables["table events"] and tables["table diagnostics"]  # the run left a record
+    texts |= tables
+    leaks = [(where, label) for where, text in texts.items()
+             for label, value in planted.items() if value in text]
+    assert leaks == []
+
+
 def failed(data: dict[str, Any]) -> set[str]:
     return {name for name, verdict in data["invariants"].items() if verdict == "fail"}
 
 
 def test_small_run_passes_with_every_fault_type_and_writes_the_report(tmp_path: Path) -> None:
     args = ["--workspaces", "3", "--faults", "12", "--seed", "2", "--settle", "90"]
-    code, output, data = chaos(tmp_path / "report", *args)
+    code, output, data = chaos(tmp_path / "report", *args, "--keep",
+                               env={PLANTED_ENV: PLANTED})
+    kept = re.search(r"kept (\S+) \(controller logs", output)
+    assert kept is not None, output[-4000:]
+    try:
+        scan_for_planted_secrets(Path(kept.group(1)), tmp_path / "report", output)
+    finally:
+        shutil.rmtree(kept.group(1), ignore_errors=True)
     assert code == 0, output[-4000:]
     assert data["verdict"] == "pass" and data["violations"] == []
     assert set(data["invariants"].values()) == {"pass"}
