@@ -78,7 +78,8 @@ class Executor:
                 log.warning("%s: fault injection: stalling after %s", key, self.stall_after)
                 await asyncio.Event().wait()
         for event in plan.events:
-            await self.store.add_event(key.id, event.type, event.reason, event.message)
+            await self.store.add_event(key.id, event.type, event.reason,
+                                       redact.redact(event.message))
 
     async def _one(self, key: WorkspaceKey, op: Op, scratch: _Scratch) -> None:
         workspace_id = key.id
@@ -89,7 +90,8 @@ class Executor:
                     await self.store.add_diagnostics(
                         workspace_id, container_id=found.container_id, reason=reason,
                         state=found.state, exit_code=found.exit_code,
-                        oom_killed=found.oom_killed, log_tail=found.log_tail,
+                        oom_killed=found.oom_killed,
+                        log_tail=None if found.log_tail is None else redact.redact(found.log_tail),
                         env_names=found.env_names)
             case CreateContainer(spec=spec):
                 scratch.container_ids[spec.name] = await self.engine.create(

@@ -180,7 +180,7 @@ def failed_status(ws: Workspace, previous: WorkspaceStatus | None, error: Execut
                   now: datetime) -> WorkspaceStatus:
     """Status after an operation failed: Degraded RecreateFailed naming the operation."""
     previous = previous or WorkspaceStatus()
-    message = str(error)[:1000]
+    message = redact.redact(str(error))[:1000]
     verdict = Verdict(
         ready=("False", DegradedReason.RECREATE_FAILED.value, message),
         degraded=("True", DegradedReason.RECREATE_FAILED.value, message),

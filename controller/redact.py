@@ -1,9 +1,13 @@
-"""A second line of defence: known secret values never reach a log line.
+"""A second line of defence: known secret values never reach an output.
 
-wsctl never logs secret values on purpose; this filter catches accidents. Code
-that handles a secret (projection, token minting, the admin token) calls
-`remember(value)`; a logging filter on the controller's handlers replaces every
-remembered value in formatted messages with `<redacted:prefix-of-its-hash>`.
+wsctl never logs or stores secret values on purpose; this catches accidents and
+text from elsewhere (an agent's heartbeat detail, a container's last log lines).
+Code that handles a secret (projection, token minting, the admin token) calls
+`remember(value)`; `redact` replaces every remembered value with
+`<redacted:prefix-of-its-hash>`. It runs on every controller log line (a logging
+filter), on what is stored for others to read (events, diagnostics log tails,
+heartbeat details, register failures, the failure message in status) and on the
+admin API's error messages and container logs.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from typing import Any
 
 MIN_LENGTH = 6  # shorter values would redact ordinary words
 
@@ -36,6 +41,17 @@ def redact(text: str) -> str:
             tag = hashlib.sha256(value.encode()).hexdigest()[:8]
             text = text.replace(value, f"<redacted:{tag}>")
     return text
+
+
+def redact_json(value: Any) -> Any:
+    """`redact` applied to every string (keys too) of JSON-like data."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_json(k): redact_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    return value
 
 
 class RedactingFilter(logging.Filter):

@@ -48,6 +48,8 @@ def main() -> int:
         status=status,
         error_detail=detail,
     )
+    if config.echo is not None:
+        log.info("echo", text=config.echo)
     agent.start()
     code = EXIT_OK
     deadline = (

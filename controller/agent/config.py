@@ -39,6 +39,8 @@ class Config:
     register_once: bool = False
     reject_grace_seconds: float = 0.0
     """With register_once: wait this long after a refused register before heartbeating."""
+    echo: str | None = None
+    """Test knob AGENT_ECHO: printed at start, as a careless program would print a key."""
 
     @property
     def has_llm_credential(self) -> bool:
@@ -109,4 +111,5 @@ class Config:
             exit_after_seconds=num("AGENT_EXIT_AFTER_SECONDS", None),
             register_once=opt("AGENT_REGISTER_ONCE") in {"1", "true", "yes"},
             reject_grace_seconds=num("AGENT_REJECT_GRACE_SECONDS", 0.0) or 0.0,
+            echo=opt("AGENT_ECHO"),
         )

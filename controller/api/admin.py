@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from controller import manifests, tokens
+from controller import manifests, redact, tokens
 from controller.api import openapi
 from controller.api.a2a import A2AProxy, ProxyError
 from controller.errors import StoreUnavailableError
@@ -54,7 +54,7 @@ class AdminStore(Protocol):
 
 
 def _error(status: int, reason: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": reason, **extra}, status=status)
+    return web.json_response({"error": redact.redact(reason), **extra}, status=status)
 
 
 def _int_query(request: web.Request, name: str, default: int, maximum: int) -> int:
@@ -288,7 +288,7 @@ class AdminApi:
         text = await self.logs(ws.key.id, tail)
         if text is None:
             return _error(404, f"workspace {ws.key} has no container")
-        return web.Response(text=text, content_type="text/plain")
+        return web.Response(text=redact.redact(text), content_type="text/plain")
 
     async def a2a(self, request: web.Request) -> web.Response:
         ws = await self._workspace(request)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from controller import tokens
+from controller import redact, tokens
 from controller.api.urlpolicy import check_agent_card, check_claimed_url
 from controller.errors import StoreUnavailableError
 
@@ -281,10 +281,12 @@ class Registry:
             self.counters.register_failures[verdict.cls] = \
                 self.counters.register_failures.get(verdict.cls, 0) + 1
             log.info("%s: register refused: %s (%s)", workspace_id, verdict.cls, verdict.message)
-            await self.store.record_register_failure(workspace_id, verdict.cls, verdict.message)
+            message = redact.redact(verdict.message)
+            await self.store.record_register_failure(workspace_id, verdict.cls, message)
             self.notify(workspace_id)
-            return Refusal(400, verdict.cls, verdict.message).response()
-        await self.store.record_register(workspace_id, body["url"], body["agent_card"],
+            return Refusal(400, verdict.cls, message).response()
+        await self.store.record_register(workspace_id, redact.redact(body["url"]),
+                                         redact.redact_json(body["agent_card"]),
                                          generation)
         self.counters.registers += 1
         log.info("%s: registered (token generation %d)", workspace_id, generation)
@@ -302,7 +304,7 @@ class Registry:
             if status not in HEARTBEAT_STATUSES:
                 raise Refusal(400, "invalid_body", "status must be healthy or unhealthy")
             detail = body.get("error_detail")
-            detail = detail[:1000] if isinstance(detail, str) and detail else None
+            detail = redact.redact(detail)[:1000] if isinstance(detail, str) and detail else None
             tasks = body.get("active_tasks")
             uptime = body.get("uptime_seconds")
         except Refusal as refusal:

@@ -42,6 +42,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from controller import redact
 from controller.conditions import Verdict, apply_verdict
 from controller.drivers.orphans import remove_orphans
 from controller.drivers.standalone import TRIGGER_ACTIONS
@@ -461,7 +462,8 @@ class WorkspaceOperator:
     # ------------------------------------------------------------ events
 
     def _event(self, body: kopf.Body, type_: str, reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message[:EVENT_MESSAGE_LIMIT])
+        kopf.event(body, type=type_, reason=reason,
+                   message=redact.redact(message)[:EVENT_MESSAGE_LIMIT])
 
     def _post_events(self, body: kopf.Body, result: ReconcileResult) -> None:
         for plan in result.plans:

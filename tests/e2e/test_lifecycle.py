@@ -371,6 +371,35 @@ def test_docker_kill_recreates_from_event_with_diagnostics(
     assert diagnostics["env_names"]["MINIMAX_API_KEY"] == "set"
 
 
+def test_a_container_printing_its_key_is_redacted_in_diagnostics_and_logs(
+        controller: ControllerProcess, fake_llm: FakeLLMThread,
+        docker_client: docker.DockerClient) -> None:
+    """Issue 7: what the controller stores or serves of a container's output passes
+    through redaction of the secret values it handed out."""
+    manifest = workspace("leak", fake_llm.port)
+    manifest["spec"]["env"].append({"name": "AGENT_ECHO", "valueFrom": {
+        "secretRef": {"name": "e2e-llm", "key": "api-key"}}})
+    controller.apply(manifest)
+    old_id = online(controller, "leak")["status"]["containerID"]
+    assert PLANTED_KEY in docker_client.containers.get(old_id).logs().decode()  # it leaked
+    code, out, err = controller.cli("logs", "leak")
+    assert code == 0, err
+    assert "event=echo" in out and PLANTED_KEY not in out and "<redacted:" in out
+    docker_client.api.kill(old_id)
+
+    def diagnosed() -> dict[str, Any] | None:
+        found = controller.describe("leak").get("diagnostics") or {}
+        return found if found.get("container_id") == old_id else None
+
+    diagnostics = wait_for(diagnosed, 60, "diagnostics of the killed container")
+    assert "event=echo" in diagnostics["log_tail"]
+    assert PLANTED_KEY not in json.dumps(diagnostics)
+    assert "<redacted:" in diagnostics["log_tail"]
+    # Gone before the final scan, which reads every container's own docker logs.
+    controller.cli("delete", "leak")
+    wait_for(lambda: not managed(docker_client, "leak"), 60, "leak's containers removed")
+
+
 # 7 ------------------------------------------------------------------ spec change
 
 

@@ -330,6 +330,7 @@ class FakeEngine:
     """Ids that exist before the test (diagnostics find them)."""
     fail_on: str | None = None
     failure: Exception = field(default_factory=lambda: RuntimeError("engine says no"))
+    diagnostics_log_tail: str = "last line\n"
 
     def _call(self, *call: Any) -> None:
         self.calls.append(("engine." + call[0], *call[1:]))
@@ -364,4 +365,5 @@ class FakeEngine:
 
     async def diagnostics(self, container_id: str, tail: int = 50) -> FakeDiagnostics | None:
         self._call("diagnostics", container_id)
-        return FakeDiagnostics(container_id) if container_id in self.known else None
+        return FakeDiagnostics(container_id, log_tail=self.diagnostics_log_tail) \
+            if container_id in self.known else None

@@ -6,11 +6,13 @@ import asyncio
 import base64
 import hashlib
 import re
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from controller import redact
 from controller.adapters.postgres import TokenRecord
 from controller.execute import ExecuteError, Executor
 from controller.model import Workspace, WorkspaceStatus
@@ -26,6 +28,7 @@ from controller.plan import (
     WriteToken,
     plan,
 )
+from controller.plan import Event as PlanEvent
 from controller.projection import project
 from controller.settings import PlatformSettings
 from tests.unit.fakes import FakeEngine, FakeStore
@@ -226,3 +229,22 @@ async def test_refresh_records_the_new_token_before_writing_it_and_sets_expiry()
     # The token it replaced is superseded, not revoked: still valid until it expires.
     old = next(t for t in store.tokens if t.token_hash == first.token_hash)
     assert old.superseded_at is not None and old.revoked_at is None
+
+
+async def test_stored_diagnostics_and_events_are_redacted() -> None:
+    """A container that printed its key: the stored log tail shows a hash prefix instead."""
+    secret = "sk-unit-leaky-0123456789"
+    redact.remember(secret)
+    try:
+        w = ws()
+        engine, store, _ = ports(known=("c1",))
+        engine.diagnostics_log_tail = f"starting with key {secret}\n"
+        p = recreate_plan(w)
+        p = replace(p, events=(*p.events, PlanEvent("Warning", "Test", f"saw {secret}")))
+        await Executor(engine, store, host_gateway=GATEWAY).run(w.key, p)
+        (diag,) = store.diagnostics
+        assert secret not in diag["log_tail"] and "<redacted:" in diag["log_tail"]
+        assert store.events and all(secret not in e[3] for e in store.events)
+        assert any("<redacted:" in e[3] for e in store.events)
+    finally:
+        redact.forget_all()

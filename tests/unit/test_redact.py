@@ -47,3 +47,16 @@ def test_short_values_and_unrelated_text_are_left_alone(
     redact.remember("abc", "")
     log.info("abc stays %s", "abc")
     assert out.getvalue().strip() == "INFO abc stays abc"
+
+
+def test_redact_json_reaches_every_string_and_key() -> None:
+    redact.remember("sk-live-abcdef123456")
+    try:
+        data = {"name": "x", "sk-live-abcdef123456": [1, {"deep": "a sk-live-abcdef123456 b"}],
+                "n": 3, "ok": True, "none": None}
+        out = redact.redact_json(data)
+        assert "sk-live-abcdef123456" not in repr(out)
+        assert out["name"] == "x" and out["n"] == 3 and out["ok"] is True and out["none"] is None
+        assert out[next(k for k in out if k.startswith("<redacted:"))][1]["deep"].startswith("a <")
+    finally:
+        redact.forget_all()

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import StreamReader, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from controller import tokens
+from controller import redact, tokens
 from controller.api import registry as registry_module
 from controller.api.registry import MAX_BODY, FailedAuthLimiter, Registry
 from controller.errors import StoreUnavailableError
@@ -360,6 +360,28 @@ async def test_heartbeat_records_fields(env: Env) -> None:
     r = env.store.registration(ALICE)
     assert (r.heartbeat_status, r.active_tasks, r.uptime_seconds) == ("unhealthy", 4, 12.0)
     assert r.heartbeat_error_detail == detail[:1000]
+
+
+async def test_agent_text_is_redacted_before_it_is_stored(env: Env) -> None:
+    """A heartbeat detail, a refused URL, a claimed URL or card echoing a key the
+    controller handed out: stored (and so shown by describe) with a hash prefix."""
+    secret = "sk-unit-echoed-0123456789"
+    redact.remember(secret)
+    try:
+        await env.beat(status="unhealthy", error_detail=f"llm-auth: key {secret} refused")
+        detail = env.store.registration(ALICE).heartbeat_error_detail or ""
+        assert secret not in detail and "<redacted:" in detail
+        status, answer = await env.register(url=f"http://10.9.9.9/?k={secret}")
+        assert status == 400 and secret not in json.dumps(answer)
+        failure = env.store.registration(ALICE).register_failure
+        assert failure is not None and secret not in failure.message
+        status, _ = await env.register(url=f"http://{OWN_NAME}:8000/?k={secret}",
+                                       agent_card={**CARD, "description": secret})
+        assert status == 200
+        stored = env.store.registration(ALICE)
+        assert secret not in (stored.url or "") + json.dumps(stored.agent_card)
+    finally:
+        redact.forget_all()
 
 
 @pytest.mark.parametrize("fields", [{"status": "ok"}, {"status": None}, {"status": "HEALTHY"},
