@@ -138,6 +138,7 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
 
 
 async def _run(options: Any, config: Any, report_dir: Path) -> int:
+    from controller import redact
     from controller.adapters.chaos_docker import ChaosEngineError
     from controller.chaos import report
     from controller.chaos.api import ApiError
@@ -152,6 +153,7 @@ async def _run(options: Any, config: Any, report_dir: Path) -> int:
             say(f"chaos run ({mode}): {config.workspaces} workspaces, {config.faults} faults, "
                 f"seed {config.seed}, fault types "
                 f"{', '.join(sorted({p.kind for p in _schedule(env, config)})) or 'none'}")
+            redact.remember(*env.planted.values())
             result = await run_chaos(env, config, say)
             if not options.self_contained:
                 for name in result.observer.names:
@@ -159,8 +161,12 @@ async def _run(options: Any, config: Any, report_dir: Path) -> int:
     except (SetupError, ChaosEngineError, ApiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    data = report.to_json(result, {"mode": mode, "heartbeat_seconds": options.heartbeat_seconds,
-                                   "network": env.network, "namespace": env.namespace})
+    # The report passes through redaction of every secret the run planted or read
+    # (the LLM key, the admin token, agent tokens): a violation's detail or a note
+    # quoting an answer must not carry one into a file.
+    data = redact.redact_json(report.to_json(
+        result, {"mode": mode, "heartbeat_seconds": options.heartbeat_seconds,
+                 "network": env.network, "namespace": env.namespace}))
     _, html_path = report.write(report_dir, data)
     print(report.summary(data, html_path))
     return 0 if result.passed else 1

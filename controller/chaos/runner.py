@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller import redact
 from controller.chaos import checks
 from controller.chaos.api import ApiError
 from controller.chaos.environment import SECRET_KEY, SECRET_NAME, Environment
@@ -248,6 +249,7 @@ class Run:
                     with contextlib.suppress(Exception):  # a vanished container has no token
                         token = await self.env.blocking(self.env.engine.read_token, c.id)
                         if token:
+                            redact.remember(token)
                             self.tokens[name][c.token_generation] = token
 
     async def _tick(self, stop: asyncio.Event) -> None:
