@@ -18,7 +18,7 @@ from controller import __version__, manifests, redact
 from controller.chaos.cli import add_chaos_command
 from controller.cli_workspaces import CommandError, add_commands
 from controller.containerspec import container_spec
-from controller.projection import ProjectionError, project
+from controller.projection import MissingSecret, ProjectionError, project
 from controller.secretsource import env_name, from_environment, secret_refs
 from controller.settings import PlatformSettings
 
@@ -113,7 +113,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         except ProjectionError as exc:
             problems += [f"{exc.workspace}: {p} (set it with `wsctl secret set "
                          f"{p.ref.name} {p.ref.key}` or ${env_name(p.ref.name, p.ref.key)})"
-                         for p in exc.problems]
+                         for p in exc.problems if isinstance(p, MissingSecret)]
             continue
         spec = container_spec(ws, projection, settings, token_generation=1)
         rendered.append({"workspace": str(ws.key), "container": spec.shown()})

@@ -14,3 +14,8 @@ class StoreError(Exception):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached (down, restarting, connection lost); retry later."""
+
+
+class SecretUnreadableError(StoreError):
+    """A stored secret exists but cannot be read (e.g. it was encrypted with another
+    key). Only the workspaces that reference it are affected."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -122,7 +122,8 @@ class ObservationStore(Protocol):
 
     def observe_registry(self, workspace_id: str,
                          crashes_since: datetime) -> Awaitable[RegistryObservationLike]: ...
-    def get_secrets(self) -> Awaitable[dict[tuple[str, str], str]]: ...
+    def get_secrets(self, refs: Collection[tuple[str, str]] | None = None
+                    ) -> Awaitable[dict[tuple[str, str], str]]: ...
 
 
 class DriverStore(Protocol):

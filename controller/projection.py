@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.model import SecretKeyRef, Workspace
@@ -39,10 +39,21 @@ class MissingSecret:
         return f"{self.field}: secret {self.ref.name!r} has no key {self.ref.key!r}"
 
 
+@dataclass(frozen=True)
+class UnreadableSecret:
+    """A referenced secret exists but cannot be read (the store's message says why)."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 class ProjectionError(ValueError):
     """The spec cannot be projected; each problem names its field."""
 
-    def __init__(self, workspace: str, problems: list[MissingSecret]) -> None:
+    def __init__(self, workspace: str,
+                 problems: Sequence[MissingSecret | UnreadableSecret]) -> None:
         self.workspace = workspace
         self.problems = problems
         super().__init__(f"{workspace}: " + "; ".join(str(p) for p in problems))

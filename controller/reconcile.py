@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from controller import redact
 from controller.conditions import DegradedReason, Verdict, apply_verdict
+from controller.errors import SecretUnreadableError
 from controller.execute import ExecuteError, Executor
 from controller.model import Phase, Workspace, WorkspaceStatus
 from controller.observed import (
@@ -27,7 +28,7 @@ from controller.observed import (
 )
 from controller.plan import Plan, RefreshToken, plan
 from controller.ports import Engine, ObservationStore
-from controller.projection import Projection, ProjectionError, project
+from controller.projection import Projection, ProjectionError, UnreadableSecret, project
 from controller.secretsource import from_environment, secret_refs
 from controller.settings import PlatformSettings
 
@@ -124,7 +125,11 @@ class Reconciler:
         if refs and self.secret_resolver is not None:
             secrets = dict(await self.secret_resolver(ws))
         elif refs:
-            secrets = {**await self.store.get_secrets(), **from_environment(refs, self.environ)}
+            try:
+                stored = await self.store.get_secrets(refs)
+            except SecretUnreadableError as exc:
+                return ProjectionError(str(ws.key), [UnreadableSecret(str(exc))])
+            secrets = {**stored, **from_environment(refs, self.environ)}
         redact.remember(*secrets.values())
         try:
             return project(ws, secrets, self.settings)

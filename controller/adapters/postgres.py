@@ -32,7 +32,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -876,11 +876,30 @@ class Store:
         )
 
     @_translated
-    async def get_secrets(self) -> dict[tuple[str, str], str]:
-        """Every secret, decrypted. `SecretDecryptError` (naming the secret, the key
-        ids and where the current key comes from) if one cannot be decrypted."""
-        rows = await self._pool.fetch("SELECT name, key, value, value_enc, key_id FROM secrets")
-        return {(r["name"], r["key"]): self._open_secret(r) for r in rows}
+    async def get_secrets(self, refs: Collection[tuple[str, str]] | None = None
+                          ) -> dict[tuple[str, str], str]:
+        """The secrets named by `refs` (every secret if None), decrypted; absent ones
+        are left out. `SecretDecryptError` (naming each secret that cannot be
+        decrypted, the key ids and where the current key comes from) if one of
+        them cannot be: a row that does not decrypt fails only its readers."""
+        if refs is None:
+            rows = await self._pool.fetch(
+                "SELECT name, key, value, value_enc, key_id FROM secrets")
+        else:
+            rows = await self._pool.fetch(
+                "SELECT name, key, value, value_enc, key_id FROM secrets WHERE (name, key) IN "
+                "(SELECT * FROM unnest($1::text[], $2::text[]))",
+                [r[0] for r in refs], [r[1] for r in refs])
+        found: dict[tuple[str, str], str] = {}
+        problems: list[str] = []
+        for r in rows:
+            try:
+                found[(r["name"], r["key"])] = self._open_secret(r)
+            except SecretDecryptError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise SecretDecryptError("; ".join(problems))
+        return found
 
     @_translated
     async def encrypt_plaintext_secrets(self) -> int:

@@ -34,6 +34,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from controller.errors import SecretUnreadableError
+
 KEY_ENV = "WSCTL_SECRET_KEY"
 KEY_FILE = "secret.key"
 KEY_BYTES = 32
@@ -48,7 +50,7 @@ class SecretKeyError(Exception):
     """No usable key: malformed $WSCTL_SECRET_KEY, unsafe or unreadable key file."""
 
 
-class SecretDecryptError(Exception):
+class SecretDecryptError(SecretUnreadableError):
     """A stored secret cannot be decrypted (wrong key, or altered/moved ciphertext)."""
 
 

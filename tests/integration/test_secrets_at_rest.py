@@ -20,6 +20,7 @@ from controller.adapters.secretbox import (
     key_id,
 )
 from controller.cli import main
+from controller.errors import SecretUnreadableError
 
 pytestmark = pytest.mark.postgres
 
@@ -117,6 +118,22 @@ async def test_a_wrong_key_names_the_secret_both_key_ids_and_the_source(
     with pytest.raises(SecretDecryptError) as caught:
         await store.get_secrets()  # now the key file is the wrong one
     assert f"the current key is {file_id} (key file {secret_key_file})" in str(caught.value)
+
+
+async def test_a_row_that_does_not_decrypt_fails_only_its_readers(
+        store: Store, fresh_dsn: str, secret_key_file: Path) -> None:
+    """One secret set with another key must not stop workspaces using other secrets."""
+    await store.set_secret("good", "k", "sk-good")
+    other = await Store.connect(fresh_dsn, secret_key=KeySource(secret_key_file, env_key()))
+    try:
+        await other.set_secret("bad", "k", "sk-bad")  # under WSCTL_SECRET_KEY, not the file
+    finally:
+        await other.close()
+    assert await store.get_secrets([("good", "k"), ("absent", "k")]) == {("good", "k"): "sk-good"}
+    with pytest.raises(SecretUnreadableError, match=r"^secret bad/k cannot be decrypted"):
+        await store.get_secrets([("good", "k"), ("bad", "k")])
+    with pytest.raises(SecretDecryptError):
+        await store.get_secrets()  # all of them: the bad one is among them
 
 
 async def test_a_lost_key_file_is_reported_and_not_replaced_by_reading(
