@@ -443,6 +443,28 @@ def _token(row: asyncpg.Record) -> TokenRecord:
     )
 
 
+async def _insert_token(conn: _AnyConn, workspace_id: str, generation: int, rotation: int,
+                        token_hash: str, container_id: str | None,
+                        expires_at: datetime | None) -> TokenRecord:
+    """Insert one token row; a unique violation is a `ConflictError` naming it."""
+    try:
+        row = await conn.fetchrow(
+            """
+            INSERT INTO tokens (workspace_id, generation, rotation, token_hash, container_id,
+                                expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING *
+            """,
+            workspace_id, generation, rotation, token_hash, container_id, expires_at,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise ConflictError(
+            f"token for {workspace_id} generation {generation}: "
+            f"{exc.constraint_name or 'unique'} violated"
+        ) from None
+    assert row is not None
+    return _token(row)
+
+
 def _registration(row: asyncpg.Record) -> Registration:
     failure = None
     if row["register_failure_at"] is not None:
@@ -973,22 +995,8 @@ class Store:
                     "AND revoked_at IS NULL AND generation <> $2",
                     workspace_id, generation,
                 )
-            try:
-                row = await conn.fetchrow(
-                    """
-                    INSERT INTO tokens (workspace_id, generation, token_hash, container_id,
-                                        expires_at)
-                    VALUES ($1, $2, $3, $4, $5) RETURNING *
-                    """,
-                    workspace_id, generation, token_hash, container_id, expires_at,
-                )
-            except asyncpg.UniqueViolationError as exc:
-                raise ConflictError(
-                    f"token for {workspace_id} generation {generation}: "
-                    f"{exc.constraint_name or 'unique'} violated"
-                ) from None
-        assert row is not None
-        return _token(row)
+            return await _insert_token(conn, workspace_id, generation, 0, token_hash,
+                                       container_id, expires_at)
 
     @_translated
     async def rotate_token(self, workspace_id: str, generation: int, token_hash: str, *,
@@ -1012,23 +1020,8 @@ class Store:
                 raise ConflictError(
                     f"token for {workspace_id} generation {generation}: not the current "
                     "generation, nothing to refresh")
-            try:
-                row = await conn.fetchrow(
-                    """
-                    INSERT INTO tokens (workspace_id, generation, rotation, token_hash,
-                                        container_id, expires_at)
-                    VALUES ($1, $2, $3, $4, $5, $6) RETURNING *
-                    """,
-                    workspace_id, generation, current["rotation"] + 1, token_hash,
-                    current["container_id"], expires_at,
-                )
-            except asyncpg.UniqueViolationError as exc:
-                raise ConflictError(
-                    f"token for {workspace_id} generation {generation}: "
-                    f"{exc.constraint_name or 'unique'} violated"
-                ) from None
-        assert row is not None
-        return _token(row)
+            return await _insert_token(conn, workspace_id, generation, current["rotation"] + 1,
+                                       token_hash, current["container_id"], expires_at)
 
     @_translated
     async def set_token_container(
