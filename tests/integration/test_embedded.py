@@ -73,6 +73,16 @@ def handle_pids(data_dir: Path) -> str:
     return (pgdata_for(data_dir) / ".handle_pids.json").read_text()
 
 
+async def crash_postgres(embedded: EmbeddedPostgres, data_dir: Path) -> None:
+    """Stop the embedded server the hard way (`pg_ctl -m immediate`), as a crash would."""
+    proc = await asyncio.create_subprocess_exec(
+        str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata_for(data_dir)), "-w",
+        "-m", "immediate", "stop", user=embedded.system_user,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), SUBPROCESS_TIMEOUT)
+    assert proc.returncode == 0, err.decode()
+
+
 async def test_start_is_idempotent_and_the_last_handle_stops(data_dir: Path) -> None:
     first = EmbeddedPostgres()
     began = time.perf_counter()
@@ -179,12 +189,7 @@ async def test_store_survives_a_database_restart(data_dir: Path) -> None:
         reconnected = asyncio.Event()
         await store.listen_workspace_changes(keys.put_nowait, on_reconnect=reconnected.set)
 
-        proc = await asyncio.create_subprocess_exec(
-            str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata_for(data_dir)), "-w",
-            "-m", "immediate", "stop", user=embedded.system_user,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _, err = await asyncio.wait_for(proc.communicate(), SUBPROCESS_TIMEOUT)
-        assert proc.returncode == 0, err.decode()
+        await crash_postgres(embedded, data_dir)
 
         with pytest.raises(StoreUnavailableError):
             await store.list_workspaces()
@@ -246,12 +251,7 @@ async def test_apis_answer_503_while_the_database_restarts(data_dir: Path) -> No
                 return answers
 
             assert [a[0] for a in await statuses()] == [200, 200]
-            proc = await asyncio.create_subprocess_exec(
-                str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata_for(data_dir)), "-w",
-                "-m", "immediate", "stop", user=embedded.system_user,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            _, err = await asyncio.wait_for(proc.communicate(), SUBPROCESS_TIMEOUT)
-            assert proc.returncode == 0, err.decode()
+            await crash_postgres(embedded, data_dir)
 
             assert await statuses() == [(503, "5", "store_unavailable")] * 2
 
