@@ -360,15 +360,9 @@ async def test_deeply_nested_apply_is_400_and_server_stays_up(env: AdminEnv) -> 
 # ------------------------------------------------------------------ 503 database unavailable
 
 
-STORE_ROUTES = [
-    ("GET", BASE, None),
-    ("POST", BASE, {"items": [manifest("carol")]}),
-    ("GET", f"{BASE}/alice", None),
-    ("DELETE", f"{BASE}/alice", None),
-    ("POST", f"{BASE}/alice/restart", None),
-    ("GET", f"{BASE}/alice/describe", None),
-    ("GET", f"{BASE}/alice/activity", None),
-]
+# The protected routes that read or write the store (not metrics, logs, a2a).
+STORE_ROUTES = [r for r in PROTECTED if r[1].startswith(f"{BASE}")
+                and not r[1].endswith(("/logs", "/a2a"))]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), STORE_ROUTES,
