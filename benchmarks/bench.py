@@ -3,6 +3,11 @@
     python -m benchmarks.bench            # full: N = 10, 50, 200 (make bench)
     python -m benchmarks.bench --quick    # small N, checks the suite works (make bench-quick)
 
+    # bring-up only, chosen N, 5 interleaved trials; this tree against another checkout,
+    # with a py-spy profile of each controller and per-workspace call counts:
+    python -m benchmarks.bench --only bringup --sizes 10,50,200 --trials 5 \
+        --compare /tmp/wsctl-before --no-compose --profile /tmp/prof
+
 Every figure is a ratio or a count measured in the same run as its baseline.
 Results: benchmarks/results/{results.json,results.md,*.png}.
 """
@@ -14,8 +19,10 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -26,7 +33,15 @@ from typing import Any
 import docker
 
 from benchmarks import baselines
-from benchmarks.fleet import KEY, DockerEvents, Fleet, fleet_environment, proc_stats
+from benchmarks.fleet import (
+    KEY,
+    DockerEvents,
+    Fleet,
+    cpu_by_group,
+    fleet_environment,
+    postmaster_pid,
+    proc_stats,
+)
 from controller.adapters.images import DEFAULT_TAG, default_cache_dir, ensure_agent_image
 from controller.containerspec import ContainerSpec, container_spec
 from controller.devtools.harness import ControllerProcess, wait_for
@@ -35,6 +50,7 @@ from controller.projection import project
 from controller.settings import PlatformSettings
 
 RESULTS = Path(__file__).parent / "results"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PARALLELISM = 8
 
 
@@ -142,35 +158,94 @@ def bench_recreate(fleet: Fleet, restarts: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- 2. cold bring-up (+3, 5)
 
 
-def bench_scale(fleet: Fleet, n: int, steady: bool) -> dict[str, Any]:
-    say(f"bring-up N={n}: controller, raw docker-py ({PARALLELISM} parallel), docker-compose")
-    names = [f"w{i:03d}" for i in range(n)]
+def bench_names(n: int) -> list[str]:
+    return [f"w{i:03d}" for i in range(n)]
+
+
+class Profiler:
+    """`py-spy record` of a controller process (all threads, idle ones too) while it runs."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self.proc = subprocess.Popen(
+            [binary, "record", "--pid", str(pid), "--idle", "--threads", "--rate", "200",
+             "--format", "raw", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def per_workspace(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, Any]:
+    """Docker API calls (by name) and SQL statements per workspace between two scrapes."""
+    calls = {k.split('"')[1]: (after[k] - before.get(k, 0)) / n for k in after
+             if k.startswith("wsctl_docker_api_calls_total{") and after[k] != before.get(k, 0)}
+    return {"docker_calls": calls, "docker_calls_total": sum(calls.values()),
+            "sql_statements": (after.get("wsctl_db_queries_total", 0)
+                               - before.get("wsctl_db_queries_total", 0) - 1) / n}
+
+
+def controller_bringup(fleet: Fleet, n: int, *, instance: str, repo: Path | None = None,
+                       steady: bool = False, profile: Path | None = None) -> dict[str, Any]:
+    """Apply N workspaces at once to a fresh controller: seconds until Docker saw the last
+    container start, and until all were Online; calls and CPU per workspace on the way."""
     result: dict[str, Any] = {"n": n}
-    instance = f"bench-up{n}"
     with fleet.controller(instance, "--heartbeat-seconds", "30", "--resync-seconds", "10",
-                          "--workers", str(PARALLELISM)) as proc:
+                          "--workers", str(PARALLELISM), repo=repo) as proc:
         assert proc.proc is not None
         cpu0, rss0 = proc_stats(proc.proc.pid)
+        before = metrics(proc)
+        postmaster = postmaster_pid(proc.data_dir)
+        groups0 = cpu_by_group(postmaster)
+        profiler = None if profile is None else Profiler(proc.proc.pid, profile)
         events = DockerEvents(fleet.client, f"wsctl.dev/instance={instance}").start()
         try:
             started = time.time()
-            proc.apply(*[fleet.workspace(name) for name in names])
+            proc.apply(*[fleet.workspace(name) for name in bench_names(n)])
             starts = events.wait("start", n, 600)
             result["controller_seconds"] = max(event_time(e) for e in starts) - started
+            result["controller_cpu_seconds"] = proc_stats(proc.proc.pid)[0] - cpu0
+            result["cpu_seconds"] = {k: v - groups0[k]
+                                     for k, v in cpu_by_group(postmaster).items()}
+            if profiler is not None:
+                profiler.stop()
+            result["bringup_per_workspace"] = per_workspace(before, metrics(proc), n)
             wait_for(lambda: all_online(proc, n), 600, f"{n} workspaces Online", interval=0.5)
             result["online_seconds"] = time.time() - started
         finally:
             events.stop()
+            if profiler is not None and profiler.proc.poll() is None:
+                profiler.stop()
         if steady:
             result["steady"] = steady_state(proc, n, rss0)
-        del cpu0
-    raw_label = {"wsctl.dev/instance": f"bench-raw{n}"}
+    return result
+
+
+def raw_bringup(fleet: Fleet, n: int) -> dict[str, Any]:
+    instance = f"bench-raw{n}"
+    groups0 = cpu_by_group()
     try:
-        result["raw_seconds"] = baselines.bring_up(
-            fleet.client, specs_for(fleet, names, f"bench-raw{n}"), fleet.gateway, raw_label,
-            PARALLELISM)
+        seconds = baselines.bring_up(fleet.client, specs_for(fleet, bench_names(n), instance),
+                                     fleet.gateway, {"wsctl.dev/instance": instance},
+                                     PARALLELISM)
+        daemons = cpu_by_group()["docker_daemons"] - groups0["docker_daemons"]
+        return {"seconds": seconds, "cpu_seconds": {"docker_daemons": daemons}}
     finally:
-        fleet.remove_instance(f"bench-raw{n}")
+        fleet.remove_instance(instance)
+
+
+def bench_scale(fleet: Fleet, n: int, steady: bool) -> dict[str, Any]:
+    say(f"bring-up N={n}: controller, raw docker-py ({PARALLELISM} parallel), docker-compose")
+    names = bench_names(n)
+    result = controller_bringup(fleet, n, instance=f"bench-up{n}", steady=steady)
+    result["raw_seconds"] = raw_bringup(fleet, n)["seconds"]
     project_name = f"wsctlbench{n}"
     seconds, folder, running = baselines.compose_up(
         specs_for(fleet, names, f"bench-cmp{n}"), fleet.gateway, fleet.network, project_name,
@@ -181,6 +256,80 @@ def bench_scale(fleet: Fleet, n: int, steady: bool) -> dict[str, Any]:
     result["ratio_raw"] = result["controller_seconds"] / result["raw_seconds"]
     result["ratio_compose"] = None if seconds is None else result["controller_seconds"] / seconds
     return result
+
+
+def bench_bringup_trials(fleet: Fleet, sizes: list[int], trials: int,
+                         variants: dict[str, Path | None], compose: bool,
+                         profile: Path | None) -> dict[str, Any]:
+    """Bring-up only: each trial runs every variant (controller checkouts, raw docker-py,
+    optionally compose) at each N, in an order rotated per trial so drift on a busy
+    machine spreads evenly over the variants."""
+    labels = [*variants, "raw"] + (["compose"] if compose else [])
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {n: {v: [] for v in labels}
+                                                         for n in sizes}
+    for trial in range(trials):
+        for n in sizes:
+            order = labels[trial % len(labels):] + labels[:trial % len(labels)]
+            for label in order:
+                if label == "raw":
+                    runs[n][label].append(raw_bringup(fleet, n))
+                elif label == "compose":
+                    project = f"wsctlbench{n}"
+                    seconds, folder, running = baselines.compose_up(
+                        specs_for(fleet, bench_names(n), f"bench-cmp{n}"), fleet.gateway,
+                        fleet.network, project, fleet.client)
+                    baselines.compose_down(folder, project)
+                    runs[n][label].append({"seconds": seconds, "running": running})
+                else:
+                    where = None if profile is None else profile / f"{label}-n{n}-t{trial}.txt"
+                    r = controller_bringup(fleet, n, instance=f"bench-up{n}",
+                                           repo=variants[label], profile=where)
+                    runs[n][label].append({"seconds": r["controller_seconds"], **r})
+                say(f"trial {trial + 1}/{trials} N={n} {label}: "
+                    f"{runs[n][label][-1]['seconds'] or float('nan'):.2f} s")
+    table: dict[int, dict[str, Any]] = {}
+    for n in sizes:
+        table[n] = {}
+        for label in labels:
+            secs = [r["seconds"] for r in runs[n][label] if r["seconds"] is not None]
+            table[n][label] = summary(secs) if secs else None
+    return {"sizes": sizes, "trials": trials, "variants": {k: str(v or REPO_ROOT)
+                                                           for k, v in variants.items()},
+            "runs": runs, "summary": table}
+
+
+def ms_per_ws(seconds: list[float], n: int) -> str:
+    return f"{statistics.median(seconds) / n * 1e3:.1f}"
+
+
+def bringup_table(ab: dict[str, Any]) -> str:
+    lines = ["| N | variant | median s | p95 s | vs raw (median) | vs raw (p95) "
+             "| Docker calls / ws | SQL / ws | controller CPU ms / ws | PostgreSQL CPU ms / ws "
+             "| Docker daemons CPU ms / ws |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n in ab["sizes"]:
+        raw = ab["summary"][n]["raw"]
+        for label, stats in ab["summary"][n].items():
+            if stats is None:
+                lines.append(f"| {n} | {label} | did not finish | | | | | | |")
+                continue
+            extra = ["", "", "", ""]
+            done = [r for r in ab["runs"][n][label] if "bringup_per_workspace" in r]
+            if done:
+                per = [r["bringup_per_workspace"] for r in done]
+                extra = [
+                    f"{statistics.median(p['docker_calls_total'] for p in per):.1f}",
+                    f"{statistics.median(p['sql_statements'] for p in per):.1f}",
+                    ms_per_ws([r["controller_cpu_seconds"] for r in done], n),
+                    ms_per_ws([r["cpu_seconds"]["postgres"] for r in done], n)]
+            cpu = [r["cpu_seconds"]["docker_daemons"] for r in ab["runs"][n][label]
+                   if "cpu_seconds" in r]
+            extra.append(ms_per_ws(cpu, n) if cpu else "")
+            lines.append(
+                f"| {n} | {label} | {stats['median']:.2f} | {stats['p95']:.2f} | "
+                f"{stats['median'] / raw['median']:.3f} | {stats['p95'] / raw['p95']:.3f} | "
+                + " | ".join(extra) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def steady_state(proc: ControllerProcess, n: int, rss0: int) -> dict[str, Any]:
@@ -283,13 +432,30 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small N; checks the suite works")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", choices=["all", "bringup"], default="all",
+                        help="bringup: only the cold bring-up, at --sizes, --trials times; "
+                        "writes bringup.{json,md} to --out, not results.*")
+    parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")],
+                        help="comma-separated N for bring-up (default 10,50,200; 3 with --quick)")
+    parser.add_argument("--trials", type=int, default=1,
+                        help="--only bringup: repetitions, interleaved across variants")
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        metavar="CHECKOUT", help="--only bringup: also run the controller of "
+                        "this checkout (e.g. `git archive` of an older commit); repeatable")
+    parser.add_argument("--no-compose", action="store_true",
+                        help="--only bringup: skip the docker-compose baseline")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="--only bringup: py-spy record each controller during bring-up "
+                        "(raw collapsed stacks, all threads incl. idle) into DIR")
     args = parser.parse_args(argv)
     # SIGTERM (e.g. a timeout) unwinds through the cleanups instead of leaving a fleet.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     client = docker.from_env(timeout=300, max_pool_size=32)
     ensure_agent_image(client, tag=DEFAULT_TAG, cache_dir=default_cache_dir(), progress=say)
+    sizes = args.sizes or ([3] if args.quick else [10, 50, 200])
+    if args.only == "bringup":
+        return bringup_only(args, client, sizes)
     baselines.ensure_compose()
-    sizes = [3] if args.quick else [10, 50, 200]
     restarts, kills = (3, 3) if args.quick else (20, 20)
     started = time.monotonic()
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -308,6 +474,27 @@ def main(argv: list[str] | None = None) -> int:
 
     table = write_report(results, args.out, quick=args.quick)
     print(table)
+    return 0
+
+
+def bringup_only(args: argparse.Namespace, client: docker.DockerClient,
+                 sizes: list[int]) -> int:
+    if not args.no_compose:
+        baselines.ensure_compose()
+    variants: dict[str, Path | None] = {"wsctl": None}
+    for i, checkout in enumerate(args.compare):
+        variants["compare" if i == 0 else f"compare{i + 1}"] = checkout.resolve()
+    started = time.monotonic()
+    with fleet_environment(client) as fleet:
+        ab = bench_bringup_trials(fleet, sizes, args.trials, variants, not args.no_compose,
+                                  args.profile)
+    ab.update(when=datetime.now(UTC).isoformat(timespec="seconds"), machine=machine(client),
+              parallelism=PARALLELISM, duration_seconds=time.monotonic() - started)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bringup.json").write_text(json.dumps(ab, indent=2, default=str))
+    text = bringup_table(ab)
+    (args.out / "bringup.md").write_text(text)
+    print(text)
     return 0
 
 

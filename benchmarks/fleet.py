@@ -15,7 +15,13 @@ from typing import Any
 
 import docker
 
-from controller.devtools.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
+from controller.devtools.harness import (
+    REPO,
+    ControllerProcess,
+    FakeLLMThread,
+    new_dir,
+    remove_dir,
+)
 
 KEY = "sk-bench-not-a-secret"
 
@@ -89,11 +95,13 @@ class Fleet:
         }
 
     @contextmanager
-    def controller(self, instance: str, *flags: str) -> Iterator[ControllerProcess]:
+    def controller(self, instance: str, *flags: str,
+                   repo: Path | None = None) -> Iterator[ControllerProcess]:
+        """A controller process; `repo`: run that checkout's controller instead of this one."""
         data_dir = new_dir("wsctl-bench-")
         proc = ControllerProcess(data_dir=data_dir, network=self.network, instance=instance,
                                  gateway=self.gateway, env={"WSCTL_SECRET_BENCH_API_KEY": KEY},
-                                 flags=flags, verbose=False)
+                                 flags=flags, verbose=False, repo=repo or REPO)
         try:
             yield proc.start()
         finally:
@@ -135,3 +143,38 @@ def proc_stats(pid: int) -> tuple[float, int]:
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1]) * 1024
     return cpu, rss
+
+
+def _cpu_seconds(stat: str) -> tuple[int, float]:
+    """(parent pid, CPU seconds) from a /proc/PID/stat line."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_group(postmaster_pid: int | None = None) -> dict[str, float]:
+    """CPU seconds used so far by the Docker daemons (dockerd, containerd, shims,
+    docker-proxy) and, given its postmaster, one PostgreSQL server and its backends.
+    On a shared machine the daemons' figure includes other users' work."""
+    daemons = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2",
+               "docker-proxy", "runc")
+    out = {"docker_daemons": 0.0, "postgres": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            ppid, cpu = _cpu_seconds((entry / "stat").read_text())
+        except OSError:
+            continue
+        if comm in daemons:
+            out["docker_daemons"] += cpu
+        elif postmaster_pid is not None and postmaster_pid in (int(entry.name), ppid):
+            out["postgres"] += cpu
+    return out
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

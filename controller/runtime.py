@@ -89,7 +89,10 @@ async def prepare_engine(opts: RunOptions, progress: Callable[[str], None]
                          ) -> tuple[DockerEngine, str, PlatformSettings]:
     """Connect to Docker, ensure the workspace network and the agent image; the
     network's gateway is where agents reach the registry. Shared by both modes."""
-    engine = DockerEngine(await asyncio.to_thread(connect), instance=opts.instance)
+    # A Docker call per reconcile worker, plus room for the API's lookups (agent
+    # identity at registration, A2A routing, logs) so they never queue behind creates.
+    engine = DockerEngine(await asyncio.to_thread(connect), instance=opts.instance,
+                          max_concurrent_calls=opts.workers + 4)
     gateway = await engine.ensure_network(opts.network)
     if opts.build_image and not await engine.image_exists(DEFAULT_IMAGE):
         progress(f"{DEFAULT_IMAGE} not found; building it (first time only)")

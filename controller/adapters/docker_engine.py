@@ -1,7 +1,9 @@
 """Docker engine adapter: the only place (with images.py) that imports `docker`.
 
 docker-py is blocking; `DockerEngine` exposes async methods that run each call
-in a worker thread. Observation costs one label-filtered list call per pass:
+in a thread of its own pool, sized to the controller's parallelism (asyncio's
+default executor has only cores + 4 threads: 6 on a 2-core host, fewer than 8
+reconcile workers plus API lookups). Observation costs one label-filtered list call per pass:
 inspect results are cached per container id and refreshed only when the list
 shows that container's state changed.
 """
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import re
 import tarfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -93,7 +97,8 @@ class EngineCall:
 
 class DockerEngine:
     def __init__(self, client: docker.DockerClient, instance: str = "default",
-                 on_call: Callable[[EngineCall], None] | None = None) -> None:
+                 on_call: Callable[[EngineCall], None] | None = None,
+                 max_concurrent_calls: int = 12) -> None:
         self.client = client
         self.instance = instance
         # Only this controller instance's containers: a second instance (tests, a
@@ -104,13 +109,17 @@ class DockerEngine:
         self._on_call = on_call
         self.calls = 0
         self.calls_by_name: dict[str, int] = {}
+        # Blocking calls in flight at once. Keep it within the client's connection
+        # pool (max_pool_size) or connections are opened and discarded per call.
+        self._threads = ThreadPoolExecutor(max_concurrent_calls, thread_name_prefix="docker")
 
     async def _run(self, name: str, func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         start = time.monotonic()
         self.calls += 1
         self.calls_by_name[name] = self.calls_by_name.get(name, 0) + 1
         try:
-            return await asyncio.to_thread(func, *args, **kw)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._threads, functools.partial(func, *args, **kw))
         finally:
             if self._on_call is not None:
                 self._on_call(EngineCall(name, time.monotonic() - start))

@@ -110,6 +110,8 @@ class ControllerProcess:
     proc: subprocess.Popen[bytes] | None = None
     flags: tuple[str, ...] = FAST_FLAGS
     verbose: bool = True
+    repo: Path = REPO
+    """The checkout whose `controller` package runs (benchmarks compare two versions)."""
 
     def __post_init__(self) -> None:
         self.listen_port = self.listen_port or free_port("127.0.0.1")
@@ -132,7 +134,7 @@ class ControllerProcess:
              "--listen", self.server, "--registry-listen", f"{self.gateway}:{self.registry_port}",
              "--network", self.network, "--instance", self.instance, "--no-build",
              *self.flags, *(["--verbose"] if self.verbose else [])],
-            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+            stdout=handle, stderr=subprocess.STDOUT, cwd=self.repo,
             env={**os.environ, **self.env, **(extra_env or {})})
         handle.close()
         wait_for(self._ready, 60, f"controller ready (log {log_file})", interval=0.2)
