@@ -24,6 +24,12 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+def _token_lifetime(value: str) -> int:
+    if not value.isdigit() or not 10 <= int(value) <= 604800:
+        raise argparse.ArgumentTypeError(f"{value!r}: a token lifetime is 10..604800 seconds")
+    return int(value)
+
+
 def _positive_float(value: str) -> float:
     try:
         number = float(value)
@@ -71,6 +77,9 @@ def add_chaos_command(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="also restart the Docker engine (only where the harness owns it)")
     p.add_argument("--workload-interval", type=_positive_float, default=1.0, metavar="SECONDS",
                    help="seconds between two message/send to one workspace")
+    p.add_argument("--token-expiration", type=_token_lifetime, default=None, metavar="SECONDS",
+                   help="give every workspace spec.tokenExpirationSeconds (>= 10): tokens are "
+                        "refreshed in place throughout the run")
     p.add_argument("--print-schedule", action="store_true",
                    help="print the fault schedule for these flags and exit")
     p.add_argument("--keep", action="store_true",
@@ -114,7 +123,8 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     config = RunConfig(workspaces=args.workspaces, faults=args.faults, seed=args.seed,
                        rate=args.rate, settle=args.settle, fault_timeout=args.fault_timeout,
-                       only=args.only, workload_interval=args.workload_interval)
+                       only=args.only, workload_interval=args.workload_interval,
+                       token_expiration=args.token_expiration)
     if args.faults < 0:
         print("error: --faults must not be negative", file=sys.stderr)
         return 2

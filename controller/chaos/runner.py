@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 from collections import defaultdict
 from collections.abc import Callable
@@ -64,6 +65,9 @@ class RunConfig:
     """Fault types to draw from (default: every type this run can inject)."""
     workload_interval: float = 1.0
     """Seconds between two message/send to one workspace."""
+    token_expiration: int | None = None
+    """spec.tokenExpirationSeconds of every workspace: tokens are refreshed in place
+    throughout the run, faults included."""
 
 
 @dataclass
@@ -88,7 +92,9 @@ def workspace_names(count: int) -> list[str]:
     return [f"w{i:02d}" for i in range(1, count + 1)]
 
 
-def manifest(name: str, namespace: str, llm_base_url: str) -> dict[str, Any]:
+def manifest(name: str, namespace: str, llm_base_url: str,
+             token_expiration: int | None = None) -> dict[str, Any]:
+    spec_extra = {} if token_expiration is None else {"tokenExpirationSeconds": token_expiration}
     return {
         "apiVersion": "wsctl.dev/v1alpha1", "kind": "Workspace",
         "metadata": {"name": name, "namespace": namespace, "labels": {"wsctl.dev/chaos": "true"}},
@@ -98,6 +104,7 @@ def manifest(name: str, namespace: str, llm_base_url: str) -> dict[str, Any]:
                     "apiKey": {"secretRef": {"name": SECRET_NAME, "key": SECRET_KEY}}},
             "resources": {"memory": "128Mi", "cpus": "0.5"},
             "startupTimeoutSeconds": 60,
+            **spec_extra,
         },
     }
 
@@ -115,7 +122,8 @@ class Run:
         self.say = say
         self.clock = RunClock()
         self.names = workspace_names(config.workspaces)
-        self.manifests = {n: manifest(n, env.namespace, env.llm_base_url) for n in self.names}
+        self.manifests = {n: manifest(n, env.namespace, env.llm_base_url,
+                                      config.token_expiration) for n in self.names}
         self.schedule = plan_for(env, config)
         self.observer = Observer(env.api, env.engine, env.blocking, self.clock, self.names,
                                  env.namespace)
@@ -242,10 +250,13 @@ class Run:
         self.violations.append(violation)
         self.say("VIOLATION " + violation.line())
 
-    async def _read_tokens(self, names: tuple[str, ...] | list[str]) -> None:
+    async def _read_tokens(self, names: tuple[str, ...] | list[str], *,
+                           again: bool = False) -> None:
+        """The token of each running container, once per generation (`again`: read
+        it anew, as a refreshed token replaces the file within a generation)."""
         for name in names:
             for c in self.observer.mine(name):
-                if c.running and c.token_generation not in self.tokens[name]:
+                if c.running and (again or c.token_generation not in self.tokens[name]):
                     with contextlib.suppress(Exception):  # a vanished container has no token
                         token = await self.env.blocking(self.env.engine.read_token, c.id)
                         if token:
@@ -289,6 +300,8 @@ class Run:
         await self._check_orphans()
         await self._check_serving(end)
         await self._check_tokens()  # 8.2
+        if self.config.token_expiration is not None:
+            await self._note_token_refreshes()
         await self._check_activity()  # 8.3
         await self._check_secrets()  # 8.4
         seen = self.observer.degraded + self.observer.event_degraded()  # 8.5
@@ -341,7 +354,7 @@ class Run:
                           "does not exist")
 
     async def _check_tokens(self) -> None:
-        await self._read_tokens(self.names)
+        await self._read_tokens(self.names, again=True)
         registry = self.env.registry
         if registry is None:
             return
@@ -359,6 +372,17 @@ class Run:
                     self._violate(TOKENS, name, self._last_fault(name),
                                   f"token generation {generation} (replaced; live is {live}) "
                                   f"is still accepted: HTTP {status}")
+
+    async def _note_token_refreshes(self) -> None:
+        """How many in-place refreshes the (last) controller process made: expiring
+        tokens that were not refreshed would show as HeartbeatStale without a fault."""
+        status, text = await self.env.api.call("GET", "/metrics")
+        found = re.search(r"^wsctl_token_refreshes_total (\d+)", text or "", re.M) \
+            if status == 200 and isinstance(text, str) else None
+        self.notes.append(
+            f"tokens expire after {self.config.token_expiration}s: "
+            + (f"{found.group(1)} refreshed in place by the current controller process"
+               if found else f"refresh count unavailable (/metrics: HTTP {status})"))
 
     async def _check_activity(self) -> None:
         for _ in range(3):  # the controller may just be restarting

@@ -94,7 +94,9 @@ def failed(data: dict[str, Any]) -> set[str]:
 
 
 def test_small_run_passes_with_every_fault_type_and_writes_the_report(tmp_path: Path) -> None:
-    args = ["--workspaces", "3", "--faults", "12", "--seed", "2", "--settle", "90"]
+    # 10 s tokens: refreshed in place every ~5 s, through every fault type.
+    args = ["--workspaces", "3", "--faults", "12", "--seed", "2", "--settle", "90",
+            "--token-expiration", "10"]
     code, output, data = chaos(tmp_path / "report", *args, "--keep",
                                env={PLANTED_ENV: PLANTED})
     kept = re.search(r"kept (\S+) \(controller logs", output)
@@ -112,6 +114,8 @@ def test_small_run_passes_with_every_fault_type_and_writes_the_report(tmp_path: 
     for kind, stats in data["convergence"].items():
         assert stats["converged"] == stats["injected"] >= 1, kind
     assert data["workload"]["acked"] > 0 and data["workload"]["missing"] == 0
+    refreshed = [n for n in data["notes"] if n.startswith("tokens expire after 10s: ")]
+    assert refreshed and int(refreshed[0].split(": ")[1].split()[0]) > 0, data["notes"]
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("<svg") == 2
     assert f"report: {tmp_path / 'report' / 'report.html'}" in output.splitlines()
