@@ -290,7 +290,10 @@ class Registry:
                                          generation)
         self.counters.registers += 1
         log.info("%s: registered (token generation %d)", workspace_id, generation)
-        self._beats.pop(workspace_id, None)
+        # The register itself wakes the reconciler (the agent is Online from it): a
+        # healthy first heartbeat is then no transition and costs no reconcile.
+        self._beats[workspace_id] = (generation, "healthy", None,
+                                     asyncio.get_running_loop().time())
         self.notify(workspace_id)
         return web.json_response({"ok": True, "token_generation": generation})
 

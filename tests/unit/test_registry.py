@@ -347,9 +347,13 @@ async def test_new_token_generation_and_register_count_as_transitions(env: Env) 
     await env.store.insert_token(ALICE, 3, tokens.digest(newer))
     await env.beat(token=newer)
     assert env.notified == [ALICE, ALICE]
+    await env.register(token=newer)  # the register wakes the reconciler ...
+    assert env.notified == [ALICE] * 3
+    await env.beat(token=newer)  # ... so a healthy first beat after it is no transition
+    assert env.notified == [ALICE] * 3
     await env.register(token=newer)
-    await env.beat(token=newer)  # the first beat after a register wakes the reconciler
-    assert env.notified == [ALICE] * 4
+    await env.beat(token=newer, status="unhealthy", error_detail="llm-auth: no key")
+    assert env.notified == [ALICE] * 5  # an unhealthy first beat is one
 
 
 async def test_heartbeat_records_fields(env: Env) -> None:
