@@ -198,7 +198,7 @@ def controller_bringup(fleet: Fleet, n: int, *, instance: str, repo: Path | None
     container start, and until all were Online; calls and CPU per workspace on the way."""
     result: dict[str, Any] = {"n": n}
     with fleet.controller(instance, "--heartbeat-seconds", "30", "--resync-seconds", "10",
-                          "--workers", str(PARALLELISM), repo=repo) as proc:
+                          "--docker-parallelism", str(PARALLELISM), repo=repo) as proc:
         assert proc.proc is not None
         cpu0, rss0 = proc_stats(proc.proc.pid)
         before = metrics(proc)

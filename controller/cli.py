@@ -206,6 +206,12 @@ def _host_port(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return int(value)
+
+
 def _dns_label(value: str) -> str:
     from controller.model import DNS1123_LABEL
 
@@ -237,6 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         database_url=os.environ.get("DATABASE_URL"), resync_seconds=args.resync_seconds,
         heartbeat_seconds=args.heartbeat_seconds, build_image=not args.no_build,
         demo=args.demo, network=args.network, instance=args.instance, workers=args.workers,
+        docker_parallelism=args.docker_parallelism,
         crash_loop_threshold=args.crash_loop_threshold,
     )
 
@@ -323,8 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resync-seconds", type=float, default=30.0,
                    help="full resync period; events drive reconciles in between")
     p.add_argument("--network", default="wsctl", help="Docker network for workspaces")
-    p.add_argument("--workers", type=int, default=8,
-                   help="workspaces reconciled in parallel (default 8)")
+    p.add_argument("--workers", type=_positive, default=16,
+                   help="workspaces reconciled at once (default 16)")
+    p.add_argument("--docker-parallelism", type=_positive, default=8, metavar="N",
+                   help="Docker API calls in flight at most (default 8); a reconcile's "
+                        "bookkeeping does not hold one of these")
     p.add_argument("--crash-loop-threshold", type=int, default=3, metavar="N",
                    help="container deaths within 5 minutes that make a workspace "
                         "CrashLooping and back off (default 3)")

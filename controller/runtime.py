@@ -60,7 +60,10 @@ class RunOptions:
     instance: str = "default"
     heartbeat_seconds: int = 5
     resync_seconds: float = 30.0
-    workers: int = 8
+    workers: int = 16
+    """Workspaces reconciled at once (planning, bookkeeping and waiting on Docker)."""
+    docker_parallelism: int = 8
+    """Docker API calls in flight at most: the engine's own limit, not the workers'."""
     crash_loop_threshold: int = 3
     build_image: bool = True
     demo: bool = False
@@ -89,10 +92,11 @@ async def prepare_engine(opts: RunOptions, progress: Callable[[str], None]
                          ) -> tuple[DockerEngine, str, PlatformSettings]:
     """Connect to Docker, ensure the workspace network and the agent image; the
     network's gateway is where agents reach the registry. Shared by both modes."""
-    # A Docker call per reconcile worker, plus room for the API's lookups (agent
-    # identity at registration, A2A routing, logs) so they never queue behind creates.
+    # At most --docker-parallelism Docker calls in flight, whatever the number of
+    # reconcile workers: a worker busy with bookkeeping (events, status, the look
+    # after acting) does not hold a Docker slot another workspace could use.
     engine = DockerEngine(await asyncio.to_thread(connect), instance=opts.instance,
-                          max_concurrent_calls=opts.workers + 4)
+                          max_concurrent_calls=opts.docker_parallelism)
     gateway = await engine.ensure_network(opts.network)
     if opts.build_image and not await engine.image_exists(DEFAULT_IMAGE):
         progress(f"{DEFAULT_IMAGE} not found; building it (first time only)")

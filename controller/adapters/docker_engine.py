@@ -1,9 +1,9 @@
 """Docker engine adapter: the only place (with images.py) that imports `docker`.
 
 docker-py is blocking; `DockerEngine` exposes async methods that run each call
-in a thread of its own pool, sized to the controller's parallelism (asyncio's
-default executor has only cores + 4 threads: 6 on a 2-core host, fewer than 8
-reconcile workers plus API lookups). Observation costs one label-filtered list call per pass:
+in a thread of its own pool, whose size is the controller's Docker parallelism
+(`--docker-parallelism`; asyncio's default executor would cap it at cores + 4,
+6 on a 2-core host). Observation costs one label-filtered list call per pass:
 inspect results are cached per container id and refreshed only when the list
 shows that container's state changed.
 """
@@ -98,7 +98,7 @@ class EngineCall:
 class DockerEngine:
     def __init__(self, client: docker.DockerClient, instance: str = "default",
                  on_call: Callable[[EngineCall], None] | None = None,
-                 max_concurrent_calls: int = 12) -> None:
+                 max_concurrent_calls: int = 8) -> None:
         self.client = client
         self.instance = instance
         # Only this controller instance's containers: a second instance (tests, a
