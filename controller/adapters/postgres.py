@@ -443,26 +443,16 @@ def _token(row: asyncpg.Record) -> TokenRecord:
     )
 
 
-async def _insert_token(conn: _AnyConn, workspace_id: str, generation: int, rotation: int,
-                        token_hash: str, container_id: str | None,
-                        expires_at: datetime | None) -> TokenRecord:
-    """Insert one token row; a unique violation is a `ConflictError` naming it."""
+async def _token_statement(pool: _Pool, workspace_id: str, generation: int, sql: str,
+                           *args: object) -> asyncpg.Record | None:
+    """Run one token-writing statement; a unique violation is a `ConflictError` naming it."""
     try:
-        row = await conn.fetchrow(
-            """
-            INSERT INTO tokens (workspace_id, generation, rotation, token_hash, container_id,
-                                expires_at)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING *
-            """,
-            workspace_id, generation, rotation, token_hash, container_id, expires_at,
-        )
+        return await pool.fetchrow(sql, workspace_id, generation, *args)
     except asyncpg.UniqueViolationError as exc:
         raise ConflictError(
             f"token for {workspace_id} generation {generation}: "
             f"{exc.constraint_name or 'unique'} violated"
         ) from None
-    assert row is not None
-    return _token(row)
 
 
 def _registration(row: asyncpg.Record) -> Registration:
@@ -988,15 +978,24 @@ class Store:
         violation raises `ConflictError`.
         """
         _check_token_hash(token_hash)
-        async with self._pool.acquire() as conn, conn.transaction():
-            if revoke_others:
-                await conn.execute(
-                    "UPDATE tokens SET revoked_at = now() WHERE workspace_id = $1 "
-                    "AND revoked_at IS NULL AND generation <> $2",
-                    workspace_id, generation,
-                )
-            return await _insert_token(conn, workspace_id, generation, 0, token_hash,
-                                       container_id, expires_at)
+        # One statement (atomic, one round trip): the INSERT reads the whole
+        # revoking UPDATE first (count(*)), so the old live row is no longer
+        # live when the one-live-token index checks the new one.
+        revoke = ("UPDATE tokens SET revoked_at = now() WHERE workspace_id = $1 "
+                  "AND revoked_at IS NULL AND generation <> $2 RETURNING 1"
+                  if revoke_others else "SELECT 1 WHERE false")
+        row = await _token_statement(
+            self._pool, workspace_id, generation,
+            f"""
+            WITH revoked AS ({revoke})
+            INSERT INTO tokens (workspace_id, generation, rotation, token_hash, container_id,
+                                expires_at)
+            SELECT $1, $2, 0, $3, $4, $5 FROM (SELECT count(*) FROM revoked) AS done
+            RETURNING *
+            """,  # noqa: S608 - one of two constant texts
+            token_hash, container_id, expires_at)
+        assert row is not None
+        return _token(row)
 
     @_translated
     async def rotate_token(self, workspace_id: str, generation: int, token_hash: str, *,
@@ -1009,19 +1008,23 @@ class Store:
         the workspace's current generation (a recreate got there first).
         """
         _check_token_hash(token_hash)
-        async with self._pool.acquire() as conn, conn.transaction():
-            current = await conn.fetchrow(
-                "UPDATE tokens SET superseded_at = now() WHERE workspace_id = $1 "
-                "AND generation = $2 AND revoked_at IS NULL AND superseded_at IS NULL "
-                "RETURNING rotation, container_id",
-                workspace_id, generation,
-            )
-            if current is None:
-                raise ConflictError(
-                    f"token for {workspace_id} generation {generation}: not the current "
-                    "generation, nothing to refresh")
-            return await _insert_token(conn, workspace_id, generation, current["rotation"] + 1,
-                                       token_hash, current["container_id"], expires_at)
+        row = await _token_statement(
+            self._pool, workspace_id, generation,
+            """
+            WITH current AS (
+                UPDATE tokens SET superseded_at = now() WHERE workspace_id = $1
+                   AND generation = $2 AND revoked_at IS NULL AND superseded_at IS NULL
+                RETURNING rotation, container_id)
+            INSERT INTO tokens (workspace_id, generation, rotation, token_hash, container_id,
+                                expires_at)
+            SELECT $1, $2, rotation + 1, $3, container_id, $4 FROM current
+            RETURNING *
+            """,
+            token_hash, expires_at)
+        if row is None:
+            raise ConflictError(f"token for {workspace_id} generation {generation}: not the "
+                                "current generation, nothing to refresh")
+        return _token(row)
 
     @_translated
     async def set_token_container(
@@ -1420,33 +1423,12 @@ class Store:
             raise ValueError(f"event type must be Normal or Warning, not {type_!r}")
         message = clean_text(message)
         reason = clean_text(reason)
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Serialise writers of one workspace's events so repeats fold reliably.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('wsctl.events.' || $1, 0))",
-                workspace_id,
-            )
-            latest = await conn.fetchrow(
-                "SELECT id, type, reason, message FROM events WHERE workspace_id = $1 "
-                "ORDER BY id DESC LIMIT 1",
-                workspace_id,
-            )
-            if (latest is not None and latest["type"] == type_
-                    and latest["reason"] == reason and latest["message"] == message):
-                row = await conn.fetchrow(
-                    "UPDATE events SET count = count + 1, at = greatest(at, coalesce($2, now())) "
-                    "WHERE id = $1 RETURNING *",
-                    latest["id"], at,
-                )
-            else:
-                row = await conn.fetchrow(
-                    """
-                    INSERT INTO events (workspace_id, at, first_at, type, reason, message)
-                    VALUES ($1, coalesce($2, now()), coalesce($2, now()), $3, $4, $5)
-                    RETURNING *
-                    """,
-                    workspace_id, at, type_, reason, message,
-                )
+        # One round trip: migration 0005's function takes a per-workspace advisory
+        # lock, then folds a repeat of the latest event or inserts a new one.
+        row = await self._pool.fetchrow(
+            "SELECT * FROM wsctl_add_event($1, $2, $3, $4, $5)",
+            workspace_id, at, type_, reason, message,
+        )
         assert row is not None
         return _event(row)
 

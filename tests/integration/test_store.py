@@ -605,6 +605,18 @@ async def test_secrets_round_trip_and_listing_without_values(store: Store) -> No
 # ------------------------------------------------------------------ events
 
 
+async def test_concurrent_repeats_fold_into_one_event(store: Store) -> None:
+    """The fold is serialised per workspace (one round trip, an advisory lock inside)."""
+    ws = "default.alice"
+    await asyncio.gather(*(store.add_event(ws, "Warning", "HeartbeatStale", "no beat")
+                           for _ in range(20)))
+    await asyncio.gather(*(store.add_event("default.bob", "Normal", "Created", f"#{i}")
+                           for i in range(5)))
+    (event,) = await store.list_events(ws)
+    assert event.count == 20 and event.first_at <= event.at
+    assert len(await store.list_events("default.bob")) == 5
+
+
 async def test_events_fold_repeats(store: Store) -> None:
     ws = "default.alice"
     created = await store.add_event(ws, "Normal", "Created", "container abc", at=T0)
