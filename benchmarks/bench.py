@@ -241,11 +241,33 @@ def raw_bringup(fleet: Fleet, n: int) -> dict[str, Any]:
         fleet.remove_instance(instance)
 
 
-def bench_scale(fleet: Fleet, n: int, steady: bool) -> dict[str, Any]:
-    say(f"bring-up N={n}: controller, raw docker-py ({PARALLELISM} parallel), docker-compose")
+def bench_scale(fleet: Fleet, n: int, steady: bool, trials: int) -> dict[str, Any]:
+    """Bring-up at N: `trials` runs each of the controller and raw docker-py, alternating
+    which goes first; medians and p95 compared. Steady state after the first controller
+    run; docker-compose once (it is the slow one, and at N=200 may not finish)."""
+    say(f"bring-up N={n}: controller, raw docker-py ({PARALLELISM} parallel), docker-compose;"
+        f" {trials} trial(s)")
     names = bench_names(n)
-    result = controller_bringup(fleet, n, instance=f"bench-up{n}", steady=steady)
-    result["raw_seconds"] = raw_bringup(fleet, n)["seconds"]
+    result: dict[str, Any] = {}
+    runs: dict[str, list[float]] = {"controller": [], "raw": [], "online": []}
+    for trial in range(trials):
+        for variant in ("controller", "raw") if trial % 2 == 0 else ("raw", "controller"):
+            if variant == "raw":
+                runs["raw"].append(raw_bringup(fleet, n)["seconds"])
+                continue
+            one = controller_bringup(fleet, n, instance=f"bench-up{n}-{trial}",
+                                     steady=steady and trial == 0)
+            result = result or one
+            runs["controller"].append(one["controller_seconds"])
+            runs["online"].append(one["online_seconds"])
+        say(f"  trial {trial + 1}/{trials}: controller {runs['controller'][-1]:.2f} s, "
+            f"raw {runs['raw'][-1]:.2f} s")
+    result["trials"] = runs
+    result["controller_seconds"] = statistics.median(runs["controller"])
+    result["controller_p95"] = pct(runs["controller"], 95)
+    result["online_seconds"] = statistics.median(runs["online"])
+    result["raw_seconds"] = statistics.median(runs["raw"])
+    result["raw_p95"] = pct(runs["raw"], 95)
     project_name = f"wsctlbench{n}"
     seconds, folder, running = baselines.compose_up(
         specs_for(fleet, names, f"bench-cmp{n}"), fleet.gateway, fleet.network, project_name,
@@ -254,6 +276,7 @@ def bench_scale(fleet: Fleet, n: int, steady: bool) -> dict[str, Any]:
     result["compose_seconds"] = seconds
     result["compose_running"] = running
     result["ratio_raw"] = result["controller_seconds"] / result["raw_seconds"]
+    result["ratio_raw_p95"] = result["controller_p95"] / result["raw_p95"]
     result["ratio_compose"] = None if seconds is None else result["controller_seconds"] / seconds
     return result
 
@@ -464,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     with fleet_environment(client) as fleet:
         results["docker_start"] = docker_start_time(fleet, 5 if args.quick else 20)
         results["recreate"] = bench_recreate(fleet, restarts)
-        results["scale"] = [bench_scale(fleet, n, steady=True) for n in sizes]
+        results["scale"] = [bench_scale(fleet, n, steady=True, trials=1 if args.quick else 3)
+                            for n in sizes]
         results["reaction"] = bench_reaction(fleet, kills)
     results["duration_seconds"] = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
