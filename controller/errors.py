@@ -16,6 +16,10 @@ class StoreUnavailableError(StoreError):
     """The database cannot be reached (down, restarting, connection lost); retry later."""
 
 
+class WorkspaceTerminatingError(StoreError):
+    """The workspace's deletion was requested and is not finished; it cannot be applied."""
+
+
 class SecretUnreadableError(StoreError):
     """A stored secret exists but cannot be read (e.g. it was encrypted with another
     key). Only the workspaces that reference it are affected."""

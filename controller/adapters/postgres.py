@@ -48,7 +48,7 @@ from controller.adapters.secretbox import (
     SecretKeyError,
     missing_key_error,
 )
-from controller.errors import StoreError, StoreUnavailableError
+from controller.errors import StoreError, StoreUnavailableError, WorkspaceTerminatingError
 from controller.model import (
     ObjectMeta,
     RegisterFailure,
@@ -97,10 +97,6 @@ if TYPE_CHECKING:  # asyncpg's classes are generic only in its stubs
 
 class ConflictError(StoreError):
     """A uniqueness rule was violated (e.g. a second live token for a workspace)."""
-
-
-class WorkspaceTerminatingError(StoreError):
-    """The workspace's deletion was requested and is not finished; it cannot be applied."""
 
 
 class MigrationError(StoreError):
@@ -772,6 +768,43 @@ class Store:
                 f"workspace {ws.key} is being deleted; apply it again once it is gone"
             )
         return _workspace(row)
+
+    @_translated
+    async def apply_workspaces(self, workspaces: Sequence[Workspace]
+                               ) -> list[tuple[int | None, Workspace]]:
+        """`apply_workspace` for each, all in one transaction: all or none.
+
+        Returns (generation before, or None if it was created; the stored
+        workspace) per document. `WorkspaceTerminatingError` for the first one
+        being deleted, and nothing is applied. Their NOTIFYs go out at commit.
+        """
+        applied: list[tuple[int | None, Workspace]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            for ws in workspaces:
+                meta = ws.metadata
+                before = await conn.fetchval(
+                    "SELECT generation FROM workspaces WHERE namespace = $1 AND name = $2 "
+                    "FOR UPDATE", meta.namespace, meta.name)
+                row = await conn.fetchrow(
+                    """
+                    INSERT INTO workspaces AS w (namespace, name, spec, labels, annotations)
+                    VALUES ($1, $2, $3, $4, $5)
+                    ON CONFLICT (namespace, name) DO UPDATE
+                        SET spec = EXCLUDED.spec,
+                            labels = EXCLUDED.labels,
+                            annotations = EXCLUDED.annotations
+                        WHERE w.deleted_at IS NULL
+                    RETURNING *
+                    """,
+                    meta.namespace, meta.name, _spec_json(ws.spec), dict(meta.labels),
+                    dict(meta.annotations),
+                )
+                if row is None:
+                    raise WorkspaceTerminatingError(
+                        f"workspace {ws.key} is being deleted; nothing was applied (apply "
+                        "again once it is gone)")
+                applied.append((before, _workspace(row)))
+        return applied
 
     @_translated
     async def get_workspace(self, namespace: str, name: str) -> Workspace | None:

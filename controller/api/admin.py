@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -31,7 +31,7 @@ from aiohttp import web
 from controller import manifests, redact, tokens
 from controller.api import openapi
 from controller.api.a2a import A2AProxy, ProxyError
-from controller.errors import StoreUnavailableError
+from controller.errors import StoreUnavailableError, WorkspaceTerminatingError
 from controller.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, WorkspaceKey
 
 log = logging.getLogger("wsctl.api")
@@ -46,6 +46,8 @@ class AdminStore(Protocol):
     def list_workspaces(self, namespace: str | None = None) -> Awaitable[list[Workspace]]: ...
     def get_workspace(self, namespace: str, name: str) -> Awaitable[Workspace | None]: ...
     def apply_workspace(self, ws: Workspace) -> Awaitable[Workspace]: ...
+    def apply_workspaces(self, workspaces: Sequence[Workspace]
+                         ) -> Awaitable[list[tuple[int | None, Workspace]]]: ...
     def request_delete(self, namespace: str, name: str) -> Awaitable[bool]: ...
     def get_registration(self, workspace_id: str) -> Awaitable[Any]: ...
     def list_events(self, workspace_id: str, limit: int = 50) -> Awaitable[list[Any]]: ...
@@ -226,16 +228,15 @@ class AdminApi:
         if bad:
             return _error(422, "invalid workspace(s); nothing was applied", details=bad)
         results = []
-        for doc in documents:
-            assert doc.workspace is not None
-            before = await self.store.get_workspace(doc.workspace.metadata.namespace,
-                                                    doc.workspace.metadata.name)
-            if before is not None and before.metadata.deletion_timestamp is not None:
-                return _error(409, f"workspace {doc.workspace.key} is being deleted")
-            applied = await self.store.apply_workspace(doc.workspace)
+        try:  # one transaction: every document or none
+            done = await self.store.apply_workspaces([d.workspace for d in documents
+                                                      if d.workspace is not None])
+        except WorkspaceTerminatingError as exc:
+            return _error(409, str(exc))
+        for before, applied in done:
             if before is None:
                 outcome = "created"
-            elif before.metadata.generation != applied.metadata.generation:
+            elif before != applied.metadata.generation:
                 outcome = "configured"
             else:
                 outcome = "unchanged"

@@ -123,6 +123,12 @@ async def workspace_story(store: Store | FakeStore) -> list[Any]:
     out.append(await store.request_delete("default", "ghost"))
     with pytest.raises(WorkspaceTerminatingError):
         await store.apply_workspace(make_workspace())
+    # Several documents: one transaction. bob is new, alice is being deleted: neither.
+    with pytest.raises(WorkspaceTerminatingError, match="nothing was applied"):
+        await store.apply_workspaces([make_workspace("bob"), make_workspace()])
+    out.append(workspace_view(await store.get_workspace("default", "bob")))
+    out.append([(before, workspace_view(ws)) for before, ws in await store.apply_workspaces(
+        [make_workspace("bob"), make_workspace("carol"), make_workspace("bob", paused=True)])])
     out.append(workspace_view(await store.get_workspace("default", "alice")))
     out.append(await store.purge_workspace("default", "alice"))
     out.append(workspace_view(await store.get_workspace("default", "alice")))

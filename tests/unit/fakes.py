@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -93,6 +93,23 @@ class FakeStore:
             stored = before.model_copy(update={"metadata": meta, "spec": ws.spec})
         self.workspaces[key] = stored
         return stored
+
+    async def apply_workspaces(self, workspaces: Sequence[Workspace]
+                               ) -> list[tuple[int | None, Workspace]]:
+        """As the real store: all in one transaction, so none if one is being deleted."""
+        saved = dict(self.workspaces)
+        done: list[tuple[int | None, Workspace]] = []
+        try:
+            for ws in workspaces:
+                before = self.workspaces.get((ws.metadata.namespace, ws.metadata.name))
+                done.append((None if before is None else before.metadata.generation,
+                             await self.apply_workspace(ws)))
+        except WorkspaceTerminatingError:
+            self.workspaces = saved
+            raise WorkspaceTerminatingError(
+                f"workspace {ws.key} is being deleted; nothing was applied (apply again once "
+                "it is gone)") from None
+        return done
 
     async def get_workspace(self, namespace: str, name: str) -> Workspace | None:
         return self.workspaces.get((namespace, name))

@@ -214,6 +214,16 @@ async def test_apply_to_a_workspace_being_deleted_is_409(env: AdminEnv) -> None:
     assert status == 409 and "being deleted" in answer["error"]
 
 
+async def test_apply_is_all_or_none_when_a_later_document_is_being_deleted(
+        env: AdminEnv) -> None:
+    assert (await env.call("DELETE", f"{BASE}/alice"))[0] == 202
+    before = dict(env.store.workspaces)
+    status, answer = await env.call("POST", BASE, {"items": [manifest("carol"),
+                                                             manifest("alice")]})
+    assert status == 409 and "nothing was applied" in answer["error"]
+    assert env.store.workspaces == before  # carol was not created
+
+
 # ------------------------------------------------------------------ restart / get / delete
 
 
