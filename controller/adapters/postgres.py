@@ -451,6 +451,25 @@ async def _token_statement(pool: _Pool, workspace_id: str, generation: int, sql:
         ) from None
 
 
+# Create or update a workspace's desired state; no row when its deletion is pending.
+_UPSERT_WORKSPACE = """
+    INSERT INTO workspaces AS w (namespace, name, spec, labels, annotations)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (namespace, name) DO UPDATE
+        SET spec = EXCLUDED.spec,
+            labels = EXCLUDED.labels,
+            annotations = EXCLUDED.annotations
+        WHERE w.deleted_at IS NULL
+    RETURNING *
+"""
+
+
+def _upsert_args(ws: Workspace) -> tuple[object, ...]:
+    meta = ws.metadata
+    return (meta.namespace, meta.name, _spec_json(ws.spec), dict(meta.labels),
+            dict(meta.annotations))
+
+
 def _registration(row: asyncpg.Record) -> Registration:
     failure = None
     if row["register_failure_at"] is not None:
@@ -748,21 +767,7 @@ class Store:
         uid and creationTimestamp are kept. Raises `WorkspaceTerminatingError`
         if the workspace's deletion was requested and is not finished.
         """
-        meta = ws.metadata
-        row = await self._pool.fetchrow(
-            """
-            INSERT INTO workspaces AS w (namespace, name, spec, labels, annotations)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (namespace, name) DO UPDATE
-                SET spec = EXCLUDED.spec,
-                    labels = EXCLUDED.labels,
-                    annotations = EXCLUDED.annotations
-                WHERE w.deleted_at IS NULL
-            RETURNING *
-            """,
-            meta.namespace, meta.name, _spec_json(ws.spec), dict(meta.labels),
-            dict(meta.annotations),
-        )
+        row = await self._pool.fetchrow(_UPSERT_WORKSPACE, *_upsert_args(ws))
         if row is None:
             raise WorkspaceTerminatingError(
                 f"workspace {ws.key} is being deleted; apply it again once it is gone"
@@ -785,20 +790,7 @@ class Store:
                 before = await conn.fetchval(
                     "SELECT generation FROM workspaces WHERE namespace = $1 AND name = $2 "
                     "FOR UPDATE", meta.namespace, meta.name)
-                row = await conn.fetchrow(
-                    """
-                    INSERT INTO workspaces AS w (namespace, name, spec, labels, annotations)
-                    VALUES ($1, $2, $3, $4, $5)
-                    ON CONFLICT (namespace, name) DO UPDATE
-                        SET spec = EXCLUDED.spec,
-                            labels = EXCLUDED.labels,
-                            annotations = EXCLUDED.annotations
-                        WHERE w.deleted_at IS NULL
-                    RETURNING *
-                    """,
-                    meta.namespace, meta.name, _spec_json(ws.spec), dict(meta.labels),
-                    dict(meta.annotations),
-                )
+                row = await conn.fetchrow(_UPSERT_WORKSPACE, *_upsert_args(ws))
                 if row is None:
                     raise WorkspaceTerminatingError(
                         f"workspace {ws.key} is being deleted; nothing was applied (apply "
