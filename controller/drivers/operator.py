@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from controller import redact
 from controller.conditions import Verdict, apply_verdict
 from controller.drivers.orphans import remove_orphans
+from controller.drivers.queue import TriggerStats
 from controller.drivers.standalone import TRIGGER_ACTIONS
 from controller.model import (
     API_VERSION,
@@ -119,13 +120,8 @@ class OperatorOptions:
 
 
 @dataclass
-class OperatorStats:
-    reconciles: int = 0
+class OperatorStats(TriggerStats):
     orphan_sweeps: int = 0
-    triggers: dict[str, int] = field(default_factory=dict)
-
-    def count(self, source: str) -> None:
-        self.triggers[source] = self.triggers.get(source, 0) + 1
 
 
 class InvalidWorkspace(ValueError):

@@ -13,10 +13,10 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from controller.drivers.orphans import remove_orphans
-from controller.drivers.queue import WorkQueue
+from controller.drivers.queue import TriggerStats, WorkQueue
 from controller.execute import Executor
 from controller.model import WorkspaceKey
 from controller.observed import ObservedContainer
@@ -38,13 +38,8 @@ class Snapshot:
 
 
 @dataclass
-class DriverStats:
+class DriverStats(TriggerStats):
     resyncs: int = 0
-    reconciles: int = 0
-    triggers: dict[str, int] = field(default_factory=dict)
-
-    def count(self, source: str) -> None:
-        self.triggers[source] = self.triggers.get(source, 0) + 1
 
 
 class StandaloneDriver:
