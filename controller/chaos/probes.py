@@ -61,6 +61,8 @@ class Observer:
         self.events: dict[int, dict[str, Any]] = {}
         self.violations: list[Violation] = []
         self.samples = 0
+        self.api_answers = True
+        """Whether the last sample's workspace list came back."""
         self.trailing_list = 0
         """Samples where the list showed two runners but inspect found one already dead."""
         self._reported: set[tuple[str, ...]] = set()
@@ -95,6 +97,7 @@ class Observer:
             items = await self.api.workspaces()
         except ApiError:
             items = None  # controller down (a fault): keep the last view
+        self.api_answers = items is not None
         containers = await self.run_blocking(self.engine.containers)
         now = self.clock.now()
         self.containers = containers
@@ -182,8 +185,11 @@ class Observer:
         return True
 
     def problems(self, name: str) -> list[str]:
-        return convergence_problems(self.latest.get(name), self.mine(name),
-                                    self.expected_hash.get(name))
+        # Nothing has converged while the controller does not answer: the last
+        # view it gave may be long out of date.
+        down = [] if self.api_answers else ["the controller's API does not answer"]
+        return down + convergence_problems(self.latest.get(name), self.mine(name),
+                                           self.expected_hash.get(name))
 
     def converged(self, name: str) -> bool:
         return not self.problems(name)

@@ -24,7 +24,7 @@ from typing import Any
 from controller import redact
 from controller.chaos import checks
 from controller.chaos.api import ApiError
-from controller.chaos.environment import SECRET_KEY, SECRET_NAME, Environment
+from controller.chaos.environment import SECRET_KEY, SECRET_NAME, Environment, SetupError
 from controller.chaos.faults import FAULTS, FaultContext, FaultSkipped, available
 from controller.chaos.model import (
     ACTIVITY,
@@ -214,6 +214,8 @@ class Run:
             await fault.inject(self.ctx, plan, record)
         except FaultSkipped as exc:
             record.skipped = str(exc)
+        except SetupError:
+            raise  # the controller could not be started again: nothing left to test
         except Exception as exc:  # a fault that half-happened is still waited for
             record.error = f"{type(exc).__name__}: {exc}"
         if record.injected_at is None:

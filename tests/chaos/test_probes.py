@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.chaos.api import ApiError
 from controller.chaos.model import RunClock
 from controller.chaos.probes import Observer
 from tests.chaos.fakes import FakeEngine, inline, view
@@ -50,3 +51,30 @@ async def test_phase_failed_is_a_violation_and_the_timeline_records_changes() ->
     (v,) = probe.violations
     assert v.invariant == "no-failed" and "secret missing" in v.detail
     assert [(c.phase, c.reason) for c in probe.phases] == [("Failed", "RecreateFailed")]
+
+
+class FlakyApi(Api):
+    """Answers until `down` is set, as a controller that was killed and did not come back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def workspaces(self) -> list[dict[str, Any]]:
+        if self.down:
+            raise ApiError("GET /api/v1/workspaces: HTTP no answer")
+        return await super().workspaces()
+
+
+async def test_nothing_counts_as_converged_while_the_controller_does_not_answer() -> None:
+    api = FlakyApi()
+    probe = observer(FakeEngine([view(WS, 1)]), api)
+    await probe.sample()
+    before = probe.problems("w01")
+    api.down = True
+    await probe.sample()  # the last view is kept, but it is no evidence of convergence
+    assert not probe.converged("w01")
+    assert probe.problems("w01") == ["the controller's API does not answer", *before]
+    api.down = False
+    await probe.sample()
+    assert probe.problems("w01") == before
