@@ -124,6 +124,15 @@ class Fault(ABC):
         if lifted:
             record.lifted_at = record.injected_at
 
+    async def _strike(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord, *,
+                      lifted: bool = True) -> ContainerLike:
+        """The target's running container, recorded as the one hit, and the fault
+        marked injected (and lifted at once unless `lifted` is False)."""
+        c = await ctx.container(_target(plan))
+        record.before_container = c.id
+        self._mark(ctx, record, lifted=lifted)
+        return c
+
 
 def _target(plan: FaultPlan) -> str:
     if plan.target is None:
@@ -141,9 +150,7 @@ class KillContainer(Fault):
     replaces_container = True
 
     async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
-        c = await ctx.container(_target(plan))
-        record.before_container = c.id
-        self._mark(ctx, record)
+        c = await self._strike(ctx, plan, record)
         await ctx.docker(ctx.engine.kill, c.id)
 
 
@@ -154,9 +161,7 @@ class StopContainer(Fault):
     replaces_container = True
 
     async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
-        c = await ctx.container(_target(plan))
-        record.before_container = c.id
-        self._mark(ctx, record)
+        c = await self._strike(ctx, plan, record)
         await ctx.docker(ctx.engine.stop, c.id, 2)
 
 
@@ -166,9 +171,7 @@ class RemoveContainer(Fault):
     replaces_container = True
 
     async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
-        c = await ctx.container(_target(plan))
-        record.before_container = c.id
-        self._mark(ctx, record)
+        c = await self._strike(ctx, plan, record)
         await ctx.docker(ctx.engine.remove, c.id)
 
 
@@ -179,9 +182,7 @@ class PauseContainer(Fault):
     must_cause = frozenset({HEARTBEAT_STALE})
 
     async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
-        c = await ctx.container(_target(plan))
-        record.before_container = c.id
-        self._mark(ctx, record, lifted=False)
+        c = await self._strike(ctx, plan, record, lifted=False)
         await ctx.docker(ctx.engine.pause, c.id)
         await ctx.sleep(ctx.heartbeat_ttl + 2.0)
         await ctx.docker(ctx.engine.unpause, c.id)
@@ -195,9 +196,7 @@ class NetworkCut(Fault):
     must_cause = frozenset({HEARTBEAT_STALE})
 
     async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
-        c = await ctx.container(_target(plan))
-        record.before_container = c.id
-        self._mark(ctx, record, lifted=False)
+        c = await self._strike(ctx, plan, record, lifted=False)
         await ctx.docker(ctx.engine.network_disconnect, ctx.network, c.id)
         try:
             await ctx.sleep(ctx.heartbeat_ttl + 2.0)
@@ -219,9 +218,7 @@ class TokenFault(Fault):
         return {"variant": rng.choice(("delete", "corrupt"))}
 
     async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
-        c = await ctx.container(_target(plan))
-        record.before_container = c.id
-        self._mark(ctx, record)
+        c = await self._strike(ctx, plan, record)
         if plan.param("variant") == "delete":
             await ctx.docker(ctx.engine.delete_token, c.id)
         else:
