@@ -76,6 +76,13 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(results: dict[str, Any], out: Path, suffix: str) -> list[Path]:
     import matplotlib
 
@@ -96,11 +103,7 @@ def plots(results: dict[str, Any], out: Path, suffix: str) -> list[Path]:
     ax.set_title("Cold bring-up cost per workspace")
     ax.legend()
     ax.grid(alpha=0.3)
-    path = out / f"bringup{suffix}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, out / f"bringup{suffix}.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     steady = [s for s in scale if "steady" in s]
@@ -117,11 +120,7 @@ def plots(results: dict[str, Any], out: Path, suffix: str) -> list[Path]:
     ax.set_title("Resync cost of an in-sync fleet")
     ax.legend()
     ax.grid(alpha=0.3)
-    path = out / f"resync{suffix}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, out / f"resync{suffix}.png"))
 
     rc = results["recreate"]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -135,11 +134,7 @@ def plots(results: dict[str, Any], out: Path, suffix: str) -> list[Path]:
     ax.set_ylabel("seconds")
     ax.set_title("Recreate: request -> new container started")
     ax.legend()
-    path = out / f"recreate{suffix}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, out / f"recreate{suffix}.png"))
     return written
 
 
