@@ -98,7 +98,7 @@ class Executor:
                     spec, self.host_gateway)
             case WriteToken(container_name=name, generation=generation):
                 token = tokens.mint()
-                redact.remember(token)
+                redact.remember_token(token)
                 await self.engine.put_token(scratch.container_ids.get(name, name), token)
                 scratch.minted[generation] = token
             case ActivateToken(container_name=name, generation=generation,
@@ -110,12 +110,13 @@ class Executor:
             case RefreshToken(container_id=cid, generation=generation,
                               expiration_seconds=lifetime):
                 token = tokens.mint()
-                redact.remember(token)
-                await self.store.rotate_token(workspace_id, generation, tokens.digest(token),
+                redact.remember_token(token)
+                token_hash = tokens.digest(token)
+                await self.store.rotate_token(workspace_id, generation, token_hash,
                                               expires_at=self._expiry(lifetime))
                 await self.engine.put_token(cid, token)
                 log.info("%s: token refreshed (generation %d, fingerprint %s)", key,
-                         generation, tokens.fingerprint(tokens.digest(token)))
+                         generation, tokens.fingerprint(token_hash))
             case StopContainer(container_id=cid, timeout=timeout):
                 await self.engine.stop(cid, timeout)
             case RemoveContainer(container_id=cid):

@@ -266,7 +266,7 @@ class Run:
                     with contextlib.suppress(Exception):  # a vanished container has no token
                         token = await self.env.blocking(self.env.engine.read_token, c.id)
                         if token:
-                            redact.remember(token)
+                            redact.remember_token(token)
                             self.tokens[name][c.token_generation] = token
 
     async def _tick(self, stop: asyncio.Event) -> None:

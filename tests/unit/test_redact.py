@@ -60,3 +60,23 @@ def test_redact_json_reaches_every_string_and_key() -> None:
         assert out[next(k for k in out if k.startswith("<redacted:"))][1]["deep"].startswith("a <")
     finally:
         redact.forget_all()
+
+
+def test_minted_tokens_are_bounded_but_secrets_are_never_evicted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redact, "MAX_TOKENS", 3)
+    try:
+        redact.remember("sk-live-abcdef123456")
+        for i in range(5):
+            redact.remember_token(f"token-number-{i}")
+        out = redact.redact("sk-live-abcdef123456 token-number-0 token-number-1 "
+                            "token-number-2 token-number-4")
+        assert "sk-live-abcdef123456" not in out  # a secret outlives any number of tokens
+        assert "token-number-0" in out and "token-number-1" in out  # the oldest went
+        assert "token-number-2" not in out and "token-number-4" not in out
+        redact.remember_token("token-number-2")  # seen again: newest, kept
+        for i in range(5, 7):
+            redact.remember_token(f"token-number-{i}")
+        assert "token-number-2" not in redact.redact("token-number-2")
+    finally:
+        redact.forget_all()
