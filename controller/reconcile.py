@@ -125,11 +125,12 @@ class Reconciler:
         if refs and self.secret_resolver is not None:
             secrets = dict(await self.secret_resolver(ws))
         elif refs:
-            try:
-                stored = await self.store.get_secrets(refs)
-            except SecretUnreadableError as exc:
-                return ProjectionError(str(ws.key), [UnreadableSecret(str(exc))])
-            secrets = {**stored, **from_environment(refs, self.environ)}
+            secrets = from_environment(refs, self.environ)  # these override the store
+            if missing := refs - secrets.keys():  # as `wsctl render`: no read if none
+                try:
+                    secrets = {**await self.store.get_secrets(missing), **secrets}
+                except SecretUnreadableError as exc:
+                    return ProjectionError(str(ws.key), [UnreadableSecret(str(exc))])
         redact.remember(*secrets.values())
         try:
             return project(ws, secrets, self.settings)

@@ -36,10 +36,11 @@ class SecretsStore:
         raise AssertionError("not used by project()")
 
 
-def reconciler(store: SecretsStore) -> Reconciler:
+def reconciler(store: SecretsStore, environ: dict[str, str] | None = None) -> Reconciler:
     calls: list[Any] = []
     executor = Executor(FakeEngine(calls=calls), FakeStore(calls=calls), host_gateway="gw")
-    return Reconciler(store, FakeEngine(calls=calls), executor, PlatformSettings(), {},
+    return Reconciler(store, FakeEngine(calls=calls), executor, PlatformSettings(),
+                      environ or {},
                       clock=lambda: datetime.now(UTC))
 
 
@@ -59,3 +60,12 @@ async def test_a_workspace_with_other_secrets_is_unaffected() -> None:
     assert isinstance(result, Projection)
     assert result.env["MINIMAX_API_KEY"].value == "sk-readable"
     assert store.asked == [{("other", "k")}]
+
+
+async def test_secrets_from_the_environment_override_and_spare_the_store_read() -> None:
+    store = SecretsStore()
+    env = {"WSCTL_SECRET_MINIMAX_API_KEY": "sk-from-env"}
+    result = await reconciler(store, env).project(minimax())
+    assert isinstance(result, Projection)  # the unreadable stored copy is not even read
+    assert result.env["MINIMAX_API_KEY"].value == "sk-from-env"
+    assert store.asked == []
