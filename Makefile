@@ -1,29 +1,30 @@
 # Two commands do all set-up on a fresh machine: `make run` and `make test`.
+# What the machine needs (venv and Python extras, Docker engine, debootstrap) is
+# installed by one script, scripts/bootstrap, which every target below asks.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WSCTL := $(VENV)/bin/wsctl
-STAMP := $(VENV)/.installed-stamp
+BOOTSTRAP := VENV=$(VENV) bash scripts/bootstrap
 PYTEST_ARGS ?=
 
-.PHONY: run test bench bench-quick chaos-smoke lint unit docker images venv clean help
+.PHONY: run test bench bench-quick chaos-smoke lint unit docker images venv machine clean help
 
 help:
-	@echo "make run    start the controller with a demo workspace (embedded PostgreSQL, fake LLM)"
-	@echo "make test   lint, type-check and run every test (real Docker, real PostgreSQL)"
+	@echo "make run         start the controller with a demo workspace (embedded PostgreSQL, fake LLM)"
+	@echo "make test        lint, type-check and run every test (real Docker, real PostgreSQL)"
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	@touch $(STAMP)
-
-venv: $(STAMP)
+venv:
+	@$(BOOTSTRAP) python
 
 docker:
-	bash scripts/ensure-docker.sh
+	@$(BOOTSTRAP) docker
 
-images: venv docker
+# Everything: the venv, the engine, and debootstrap when the agent image needs a base.
+machine:
+	@$(BOOTSTRAP) python docker debootstrap
+
+images: machine
 	$(WSCTL) images build
 
 # The standalone controller with the demo workspace (examples/demo.yaml) wired to
@@ -34,16 +35,14 @@ run: images
 
 # Controller overhead against raw Docker and docker-compose (benchmarks/README in
 # the main README's Performance section). bench-quick checks that the suite works.
-bench: venv docker
-	$(PY) -m pip install -q -e '.[dev,bench]'
+bench: machine
 	$(PY) -m benchmarks.bench
 
-bench-quick: venv docker
-	$(PY) -m pip install -q -e '.[dev,bench]'
+bench-quick: machine
 	$(PY) -m benchmarks.bench --quick --out benchmarks/results/quick
 
 # The chaos harness against its own controller: 5 workspaces, 30 faults, seed 1.
-chaos-smoke: venv docker
+chaos-smoke: machine
 	$(WSCTL) chaos run --self-contained --workspaces 5 --faults 30 --seed 1 --report chaos-report
 
 lint: venv
@@ -54,7 +53,7 @@ lint: venv
 unit: venv
 	bash scripts/pytest.sh tests/unit $(PYTEST_ARGS)
 
-test: lint docker
+test: lint machine
 	bash scripts/pytest.sh $(PYTEST_ARGS)
 
 clean:

@@ -20,7 +20,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client.ping()
     except DockerException as exc:
         pytest.fail(f"no Docker engine answers ({exc.__class__.__name__}); "
-                    "run scripts/ensure-docker.sh (make test does)")
+                    "run scripts/bootstrap docker (make test does)")
     yield client
     client.close()
 

@@ -75,7 +75,7 @@ class DockerChaos:
         except DockerException as exc:
             raise ChaosEngineError(
                 f"no Docker engine answers ({type(exc).__name__}); "
-                "start one with scripts/ensure-docker.sh") from None
+                "start one with scripts/bootstrap docker (make docker)") from None
         return cls(client, instance)
 
     def close(self) -> None:

@@ -60,7 +60,7 @@ def connect(timeout: int = 60) -> docker.DockerClient:
     except DockerException as exc:
         raise EngineUnavailable(
             f"no Docker engine answers ({exc.__class__.__name__}); "
-            "start one with scripts/ensure-docker.sh or set DOCKER_HOST"
+            "start one with scripts/bootstrap docker (make docker) or set DOCKER_HOST"
         ) from None
     return client
 

@@ -259,7 +259,8 @@ def _debootstrap_binary() -> str:
     if found is None:
         raise ImageBuildError(
             f"no registry gives {PUBLIC_BASE} and debootstrap is not installed; "
-            "install it (apt-get install debootstrap) or pass a base image"
+            "run scripts/bootstrap debootstrap (make images does), or apt-get install "
+            "debootstrap, or pass a base image (--base)"
         )
     return found
 

@@ -47,7 +47,7 @@ SECRET_NAME, SECRET_KEY = "chaos-llm", "api-key"
 SECRET_ENV = "WSCTL_SECRET_CHAOS_LLM_API_KEY"
 READY_TIMEOUT = 90.0
 # Starts dockerd again after the docker-restart fault (a clean clone has it).
-ENSURE_DOCKER = Path(__file__).resolve().parents[2] / "scripts" / "ensure-docker.sh"
+BOOTSTRAP = Path(__file__).resolve().parents[2] / "scripts" / "bootstrap"
 
 
 class SetupError(Exception):
@@ -68,7 +68,7 @@ class Options:
     controller_logs: list[Path] = field(default_factory=list)
     docker_restart: bool = False
     docker_start_command: list[str] = field(
-        default_factory=lambda: ["bash", str(ENSURE_DOCKER)])
+        default_factory=lambda: ["bash", str(BOOTSTRAP), "docker"])
     cache_dir: Path | None = None
     keep: bool = False
     namespace: str = "chaos"

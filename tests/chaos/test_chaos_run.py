@@ -38,7 +38,7 @@ def engine() -> None:
         docker.from_env(timeout=30).ping()
     except DockerException as exc:
         pytest.fail(f"no Docker engine answers ({type(exc).__name__}); "
-                    "run scripts/ensure-docker.sh (make test does)")
+                    "run scripts/bootstrap docker (make test does)")
 
 
 def chaos(report: Path, *args: str, env: dict[str, str] | None = None

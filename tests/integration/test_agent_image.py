@@ -1,6 +1,6 @@
 """The agent image: built by the project's builder, run as uid 10001, answers /healthz.
 
-Needs a Docker engine (``scripts/ensure-docker.sh``); without one the shared
+Needs a Docker engine (``scripts/bootstrap docker``); without one the shared
 ``docker_client`` fixture (tests/conftest.py) fails the tests rather than skipping
 them. The first run may build the
 local base with debootstrap (root, about a minute); later runs reuse it.
