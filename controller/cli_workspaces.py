@@ -15,9 +15,10 @@ import yaml
 from controller import manifests
 from controller.api.a2a import message_send
 from controller.client import Client, ClientError
+from controller.errors import WsctlError
 
 
-class CommandError(Exception):
+class CommandError(WsctlError):
     """An error for the user: printed as one line, exit code 1."""
 
 

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.errors import WsctlError
+
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
-class ClientError(Exception):
+class ClientError(WsctlError):
     """One line for the user."""
 
 

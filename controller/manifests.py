@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from controller.errors import WsctlError
 from controller.model import Workspace
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -39,7 +40,7 @@ class Document:
         return f"{self.source}: document {self.index}{label}"
 
 
-class ManifestError(Exception):
+class ManifestError(WsctlError):
     """Any document was invalid: nothing may be applied."""
 
     def __init__(self, documents: list[Document]) -> None:

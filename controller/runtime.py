@@ -26,6 +26,7 @@ from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine, connect
 from controller.adapters.images import ensure_agent_image
 from controller.adapters.postgres import QUERY_COUNT, Store
+from controller.adapters.secretbox import PrivateFileError, read_private_file
 from controller.api import metrics as metrics_text
 from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth, json_errors
@@ -73,11 +74,16 @@ class RunOptions:
 
 
 def ensure_admin_token(data_dir: Path) -> str:
-    """The admin token, created (mode 0600) at first start."""
+    """The admin token, created (mode 0600) at first start; refused (one line
+    naming the path and the mode) if group or others can access it."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / ADMIN_TOKEN_FILE
-    if path.exists():
-        token = path.read_text().strip()
+    existing = read_private_file(path, "admin token file")
+    if existing is not None:
+        token = existing.strip()
+        if not token:
+            raise PrivateFileError(f"admin token file {path} is empty; delete it and "
+                                   "start again to get a new one")
         redact.remember(token)
         return token
     token = secrets.token_urlsafe(32)

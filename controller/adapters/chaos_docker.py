@@ -32,12 +32,13 @@ from controller.containerspec import (
     LABEL_WORKSPACE,
     MANAGED_BY,
 )
+from controller.errors import WsctlError
 from controller.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
 DOCKER_PIDFILE = Path("/var/run/docker.pid")
 
 
-class ChaosEngineError(Exception):
+class ChaosEngineError(WsctlError):
     """A Docker call the harness needed failed; the message names the call and object."""
 
 

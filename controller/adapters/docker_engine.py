@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import io
+import os
 import re
 import tarfile
 import threading
@@ -38,18 +39,38 @@ from controller.containerspec import (
     MANAGED_BY,
     ContainerSpec,
 )
+from controller.errors import WsctlError
 from controller.observed import ObservedContainer
 from controller.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
 WATCHED_EVENTS = ("die", "oom", "destroy", "stop", "start", "pause", "unpause", "kill")
 
 
-class EngineUnavailable(Exception):
+class EngineUnavailable(WsctlError):
     """No Docker engine answers."""
 
 
-class EngineError(Exception):
+class EngineError(WsctlError):
     """A Docker call failed; the message names the call and the object."""
+
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+def engine_address() -> str:
+    """Where docker-py looks for the engine: $DOCKER_HOST, else the local socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+def _why_unanswered(exc: BaseException) -> str:
+    text = str(exc)
+    for marker, reason in (("FileNotFoundError", "no socket there"),
+                           ("ConnectionRefused", "connection refused"),
+                           ("PermissionError", "permission denied on the socket"),
+                           ("timed out", "timed out")):
+        if marker in text:
+            return reason
+    return type(exc).__name__
 
 
 def connect(timeout: int = 60) -> docker.DockerClient:
@@ -59,10 +80,99 @@ def connect(timeout: int = 60) -> docker.DockerClient:
         client.ping()
     except DockerException as exc:
         raise EngineUnavailable(
-            f"no Docker engine answers ({exc.__class__.__name__}); "
+            f"no Docker engine answers at {engine_address()} ({_why_unanswered(exc)}); "
             "start one with scripts/bootstrap docker (make docker) or set DOCKER_HOST"
         ) from None
     return client
+
+
+def ensure_network(api: Any, name: str) -> str:
+    """Create the workspace network if missing (blocking); return its gateway address."""
+    try:
+        net = api.inspect_network(name)
+    except NotFound:
+        try:
+            api.create_network(name, driver="bridge", labels={LABEL_MANAGED_BY: MANAGED_BY})
+        except APIError as exc:  # created concurrently by another process
+            if exc.status_code != 409:
+                raise
+        net = api.inspect_network(name)
+    configs = (net.get("IPAM") or {}).get("Config") or []
+    for config in configs:
+        if config.get("Gateway"):
+            return str(config["Gateway"])
+    raise EngineError(f"network {name} has no IPv4 gateway")
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What `wsctl doctor` reports of the engine and its resource-limit support."""
+
+    version: str
+    api_version: str
+    cgroup_version: str
+    cgroup_driver: str
+    memory_limit: bool
+    cpu_quota: bool
+    pids_limit: bool
+    warnings: tuple[str, ...]
+
+
+def engine_facts(client: docker.DockerClient) -> EngineFacts:
+    version = client.version()
+    info = client.info()
+    return EngineFacts(
+        version=str(version.get("Version", "?")), api_version=str(version.get("ApiVersion", "?")),
+        cgroup_version=str(info.get("CgroupVersion") or "?"),
+        cgroup_driver=str(info.get("CgroupDriver") or "?"),
+        memory_limit=bool(info.get("MemoryLimit")), cpu_quota=bool(info.get("CpuCfsQuota")),
+        pids_limit=bool(info.get("PidsLimit")),
+        warnings=tuple(str(w) for w in info.get("Warnings") or ()))
+
+
+PROBE_LABEL = "wsctl.dev/doctor"
+_CONNECT_BACK = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection(('host.docker.internal', int(sys.argv[1])), 5).close()\n"
+    "except OSError as exc:\n"
+    "    print(exc)\n"
+    "    sys.exit(3)\n"
+)
+
+
+def probe_connect_back(client: docker.DockerClient, *, image: str, network: str, gateway: str,
+                       port: int, timeout: float = 30.0) -> tuple[bool, str]:
+    """Start a throwaway container on `network`, wired like a workspace
+    (host.docker.internal -> `gateway`, the agent's uid), that opens a TCP
+    connection to host.docker.internal:`port`. Returns (connected, detail); never
+    leaves the container behind."""
+    container = None
+    try:
+        container = client.containers.run(
+            image, entrypoint=["python3", "-c", _CONNECT_BACK, str(port)], command=[],
+            network=network, extra_hosts={"host.docker.internal": gateway},
+            user=str(AGENT_UID), labels={PROBE_LABEL: "connect-back"}, detach=True)
+        try:
+            result = container.wait(timeout=timeout)
+        except Exception:  # requests' ReadTimeout: the container hangs
+            return False, f"the probe container did not finish within {timeout:.0f}s"
+        code = int(result.get("StatusCode", -1))
+        if code == 0:
+            return True, "connected"
+        said = " ".join(container.logs(tail=5).decode(errors="replace").split())
+        return False, said or f"the probe exited with {code}"
+    except DockerException as exc:
+        return False, f"cannot run the probe container: {_one_line(exc)}"
+    finally:
+        if container is not None:
+            with contextlib.suppress(DockerException):
+                container.remove(force=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(getattr(exc, "explanation", None) or exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _time(value: str | None) -> datetime | None:
@@ -128,23 +238,7 @@ class DockerEngine:
 
     async def ensure_network(self, name: str) -> str:
         """Create the workspace network if missing; return its gateway address."""
-        def ensure() -> str:
-            try:
-                net = self.api.inspect_network(name)
-            except NotFound:
-                try:
-                    self.api.create_network(name, driver="bridge",
-                                            labels={LABEL_MANAGED_BY: MANAGED_BY})
-                except APIError as exc:  # created concurrently by another process
-                    if exc.status_code != 409:
-                        raise
-                net = self.api.inspect_network(name)
-            configs = (net.get("IPAM") or {}).get("Config") or []
-            for config in configs:
-                if config.get("Gateway"):
-                    return str(config["Gateway"])
-            raise EngineError(f"network {name} has no IPv4 gateway")
-        result: str = await self._run("network", ensure)
+        result: str = await self._run("network", ensure_network, self.api, name)
         return result
 
     # ------------------------------------------------------------ observe

@@ -75,6 +75,8 @@ from typing import Any
 
 import asyncpg
 
+from controller.errors import WsctlError
+
 with warnings.catch_warnings():
     # platformdirs warns at import when XDG_RUNTIME_DIR is unset (root in a container).
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -94,7 +96,7 @@ _process_lock = threading.Lock()
 _process_refs: dict[Path, int] = {}
 
 
-class EmbeddedPostgresError(RuntimeError):
+class EmbeddedPostgresError(WsctlError, RuntimeError):
     """The embedded server could not be started or stopped."""
 
 

@@ -36,6 +36,8 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 
+from controller.errors import WsctlError
+
 DEFAULT_TAG = "wsctl/agent:latest"
 PUBLIC_BASE = "python:3.11-slim-bookworm"
 LOCAL_BASE = "wsctl/base:bookworm"
@@ -64,7 +66,7 @@ DOCKERFILE = _REPO_ROOT / "deploy" / "agent" / "Dockerfile"
 Progress = Callable[[str], None]
 
 
-class ImageBuildError(Exception):
+class ImageBuildError(WsctlError):
     """A build step failed; the message is one line saying which and why."""
 
 
@@ -231,9 +233,9 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _current_local_base(client: docker.DockerClient) -> Any | None:
+def _current_local_base(client: docker.DockerClient, ref: str = LOCAL_BASE) -> Any | None:
     """The local base image if it exists and was made by the current recipe."""
-    image = _get_image(client, LOCAL_BASE)
+    image = _get_image(client, ref)
     if image is None:
         return None
     labels = (image.attrs.get("Config") or {}).get("Labels") or {}
@@ -252,10 +254,14 @@ def ensure_local_base(client: docker.DockerClient, *, cache_dir: Path, progress:
         return _create_local_base(client, cache_dir=cache_dir, progress=progress)
 
 
+def find_debootstrap() -> str | None:
+    """debootstrap on PATH, or in /usr/sbin (not on a non-root user's PATH)."""
+    return shutil.which("debootstrap") or (
+        "/usr/sbin/debootstrap" if os.path.exists("/usr/sbin/debootstrap") else None)
+
+
 def _debootstrap_binary() -> str:
-    found = shutil.which("debootstrap") or (
-        "/usr/sbin/debootstrap" if os.path.exists("/usr/sbin/debootstrap") else None
-    )
+    found = find_debootstrap()
     if found is None:
         raise ImageBuildError(
             f"no registry gives {PUBLIC_BASE} and debootstrap is not installed; "
@@ -564,6 +570,47 @@ def _handle_build_chunk(chunk: Any, progress: Progress) -> str | None:
     if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
         return str(aux["ID"])
     return None
+
+
+def agent_image_state(client: docker.DockerClient, tag: str = DEFAULT_TAG) -> tuple[bool, str]:
+    """(current, one line): is `tag` here and built from the current agent sources?"""
+    image = _get_image(client, tag)
+    if image is None:
+        return False, f"{tag} is not built yet"
+    try:
+        digest = source_hash()
+    except ImageBuildError as exc:
+        return False, f"{tag} is here but its sources cannot be checked: {exc}"
+    built = str(image.attrs.get("Created", "?"))[:19]
+    if not _up_to_date(image, digest):
+        return False, f"{tag} ({built}) was built from other agent sources than these"
+    return True, (f"{tag} is current ({str(image.id)[7:19]}, built {built}, "
+                  f"base {_image_base(image)})")
+
+
+def base_availability(client: docker.DockerClient, *, public: str = PUBLIC_BASE,
+                      local: str = LOCAL_BASE,
+                      debootstrap: Callable[[], str | None] | None = None,
+                      ) -> tuple[bool, str]:
+    """(available, one line): where `images build` would get the agent's base image:
+    `public` here, `local` (made by the current recipe) here, debootstrap (the
+    `debootstrap` finder, default `find_debootstrap`) to make `local`, or a
+    registry that gives `public`."""
+    if _get_image(client, public) is not None:
+        return True, f"{public} is here"
+    if _current_local_base(client, local) is not None:
+        return True, f"{local} is here (made with debootstrap)"
+    found = (debootstrap or find_debootstrap)()
+    if found is not None and os.geteuid() == 0:
+        return True, f"no base image yet; {found} will make {local}"
+    try:
+        client.api.inspect_distribution(public)  # type: ignore[no-untyped-call]
+    except DockerException as exc:
+        why = _short(_one_line(exc))
+    else:
+        return True, f"a registry gives {public}"
+    lacking = "debootstrap needs root" if found else "debootstrap is not installed"
+    return False, f"no base image, no registry gives {public} ({why}), and {lacking}"
 
 
 def ensure_agent_image(

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import re
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -111,8 +112,25 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
 )
 
+# ... and what opening a pool raises when the server is not one we can use.
+CANNOT_CONNECT: tuple[type[BaseException], ...] = (
+    *_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError)
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def describe_dsn(dsn: str) -> str:
+    """`dsn` without its password (and query), for messages."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparsable DSN>"
+    if not parts.scheme:
+        return "<unparsable DSN>"
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{parts.hostname or 'localhost'}{port}{parts.path}"
 
 
 def _translated(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
@@ -725,14 +743,19 @@ class Store:
         """
         if secret_key is not None:
             secret_key.check()
-        pool: _Pool = await asyncpg.create_pool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            command_timeout=command_timeout,
-            init=_init_connection,
-            reset=_reset_connection,
-        )
+        try:
+            pool: _Pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=command_timeout,
+                init=_init_connection,
+                reset=_reset_connection,
+            )
+        except CANNOT_CONNECT as exc:
+            raise StoreUnavailableError(
+                f"cannot connect to the database at {describe_dsn(dsn)}: "
+                f"{' '.join(str(exc).split()) or type(exc).__name__}") from exc
         try:
             async with pool.acquire() as conn:
                 await apply_migrations(conn)

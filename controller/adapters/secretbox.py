@@ -34,7 +34,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from controller.errors import SecretUnreadableError
+from controller.errors import SecretUnreadableError, WsctlError
 
 KEY_ENV = "WSCTL_SECRET_KEY"
 KEY_FILE = "secret.key"
@@ -46,7 +46,12 @@ _KEY_ID_PREFIX = b"wsctl secret key id\x00"
 _GENERATE = "generate one with `openssl rand -base64 32`"
 
 
-class SecretKeyError(Exception):
+class PrivateFileError(WsctlError):
+    """A file only its owner may read (the key file, the admin token) is unsafe or
+    unreadable."""
+
+
+class SecretKeyError(PrivateFileError):
     """No usable key: malformed $WSCTL_SECRET_KEY, unsafe or unreadable key file."""
 
 
@@ -195,20 +200,28 @@ class KeySource:
 
 
 def _read_key_file(path: Path) -> str | None:
+    return read_private_file(path, "key file", SecretKeyError)
+
+
+def read_private_file(path: Path, what: str,
+                      error: type[PrivateFileError] = PrivateFileError) -> str | None:
+    """The text of `path` (first 4 KiB), None if it does not exist; `error` naming
+    `what` if it is not a regular file or group or others can access it (as ssh
+    refuses a private key)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise SecretKeyError(f"cannot read key file {path}: {exc.strerror}") from None
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise SecretKeyError(f"key file {path} is not a regular file")
+            raise error(f"{what} {path} is not a regular file")
         mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
-            raise SecretKeyError(
-                f"key file {path} has mode {mode:04o}: it must not be accessible by "
+            raise error(
+                f"{what} {path} has mode {mode:04o}: it must not be accessible by "
                 f"group or others; run `chmod 600 {path}` (and check who may have read it)")
         with os.fdopen(os.dup(fd), "r", encoding="ascii", errors="replace") as handle:
             return handle.read(4096)

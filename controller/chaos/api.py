@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from controller.client import Client
+from controller.errors import WsctlError
 
 Answer = tuple[int, Any]
 """(HTTP status, decoded JSON body or None); status 0 when nothing answered."""
@@ -21,7 +22,7 @@ RATE_LIMITED_ATTEMPTS = 120
 RATE_LIMITED_WAIT_CAP = 5.0
 
 
-class ApiError(Exception):
+class ApiError(WsctlError):
     """A control call (apply, list, describe) failed; the message says which and why."""
 
 

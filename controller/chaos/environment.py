@@ -42,6 +42,7 @@ from controller.chaos.api import AdminApi
 from controller.chaos.faults import OWNS_CONTROLLER, OWNS_ENGINE, OWNS_POSTGRES
 from controller.client import Client, ClientError
 from controller.devtools.fake_llm import FakeLLM
+from controller.errors import WsctlError
 
 SECRET_NAME, SECRET_KEY = "chaos-llm", "api-key"
 SECRET_ENV = "WSCTL_SECRET_CHAOS_LLM_API_KEY"
@@ -50,7 +51,7 @@ READY_TIMEOUT = 90.0
 BOOTSTRAP = Path(__file__).resolve().parents[2] / "scripts" / "bootstrap"
 
 
-class SetupError(Exception):
+class SetupError(WsctlError):
     """The run could not be set up; the message says what is missing."""
 
 
