@@ -75,4 +75,5 @@ async def probe_database(data_dir: Path, database_url: str | None) -> str:
     elapsed = time.monotonic() - started
     if database_url:
         return f"DATABASE_URL answers: PostgreSQL {version} at {describe_dsn(database_url)}"
-    return f"embedded PostgreSQL {version} starts in {pgdata_for(data_dir)} ({elapsed:.1f}s)"
+    return (f"embedded PostgreSQL {version} in {pgdata_for(data_dir)} answers "
+            f"({elapsed:.1f}s to start or join it)")
