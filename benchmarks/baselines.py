@@ -19,7 +19,7 @@ import docker
 import yaml
 from docker.types import Mount
 
-from controller.containerspec import ContainerSpec
+from controller.core.containerspec import ContainerSpec
 
 
 def _token_tar(token: str) -> bytes:

@@ -42,12 +42,12 @@ from benchmarks.fleet import (
     postmaster_pid,
     proc_stats,
 )
-from controller.adapters.images import DEFAULT_TAG, default_cache_dir, ensure_agent_image
-from controller.containerspec import ContainerSpec, container_spec
-from controller.devtools.harness import ControllerProcess, wait_for
-from controller.model import Workspace
-from controller.projection import project
-from controller.settings import PlatformSettings
+from controller.adapters.images import DEFAULT_TAG, ensure_agent_image
+from controller.core.containerspec import ContainerSpec, container_spec
+from controller.core.model import Workspace
+from controller.core.projection import project
+from controller.core.settings import PlatformSettings, default_cache_dir
+from controller.testing.harness import ControllerProcess, wait_for
 
 RESULTS = Path(__file__).parent / "results"
 REPO_ROOT = Path(__file__).resolve().parents[1]

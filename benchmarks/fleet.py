@@ -15,7 +15,7 @@ from typing import Any
 
 import docker
 
-from controller.devtools.harness import (
+from controller.testing.harness import (
     REPO,
     ControllerProcess,
     FakeLLMThread,

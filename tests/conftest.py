@@ -10,7 +10,8 @@ import docker
 import pytest
 from docker.errors import DockerException
 
-from controller.adapters.images import DEFAULT_TAG, default_cache_dir, ensure_agent_image
+from controller.adapters.images import DEFAULT_TAG, ensure_agent_image
+from controller.core.settings import default_cache_dir
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 
 from controller.adapters.embedded import POSTGRES_BIN_PATH, pgdata_for
-from controller.containerspec import (
+from controller.core.containerspec import (
     LABEL_CONFIG_HASH,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
@@ -32,8 +32,8 @@ from controller.containerspec import (
     LABEL_WORKSPACE,
     MANAGED_BY,
 )
-from controller.errors import WsctlError
-from controller.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
+from controller.core.errors import WsctlError
+from controller.core.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
 DOCKER_PIDFILE = Path("/var/run/docker.pid")
 

@@ -12,7 +12,7 @@ import asyncpg
 from controller.adapters.embedded import Database, pgdata_for
 from controller.adapters.postgres import CANNOT_CONNECT, Store, describe_dsn
 from controller.adapters.secretbox import KeySource
-from controller.errors import StoreUnavailableError
+from controller.core.errors import StoreUnavailableError
 
 
 @asynccontextmanager

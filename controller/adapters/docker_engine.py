@@ -29,7 +29,7 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount as DockerMount
 
-from controller.containerspec import (
+from controller.core.containerspec import (
     LABEL_CONFIG_HASH,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
@@ -39,9 +39,9 @@ from controller.containerspec import (
     MANAGED_BY,
     ContainerSpec,
 )
-from controller.errors import WsctlError
-from controller.observed import ObservedContainer
-from controller.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
+from controller.core.errors import WsctlError
+from controller.core.observed import ObservedContainer
+from controller.core.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
 WATCHED_EVENTS = ("die", "oom", "destroy", "stop", "start", "pause", "unpause", "kill")
 

@@ -75,7 +75,7 @@ from typing import Any
 
 import asyncpg
 
-from controller.errors import WsctlError
+from controller.core.errors import WsctlError
 
 with warnings.catch_warnings():
     # platformdirs warns at import when XDG_RUNTIME_DIR is unset (root in a container).

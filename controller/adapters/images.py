@@ -36,9 +36,10 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 
-from controller.errors import WsctlError
+from controller.core.errors import WsctlError
+from controller.core.model import DEFAULT_IMAGE
 
-DEFAULT_TAG = "wsctl/agent:latest"
+DEFAULT_TAG = DEFAULT_IMAGE
 PUBLIC_BASE = "python:3.11-slim-bookworm"
 LOCAL_BASE = "wsctl/base:bookworm"
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -622,9 +623,3 @@ def ensure_agent_image(
 ) -> ImageBuildResult:
     """Build the agent image only if it is missing or stale."""
     return build_agent_image(client, tag=tag, cache_dir=cache_dir, force=False, progress=progress)
-
-
-def default_cache_dir() -> Path:
-    """``$WSCTL_CACHE_DIR`` or ``~/.cache/wsctl``."""
-    env = os.environ.get("WSCTL_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "wsctl"

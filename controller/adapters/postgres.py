@@ -49,8 +49,8 @@ from controller.adapters.secretbox import (
     SecretKeyError,
     missing_key_error,
 )
-from controller.errors import StoreError, StoreUnavailableError, WorkspaceTerminatingError
-from controller.model import (
+from controller.core.errors import StoreError, StoreUnavailableError, WorkspaceTerminatingError
+from controller.core.model import (
     ObjectMeta,
     RegisterFailure,
     SecretKeyRef,
@@ -92,7 +92,7 @@ if TYPE_CHECKING:  # asyncpg's classes are generic only in its stubs
 # ------------------------------------------------------------------ errors
 
 
-# StoreError and StoreUnavailableError live in controller.errors (the API layer catches
+# StoreError and StoreUnavailableError live in controller.core.errors (the API layer catches
 # them without importing this adapter); re-exported here.
 
 

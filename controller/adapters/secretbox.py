@@ -34,7 +34,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from controller.errors import SecretUnreadableError, WsctlError
+from controller.core.errors import SecretUnreadableError, WsctlError
 
 KEY_ENV = "WSCTL_SECRET_KEY"
 KEY_FILE = "secret.key"

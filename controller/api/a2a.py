@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aiohttp
+
+from controller.core.a2a import message_send
 
 log = logging.getLogger("wsctl.a2a")
 
@@ -37,17 +38,6 @@ class ProxyError(Exception):
         self.status = status
         self.cls = cls
         super().__init__(message)
-
-
-def message_send(text: str, message_id: str | None = None) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": message_id or str(uuid.uuid4()),
-        "method": "message/send",
-        "params": {"message": {"kind": "message", "role": "user",
-                               "messageId": message_id or str(uuid.uuid4()),
-                               "parts": [{"kind": "text", "text": text}]}},
-    }
 
 
 class A2AProxy:

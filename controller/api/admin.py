@@ -28,18 +28,17 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from controller import manifests, redact, tokens
 from controller.api import openapi
+from controller.api._http import STORE_UNAVAILABLE, BodyError, read_json, store_unavailable
 from controller.api.a2a import A2AProxy, ProxyError
-from controller.errors import StoreUnavailableError, WorkspaceTerminatingError
-from controller.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, WorkspaceKey
+from controller.core import manifests, redact, tokens
+from controller.core.errors import StoreUnavailableError, WorkspaceTerminatingError
+from controller.core.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, WorkspaceKey
 
 log = logging.getLogger("wsctl.api")
 
 MAX_BODY = 1024 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
-STORE_RETRY_AFTER_SECONDS = 5
-"""Retry-After of a 503 store_unavailable: about the time a PostgreSQL restart takes."""
 
 
 class AdminStore(Protocol):
@@ -97,11 +96,8 @@ async def json_errors(request: web.Request,
             raise
         return _error(exc.status, exc.reason)
     except StoreUnavailableError as exc:
-        log.warning("%s %s: answered 503 store_unavailable: %s",
-                    request.method, request.path, exc)
-        response = _error(503, "the database is unavailable; retry later",
-                          **{"class": "store_unavailable"})
-        response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
+        response = _error(503, STORE_UNAVAILABLE, **{"class": "store_unavailable"})
+        response.headers.update(store_unavailable(request, exc, log))
         return response
 
 
@@ -173,19 +169,13 @@ class AdminApi:
 
     @staticmethod
     async def _json(request: web.Request) -> Any:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY,
-                                                actual_size=request.content_length)
-        raw = b""  # read() returns what has arrived so far: loop to the end
-        while len(raw) <= MAX_BODY and (
-                chunk := await request.content.read(MAX_BODY + 1 - len(raw))):
-            raw += chunk
-        if len(raw) > MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
         try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
-            raise web.HTTPBadRequest(text=json.dumps({"error": "body is not JSON"}),
+            return await read_json(request, MAX_BODY)
+        except BodyError as exc:
+            if exc.status == 413:
+                raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY,
+                                                    actual_size=exc.size or 0) from None
+            raise web.HTTPBadRequest(text=json.dumps({"error": str(exc)}),
                                      content_type="application/json") from None
 
     # ------------------------------------------------------------ handlers

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller import __version__
-from controller.model import Workspace
+from controller.core.model import Workspace
 
 REF = "#/components/schemas/{model}"
 NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}

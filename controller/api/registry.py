@@ -18,7 +18,6 @@ recreates). Successful requests cost nothing.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import socket
@@ -31,16 +30,15 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from controller import redact, tokens
+from controller.api._http import STORE_UNAVAILABLE, BodyError, read_json, store_unavailable
 from controller.api.urlpolicy import check_agent_card, check_claimed_url
-from controller.errors import StoreUnavailableError
+from controller.core import redact, tokens
+from controller.core.errors import StoreUnavailableError
 
 log = logging.getLogger("wsctl.registry")
 
 MAX_BODY = 64 * 1024
 HEARTBEAT_STATUSES = ("healthy", "unhealthy")
-STORE_RETRY_AFTER_SECONDS = 5
-"""Retry-After of a 503 store_unavailable: about the time a PostgreSQL restart takes."""
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -180,11 +178,9 @@ class Registry:
             try:
                 return await handler(request)
             except StoreUnavailableError as exc:
-                log.warning("%s %s: answered 503 store_unavailable: %s",
-                            request.method, request.path, exc)
-                return Refusal(503, "store_unavailable",
-                               "the database is unavailable; retry later",
-                               retry_after=STORE_RETRY_AFTER_SECONDS).response()
+                response = Refusal(503, "store_unavailable", STORE_UNAVAILABLE).response()
+                response.headers.update(store_unavailable(request, exc, log))
+                return response
         return guarded
 
     def _within_budget(self, request: web.Request) -> None:
@@ -199,18 +195,11 @@ class Registry:
                           retry_after=wait)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise Refusal(413, "body_too_large", f"body over {MAX_BODY} bytes")
-        raw = b""  # read() returns what has arrived so far: loop to the end
-        while len(raw) <= MAX_BODY and (
-                chunk := await request.content.read(MAX_BODY + 1 - len(raw))):
-            raw += chunk
-        if len(raw) > MAX_BODY:
-            raise Refusal(413, "body_too_large", f"body over {MAX_BODY} bytes")
         try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise Refusal(400, "invalid_body", "body is not JSON") from None
+            body = await read_json(request, MAX_BODY)
+        except BodyError as exc:
+            cls = "body_too_large" if exc.status == 413 else "invalid_body"
+            raise Refusal(exc.status, cls, str(exc)) from None
         if not isinstance(body, dict):
             raise Refusal(400, "invalid_body", "body must be a JSON object")
         workspace_id = body.get("workspace_id")

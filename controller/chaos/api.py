@@ -1,7 +1,7 @@
 """The harness's view of the controller: its admin API and agent registry, over HTTP.
 
 The server URL and admin token are found like the CLI finds them
-(`controller.client.Client.from_environment`); calls are async (aiohttp) so
+(`controller.app.client.Client.from_environment`); calls are async (aiohttp) so
 the workload, the probes and the faults run side by side. Only loopback and
 the workspace network's gateway are ever dialled.
 """
@@ -13,8 +13,9 @@ from typing import Any
 
 import aiohttp
 
-from controller.client import Client
-from controller.errors import WsctlError
+from controller.app.client import Client
+from controller.core import a2a
+from controller.core.errors import WsctlError
 
 Answer = tuple[int, Any]
 """(HTTP status, decoded JSON body or None); status 0 when nothing answered."""
@@ -108,11 +109,8 @@ class AdminApi:
 
     async def message_send(self, name: str, request_id: str, text: str,
                            seconds: float) -> Answer:
-        payload = {"jsonrpc": "2.0", "id": request_id, "method": "message/send",
-                   "params": {"message": {"kind": "message", "role": "user",
-                                          "messageId": request_id,
-                                          "parts": [{"kind": "text", "text": text}]}}}
-        return await self.call("POST", f"/api/v1/workspaces/{name}/a2a", payload,
+        return await self.call("POST", f"/api/v1/workspaces/{name}/a2a",
+                               a2a.message_send(text, message_id=request_id),
                                query={"namespace": self.namespace}, seconds=seconds)
 
     async def heartbeat(self, registry: str, workspace_id: str, token: str) -> Answer:

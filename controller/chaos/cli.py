@@ -148,12 +148,12 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
 
 
 async def _run(options: Any, config: Any, report_dir: Path) -> int:
-    from controller import redact
     from controller.adapters.chaos_docker import ChaosEngineError
     from controller.chaos import report
     from controller.chaos.api import ApiError
     from controller.chaos.environment import SetupError, external, self_contained
     from controller.chaos.runner import run_chaos
+    from controller.core import redact
 
     say = _say_since(time.monotonic())
     mode = "self-contained" if options.self_contained else "external"

@@ -37,12 +37,12 @@ from controller.adapters.chaos_docker import (
     restart_embedded_postgres,
     stop_embedded_postgres,
 )
-from controller.adapters.images import default_cache_dir
+from controller.app.client import Client, ClientError
 from controller.chaos.api import AdminApi
 from controller.chaos.faults import OWNS_CONTROLLER, OWNS_ENGINE, OWNS_POSTGRES
-from controller.client import Client, ClientError
-from controller.devtools.fake_llm import FakeLLM
-from controller.errors import WsctlError
+from controller.core.errors import WsctlError
+from controller.core.settings import default_cache_dir
+from controller.testing.fake_llm import FakeLLM
 
 SECRET_NAME, SECRET_KEY = "chaos-llm", "api-key"
 SECRET_ENV = "WSCTL_SECRET_CHAOS_LLM_API_KEY"
@@ -152,7 +152,7 @@ class ControllerProcess:
     def _spawn(self, log_file: Path, extra_env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         with log_file.open("wb") as handle:
             return subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "run", "--data-dir", str(self.data_dir),
+                [sys.executable, "-m", "controller", "run", "--data-dir", str(self.data_dir),
                  "--listen", f"127.0.0.1:{self.listen_port}",
                  "--registry-listen", f"{self.gateway}:{self.registry_port}",
                  "--network", self.network, "--instance", self.instance,

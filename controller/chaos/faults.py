@@ -25,7 +25,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from controller.chaos.model import FaultPlan, FaultRecord, Scope
 from controller.chaos.ports import Api, ContainerLike, ControllerHandle, Engine, Sleep
-from controller.conditions import DegradedReason
+from controller.core.conditions import DegradedReason
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller import redact
 from controller.chaos import checks
 from controller.chaos.api import ApiError
 from controller.chaos.environment import SECRET_KEY, SECRET_NAME, Environment, SetupError
@@ -42,6 +41,7 @@ from controller.chaos.model import (
 from controller.chaos.probes import Observer
 from controller.chaos.schedule import make_schedule
 from controller.chaos.workload import Workload
+from controller.core import redact
 
 Say = Callable[[str], None]
 

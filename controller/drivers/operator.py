@@ -42,12 +42,10 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from controller import redact
-from controller.conditions import Verdict, apply_verdict
-from controller.drivers.orphans import remove_orphans
-from controller.drivers.queue import TriggerStats
-from controller.drivers.standalone import TRIGGER_ACTIONS
-from controller.model import (
+from controller.core import redact
+from controller.core import settings as defaults
+from controller.core.conditions import Verdict, apply_verdict
+from controller.core.model import (
     API_VERSION,
     KIND,
     ObjectMeta,
@@ -56,9 +54,11 @@ from controller.model import (
     WorkspaceKey,
     WorkspaceStatus,
 )
-from controller.ports import DriverEngine
-from controller.reconcile import Reconciler, ReconcileResult
-from controller.secretsource import secret_refs
+from controller.core.secretsource import secret_refs
+from controller.drivers.orphans import remove_orphans
+from controller.drivers.queue import TRIGGER_ACTIONS, TriggerStats
+from controller.reconcile.ports import DriverEngine
+from controller.reconcile.reconciler import Reconciler, ReconcileResult
 
 log = logging.getLogger("wsctl.operator")
 
@@ -80,7 +80,7 @@ EVENT_MESSAGE_LIMIT = 1024
 class OperatorOptions:
     """Every knob of the operator driver, with its default."""
 
-    resync_seconds: float = 30.0
+    resync_seconds: float = defaults.RESYNC_SECONDS
     """Each workspace is reconciled at least this often, whatever else happens."""
 
     server: str | None = None

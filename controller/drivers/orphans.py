@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from controller.observed import ObservedContainer
-from controller.plan import RemoveContainer, StopContainer, plan_orphans
-from controller.ports import DriverEngine
-from controller.settings import PlatformSettings
+from controller.core.observed import ObservedContainer
+from controller.core.plan import RemoveContainer, StopContainer, plan_orphans
+from controller.core.settings import PlatformSettings
+from controller.reconcile.ports import DriverEngine
 
 log = logging.getLogger("wsctl.driver")
 

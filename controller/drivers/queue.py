@@ -97,6 +97,10 @@ class WorkQueue(Generic[K]):
         self._timers.clear()
 
 
+# Docker actions that mean a workspace's container changed under us (both drivers).
+TRIGGER_ACTIONS = frozenset({"die", "oom", "destroy", "stop", "kill", "pause", "unpause"})
+
+
 @dataclass
 class TriggerStats:
     """What woke the reconciles of a driver, and how many ran (both drivers)."""

@@ -15,19 +15,16 @@ import threading
 import time
 from dataclasses import dataclass
 
+from controller.core import settings as defaults
+from controller.core.model import WorkspaceKey
+from controller.core.observed import ObservedContainer
 from controller.drivers.orphans import remove_orphans
-from controller.drivers.queue import TriggerStats, WorkQueue
-from controller.execute import Executor
-from controller.model import WorkspaceKey
-from controller.observed import ObservedContainer
-from controller.ports import DriverEngine, DriverStore
-from controller.reconcile import Reconciler
+from controller.drivers.queue import TRIGGER_ACTIONS, TriggerStats, WorkQueue
+from controller.reconcile.execute import Executor
+from controller.reconcile.ports import DriverEngine, DriverStore
+from controller.reconcile.reconciler import Reconciler
 
 log = logging.getLogger("wsctl.driver")
-
-# Docker actions that mean a workspace's container changed under us.
-TRIGGER_ACTIONS = frozenset({"die", "oom", "destroy", "stop", "kill", "pause", "unpause"})
-
 
 @dataclass
 class Snapshot:
@@ -44,7 +41,8 @@ class DriverStats(TriggerStats):
 
 class StandaloneDriver:
     def __init__(self, store: DriverStore, engine: DriverEngine, reconciler: Reconciler,
-                 executor: Executor, *, workers: int = 8, resync_seconds: float = 30.0) -> None:
+                 executor: Executor, *, workers: int = defaults.WORKERS,
+                 resync_seconds: float = defaults.RESYNC_SECONDS) -> None:
         self.store = store
         self.engine = engine
         self.reconciler = reconciler

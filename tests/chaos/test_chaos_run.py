@@ -1,7 +1,7 @@
 """`wsctl chaos run --self-contained` end to end: real controller, Docker, PostgreSQL.
 
 A small run must pass; and the harness must be able to fail: against a
-controller broken on purpose (WSCTL_DEBUG_BREAK_*, controller/debug_breaks.py)
+controller broken on purpose (WSCTL_DEBUG_BREAK_*, controller/testing/debug_breaks.py)
 each invariant is reported, naming the workspace and the fault.
 """
 
@@ -45,7 +45,7 @@ def chaos(report: Path, *args: str, env: dict[str, str] | None = None
           ) -> tuple[int, str, dict[str, Any]]:
     """Run `wsctl chaos run --self-contained ARGS`; (exit code, output, report.json)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "chaos", "run", "--self-contained",
+        [sys.executable, "-m", "controller", "chaos", "run", "--self-contained",
          "--report", str(report), *args],
         env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900,
         cwd=REPO, check=False)
@@ -122,7 +122,7 @@ def test_small_run_passes_with_every_fault_type_and_writes_the_report(tmp_path: 
     assert "wsctl chaos: PASS" in output
 
     printed = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "chaos", "run", "--self-contained",
+        [sys.executable, "-m", "controller", "chaos", "run", "--self-contained",
          "--print-schedule", *args], capture_output=True, text=True, check=True, cwd=REPO)
     assert [line.split("s  ", 1)[1] for line in printed.stdout.splitlines()] == [
         f["label"] for f in data["faults"]]  # same seed, same schedule

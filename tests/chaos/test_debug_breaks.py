@@ -9,10 +9,10 @@ from typing import Any, cast
 
 import pytest
 
-from controller.debug_breaks import DebugBreaks
-from controller.execute import Executor
-from controller.model import Condition, WorkspaceKey, WorkspaceStatus
-from controller.plan import Event, Plan, RemoveContainer, StartContainer, StopContainer
+from controller.core.model import Condition, WorkspaceKey, WorkspaceStatus
+from controller.core.plan import Event, Plan, RemoveContainer, StartContainer, StopContainer
+from controller.reconcile.execute import Executor
+from controller.testing.debug_breaks import DebugBreaks
 
 KEY = WorkspaceKey("chaos", "w01")
 

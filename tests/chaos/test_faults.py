@@ -13,7 +13,7 @@ from controller.chaos.faults import (
     FaultSkipped,
     available,
 )
-from controller.conditions import DegradedReason
+from controller.core.conditions import DegradedReason
 from tests.chaos.fakes import FakeApi, FakeController, FakeEngine, context, record, view
 
 WS = "chaos.w01"

@@ -12,7 +12,7 @@ import docker
 import pytest
 from docker.errors import DockerException, NotFound
 
-from controller.devtools.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
+from controller.testing.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
 
 NETWORK = f"wsctl-e2e-{os.getpid()}"
 INSTANCE = f"e2e{os.getpid()}"

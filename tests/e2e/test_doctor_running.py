@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from controller.devtools.harness import ControllerProcess
+from controller.testing.harness import ControllerProcess
 from tests.e2e.conftest import NETWORK
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
 
 def wsctl(controller: ControllerProcess, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", command, "--data-dir", str(controller.data_dir),
+        [sys.executable, "-m", "controller", command, "--data-dir", str(controller.data_dir),
          "--listen", controller.server,
          "--registry-listen", f"{controller.gateway}:{controller.registry_port}",
          "--network", NETWORK],

@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import pytest
 
-from controller.devtools.harness import (
+from controller.testing.harness import (
     ControllerProcess,
     FakeLLMThread,
     condition,

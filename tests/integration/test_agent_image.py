@@ -33,10 +33,10 @@ from controller.adapters.images import (
     SOURCE_HASH_LABEL,
     ImageBuildResult,
     build_agent_image,
-    default_cache_dir,
     ensure_agent_image,
     source_hash,
 )
+from controller.core.settings import default_cache_dir
 
 pytestmark = pytest.mark.docker
 

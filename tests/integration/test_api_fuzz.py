@@ -23,7 +23,7 @@ from aiohttp import web
 from controller.adapters.postgres import Store
 from controller.api.a2a import A2AProxy
 from controller.api.admin import MAX_BODY, AdminApi, admin_auth, json_errors
-from controller.devtools.harness import free_port, wait_for
+from controller.testing.harness import free_port, wait_for
 
 pytestmark = pytest.mark.postgres
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.cli import main
+from controller.app.cli import main
 
 pytestmark = pytest.mark.postgres
 

@@ -19,7 +19,7 @@ import pytest
 
 from controller.adapters.docker_engine import ensure_network
 from controller.adapters.images import LOCAL_BASE, base_availability
-from controller.doctor import Doctor, DoctorOptions
+from controller.app.doctor import Doctor, DoctorOptions
 from tests.integration.conftest import new_data_dir
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
@@ -55,7 +55,7 @@ def where(gateway: str) -> Iterator[dict[str, object]]:
 
 def wsctl(command: str, where: dict[str, object], *extra: str,
           env: dict[str, str] | None = None, timeout: float = 180) -> tuple[int, str, str]:
-    args = [sys.executable, "-m", "controller.cli", command, "--data-dir", str(where["data_dir"]),
+    args = [sys.executable, "-m", "controller", command, "--data-dir", str(where["data_dir"]),
             "--listen", f"127.0.0.1:{where['api']}",
             "--registry-listen", f"{where['gateway']}:{where['registry']}",
             "--network", NETWORK, *extra]
@@ -279,7 +279,7 @@ def test_image_build_failure_is_one_line(where: dict[str, object], tmp_path: Pat
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo 'broken step' && exit 3\n")
     result = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "images", "build", "--tag",
+        [sys.executable, "-m", "controller", "images", "build", "--tag",
          "wsctl-test/broken-build:1", "--cache-dir", str(tmp_path / "cache")],
         capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**os.environ, "WSCTL_AGENT_DOCKERFILE": str(dockerfile)})
@@ -291,7 +291,7 @@ def test_image_build_failure_is_one_line(where: dict[str, object], tmp_path: Pat
 def test_database_unreachable_is_one_line_and_debug_shows_why(where: dict[str, object]) -> None:
     port = free_port()
     env = {"DATABASE_URL": f"postgresql://wsctl:hunter2-secret@127.0.0.1:{port}/wsctl"}
-    args = [sys.executable, "-m", "controller.cli", "secret", "list", "--data-dir",
+    args = [sys.executable, "-m", "controller", "secret", "list", "--data-dir",
             str(where["data_dir"])]
     plain = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=REPO,
                            env={**os.environ, **env})

@@ -14,7 +14,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller import tokens
 from controller.adapters.database import open_store
 from controller.adapters.embedded import (
     POSTGRES_BIN_PATH,
@@ -26,7 +25,8 @@ from controller.adapters.postgres import Store, StoreUnavailableError
 from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth, json_errors
 from controller.api.registry import Registry
-from controller.model import Workspace, WorkspaceKey
+from controller.core import tokens
+from controller.core.model import Workspace, WorkspaceKey
 
 pytestmark = pytest.mark.postgres
 

@@ -19,8 +19,8 @@ from controller.adapters.secretbox import (
     SecretKeyError,
     key_id,
 )
-from controller.cli import main
-from controller.errors import SecretUnreadableError
+from controller.app.cli import main
+from controller.core.errors import SecretUnreadableError
 
 pytestmark = pytest.mark.postgres
 

@@ -20,7 +20,7 @@ from controller.adapters.postgres import (
     apply_migrations,
     load_migrations,
 )
-from controller.model import (
+from controller.core.model import (
     Condition,
     Phase,
     RegisterFailure,

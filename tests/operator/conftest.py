@@ -20,8 +20,8 @@ import pytest
 import yaml
 from docker.errors import DockerException, NotFound
 
-from controller.adapters.images import default_cache_dir
-from controller.crd import draft4_schema
+from controller.core.crd import draft4_schema
+from controller.core.settings import default_cache_dir
 from tests.operator.harness import OperatorThread, new_dir, remove_dir
 from tests.operator.kube import KubeClient, KubeEmulator, KubeServer
 

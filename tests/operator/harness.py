@@ -15,15 +15,15 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from controller.devtools.harness import condition as condition
-from controller.devtools.harness import free_port as free_port
-from controller.devtools.harness import new_dir as new_dir
-from controller.devtools.harness import phase as phase
-from controller.devtools.harness import remove_dir as remove_dir
-from controller.devtools.harness import wait_for as wait_for
+from controller.app.runtime_k8s import KubernetesController
+from controller.app.wiring import RunOptions
 from controller.drivers.operator import OperatorOptions
-from controller.runtime import RunOptions
-from controller.runtime_k8s import KubernetesController
+from controller.testing.harness import condition as condition
+from controller.testing.harness import free_port as free_port
+from controller.testing.harness import new_dir as new_dir
+from controller.testing.harness import phase as phase
+from controller.testing.harness import remove_dir as remove_dir
+from controller.testing.harness import wait_for as wait_for
 from tests.e2e.dockerutil import container_env as container_env
 
 T = TypeVar("T")

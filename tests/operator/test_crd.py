@@ -15,8 +15,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from controller import crd
-from controller.model import Workspace
+from controller.core import crd
+from controller.core.model import Workspace
 from tests.operator.conftest import CRD_FILE, REPO, crd_schema, crd_validator, problems
 
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
@@ -84,9 +84,9 @@ def test_every_example_workspace_validates_against_the_crd(path: Path) -> None:
 def test_a_status_written_by_the_controller_validates() -> None:
     from datetime import UTC, datetime
 
-    from controller.conditions import Verdict, apply_verdict
+    from controller.core.conditions import Verdict, apply_verdict
+    from controller.core.model import RegisterFailure, WorkspaceStatus
     from controller.drivers.operator import status_patch
-    from controller.model import RegisterFailure, WorkspaceStatus
 
     now = datetime.now(UTC)
     verdict = Verdict(ready=("True", "Registered", ""), degraded=("False", "Healthy", ""),

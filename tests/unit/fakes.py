@@ -27,9 +27,9 @@ from controller.adapters.postgres import (
     TokenRecord,
     WorkspaceTerminatingError,
 )
-from controller.containerspec import ContainerSpec
-from controller.model import RegisterFailure, Workspace, WorkspaceKey, WorkspaceStatus
-from controller.observed import ObservedContainer
+from controller.core.containerspec import ContainerSpec
+from controller.core.model import RegisterFailure, Workspace, WorkspaceKey, WorkspaceStatus
+from controller.core.observed import ObservedContainer
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 INT4_MAX = 2**31 - 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.model import Workspace
+from controller.core.model import Workspace
 
 
 def workspace(name: str = "alice", **spec: Any) -> Workspace:

@@ -15,15 +15,16 @@ import pytest
 from aiohttp import StreamReader, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from controller.api.a2a import A2AProxy, message_send
+from controller.api._http import STORE_RETRY_AFTER_SECONDS
+from controller.api.a2a import A2AProxy
 from controller.api.admin import (
     MAX_BODY,
-    STORE_RETRY_AFTER_SECONDS,
     AdminApi,
     admin_auth,
     json_errors,
 )
-from controller.errors import StoreUnavailableError
+from controller.core.a2a import message_send
+from controller.core.errors import StoreUnavailableError
 from tests.unit.fakes import FakeStore
 from tests.unit.helpers import minimax
 

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from controller.cli_workspaces import _age, reply_text, row, table
-from controller.client import Client, ClientError
-from controller.model import Workspace, WorkspaceStatus
+from controller.app.cli_workspaces import _age, reply_text, row, table
+from controller.app.client import Client, ClientError
+from controller.core.model import Workspace, WorkspaceStatus
 from tests.unit.helpers import workspace
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from controller.adapters.hostnet import check_bindable, listener_of
-from controller.cli import main
-from controller.doctor import CheckResult, evaluate_limits, fail, ok
+from controller.app.cli import main
+from controller.app.doctor import CheckResult, evaluate_limits, fail, ok
 
 
 @pytest.mark.parametrize(("memory", "cpu", "pids", "missing"), [

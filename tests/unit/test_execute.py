@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import re
 from dataclasses import replace
 from datetime import timedelta
@@ -12,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from controller import redact
 from controller.adapters.postgres import TokenRecord
-from controller.execute import ExecuteError, Executor
-from controller.model import Workspace, WorkspaceStatus
-from controller.observed import Observed, ObservedContainer, ObservedTokens
-from controller.plan import (
+from controller.core import redact
+from controller.core.model import Workspace, WorkspaceKey, WorkspaceStatus
+from controller.core.observed import Observed, ObservedContainer, ObservedTokens
+from controller.core.plan import (
     ActivateToken,
     CreateContainer,
     DeliverRestartContext,
+    Op,
     Plan,
     RefreshToken,
     StartContainer,
@@ -28,9 +29,11 @@ from controller.plan import (
     WriteToken,
     plan,
 )
-from controller.plan import Event as PlanEvent
-from controller.projection import project
-from controller.settings import PlatformSettings
+from controller.core.plan import Event as PlanEvent
+from controller.core.projection import project
+from controller.core.settings import PlatformSettings
+from controller.reconcile.execute import ExecuteError, Executor
+from controller.testing.debug_breaks import DebugBreaks
 from tests.unit.fakes import FakeEngine, FakeStore
 from tests.unit.test_plan import SECRETS, SETTINGS, T0, ws
 
@@ -146,10 +149,25 @@ async def test_store_failure_is_named_too() -> None:
     assert not any(c[0] in ("engine.stop", "engine.start") for c in calls)
 
 
-async def test_stall_after_hangs_after_that_op() -> None:
+async def test_after_op_sees_every_op_in_order_after_it_is_done() -> None:
     w = ws()
     engine, store, calls = ports()
-    executor = Executor(engine, store, host_gateway=GATEWAY, stall_after="ActivateToken")
+    seen: list[tuple[str, int]] = []
+
+    async def after(key: WorkspaceKey, op: Op) -> None:
+        seen.append((type(op).__name__, len(calls)))
+
+    plan_ = recreate_plan(w)
+    await Executor(engine, store, host_gateway=GATEWAY, after_op=after).run(w.key, plan_)
+    assert [name for name, _ in seen] == [type(op).__name__ for op in plan_.ops]
+    assert all(a < b for (_, a), (_, b) in itertools.pairwise(seen))  # each after its own calls
+
+
+async def test_the_stall_knob_hangs_after_that_op() -> None:
+    w = ws()
+    engine, store, calls = ports()
+    executor = DebugBreaks(stall_after_op="ActivateToken").executor(
+        Executor(engine, store, host_gateway=GATEWAY))
     run = asyncio.ensure_future(executor.run(w.key, recreate_plan(w)))
     await asyncio.wait_for(store.token_inserted.wait(), 5)
     done, _ = await asyncio.wait({run}, timeout=0.2)
@@ -161,10 +179,11 @@ async def test_stall_after_hangs_after_that_op() -> None:
         await run
 
 
-async def test_stall_after_an_op_not_in_the_plan_completes() -> None:
+async def test_the_stall_knob_on_an_op_not_in_the_plan_completes() -> None:
     w = ws()
     engine, store, calls = ports()
-    executor = Executor(engine, store, host_gateway=GATEWAY, stall_after="PurgeWorkspace")
+    executor = DebugBreaks(stall_after_op="PurgeWorkspace").executor(
+        Executor(engine, store, host_gateway=GATEWAY))
     await asyncio.wait_for(executor.run(w.key, recreate_plan(w)), 5)
     assert calls[-1][0] == "store.add_event"
 

@@ -15,8 +15,8 @@ import pytest
 from controller.agent import registry_client
 from controller.agent.registry_client import RegistryClient
 from controller.agent.state import AgentState
-from controller.observed import AuthFailure, Observed, ObservedTokens
-from controller.plan import RecreateReason
+from controller.core.observed import AuthFailure, Observed, ObservedTokens
+from controller.core.plan import RecreateReason
 from tests.unit.test_agent import FakeServer, Recorded, make_config
 from tests.unit.test_plan import T0, container, registered, run, ws
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import manifests
-from controller.cli import main
+from controller.app.cli import main
+from controller.core import manifests
 
 GOOD = """\
 apiVersion: wsctl.dev/v1alpha1

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from controller.model import Workspace, WorkspaceKey, parse_cpus, parse_memory
+from controller.core.model import Workspace, WorkspaceKey, parse_cpus, parse_memory
 from tests.unit.helpers import minimax
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from controller.core.model import WorkspaceKey, WorkspaceStatus
 from controller.drivers.operator import (
     InvalidWorkspace,
     decode_secret,
@@ -17,7 +18,6 @@ from controller.drivers.operator import (
     status_patch,
     workspace_from_body,
 )
-from controller.model import WorkspaceKey, WorkspaceStatus
 
 
 def body(**changes: Any) -> dict[str, Any]:
@@ -83,8 +83,8 @@ def test_decode_secret_reads_data_and_skips_binary() -> None:
 
 
 def test_run_flags_become_operator_options() -> None:
-    from controller.cli import build_parser
-    from controller.runtime_k8s import operator_options
+    from controller.app.cli import build_parser
+    from controller.app.runtime_k8s import operator_options
 
     args = build_parser().parse_args([
         "run", "--kubernetes", "--namespace", "a", "--namespace", "b",

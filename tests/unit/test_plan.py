@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from controller.model import Workspace, WorkspaceStatus
-from controller.observed import (
+from controller.core.model import Workspace, WorkspaceStatus
+from controller.core.observed import (
     AuthFailure,
     Observed,
     ObservedAgent,
@@ -17,7 +17,7 @@ from controller.observed import (
     ObservedTokens,
     RegisterFailureMarker,
 )
-from controller.plan import (
+from controller.core.plan import (
     ActivateToken,
     CaptureDiagnostics,
     CreateContainer,
@@ -35,8 +35,8 @@ from controller.plan import (
     plan,
     plan_orphans,
 )
-from controller.projection import ProjectionError, project
-from controller.settings import PlatformSettings
+from controller.core.projection import ProjectionError, project
+from controller.core.settings import PlatformSettings
 from tests.unit.helpers import minimax
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -6,10 +6,10 @@ from typing import get_args
 
 import pytest
 
-from controller.model import Workspace
-from controller.projection import MissingSecret, ProjectionError, config_hash, project
-from controller.providers import PROVIDERS, ProviderName
-from controller.settings import PlatformSettings
+from controller.core.model import Workspace
+from controller.core.projection import MissingSecret, ProjectionError, config_hash, project
+from controller.core.providers import PROVIDERS, ProviderName
+from controller.core.settings import PlatformSettings
 from tests.unit.helpers import minimax, workspace
 
 SETTINGS = PlatformSettings()

@@ -7,11 +7,11 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.errors import SecretUnreadableError
-from controller.execute import Executor
-from controller.projection import Projection, ProjectionError
-from controller.reconcile import Reconciler
-from controller.settings import PlatformSettings
+from controller.core.errors import SecretUnreadableError
+from controller.core.projection import Projection, ProjectionError
+from controller.core.settings import PlatformSettings
+from controller.reconcile.execute import Executor
+from controller.reconcile.reconciler import Reconciler
 from tests.unit.fakes import FakeEngine, FakeStore
 from tests.unit.helpers import minimax, workspace
 

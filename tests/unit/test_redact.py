@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller import redact
+from controller.core import redact
 
 
 @pytest.fixture

@@ -17,10 +17,11 @@ import pytest
 from aiohttp import StreamReader, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from controller import redact, tokens
 from controller.api import registry as registry_module
+from controller.api._http import STORE_RETRY_AFTER_SECONDS
 from controller.api.registry import MAX_BODY, FailedAuthLimiter, Registry
-from controller.errors import StoreUnavailableError
+from controller.core import redact, tokens
+from controller.core.errors import StoreUnavailableError
 from tests.unit.fakes import FakeStore
 from tests.unit.helpers import workspace
 
@@ -486,7 +487,7 @@ async def test_unreachable_database_is_503_then_recovers(
         async with env.client.post(path, json=body,
                                    headers={"Authorization": f"Bearer {env.token}"}) as resp:
             assert resp.status == 503
-            assert resp.headers["Retry-After"] == str(registry_module.STORE_RETRY_AFTER_SECONDS)
+            assert resp.headers["Retry-After"] == str(STORE_RETRY_AFTER_SECONDS)
             assert error_class(await resp.json()) == "store_unavailable"
     warnings = [r for r in caplog.records if r.name == "wsctl.registry"]
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.cli import main
+from controller.app.cli import main
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspace.yaml"
 PLANTED = "sk-planted-4d1c0ffee"

@@ -14,40 +14,25 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from controller import __version__, manifests, redact
+from controller import __version__
+from controller.app.cli_workspaces import add_commands
 from controller.chaos.cli import add_chaos_command
-from controller.cli_workspaces import add_commands
-from controller.containerspec import container_spec
-from controller.errors import WsctlError
-from controller.projection import MissingSecret, ProjectionError, project
-from controller.secretsource import env_name, from_environment, secret_refs
-from controller.settings import PlatformSettings
+from controller.core import manifests, redact
+from controller.core import settings as defaults
+from controller.core.containerspec import container_spec
+from controller.core.errors import WsctlError
+from controller.core.model import DEFAULT_IMAGE
+from controller.core.projection import MissingSecret, ProjectionError, project
+from controller.core.secretsource import env_name, resolve, secret_refs
+from controller.core.settings import PlatformSettings, default_cache_dir, default_data_dir
 
 if TYPE_CHECKING:
     from controller.adapters.postgres import Store
-    from controller.doctor import DoctorOptions
+    from controller.app.doctor import DoctorOptions
 
 
 class CliError(WsctlError):
     """An error for the user: printed as one line, exit code 1."""
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("WSCTL_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "wsctl"
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("WSCTL_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "wsctl"
 
 
 def _progress(line: str) -> None:
@@ -90,18 +75,14 @@ async def _store(args: argparse.Namespace) -> AsyncIterator[Store]:
         yield store
 
 
-async def _stored_secrets(args: argparse.Namespace) -> dict[tuple[str, str], str]:
-    async with _store(args) as store:
-        return await store.get_secrets()
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     workspaces = manifests.workspaces(_load(args.filename))
-    refs = secret_refs(workspaces)
-    secrets = from_environment(refs, os.environ)
-    if refs - secrets.keys():
-        stored = asyncio.run(_stored_secrets(args))
-        secrets = {**stored, **secrets}
+
+    async def stored(refs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        async with _store(args) as store:
+            return await store.get_secrets(refs)
+
+    secrets = asyncio.run(resolve(secret_refs(workspaces), os.environ, stored))
     settings = PlatformSettings()
     rendered: list[dict[str, object]] = []
     problems: list[str] = []
@@ -204,7 +185,7 @@ def _positive(value: str) -> int:
 
 
 def _dns_label(value: str) -> str:
-    from controller.model import DNS1123_LABEL
+    from controller.core.model import DNS1123_LABEL
 
     if not DNS1123_LABEL.match(value) or len(value) > 30:
         raise argparse.ArgumentTypeError(f"{value!r} is not a short DNS-1123 label")
@@ -212,9 +193,9 @@ def _dns_label(value: str) -> str:
 
 
 def _doctor_options(args: argparse.Namespace) -> DoctorOptions:
-    from controller.doctor import DoctorOptions
+    from controller.app.doctor import DoctorOptions
 
-    registry_host, registry_port = args.registry_listen or (None, 8081)
+    registry_host, registry_port = args.registry_listen or (None, defaults.REGISTRY_PORT)
     return DoctorOptions(
         data_dir=args.data_dir, listen_host=args.listen[0], listen_port=args.listen[1],
         registry_host=registry_host, registry_port=registry_port, network=args.network,
@@ -222,7 +203,7 @@ def _doctor_options(args: argparse.Namespace) -> DoctorOptions:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from controller.doctor import run_doctor
+    from controller.app.doctor import run_doctor
 
     return run_doctor(_doctor_options(args), lambda line: print(line, flush=True))
 
@@ -231,8 +212,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from controller.doctor import preflight
-    from controller.runtime import Controller, RunOptions
+    from controller.app.doctor import preflight
+    from controller.app.runtime import Controller
+    from controller.app.wiring import RunOptions
 
     # The cheap doctor checks first: a stopped engine or a taken port is one line.
     checks = _doctor_options(args)
@@ -259,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
     if args.kubernetes:
-        from controller.runtime_k8s import operator_options, run_kubernetes
+        from controller.app.runtime_k8s import operator_options, run_kubernetes
 
         try:
             run_kubernetes(options, operator_options(vars(args)), _progress)
@@ -282,7 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from controller.crd import render
+    from controller.core.crd import render
 
     print(render(), end="")
     return 0
@@ -333,27 +315,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key")
 
     def add_addresses(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080),
-                       help="admin/CLI API address (default 127.0.0.1:8080)")
+        listen = (defaults.LISTEN_HOST, defaults.API_PORT)
+        p.add_argument("--listen", type=_host_port, default=listen,
+                       help=f"admin/CLI API address (default {listen[0]}:{listen[1]})")
         p.add_argument("--registry-listen", type=_host_port, default=None,
-                       help="agent registry address (default: workspace network gateway:8081)")
-        p.add_argument("--network", default="wsctl", help="Docker network for workspaces")
+                       help="agent registry address (default: workspace network gateway:"
+                            f"{defaults.REGISTRY_PORT})")
+        p.add_argument("--network", default=defaults.NETWORK,
+                       help=f"Docker network for workspaces (default {defaults.NETWORK})")
 
     p = add("run", cmd_run, "run the controller: reconcile loop, registry and API")
     add_addresses(p)
-    p.add_argument("--resync-seconds", type=float, default=30.0,
-                   help="full resync period; events drive reconciles in between")
-    p.add_argument("--workers", type=_positive, default=16,
-                   help="workspaces reconciled at once (default 16)")
-    p.add_argument("--docker-parallelism", type=_positive, default=8, metavar="N",
-                   help="Docker API calls in flight at most (default 8); a reconcile's "
-                        "bookkeeping does not hold one of these")
-    p.add_argument("--crash-loop-threshold", type=int, default=3, metavar="N",
-                   help="container deaths within 5 minutes that make a workspace "
-                        "CrashLooping and back off (default 3)")
-    p.add_argument("--instance", default="default", type=_dns_label,
+    p.add_argument("--resync-seconds", type=float, default=defaults.RESYNC_SECONDS,
+                   help="full resync period; events drive reconciles in between "
+                        f"(default {defaults.RESYNC_SECONDS:g})")
+    p.add_argument("--workers", type=_positive, default=defaults.WORKERS,
+                   help=f"workspaces reconciled at once (default {defaults.WORKERS})")
+    p.add_argument("--docker-parallelism", type=_positive, default=defaults.DOCKER_PARALLELISM,
+                   metavar="N", help="Docker API calls in flight at most (default "
+                   f"{defaults.DOCKER_PARALLELISM}); a reconcile's bookkeeping does not hold "
+                   "one of these")
+    p.add_argument("--crash-loop-threshold", type=int, default=defaults.CRASH_LOOP_THRESHOLD,
+                   metavar="N", help="container deaths within 5 minutes that make a workspace "
+                   f"CrashLooping and back off (default {defaults.CRASH_LOOP_THRESHOLD})")
+    p.add_argument("--instance", default=defaults.INSTANCE, type=_dns_label,
                    help="controller instance name; scopes the containers it owns")
-    p.add_argument("--heartbeat-seconds", type=int, default=5)
+    p.add_argument("--heartbeat-seconds", type=int, default=defaults.HEARTBEAT_SECONDS)
     p.add_argument("--no-build", action="store_true",
                    help="do not build the agent image when it is missing")
     p.add_argument("--demo", action="store_true",
@@ -384,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     images = sub.add_parser("images", help="manage the agent image")
     images_sub = images.add_subparsers(dest="images_command", required=True, metavar="COMMAND")
     p = add("build", cmd_images_build, "build the agent image locally", images_sub)
-    p.add_argument("--tag", default="wsctl/agent:latest")
+    p.add_argument("--tag", default=DEFAULT_IMAGE)
     p.add_argument("--base", default=None,
                    help="base image (default: python:3.11-slim-bookworm if it can be had, "
                         "else a local debootstrap base)")

@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from controller.cli import main as wsctl_main
-from controller.client import Client
-from controller.devtools.fake_llm import FakeLLM
+from controller.app.cli import main as wsctl_main
+from controller.app.client import Client
+from controller.testing.fake_llm import FakeLLM
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -130,7 +130,7 @@ class ControllerProcess:
         self.log_files.append(log_file)
         handle = log_file.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "run", "--data-dir", str(self.data_dir),
+            [sys.executable, "-m", "controller", "run", "--data-dir", str(self.data_dir),
              "--listen", self.server, "--registry-listen", f"{self.gateway}:{self.registry_port}",
              "--network", self.network, "--instance", self.instance, "--no-build",
              *self.flags, *(["--verbose"] if self.verbose else [])],

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from controller.model import API_VERSION, KIND, Workspace
+from controller.core.model import API_VERSION, KIND, Workspace
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "workspaces"
@@ -157,7 +157,7 @@ def crd() -> dict[str, Any]:
     }
 
 
-HEADER = ("# Generated from controller/model.py by `wsctl crd` (controller/crd.py).\n"
+HEADER = ("# Generated from controller/core/model.py by `wsctl crd` (controller/core/crd.py).\n"
           "# Do not edit: change the model, then run `wsctl crd > crds/workspace.yaml`.\n")
 
 

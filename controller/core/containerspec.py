@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from controller.model import Workspace
-from controller.projection import EnvValue, Projection
-from controller.settings import AGENT_UID, CONFIG_MOUNT, PlatformSettings
+from controller.core.model import Workspace
+from controller.core.projection import EnvValue, Projection
+from controller.core.settings import AGENT_UID, CONFIG_MOUNT, PlatformSettings
 
 LABEL_PREFIX = "wsctl.dev/"
 LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"

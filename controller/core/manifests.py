@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from controller.errors import WsctlError
-from controller.model import Workspace
+from controller.core.errors import WsctlError
+from controller.core.model import Workspace
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from controller import redact
-from controller.conditions import DegradedReason, Verdict, apply_verdict
-from controller.errors import SecretUnreadableError
-from controller.execute import ExecuteError, Executor
-from controller.model import Phase, Workspace, WorkspaceStatus
-from controller.observed import (
+from controller.core import redact
+from controller.core.conditions import DegradedReason, Verdict, apply_verdict
+from controller.core.errors import SecretUnreadableError
+from controller.core.model import Phase, Workspace, WorkspaceStatus
+from controller.core.observed import (
     AuthFailure,
     Observed,
     ObservedAgent,
@@ -26,11 +25,12 @@ from controller.observed import (
     ObservedTokens,
     RegisterFailureMarker,
 )
-from controller.plan import Plan, RefreshToken, plan
-from controller.ports import Engine, ObservationStore
-from controller.projection import Projection, ProjectionError, UnreadableSecret, project
-from controller.secretsource import from_environment, secret_refs
-from controller.settings import PlatformSettings
+from controller.core.plan import Plan, RefreshToken, plan
+from controller.core.projection import Projection, ProjectionError, UnreadableSecret, project
+from controller.core.secretsource import resolve, secret_refs
+from controller.core.settings import PlatformSettings
+from controller.reconcile.execute import ExecuteError, Executor
+from controller.reconcile.ports import Engine, ObservationStore
 
 log = logging.getLogger("wsctl.reconcile")
 
@@ -125,12 +125,10 @@ class Reconciler:
         if refs and self.secret_resolver is not None:
             secrets = dict(await self.secret_resolver(ws))
         elif refs:
-            secrets = from_environment(refs, self.environ)  # these override the store
-            if missing := refs - secrets.keys():  # as `wsctl render`: no read if none
-                try:
-                    secrets = {**await self.store.get_secrets(missing), **secrets}
-                except SecretUnreadableError as exc:
-                    return ProjectionError(str(ws.key), [UnreadableSecret(str(exc))])
+            try:
+                secrets = await resolve(refs, self.environ, self.store.get_secrets)
+            except SecretUnreadableError as exc:
+                return ProjectionError(str(ws.key), [UnreadableSecret(str(exc))])
         redact.remember(*secrets.values())
         try:
             return project(ws, secrets, self.settings)

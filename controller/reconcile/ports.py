@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller.containerspec import ContainerSpec
-from controller.model import Workspace, WorkspaceKey, WorkspaceStatus
-from controller.observed import ObservedContainer
+from controller.core.containerspec import ContainerSpec
+from controller.core.model import Workspace, WorkspaceKey, WorkspaceStatus
+from controller.core.observed import ObservedContainer
 
 
 class DiagnosticsLike(Protocol):

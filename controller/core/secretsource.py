@@ -2,15 +2,15 @@
 
 NAME and KEY are upper-cased and every character other than a letter or digit
 becomes '_' (secret `minimax`, key `api-key` -> WSCTL_SECRET_MINIMAX_API_KEY).
-Pure: takes the environment as a mapping.
+Pure: takes the environment as a mapping, and the store as a reader function.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-from controller.model import SecretKeyRef, Workspace
+from controller.core.model import SecretKeyRef, Workspace
 
 ENV_PREFIX = "WSCTL_SECRET_"
 
@@ -35,4 +35,18 @@ def from_environment(refs: Iterable[tuple[str, str]],
         value = environ.get(env_name(name, key))
         if value is not None:
             found[(name, key)] = value
+    return found
+
+
+StoredSecrets = Callable[[set[tuple[str, str]]], Awaitable[Mapping[tuple[str, str], str]]]
+
+
+async def resolve(refs: Iterable[tuple[str, str]], environ: Mapping[str, str],
+                  stored: StoredSecrets) -> dict[tuple[str, str], str]:
+    """The values of `refs`: the environment's first (it overrides the store), then
+    the store's for what the environment lacks; the store is not read when the
+    environment has them all. Absent ones are left out."""
+    found = from_environment(refs, environ)
+    if missing := set(refs) - found.keys():
+        found = {**await stored(missing), **found}
     return found

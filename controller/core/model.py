@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from controller.providers import PROVIDERS, ProviderName
+from controller.core.providers import PROVIDERS, ProviderName
 
 API_VERSION: Literal["wsctl.dev/v1alpha1"] = "wsctl.dev/v1alpha1"
 KIND: Literal["Workspace"] = "Workspace"

@@ -25,11 +25,12 @@ from controller.adapters.docker_engine import DockerEngine
 from controller.adapters.postgres import Registration, Store, TokenRecord
 from controller.api.a2a import A2AProxy
 from controller.api.registry import Registry
+from controller.app.wiring import EngineLookups, RunOptions, prepare_engine
+from controller.core import settings as defaults
+from controller.core.settings import PlatformSettings
 from controller.drivers.operator import OperatorOptions, WorkspaceOperator
-from controller.execute import Executor
-from controller.reconcile import Reconciler
-from controller.runtime import EngineLookups, RunOptions, prepare_engine
-from controller.settings import PlatformSettings
+from controller.reconcile.execute import Executor
+from controller.reconcile.reconciler import Reconciler
 
 log = logging.getLogger("wsctl.run")
 
@@ -175,7 +176,7 @@ def operator_options(args: Mapping[str, Any]) -> OperatorOptions:
         # random one, so replicas of one Deployment differ (the highest acts).
         priority = 1 + secrets.randbelow(1_000_000)
     return OperatorOptions(
-        resync_seconds=float(args.get("resync_seconds") or 30.0),
+        resync_seconds=float(args.get("resync_seconds") or defaults.RESYNC_SECONDS),
         namespaces=namespaces,
         standalone=bool(args.get("no_peering")),
         priority=int(priority),

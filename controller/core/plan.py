@@ -19,19 +19,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from controller.conditions import DegradedReason, Verdict, apply_verdict, phase_of
-from controller.containerspec import ContainerSpec, config_volume_name, container_spec
-from controller.containerspec import restarted_at_label as restarted_label
-from controller.model import (
+from controller.core.conditions import DegradedReason, Verdict, apply_verdict, phase_of
+from controller.core.containerspec import ContainerSpec, config_volume_name, container_spec
+from controller.core.containerspec import restarted_at_label as restarted_label
+from controller.core.model import (
     ConditionStatus,
     ConditionType,
     RegisterFailure,
     Workspace,
     WorkspaceStatus,
 )
-from controller.observed import Observed, ObservedContainer
-from controller.projection import Projection, ProjectionError
-from controller.settings import PlatformSettings
+from controller.core.observed import Observed, ObservedContainer
+from controller.core.projection import Projection, ProjectionError
+from controller.core.settings import PlatformSettings
 
 
 class RecreateReason(StrEnum):

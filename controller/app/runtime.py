@@ -15,140 +15,36 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
 
-from controller import manifests, redact
 from controller.adapters.database import open_store
-from controller.adapters.docker_engine import DockerEngine, connect
-from controller.adapters.images import ensure_agent_image
+from controller.adapters.docker_engine import DockerEngine
 from controller.adapters.postgres import QUERY_COUNT, Store
-from controller.adapters.secretbox import PrivateFileError, read_private_file
 from controller.api import metrics as metrics_text
 from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth, json_errors
 from controller.api.registry import Registry
-from controller.debug_breaks import DebugBreaks
-from controller.devtools.fake_llm import FakeLLM
+from controller.app.wiring import (
+    SERVER_FILE,
+    EngineLookups,
+    RunOptions,
+    debug_knobs,
+    ensure_admin_token,
+    prepare_engine,
+)
+from controller.core import manifests
+from controller.core.secretsource import env_name
+from controller.core.settings import PlatformSettings
 from controller.drivers.standalone import StandaloneDriver
-from controller.execute import Executor
-from controller.model import DEFAULT_IMAGE
-from controller.observed import ObservedContainer
-from controller.reconcile import Reconciler
-from controller.secretsource import env_name
-from controller.settings import PlatformSettings
+from controller.reconcile.execute import Executor
+from controller.reconcile.reconciler import Reconciler
 
 log = logging.getLogger("wsctl.run")
 
-ADMIN_TOKEN_FILE = "admin.token"
-SERVER_FILE = "server.json"
-DEMO_MANIFEST = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
-
-
-@dataclass
-class RunOptions:
-    data_dir: Path
-    cache_dir: Path
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 8080
-    registry_host: str | None = None  # default: the workspace network's gateway
-    registry_port: int = 8081
-    database_url: str | None = None
-    network: str = "wsctl"
-    instance: str = "default"
-    heartbeat_seconds: int = 5
-    resync_seconds: float = 30.0
-    workers: int = 16
-    """Workspaces reconciled at once (planning, bookkeeping and waiting on Docker)."""
-    docker_parallelism: int = 8
-    """Docker API calls in flight at most: the engine's own limit, not the workers'."""
-    crash_loop_threshold: int = 3
-    build_image: bool = True
-    demo: bool = False
-    """Also serve the fake LLM on the gateway and apply examples/demo.yaml."""
-    demo_llm_port: int = 8090
-    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-
-
-def ensure_admin_token(data_dir: Path) -> str:
-    """The admin token, created (mode 0600) at first start; refused (one line
-    naming the path and the mode) if group or others can access it."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / ADMIN_TOKEN_FILE
-    existing = read_private_file(path, "admin token file")
-    if existing is not None:
-        token = existing.strip()
-        if not token:
-            raise PrivateFileError(f"admin token file {path} is empty; delete it and "
-                                   "start again to get a new one")
-        redact.remember(token)
-        return token
-    token = secrets.token_urlsafe(32)
-    redact.remember(token)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    return token
-
-
-async def prepare_engine(opts: RunOptions, progress: Callable[[str], None]
-                         ) -> tuple[DockerEngine, str, PlatformSettings]:
-    """Connect to Docker, ensure the workspace network and the agent image; the
-    network's gateway is where agents reach the registry. Shared by both modes."""
-    # At most --docker-parallelism Docker calls in flight, whatever the number of
-    # reconcile workers: a worker busy with bookkeeping (events, status, the look
-    # after acting) does not hold a Docker slot another workspace could use.
-    engine = DockerEngine(await asyncio.to_thread(connect), instance=opts.instance,
-                          max_concurrent_calls=opts.docker_parallelism)
-    gateway = await engine.ensure_network(opts.network)
-    if opts.build_image and not await engine.image_exists(DEFAULT_IMAGE):
-        progress(f"{DEFAULT_IMAGE} not found; building it (first time only)")
-        await asyncio.to_thread(ensure_agent_image, engine.client, tag=DEFAULT_IMAGE,
-                                cache_dir=opts.cache_dir, progress=progress)
-    settings = PlatformSettings(
-        registry_url=f"http://host.docker.internal:{opts.registry_port}",
-        network=opts.network, heartbeat_seconds=opts.heartbeat_seconds,
-        instance=opts.instance, crash_loop_threshold=opts.crash_loop_threshold)
-    return engine, gateway, settings
-
-
-def _newest_running(containers: list[ObservedContainer], workspace_id: str
-                    ) -> ObservedContainer | None:
-    running = [c for c in containers if c.workspace_id == workspace_id and c.running]
-    return max(running, key=lambda c: c.token_generation, default=None)
-
-
-class EngineLookups:
-    """What the API layer asks of Docker about one workspace (both modes)."""
-
-    def __init__(self, engine: DockerEngine) -> None:
-        self.engine = engine
-
-    async def _mine(self, workspace_id: str) -> list[ObservedContainer]:
-        return await self.engine.list_containers(workspace_id)
-
-    async def agent_address(self, workspace_id: str) -> tuple[str, int] | None:
-        """The Docker-published A2A port of the running container: never a claimed URL."""
-        current = _newest_running(await self.engine.list_containers(workspace_id), workspace_id)
-        if current is None or current.host_port is None:
-            return None
-        return "127.0.0.1", current.host_port
-
-    async def identity(self, workspace_id: str) -> tuple[set[str], set[str]]:
-        """Names and network addresses an agent of this workspace may claim."""
-        mine = await self._mine(workspace_id)
-        names = {c.name for c in mine} | {c.name[:63] for c in mine}
-        return names, {c.ip_address for c in mine if c.ip_address}
-
-    async def logs(self, workspace_id: str, tail: int) -> str | None:
-        mine = await self._mine(workspace_id)
-        if not mine:
-            return None
-        newest = max(mine, key=lambda c: c.token_generation)
-        return await self.engine.logs(newest.id, tail)
+DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
 
 class Controller:
@@ -177,19 +73,20 @@ class Controller:
         opts = self.options
 
         lookups = EngineLookups(engine)
-        breaks = DebugBreaks.from_environ(opts.environ)  # test-only; no effect when unset
-        breaks.log_secrets(opts.environ)
-        proxy = A2AProxy(breaks.activity_store(store), lookups.agent_address)
-        executor = breaks.executor(Executor(
-            engine, store, host_gateway=gateway, deliver=proxy.deliver_restart_context,
-            stall_after=opts.environ.get("WSCTL_DEBUG_STALL_AFTER_OP") or None))
+        # Test knobs (controller.testing) are imported only when one is set.
+        breaks = debug_knobs(opts.environ)
+        proxy = A2AProxy(breaks.activity_store(store) if breaks else store,
+                         lookups.agent_address)
+        executor = Executor(engine, store, host_gateway=gateway,
+                            deliver=proxy.deliver_restart_context)
+        executor = breaks.executor(executor) if breaks else executor
         reconciler = Reconciler(store, engine, executor, settings, opts.environ,
                                 clock=lambda: datetime.now(UTC))
-        driver = StandaloneDriver(breaks.driver_store(store), engine, reconciler, executor,
-                                  workers=opts.workers,
+        driver = StandaloneDriver(breaks.driver_store(store) if breaks else store, engine,
+                                  reconciler, executor, workers=opts.workers,
                                   resync_seconds=opts.resync_seconds)
         self.driver = driver
-        registry = Registry(breaks.registry_store(store), lookups.identity,
+        registry = Registry(breaks.registry_store(store) if breaks else store, lookups.identity,
                             driver.on_registry_event,
                             stale_after=settings.heartbeat_ttl_seconds)
 
@@ -250,6 +147,8 @@ class Controller:
 
     async def _start_demo(self, store: Store, gateway: str) -> web.AppRunner:
         """Serve the fake LLM where containers reach it and declare the demo workspace."""
+        from controller.testing.fake_llm import FakeLLM
+
         key = "demo-" + secrets.token_urlsafe(24)
         self.options.environ[env_name("demo-llm", "api-key")] = key
         llm = FakeLLM(api_key=key)

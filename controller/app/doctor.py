@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from controller.adapters import hostnet
-from controller.errors import WsctlError
-from controller.model import DEFAULT_IMAGE
+from controller.app.wiring import ADMIN_TOKEN_FILE, SERVER_FILE
+from controller.core import settings as defaults
+from controller.core.errors import WsctlError
+from controller.core.model import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
     from controller.adapters.docker_engine import EngineFacts
 
 Status = Literal["ok", "fail", "skip"]
 _MARK: dict[Status, str] = {"ok": "ok  ", "fail": "FAIL", "skip": "skip"}
-SERVER_FILE = "server.json"
-ADMIN_TOKEN_FILE = "admin.token"
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,11 @@ def skip(name: str, why: str) -> CheckResult:
 @dataclass
 class DoctorOptions:
     data_dir: Path
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 8080
+    listen_host: str = defaults.LISTEN_HOST
+    listen_port: int = defaults.API_PORT
     registry_host: str | None = None  # default: the workspace network's gateway
-    registry_port: int = 8081
-    network: str = "wsctl"
+    registry_port: int = defaults.REGISTRY_PORT
+    network: str = defaults.NETWORK
     image: str = DEFAULT_IMAGE
     database_url: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))

@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from controller import manifests
-from controller.api.a2a import message_send
-from controller.client import Client, ClientError
-from controller.errors import WsctlError
+from controller.app.client import Client, ClientError
+from controller.core import manifests
+from controller.core.a2a import message_send
+from controller.core.errors import WsctlError
 
 
 class CommandError(WsctlError):

@@ -12,9 +12,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from controller.model import SecretKeyRef, Workspace
-from controller.providers import PROVIDERS
-from controller.settings import TOKEN_PATH, PlatformSettings
+from controller.core.model import SecretKeyRef, Workspace
+from controller.core.providers import PROVIDERS
+from controller.core.settings import TOKEN_PATH, PlatformSettings
 
 SecretLookup = Mapping[tuple[str, str], str]
 """(secret name, key) -> value."""

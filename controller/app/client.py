@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.errors import WsctlError
+from controller.core.errors import WsctlError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 

@@ -12,10 +12,16 @@ root (runtime.py) applies them, by wrapping what it wires together:
   WSCTL_DEBUG_BREAK_ACTIVITY_WRITES=1   the A2A proxy acknowledges without an activity row
   WSCTL_DEBUG_BREAK_LOG_SECRET=1        secret values from the environment are logged
   WSCTL_DEBUG_BREAK_DEGRADED_REASON=1   HeartbeatStale is reported as AgentUnhealthy
+  WSCTL_DEBUG_STALL_AFTER_OP=OpName     after an op of that type (e.g. WriteToken), the
+                                        executor hangs forever: crash tests then SIGKILL
+                                        the controller at that point of a recreate
+
+The composition root imports this module only when one of them is set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -24,15 +30,16 @@ from typing import Any
 
 from controller.api.a2a import ActivityStore
 from controller.api.registry import RegistryStore
-from controller.conditions import DegradedReason
-from controller.execute import Executor
-from controller.model import WorkspaceKey, WorkspaceStatus
-from controller.plan import Event, Plan, RemoveContainer, StopContainer
-from controller.ports import DriverStore
+from controller.core.conditions import DegradedReason
+from controller.core.model import WorkspaceKey, WorkspaceStatus
+from controller.core.plan import Event, Op, Plan, RemoveContainer, StopContainer
+from controller.reconcile.execute import Executor
+from controller.reconcile.ports import DriverStore
 
 log = logging.getLogger("wsctl.debug")
 
 PREFIX = "WSCTL_DEBUG_BREAK_"
+STALL = "WSCTL_DEBUG_STALL_AFTER_OP"
 KNOBS = ("RECREATE", "STOP_OLD", "TOKEN_REVOCATION", "ACTIVITY_WRITES", "LOG_SECRET",
          "DEGRADED_REASON")
 _TRUE = {"1", "true", "yes"}
@@ -48,15 +55,23 @@ class DebugBreaks:
     activity_writes: bool = False
     log_secret: bool = False
     degraded_reason: bool = False
+    stall_after_op: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> DebugBreaks:
-        breaks = cls(**{k.lower(): environ.get(PREFIX + k, "").lower() in _TRUE for k in KNOBS})
+        breaks = cls(**{k.lower(): environ.get(PREFIX + k, "").lower() in _TRUE for k in KNOBS},
+                     stall_after_op=environ.get(STALL) or None)
         for knob in KNOBS:
             if getattr(breaks, knob.lower()):
                 log.warning("TEST-ONLY %s%s is set: this controller is broken on purpose",
                             PREFIX, knob)
         return breaks
+
+    async def stall(self, key: WorkspaceKey, op: Op) -> None:
+        """The executor's after-op hook: hang forever after an op of the named type."""
+        if type(op).__name__ == self.stall_after_op:
+            log.warning("%s: fault injection: stalling after %s", key, self.stall_after_op)
+            await asyncio.Event().wait()
 
     def log_secrets(self, environ: Mapping[str, str]) -> None:
         if self.log_secret:
@@ -65,6 +80,8 @@ class DebugBreaks:
                     log.info("broken on purpose: %s=%s", name, value)
 
     def executor(self, executor: Executor) -> Executor:
+        if self.stall_after_op:
+            executor = dataclasses.replace(executor, after_op=self.stall)
         if not (self.recreate or self.stop_old or self.degraded_reason):
             return executor
         values = {f.name: getattr(executor, f.name) for f in dataclasses.fields(Executor)}

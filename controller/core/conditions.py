@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from controller.model import Condition, ConditionStatus, ConditionType, Phase
+from controller.core.model import Condition, ConditionStatus, ConditionType, Phase
 
 
 class DegradedReason(StrEnum):

@@ -8,15 +8,14 @@ into the container's config volume; the store gets its hash).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from controller import redact, tokens
-from controller.model import WorkspaceKey
-from controller.plan import (
+from controller.core import redact, tokens
+from controller.core.model import WorkspaceKey
+from controller.core.plan import (
     ActivateToken,
     CaptureDiagnostics,
     CreateContainer,
@@ -32,7 +31,7 @@ from controller.plan import (
     StopContainer,
     WriteToken,
 )
-from controller.ports import Engine, RestartContextSender, Store
+from controller.reconcile.ports import Engine, RestartContextSender, Store
 
 log = logging.getLogger("wsctl.execute")
 
@@ -59,9 +58,9 @@ class Executor:
     store: Store
     host_gateway: str
     deliver: RestartContextSender | None = None
-    stall_after: str | None = None
-    """Fault injection for crash tests: after an op of this type, hang forever
-    (set from $WSCTL_DEBUG_STALL_AFTER_OP; the test then SIGKILLs the controller)."""
+    after_op: Callable[[WorkspaceKey, Op], Awaitable[None]] | None = None
+    """Awaited after each op succeeded. Unset in production; the composition root
+    plugs in the test knobs' stall here (controller.testing.debug_breaks)."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def _expiry(self, lifetime: int | None) -> datetime | None:
@@ -74,9 +73,8 @@ class Executor:
                 await self._one(key, op, scratch)
             except Exception as exc:
                 raise ExecuteError(key, op, exc) from exc
-            if self.stall_after == type(op).__name__:
-                log.warning("%s: fault injection: stalling after %s", key, self.stall_after)
-                await asyncio.Event().wait()
+            if self.after_op is not None:
+                await self.after_op(key, op)
         for event in plan.events:
             await self.store.add_event(key.id, event.type, event.reason,
                                        redact.redact(event.message))

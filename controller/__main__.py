@@ -1,0 +1,7 @@
+"""`python -m controller ...` is `wsctl ...`."""
+
+import sys
+
+from controller.app.cli import main
+
+sys.exit(main())

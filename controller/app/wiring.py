@@ -1,0 +1,148 @@
+"""What both composition roots wire the same way: options, the admin token, the
+engine with its network and image, Docker lookups for the API layer, and the
+test knobs (imported only when one is set).
+
+`runtime.py` (standalone, `wsctl run`) and `runtime_k8s.py` (`wsctl run
+--kubernetes`) build on this; neither imports the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controller.adapters.docker_engine import DockerEngine, connect
+from controller.adapters.images import ensure_agent_image
+from controller.adapters.secretbox import PrivateFileError, read_private_file
+from controller.core import redact
+from controller.core import settings as defaults
+from controller.core.model import DEFAULT_IMAGE
+from controller.core.observed import ObservedContainer
+from controller.core.settings import PlatformSettings
+
+if TYPE_CHECKING:
+    from controller.testing.debug_breaks import DebugBreaks
+
+ADMIN_TOKEN_FILE = "admin.token"
+SERVER_FILE = "server.json"
+
+
+@dataclass
+class RunOptions:
+    data_dir: Path
+    cache_dir: Path
+    listen_host: str = defaults.LISTEN_HOST
+    listen_port: int = defaults.API_PORT
+    registry_host: str | None = None  # default: the workspace network's gateway
+    registry_port: int = defaults.REGISTRY_PORT
+    database_url: str | None = None
+    network: str = defaults.NETWORK
+    instance: str = defaults.INSTANCE
+    heartbeat_seconds: int = defaults.HEARTBEAT_SECONDS
+    resync_seconds: float = defaults.RESYNC_SECONDS
+    workers: int = defaults.WORKERS
+    """Workspaces reconciled at once (planning, bookkeeping and waiting on Docker)."""
+    docker_parallelism: int = defaults.DOCKER_PARALLELISM
+    """Docker API calls in flight at most: the engine's own limit, not the workers'."""
+    crash_loop_threshold: int = defaults.CRASH_LOOP_THRESHOLD
+    build_image: bool = True
+    demo: bool = False
+    """Also serve the fake LLM on the gateway and apply examples/demo.yaml."""
+    demo_llm_port: int = 8090
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def ensure_admin_token(data_dir: Path) -> str:
+    """The admin token, created (mode 0600) at first start; refused (one line
+    naming the path and the mode) if group or others can access it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / ADMIN_TOKEN_FILE
+    existing = read_private_file(path, "admin token file")
+    if existing is not None:
+        token = existing.strip()
+        if not token:
+            raise PrivateFileError(f"admin token file {path} is empty; delete it and "
+                                   "start again to get a new one")
+        redact.remember(token)
+        return token
+    token = secrets.token_urlsafe(32)
+    redact.remember(token)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+async def prepare_engine(opts: RunOptions, progress: Callable[[str], None]
+                         ) -> tuple[DockerEngine, str, PlatformSettings]:
+    """Connect to Docker, ensure the workspace network and the agent image; the
+    network's gateway is where agents reach the registry. Shared by both modes."""
+    # At most --docker-parallelism Docker calls in flight, whatever the number of
+    # reconcile workers: a worker busy with bookkeeping (events, status, the look
+    # after acting) does not hold a Docker slot another workspace could use.
+    engine = DockerEngine(await asyncio.to_thread(connect), instance=opts.instance,
+                          max_concurrent_calls=opts.docker_parallelism)
+    gateway = await engine.ensure_network(opts.network)
+    if opts.build_image and not await engine.image_exists(DEFAULT_IMAGE):
+        progress(f"{DEFAULT_IMAGE} not found; building it (first time only)")
+        await asyncio.to_thread(ensure_agent_image, engine.client, tag=DEFAULT_IMAGE,
+                                cache_dir=opts.cache_dir, progress=progress)
+    settings = PlatformSettings(
+        registry_url=f"http://host.docker.internal:{opts.registry_port}",
+        network=opts.network, heartbeat_seconds=opts.heartbeat_seconds,
+        instance=opts.instance, crash_loop_threshold=opts.crash_loop_threshold)
+    return engine, gateway, settings
+
+
+def debug_knobs(environ: Mapping[str, str]) -> DebugBreaks | None:
+    """The TEST-ONLY knobs of `environ` (WSCTL_DEBUG_BREAK_*, WSCTL_DEBUG_STALL_AFTER_OP),
+    or None when none is set: then controller.testing is not even imported."""
+    if not any(name.startswith("WSCTL_DEBUG_BREAK_") or name == "WSCTL_DEBUG_STALL_AFTER_OP"
+               for name in environ):
+        return None
+    from controller.testing.debug_breaks import DebugBreaks
+
+    breaks = DebugBreaks.from_environ(environ)
+    breaks.log_secrets(environ)
+    return breaks
+
+
+def _newest_running(containers: list[ObservedContainer], workspace_id: str
+                    ) -> ObservedContainer | None:
+    running = [c for c in containers if c.workspace_id == workspace_id and c.running]
+    return max(running, key=lambda c: c.token_generation, default=None)
+
+
+class EngineLookups:
+    """What the API layer asks of Docker about one workspace (both modes)."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine = engine
+
+    async def _mine(self, workspace_id: str) -> list[ObservedContainer]:
+        return await self.engine.list_containers(workspace_id)
+
+    async def agent_address(self, workspace_id: str) -> tuple[str, int] | None:
+        """The Docker-published A2A port of the running container: never a claimed URL."""
+        current = _newest_running(await self.engine.list_containers(workspace_id), workspace_id)
+        if current is None or current.host_port is None:
+            return None
+        return "127.0.0.1", current.host_port
+
+    async def identity(self, workspace_id: str) -> tuple[set[str], set[str]]:
+        """Names and network addresses an agent of this workspace may claim."""
+        mine = await self._mine(workspace_id)
+        names = {c.name for c in mine} | {c.name[:63] for c in mine}
+        return names, {c.ip_address for c in mine if c.ip_address}
+
+    async def logs(self, workspace_id: str, tail: int) -> str | None:
+        mine = await self._mine(workspace_id)
+        if not mine:
+            return None
+        newest = max(mine, key=lambda c: c.token_generation)
+        return await self.engine.logs(newest.id, tail)
