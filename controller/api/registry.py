@@ -34,11 +34,11 @@ from controller.api._http import STORE_UNAVAILABLE, BodyError, read_json, store_
 from controller.api.urlpolicy import check_agent_card, check_claimed_url
 from controller.core import redact, tokens
 from controller.core.errors import StoreUnavailableError
+from controller.core.observed import HEALTHY, HEARTBEAT_STATUSES
 
 log = logging.getLogger("wsctl.registry")
 
 MAX_BODY = 64 * 1024
-HEARTBEAT_STATUSES = ("healthy", "unhealthy")
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -281,7 +281,7 @@ class Registry:
         log.info("%s: registered (token generation %d)", workspace_id, generation)
         # The register itself wakes the reconciler (the agent is Online from it): a
         # healthy first heartbeat is then no transition and costs no reconcile.
-        self._beats[workspace_id] = (generation, "healthy", None,
+        self._beats[workspace_id] = (generation, HEALTHY, None,
                                      asyncio.get_running_loop().time())
         self.notify(workspace_id)
         return web.json_response({"ok": True, "token_generation": generation})

@@ -27,7 +27,7 @@ class ApiError(WsctlError):
     """A control call (apply, list, describe) failed; the message says which and why."""
 
 
-class AdminApi:
+class AdminClient:
     def __init__(self, server: str, admin_token: str, namespace: str) -> None:
         self.server = server.rstrip("/")
         self.namespace = namespace
@@ -35,7 +35,7 @@ class AdminApi:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_client(cls, client: Client, namespace: str) -> AdminApi:
+    def from_client(cls, client: Client, namespace: str) -> AdminClient:
         return cls(client.server, client.token, namespace)
 
     @property

@@ -38,7 +38,7 @@ from controller.adapters.chaos_docker import (
     stop_embedded_postgres,
 )
 from controller.app.client import Client, ClientError
-from controller.chaos.api import AdminApi
+from controller.chaos.api import AdminClient
 from controller.chaos.faults import OWNS_CONTROLLER, OWNS_ENGINE, OWNS_POSTGRES
 from controller.core.errors import WsctlError
 from controller.core.settings import default_cache_dir
@@ -77,7 +77,7 @@ class Options:
 
 @dataclass
 class Environment:
-    api: AdminApi
+    api: AdminClient
     engine: DockerChaos
     pool: ThreadPoolExecutor
     network: str
@@ -231,7 +231,7 @@ async def self_contained(options: Options, progress: Callable[[str], None]
     data_dir = _temporary_data_dir()
     llm: web.AppRunner | None = None
     controller: ControllerProcess | None = None
-    api: AdminApi | None = None
+    api: AdminClient | None = None
     try:
         cache = options.cache_dir or default_cache_dir()
         await asyncio.get_running_loop().run_in_executor(
@@ -246,7 +246,7 @@ async def self_contained(options: Options, progress: Callable[[str], None]
         progress(f"starting controller (instance {instance}, network {network}, "
                  f"data dir {data_dir})")
         await controller.start()
-        api = AdminApi.from_client(Client.from_environment(controller.server, data_dir),
+        api = AdminClient.from_client(Client.from_environment(controller.server, data_dir),
                                    options.namespace)
         capabilities = {OWNS_CONTROLLER, OWNS_POSTGRES}
         if options.docker_restart:
@@ -294,7 +294,7 @@ async def external(options: Options, progress: Callable[[str], None]
         raise SetupError(str(exc)) from None
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chaos-docker")
     engine = DockerChaos.open(options.instance)
-    api = AdminApi.from_client(client, options.namespace)
+    api = AdminClient.from_client(client, options.namespace)
     llm: web.AppRunner | None = None
     database_url = os.environ.get("DATABASE_URL")
     key = _planted_key()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from controller.chaos.model import FaultPlan, FaultRecord, Scope
-from controller.chaos.ports import Api, ContainerLike, ControllerHandle, Engine, Sleep
+from controller.chaos.ports import Api, ChaosEngine, ContainerLike, ControllerHandle, Sleep
 from controller.core.conditions import DegradedReason
 
 P = ParamSpec("P")
@@ -53,7 +53,7 @@ class FaultSkipped(Exception):
 class FaultContext:
     """Everything an injector may touch."""
 
-    engine: Engine
+    engine: ChaosEngine
     api: Api
     namespace: str
     network: str

@@ -1,8 +1,8 @@
 """What the harness needs of Docker, the controller process and the admin API.
 
-`controller.adapters.chaos_docker.DockerChaos` satisfies `Engine` (blocking
+`controller.adapters.chaos_docker.DockerChaos` satisfies `ChaosEngine` (blocking
 calls, run in worker threads); `selfhost.ControllerProcess` satisfies
-`ControllerHandle`; `api.AdminApi` satisfies `Api`. Unit tests use fakes.
+`ControllerHandle`; `api.AdminClient` satisfies `Api`. Unit tests use fakes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class ContainerLike(Protocol):
     def running(self) -> bool: ...
 
 
-class Engine(Protocol):
+class ChaosEngine(Protocol):
     """Docker, scoped to the controller instance under test (blocking calls)."""
 
     def containers(self) -> list[Any]: ...  # list[ContainerLike]

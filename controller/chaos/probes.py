@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from controller.chaos.api import AdminApi, ApiError
+from controller.chaos.api import AdminClient, ApiError
 from controller.chaos.checks import (
     active,
     condition,
@@ -33,13 +33,13 @@ from controller.chaos.model import (
     RunClock,
     Violation,
 )
-from controller.chaos.ports import ContainerLike, Engine
+from controller.chaos.ports import ChaosEngine, ContainerLike
 
 log = logging.getLogger("wsctl.chaos")
 
 
 class Observer:
-    def __init__(self, api: AdminApi, engine: Engine,
+    def __init__(self, api: AdminClient, engine: ChaosEngine,
                  run_blocking: Callable[..., Awaitable[Any]], clock: RunClock,
                  names: Sequence[str], namespace: str, *, interval: float = 0.25,
                  events_every: float = 2.0) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.chaos.api import AdminApi, ApiError
+from controller.chaos.api import AdminClient, ApiError
 from controller.chaos.model import RunClock
 
 ACTIVITY_WINDOW = 1000
@@ -49,7 +49,7 @@ class WorkloadStats:
 
 
 class Workload:
-    def __init__(self, api: AdminApi, clock: RunClock, workspaces: list[str], run_id: str,
+    def __init__(self, api: AdminClient, clock: RunClock, workspaces: list[str], run_id: str,
                  interval: float = 1.0, timeout: float = 15.0) -> None:
         self.api = api
         self.clock = clock

@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+HEALTHY = "healthy"
+"""The agent's heartbeat status when all is well (the protocol's only other is below)."""
+HEARTBEAT_STATUSES = (HEALTHY, "unhealthy")
+
 
 @dataclass(frozen=True)
 class ObservedContainer:
