@@ -43,8 +43,8 @@ doctor: venv
 clean-room:
 	bash scripts/clean-room
 
-# Controller overhead against raw Docker and docker-compose (benchmarks/README in
-# the main README's Performance section). bench-quick checks that the suite works.
+# Controller overhead against raw Docker and docker-compose (docs/performance.md).
+# bench-quick checks that the suite works.
 bench: machine
 	$(PY) -m benchmarks.bench
 

@@ -1,4 +1,4 @@
-"""The registry's claimed-URL rule (DESIGN section 6). Pure apart from the resolver passed in.
+"""The registry's claimed-URL rule (docs/design.md section 6). Pure apart from the resolver given.
 
 A claimed URL must name the workspace's own container (its name, hostname or
 its address on the workspace network) or a public host. Any other loopback,

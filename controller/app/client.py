@@ -33,7 +33,9 @@ class Client:
 
     @classmethod
     def from_environment(cls, server: str | None, data_dir: Path) -> Client:
-        url = server or os.environ.get("WSCTL_SERVER") or DEFAULT_SERVER
+        """The server is --server, else $WSCTL_SERVER, else where the controller of
+        `data_dir` said it listens (its server.json), else 127.0.0.1:8080."""
+        url = server or os.environ.get("WSCTL_SERVER") or _announced(data_dir) or DEFAULT_SERVER
         if "://" not in url:
             url = "http://" + url
         token = os.environ.get("WSCTL_ADMIN_TOKEN")
@@ -90,3 +92,12 @@ class Client:
         if details:
             text += ": " + "; ".join(str(d) for d in details)
         return text
+
+
+def _announced(data_dir: Path) -> str | None:
+    """The URL a running `wsctl run` wrote to <data-dir>/server.json, if any."""
+    try:
+        url = json.loads((data_dir / "server.json").read_text()).get("url")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None

@@ -1,4 +1,5 @@
-"""The chaos harness (`wsctl chaos run`): breaks a fleet on purpose and checks DESIGN section 8.
+"""The chaos harness (`wsctl chaos run`): breaks a fleet on purpose and checks the
+invariants of docs/design.md section 8.
 
 A client of the controller: it talks to the admin API and the agent registry
 over HTTP, to Docker only through `controller.adapters.chaos_docker`, and to

@@ -41,7 +41,7 @@ def degraded_reason(obj: Mapping[str, Any]) -> str:
 
 def convergence_problems(obj: Mapping[str, Any] | None, mine: Sequence[ContainerLike],
                          expected_hash: str | None) -> list[str]:
-    """Why a workspace is not (yet) in the state section 8.1 demands; [] when it is."""
+    """Why a workspace is not (yet) in the state docs/design.md section 8.1 demands; [] if so."""
     if obj is None:
         return ["workspace not found"]
     problems = []

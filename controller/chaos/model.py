@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 Scope = Literal["workspace", "fleet"]
 
-# The invariants the verdict names (DESIGN section 8, plus the continuous probes).
+# The invariants the verdict names (docs/design.md section 8, plus the continuous probes).
 ONE_CONTAINER = "one-container"  # 8.1: one container, current config hash, Ready; no orphans
 TOKENS = "tokens"  # 8.2: one live token per workspace, older ones rejected
 ACTIVITY = "activity"  # 8.3: every acknowledged request has its activity row

@@ -4,8 +4,8 @@ Faults on different workspaces overlap; a fault waits for the previous fault on
 its workspace to converge (or time out), and a fleet fault (controller,
 database, engine) waits for every other fault and runs alone. Convergence time
 is measured from the moment the cause is gone (`lifted_at`) to the first
-sample where the workspace is back in the state section 8.1 demands (on a new
-container, for faults that destroy the old one).
+sample where the workspace is back in the state docs/design.md section 8.1
+demands (on a new container, for faults that destroy the old one).
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ class DegradedReason(StrEnum):
     AGENT_UNHEALTHY = "AgentUnhealthy"
     CRASH_LOOPING = "CrashLooping"
     RECREATE_FAILED = "RecreateFailed"
-    STALE_TOKEN = "StaleToken"
     STOPPED = "Stopped"
 
 

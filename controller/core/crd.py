@@ -129,7 +129,7 @@ def openapi_schema() -> dict[str, Any]:
     schema.pop("required", None)  # metadata is the server's; spec has defaults
     schema["description"] = ("A workspace: one AI-agent container on the node's Docker "
                              "engine, reconciled by wsctl.")
-    props["spec"]["description"] = "Desired state; see wsctl's DESIGN section 4."
+    props["spec"]["description"] = "Desired state; see wsctl's docs/design.md section 4."
     props["status"]["description"] = "Observed state, written by the controller only."
     for path, rules in RULES.items():
         _at(schema, path).update(rules)

@@ -49,7 +49,7 @@ _MEMORY_UNITS = {
     "Gi": 2**30,
     "Ti": 2**40,
 }
-MIN_TOKEN_EXPIRATION_SECONDS = 10  # the agent re-reads its token on every heartbeat (2 s)
+MIN_TOKEN_EXPIRATION_SECONDS = 10  # the agent re-reads its token every heartbeat (default 5 s)
 MAX_TOKEN_EXPIRATION_SECONDS = 7 * 86400
 MIN_MEMORY_BYTES = 32 * 2**20  # below this the Python agent cannot start
 MAX_CPUS = 64.0

@@ -1,7 +1,7 @@
 """TEST-ONLY knobs that break the controller on purpose. Never set them in production.
 
 They exist so the chaos harness can prove it notices each broken invariant
-(tests/chaos/test_broken_controller.py). Each is an environment variable of
+(tests/chaos/test_chaos_run.py). Each is an environment variable of
 `wsctl run`; unset (the default) means no effect at all. Only the composition
 root (runtime.py) applies them, by wrapping what it wires together:
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -239,3 +240,21 @@ def test_server_and_token_from_environment(tmp_path: Path,
                                                              "from-env")
     assert Client.from_environment("http://127.0.0.1:1234", tmp_path).server \
         == "http://127.0.0.1:1234"
+
+
+def test_the_server_a_running_controller_announced_is_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A controller started with another --listen is found through its server.json;
+    --server and $WSCTL_SERVER still win, and a broken file is ignored."""
+    monkeypatch.delenv("WSCTL_SERVER", raising=False)
+    monkeypatch.setenv("WSCTL_ADMIN_TOKEN", "t")
+    (tmp_path / "server.json").write_text(json.dumps({"url": "http://127.0.0.1:18080",
+                                                      "pid": 1}))
+    assert Client.from_environment(None, tmp_path).server == "http://127.0.0.1:18080"
+    assert Client.from_environment("127.0.0.1:1", tmp_path).server == "http://127.0.0.1:1"
+    monkeypatch.setenv("WSCTL_SERVER", "127.0.0.1:2")
+    assert Client.from_environment(None, tmp_path).server == "http://127.0.0.1:2"
+    monkeypatch.delenv("WSCTL_SERVER")
+    for broken in ("not json", '["a list"]', '{"url": "file:///etc/passwd"}'):
+        (tmp_path / "server.json").write_text(broken)
+        assert Client.from_environment(None, tmp_path).server == "http://127.0.0.1:8080"

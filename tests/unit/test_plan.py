@@ -1,4 +1,4 @@
-"""The planner as data: every decision of DESIGN section 5, no I/O."""
+"""The planner as data: every decision of docs/design.md section 5, no I/O."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The claimed-URL rule and the agent-card check (DESIGN section 6), with a fake resolver."""
+"""The claimed-URL rule and the agent-card check (docs/design.md section 6), fake resolver."""
 
 from __future__ import annotations
 
