@@ -20,7 +20,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine
 from controller.adapters.postgres import QUERY_COUNT, Store
 from controller.api import metrics as metrics_text
@@ -32,8 +31,8 @@ from controller.app.wiring import (
     EngineLookups,
     RunOptions,
     debug_knobs,
+    engine_and_store,
     ensure_admin_token,
-    prepare_engine,
 )
 from controller.core import manifests
 from controller.core.secretsource import env_name
@@ -61,11 +60,8 @@ class Controller:
     async def serve(self, stop: asyncio.Event) -> None:
         opts = self.options
         admin_token = ensure_admin_token(opts.data_dir)
-        engine, gateway, settings = await prepare_engine(opts, self.progress)
-        self.engine = engine
-        async with open_store(opts.data_dir, opts.database_url, self.progress,
-                              keep_running=False, environ=opts.environ) as store:
-            self.store = store
+        async with engine_and_store(opts, self.progress) as (engine, gateway, settings, store):
+            self.engine, self.store = engine, store
             await self._serve_with(store, engine, settings, gateway, admin_token, stop)
 
     async def _serve_with(self, store: Store, engine: DockerEngine, settings: PlatformSettings,

@@ -20,12 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine
 from controller.adapters.postgres import Registration, Store, TokenRecord
 from controller.api.a2a import A2AProxy
 from controller.api.registry import Registry
-from controller.app.wiring import EngineLookups, RunOptions, prepare_engine
+from controller.app.wiring import EngineLookups, RunOptions, engine_and_store
 from controller.core import settings as defaults
 from controller.core.settings import PlatformSettings
 from controller.drivers.operator import OperatorOptions, WorkspaceOperator
@@ -124,11 +123,8 @@ class KubernetesController:
 
     async def serve(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         opts = self.options
-        engine, gateway, settings = await prepare_engine(opts, self.progress)
-        self.engine = engine
-        async with open_store(opts.data_dir, opts.database_url, self.progress,
-                              keep_running=False, environ=opts.environ) as store:
-            self.store = store
+        async with engine_and_store(opts, self.progress) as (engine, gateway, settings, store):
+            self.engine, self.store = engine, store
             await self._serve_with(store, engine, settings, gateway, stop, ready)
 
     async def _serve_with(self, store: Store, engine: DockerEngine, settings: PlatformSettings,

@@ -9,15 +9,18 @@ test knobs (imported only when one is set).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine, connect
 from controller.adapters.images import ensure_agent_image
+from controller.adapters.postgres import Store
 from controller.adapters.secretbox import PrivateFileError, read_private_file
 from controller.core import redact
 from controller.core import settings as defaults
@@ -146,3 +149,14 @@ class EngineLookups:
             return None
         newest = max(mine, key=lambda c: c.token_generation)
         return await self.engine.logs(newest.id, tail)
+
+
+@contextlib.asynccontextmanager
+async def engine_and_store(opts: RunOptions, progress: Callable[[str], None]
+                           ) -> AsyncIterator[tuple[DockerEngine, str, PlatformSettings, Store]]:
+    """The engine (with network and image), the workspace network's gateway, the
+    platform settings, and the migrated store, for the life of the block."""
+    engine, gateway, settings = await prepare_engine(opts, progress)
+    async with open_store(opts.data_dir, opts.database_url, progress,
+                          keep_running=False, environ=opts.environ) as store:
+        yield engine, gateway, settings, store

@@ -17,9 +17,7 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +38,7 @@ from controller.adapters.chaos_docker import (
 from controller.app.client import Client, ClientError
 from controller.chaos.api import AdminClient
 from controller.chaos.faults import OWNS_CONTROLLER, OWNS_ENGINE, OWNS_POSTGRES
+from controller.chaos.process import RunProcess, free_port
 from controller.core.errors import WsctlError
 from controller.core.settings import default_cache_dir
 from controller.testing.fake_llm import FakeLLM
@@ -110,56 +109,21 @@ class Environment:
         return {str(p): p.read_text(errors="replace") for p in self.log_files() if p.exists()}
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
-class ControllerProcess:
-    """One `wsctl run` subprocess; every start appends a log file."""
+class ControllerProcess(RunProcess):
+    """The harness's own `wsctl run`; every start appends a log file."""
 
-    data_dir: Path
-    network: str
-    instance: str
-    gateway: str
-    heartbeat_seconds: int
-    env: dict[str, str]
-    listen_port: int = 0
-    registry_port: int = 0
-    log_files: list[Path] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-
-    def __post_init__(self) -> None:
-        self.listen_port = self.listen_port or free_port("127.0.0.1")
-        self.registry_port = self.registry_port or free_port(self.gateway)
+    heartbeat_seconds: int = 1
 
     @property
     def server(self) -> str:
-        return f"http://127.0.0.1:{self.listen_port}"
-
-    @property
-    def registry(self) -> str:
-        return f"http://{self.gateway}:{self.registry_port}"
+        return f"http://{self.listen}"
 
     async def start(self, extra_env: Mapping[str, str] | None = None) -> None:
-        log_file = self.data_dir / f"controller-{len(self.log_files)}.log"
-        self.log_files.append(log_file)
-        self.proc = await asyncio.to_thread(self._spawn, log_file, extra_env or {})
+        flags = ("--heartbeat-seconds", str(self.heartbeat_seconds), "--resync-seconds", "30",
+                 "--verbose")
+        log_file = await asyncio.to_thread(self.spawn, flags, extra_env or {})
         await self._wait_ready(log_file)
-
-    def _spawn(self, log_file: Path, extra_env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-        with log_file.open("wb") as handle:
-            return subprocess.Popen(
-                [sys.executable, "-m", "controller", "run", "--data-dir", str(self.data_dir),
-                 "--listen", f"127.0.0.1:{self.listen_port}",
-                 "--registry-listen", f"{self.gateway}:{self.registry_port}",
-                 "--network", self.network, "--instance", self.instance,
-                 "--heartbeat-seconds", str(self.heartbeat_seconds),
-                 "--resync-seconds", "30", "--no-build", "--verbose"],
-                stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-                env={**self.env, **extra_env})
 
     async def _wait_ready(self, log_file: Path) -> None:
         loop = asyncio.get_running_loop()
@@ -179,24 +143,11 @@ class ControllerProcess:
         raise SetupError(f"controller not ready after {READY_TIMEOUT:.0f}s (log {log_file})")
 
     async def kill(self) -> None:
-        await self._signal(signal.SIGKILL)
+        await asyncio.to_thread(self.signal_and_wait, signal.SIGKILL)
 
     async def stop(self) -> None:
-        await self._signal(signal.SIGTERM)
+        await asyncio.to_thread(self.signal_and_wait, signal.SIGTERM)
 
-    async def _signal(self, sig: int) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait, 10)
-
-    def log_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.log_files if p.exists())
 
 
 async def _serve_fake_llm(host: str, api_key: str) -> tuple[web.AppRunner, int]:
@@ -241,8 +192,9 @@ async def self_contained(options: Options, progress: Callable[[str], None]
         key = _planted_key()
         llm, llm_port = await _serve_fake_llm(gateway, key)
         heartbeat = max(1, round(options.heartbeat_seconds))
-        controller = ControllerProcess(data_dir, network, instance, gateway, heartbeat,
-                                       env={**os.environ, SECRET_ENV: key})
+        controller = ControllerProcess(data_dir, network, instance, gateway,
+                                       env={**os.environ, SECRET_ENV: key},
+                                       heartbeat_seconds=heartbeat)
         progress(f"starting controller (instance {instance}, network {network}, "
                  f"data dir {data_dir})")
         await controller.start()

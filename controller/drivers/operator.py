@@ -56,7 +56,7 @@ from controller.core.model import (
 )
 from controller.core.secretsource import secret_refs
 from controller.drivers.orphans import remove_orphans
-from controller.drivers.queue import TRIGGER_ACTIONS, TriggerStats
+from controller.drivers.triggers import EventTriggers, TriggerStats
 from controller.reconcile.ports import DriverEngine
 from controller.reconcile.reconciler import Reconciler, ReconcileResult
 
@@ -223,7 +223,7 @@ def decode_secret(body: Mapping[str, Any]) -> dict[str, str]:
 # ------------------------------------------------------------------ the operator
 
 
-class WorkspaceOperator:
+class WorkspaceOperator(EventTriggers):
     """kopf handlers, per-workspace workers and their triggers; `run()` until stopped."""
 
     def __init__(self, reconciler: Reconciler, engine: DriverEngine,
@@ -338,23 +338,6 @@ class WorkspaceOperator:
         if self._workspaces is not None:
             return workspace_id in self._workspaces
         return any(key.id == workspace_id for key in self._wakeups)
-
-    def on_registry_event(self, workspace_id: str) -> None:
-        try:
-            self.trigger(WorkspaceKey.from_id(workspace_id), "registry")
-        except ValueError:
-            log.debug("registry event for malformed workspace id ignored")
-
-    def _on_docker_event(self, workspace_id: str, action: str, container_id: str) -> None:
-        self.engine.forget(container_id)  # the list view can lag the event by a few ms
-        if action not in TRIGGER_ACTIONS:
-            return
-        try:
-            key = WorkspaceKey.from_id(workspace_id)
-        except ValueError:
-            return
-        log.info("%s: docker event %s on %s", key, action, container_id[:12])
-        self.trigger(key, f"docker:{action}")
 
     async def _changed(self, **kwargs: Any) -> None:
         self.trigger(key_of(kwargs["body"]), str(kwargs["reason"]))

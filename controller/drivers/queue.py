@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -95,18 +94,3 @@ class WorkQueue(Generic[K]):
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-
-
-# Docker actions that mean a workspace's container changed under us (both drivers).
-TRIGGER_ACTIONS = frozenset({"die", "oom", "destroy", "stop", "kill", "pause", "unpause"})
-
-
-@dataclass
-class TriggerStats:
-    """What woke the reconciles of a driver, and how many ran (both drivers)."""
-
-    reconciles: int = 0
-    triggers: dict[str, int] = field(default_factory=dict)
-
-    def count(self, source: str) -> None:
-        self.triggers[source] = self.triggers.get(source, 0) + 1

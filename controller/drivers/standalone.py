@@ -19,7 +19,8 @@ from controller.core import settings as defaults
 from controller.core.model import WorkspaceKey
 from controller.core.observed import ObservedContainer
 from controller.drivers.orphans import remove_orphans
-from controller.drivers.queue import TRIGGER_ACTIONS, TriggerStats, WorkQueue
+from controller.drivers.queue import WorkQueue
+from controller.drivers.triggers import EventTriggers, TriggerStats
 from controller.reconcile.execute import Executor
 from controller.reconcile.ports import DriverEngine, DriverStore
 from controller.reconcile.reconciler import Reconciler
@@ -39,7 +40,7 @@ class DriverStats(TriggerStats):
     resyncs: int = 0
 
 
-class StandaloneDriver:
+class StandaloneDriver(EventTriggers):
     def __init__(self, store: DriverStore, engine: DriverEngine, reconciler: Reconciler,
                  executor: Executor, *, workers: int = defaults.WORKERS,
                  resync_seconds: float = defaults.RESYNC_SECONDS) -> None:
@@ -64,25 +65,6 @@ class StandaloneDriver:
         self._last_trigger[key] = time.monotonic()
         self.stats.count(source)
         self.queue.add(key)
-
-    def on_registry_event(self, workspace_id: str) -> None:
-        try:
-            self.trigger(WorkspaceKey.from_id(workspace_id), "registry")
-        except ValueError:
-            log.debug("registry event for malformed workspace id ignored")
-
-    def _on_docker_event(self, workspace_id: str, action: str, container_id: str) -> None:
-        # Docker's list view can lag its events by a few ms: make the next
-        # observation inspect this container instead of trusting a cached state.
-        self.engine.forget(container_id)
-        if action not in TRIGGER_ACTIONS:
-            return
-        try:
-            key = WorkspaceKey.from_id(workspace_id)
-        except ValueError:
-            return
-        log.info("%s: docker event %s on %s", key, action, container_id[:12])
-        self.trigger(key, f"docker:{action}")
 
     def _on_desired_change(self, key: WorkspaceKey) -> None:
         self.trigger(key, "desired")

@@ -16,16 +16,13 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,18 +30,14 @@ from aiohttp import web
 
 from controller.app.cli import main as wsctl_main
 from controller.app.client import Client
+from controller.chaos.process import RunProcess
+from controller.chaos.process import free_port as free_port
 from controller.testing.fake_llm import FakeLLM
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 FAST_FLAGS = ("--heartbeat-seconds", "1", "--resync-seconds", "300")
 """Test defaults: 1 s heartbeats (TTL 3 s); resync far away so events must drive."""
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
@@ -96,47 +89,21 @@ class FakeLLMThread:
 
 
 @dataclass
-class ControllerProcess:
-    """One `wsctl run` subprocess; logs go to a file the secret scan reads."""
+class ControllerProcess(RunProcess):
+    """One `wsctl run` subprocess; logs go to files the secret scan reads."""
 
-    data_dir: Path
-    network: str
-    instance: str
-    gateway: str
-    env: dict[str, str]
-    listen_port: int = 0
-    registry_port: int = 0
-    log_files: list[Path] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
     flags: tuple[str, ...] = FAST_FLAGS
     verbose: bool = True
     repo: Path = REPO
     """The checkout whose `controller` package runs (benchmarks compare two versions)."""
 
-    def __post_init__(self) -> None:
-        self.listen_port = self.listen_port or free_port("127.0.0.1")
-        self.registry_port = self.registry_port or free_port(self.gateway)
-
     @property
     def server(self) -> str:
-        return f"127.0.0.1:{self.listen_port}"
-
-    @property
-    def registry(self) -> str:
-        return f"http://{self.gateway}:{self.registry_port}"
+        return self.listen
 
     def start(self, extra_env: dict[str, str] | None = None) -> ControllerProcess:
-        log_file = self.data_dir / f"controller-{len(self.log_files)}.log"
-        self.log_files.append(log_file)
-        handle = log_file.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller", "run", "--data-dir", str(self.data_dir),
-             "--listen", self.server, "--registry-listen", f"{self.gateway}:{self.registry_port}",
-             "--network", self.network, "--instance", self.instance, "--no-build",
-             *self.flags, *(["--verbose"] if self.verbose else [])],
-            stdout=handle, stderr=subprocess.STDOUT, cwd=self.repo,
-            env={**os.environ, **self.env, **(extra_env or {})})
-        handle.close()
+        log_file = self.spawn((*self.flags, *(["--verbose"] if self.verbose else [])),
+                              {**os.environ, **self.env, **(extra_env or {})}, cwd=self.repo)
         wait_for(self._ready, 60, f"controller ready (log {log_file})", interval=0.2)
         return self
 
@@ -151,17 +118,10 @@ class ControllerProcess:
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        self.signal_and_wait(sig)
 
     def log(self) -> str:
-        return "\n".join(f.read_text(errors="replace") for f in self.log_files if f.exists())
+        return self.log_text()
 
     def client(self) -> Client:
         return Client.from_environment(self.server, self.data_dir)

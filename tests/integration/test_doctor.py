@@ -20,6 +20,7 @@ import pytest
 from controller.adapters.docker_engine import ensure_network
 from controller.adapters.images import LOCAL_BASE, base_availability
 from controller.app.doctor import Doctor, DoctorOptions
+from controller.chaos.process import free_port as free_port_on
 from tests.integration.conftest import new_data_dir
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
@@ -30,9 +31,7 @@ CHECKS = 11
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_port_on(host)
 
 
 @pytest.fixture(scope="module")
