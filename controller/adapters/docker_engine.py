@@ -40,7 +40,7 @@ from controller.core.containerspec import (
     ContainerSpec,
 )
 from controller.core.errors import WsctlError
-from controller.core.observed import ObservedContainer
+from controller.core.observed import ContainerDiagnostics, ObservedContainer
 from controller.core.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
 WATCHED_EVENTS = ("die", "oom", "destroy", "stop", "start", "pause", "unpause", "kill")
@@ -185,16 +185,6 @@ def _time(value: str | None) -> datetime | None:
     fraction = (match[2] or ".0")[:7]
     zone = "+00:00" if match[3] == "Z" else match[3]
     return datetime.fromisoformat(match[1] + fraction + zone)
-
-
-@dataclass(frozen=True)
-class Diagnostics:
-    container_id: str
-    state: dict[str, Any]
-    exit_code: int | None
-    oom_killed: bool
-    log_tail: str
-    env_names: dict[str, str]  # name -> "set" | "unset"; never values
 
 
 @dataclass(frozen=True)
@@ -391,9 +381,9 @@ class DockerEngine:
         with contextlib.suppress(NotFound):
             await self._run("remove_volume", self.api.remove_volume, name, force=True)
 
-    async def diagnostics(self, container_id: str, tail: int = 50) -> Diagnostics | None:
+    async def diagnostics(self, container_id: str, tail: int = 50) -> ContainerDiagnostics | None:
         """State, exit code, OOM, last log lines, env names as set/unset: never env values."""
-        def capture() -> Diagnostics | None:
+        def capture() -> ContainerDiagnostics | None:
             try:
                 info = self.api.inspect_container(container_id)
             except NotFound:
@@ -413,7 +403,7 @@ class DockerEngine:
                 env_names[name] = "set" if value else "unset"
             keep = ("Status", "Running", "Paused", "Restarting", "OOMKilled", "Dead", "Pid",
                     "ExitCode", "Error", "StartedAt", "FinishedAt")
-            return Diagnostics(
+            return ContainerDiagnostics(
                 container_id=info["Id"],
                 state={k: state.get(k) for k in keep},
                 exit_code=state.get("ExitCode"),
@@ -421,7 +411,7 @@ class DockerEngine:
                 log_tail=logs.decode("utf-8", "replace") if isinstance(logs, bytes) else "",
                 env_names=env_names,
             )
-        result: Diagnostics | None = await self._run("diagnostics", capture)
+        result: ContainerDiagnostics | None = await self._run("diagnostics", capture)
         return result
 
     async def logs(self, container: str, tail: int = 200) -> str:

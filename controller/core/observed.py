@@ -1,12 +1,17 @@
 """What the controller sees of the world: containers and the agent registry.
 
-Plain frozen data produced by the adapters and consumed by the pure planner.
+Plain frozen data produced by the adapters, next to their queries, and consumed
+by the pure planner as is: the store's `observe_registry` returns an `Observed`
+of the registry side, the engine lists `ObservedContainer`s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+from controller.core.model import RegisterFailure
 
 HEALTHY = "healthy"
 """The agent's heartbeat status when all is well (the protocol's only other is below)."""
@@ -41,13 +46,6 @@ class ObservedContainer:
 
 
 @dataclass(frozen=True)
-class RegisterFailureMarker:
-    at: datetime
-    cls: str
-    message: str
-
-
-@dataclass(frozen=True)
 class AuthFailure:
     """A rejected agent request (401) that named this workspace."""
 
@@ -65,7 +63,8 @@ class ObservedAgent:
     heartbeat_generation: int | None = None
     heartbeat_status: str | None = None  # healthy | unhealthy
     heartbeat_error: str | None = None
-    register_failure: RegisterFailureMarker | None = None
+    register_failure: RegisterFailure | None = None
+    """The registry's failure marker: the same object the status reports."""
     last_auth_failure: AuthFailure | None = None
 
 
@@ -88,3 +87,15 @@ class Observed:
     last_crash_at: datetime | None = None
     last_error: str | None = None
     """The last failure executing a plan for this workspace, if the latest attempt failed."""
+
+
+@dataclass(frozen=True)
+class ContainerDiagnostics:
+    """What is captured of a container before it is replaced (never env values)."""
+
+    container_id: str
+    state: dict[str, Any]
+    exit_code: int | None
+    oom_killed: bool
+    log_tail: str
+    env_names: dict[str, str]  # name -> "set" | "unset"

@@ -25,7 +25,6 @@ from controller.core.containerspec import restarted_at_label as restarted_label
 from controller.core.model import (
     ConditionStatus,
     ConditionType,
-    RegisterFailure,
     Workspace,
     WorkspaceStatus,
 )
@@ -386,8 +385,7 @@ def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedConta
     verdict, requeue = _health(ws, c, observed, now, settings)
     ops: list[Op] = _stop_and_remove(others, settings)
     marker = observed.agent.register_failure
-    last_failure = previous.last_register_failure if marker is None else RegisterFailure(
-        at=marker.at, class_=marker.cls, message=marker.message)
+    last_failure = previous.last_register_failure if marker is None else marker
     status = _status(ws, previous, verdict, now, container_id=c.id,
                      token_generation=c.token_generation, config_hash=c.config_hash,
                      last_register_failure=last_failure)
@@ -477,7 +475,7 @@ def _health(ws: Workspace, c: ObservedContainer, observed: Observed, now: dateti
     progressing: tuple[ConditionStatus, str, str]
     if marker is not None:
         degraded = ("True", DegradedReason.REGISTER_FAILED.value,
-                    f"{marker.cls}: {marker.message}".rstrip(": "))
+                    f"{marker.class_}: {marker.message}".rstrip(": "))
     elif c.state == "paused" and seen_at is not None and not fresh:
         degraded = ("True", DegradedReason.HEARTBEAT_STALE.value,
                     "container is paused; no heartbeat for "

@@ -7,6 +7,7 @@ status in and stores the returned status. Logs one line per decision.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,12 +19,8 @@ from controller.core.conditions import DegradedReason, Verdict, apply_verdict
 from controller.core.errors import SecretUnreadableError
 from controller.core.model import Phase, Workspace, WorkspaceStatus
 from controller.core.observed import (
-    AuthFailure,
     Observed,
-    ObservedAgent,
     ObservedContainer,
-    ObservedTokens,
-    RegisterFailureMarker,
 )
 from controller.core.plan import Plan, RefreshToken, plan
 from controller.core.projection import Projection, ProjectionError, UnreadableSecret, project
@@ -88,36 +85,7 @@ class Reconciler:
         mine = tuple(c for c in containers if c.workspace_id == workspace_id)
         since = self.clock() - timedelta(seconds=self.settings.crash_window_seconds)
         seen = await self.store.observe_registry(workspace_id, since)
-        registration = seen.registration
-        agent = ObservedAgent()
-        if registration is not None:
-            failure = registration.register_failure
-            agent = ObservedAgent(
-                registered_at=registration.registered_at,
-                registered_generation=registration.token_generation,
-                last_heartbeat_at=registration.last_heartbeat_at,
-                heartbeat_generation=registration.heartbeat_generation,
-                heartbeat_status=registration.heartbeat_status,
-                heartbeat_error=registration.heartbeat_error_detail,
-                register_failure=None if failure is None else RegisterFailureMarker(
-                    failure.at, failure.class_, failure.message),
-                last_auth_failure=None if registration.auth_failure_at is None
-                or registration.auth_failure_class is None else AuthFailure(
-                    registration.auth_failure_at, registration.auth_failure_class,
-                    registration.auth_failure_generation),
-            )
-        return Observed(
-            containers=mine,
-            agent=agent,
-            tokens=ObservedTokens(
-                live_generation=seen.live_generation,
-                live_expires_at=seen.live_expires_at,
-                max_generation=seen.max_generation,
-                live_issued_at=seen.live_issued_at,
-            ),
-            recent_crashes=seen.crashes,
-            last_crash_at=seen.last_crash,
-        )
+        return dataclasses.replace(seen, containers=mine)
 
     async def project(self, ws: Workspace) -> Projection | ProjectionError:
         refs = secret_refs([ws])

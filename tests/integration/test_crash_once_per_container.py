@@ -27,7 +27,7 @@ async def test_a_container_captured_twice_is_one_crash_at_its_first_capture(
     expected = (2, T0 + timedelta(seconds=5))
     assert await store.crash_stats(ws, T0) == expected
     seen = await store.observe_registry(ws, T0)
-    assert (seen.crashes, seen.last_crash) == expected
+    assert (seen.recent_crashes, seen.last_crash_at) == expected
 
 
 async def test_crashes_before_a_recreate_for_a_new_config_do_not_count(store: Store) -> None:
@@ -42,4 +42,4 @@ async def test_crashes_before_a_recreate_for_a_new_config_do_not_count(store: St
     expected = (1, T0 + timedelta(seconds=9))
     assert await store.crash_stats(ws, T0) == expected
     seen = await store.observe_registry(ws, T0)
-    assert (seen.crashes, seen.last_crash) == expected
+    assert (seen.recent_crashes, seen.last_crash_at) == expected

@@ -20,6 +20,7 @@ from controller.adapters.postgres import (
     apply_migrations,
     load_migrations,
 )
+from controller.adapters.postgres.rows import observed_agent
 from controller.core.model import (
     Condition,
     Phase,
@@ -28,6 +29,7 @@ from controller.core.model import (
     WorkspaceKey,
     WorkspaceStatus,
 )
+from controller.core.observed import AuthFailure, ObservedAgent
 
 pytestmark = pytest.mark.postgres
 
@@ -311,14 +313,14 @@ async def test_token_refresh_keeps_the_generation_and_the_old_token_until_expiry
     ws = "default.alice"
     await store.apply_workspace(make_workspace())
     first = await store.insert_token(ws, 3, sha("r0"), "c3", expires_at=T0 + timedelta(minutes=1))
-    seen = await store.observe_registry(ws, T0)
+    seen = (await store.observe_registry(ws, T0)).tokens
     assert (seen.live_generation, seen.live_issued_at) == (3, first.created_at)
     second = await store.rotate_token(ws, 3, sha("r1"), expires_at=T0 + timedelta(minutes=2))
     assert (second.generation, second.rotation, second.container_id) == (3, 1, "c3")
     old = await store.find_token(sha("r0"))
     assert old is not None and old.superseded_at is not None and old.revoked_at is None
     assert old.usable(T0)  # an agent that has not re-read its file keeps working
-    seen = await store.observe_registry(ws, T0)
+    seen = (await store.observe_registry(ws, T0)).tokens
     assert (seen.live_generation, seen.live_expires_at, seen.max_generation) == (
         3, T0 + timedelta(minutes=2), 3)
     assert seen.live_issued_at == second.created_at
@@ -452,27 +454,41 @@ async def test_crash_stats_count_recent_crash_diagnostics(store: Store) -> None:
 async def test_observe_registry_matches_the_separate_reads(store: Store) -> None:
     ws = "default.alice"
     empty = await store.observe_registry(ws, T0)
-    assert (empty.registration, empty.live_generation, empty.max_generation,
-            empty.crashes, empty.last_crash) == (None, None, 0, 0, None)
+    assert (empty.agent, empty.tokens.live_generation, empty.tokens.max_generation,
+            empty.recent_crashes, empty.last_crash_at, empty.containers) == (
+        ObservedAgent(), None, 0, 0, None, ())
 
     await store.insert_token(ws, 1, "a" * 64)
     await store.insert_token(ws, 2, "b" * 64)  # revokes generation 1
     await store.record_register(ws, "http://alice:8000", {"name": "a"}, 2, at=T0)
     await store.record_heartbeat(ws, "healthy", at=T0 + timedelta(seconds=1), generation=2)
+    await store.record_register_failure(ws, "blocked_private_url", "10.1.2.3 is private",
+                                        at=T0 + timedelta(seconds=3))
+    await store.record_auth_failure(ws, "stale_token", 1, at=T0 + timedelta(seconds=4),
+                                    known=True)
     await store.add_diagnostics(ws, container_id="x", reason="ContainerExited",
                                 captured_at=T0 + timedelta(seconds=2))
     await store.insert_token("default.bob", 9, "c" * 64)
 
     seen = await store.observe_registry(ws, T0)
-    assert seen.registration == await store.get_registration(ws)
+    registration = await store.get_registration(ws)
+    assert registration is not None and seen.agent == observed_agent(registration)
+    assert seen.agent == ObservedAgent(  # every field the planner reads, from the real rows
+        registered_at=T0, registered_generation=2,
+        last_heartbeat_at=T0 + timedelta(seconds=1), heartbeat_generation=2,
+        heartbeat_status="healthy", heartbeat_error=None,
+        register_failure=RegisterFailure(at=T0 + timedelta(seconds=3),
+                                         class_="blocked_private_url",
+                                         message="10.1.2.3 is private"),
+        last_auth_failure=AuthFailure(T0 + timedelta(seconds=4), "stale_token", 1))
     live = await store.live_token(ws)
-    assert live is not None and seen.live_generation == live.generation == 2
-    assert seen.max_generation == await store.latest_token_generation(ws) == 2
-    assert (seen.crashes, seen.last_crash) == await store.crash_stats(ws, T0)
-    assert seen.crashes == 1
+    assert live is not None and seen.tokens.live_generation == live.generation == 2
+    assert seen.tokens.max_generation == await store.latest_token_generation(ws) == 2
+    assert (seen.recent_crashes, seen.last_crash_at) == await store.crash_stats(ws, T0)
+    assert seen.recent_crashes == 1
 
     await store.revoke_tokens(ws)
-    assert (await store.observe_registry(ws, T0)).live_generation is None
+    assert (await store.observe_registry(ws, T0)).tokens.live_generation is None
 
 
 # ------------------------------------------------------------------ activity

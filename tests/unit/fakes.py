@@ -29,7 +29,7 @@ from controller.adapters.postgres import (
 )
 from controller.core.containerspec import ContainerSpec
 from controller.core.model import RegisterFailure, Workspace, WorkspaceKey, WorkspaceStatus
-from controller.core.observed import ObservedContainer
+from controller.core.observed import ContainerDiagnostics, ObservedContainer
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 INT4_MAX = 2**31 - 1
@@ -326,16 +326,6 @@ class FakeStore:
         return [a for a in reversed(self.activity) if a["workspace_id"] == workspace_id][:limit]
 
 
-@dataclass(frozen=True)
-class FakeDiagnostics:
-    container_id: str
-    state: dict[str, Any] = field(default_factory=lambda: {"Status": "exited"})
-    exit_code: int | None = 1
-    oom_killed: bool = False
-    log_tail: str = "last line\n"
-    env_names: dict[str, str] = field(default_factory=lambda: {"ANTHROPIC_AUTH_TOKEN": "set"})
-
-
 @dataclass
 class FakeEngine:
     """Containers by id; `fail_on` names an engine method that raises `failure`."""
@@ -380,7 +370,11 @@ class FakeEngine:
     async def remove_volume(self, name: str) -> None:
         self._call("remove_volume", name)
 
-    async def diagnostics(self, container_id: str, tail: int = 50) -> FakeDiagnostics | None:
+    async def diagnostics(self, container_id: str, tail: int = 50
+                          ) -> ContainerDiagnostics | None:
         self._call("diagnostics", container_id)
-        return FakeDiagnostics(container_id, log_tail=self.diagnostics_log_tail) \
+        return ContainerDiagnostics(
+            container_id, state={"Status": "exited"}, exit_code=1, oom_killed=False,
+            log_tail=self.diagnostics_log_tail,
+            env_names={"ANTHROPIC_AUTH_TOKEN": "set"}) \
             if container_id in self.known else None

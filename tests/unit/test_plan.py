@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
-from controller.core.model import Workspace, WorkspaceStatus
+from controller.core.model import RegisterFailure, Workspace, WorkspaceStatus
 from controller.core.observed import (
     AuthFailure,
     Observed,
     ObservedAgent,
     ObservedContainer,
     ObservedTokens,
-    RegisterFailureMarker,
 )
 from controller.core.plan import (
     ActivateToken,
@@ -243,8 +242,8 @@ def test_slow_boot_is_progressing_until_deadline_then_startup_timeout() -> None:
 
 def test_register_failure_marker_degrades_with_its_class_and_clears() -> None:
     w = ws()
-    marker = RegisterFailureMarker(T0 + timedelta(seconds=1), "blocked_private_url",
-                                   "http://10.11.12.13:8000 is private")
+    marker = RegisterFailure(at=T0 + timedelta(seconds=1), class_="blocked_private_url",
+                             message="http://10.11.12.13:8000 is private")
     obs = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
                    agent=ObservedAgent(register_failure=marker))
     failed = run(w, obs)
@@ -262,7 +261,7 @@ def test_register_failure_marker_degrades_with_its_class_and_clears() -> None:
 
 def test_marker_from_before_container_start_is_ignored() -> None:
     w = ws()
-    old_marker = RegisterFailureMarker(T0 - timedelta(seconds=30), "missing_url", "")
+    old_marker = RegisterFailure(at=T0 - timedelta(seconds=30), class_="missing_url", message="")
     p = run(w, Observed(containers=(container(w, 2),), tokens=ObservedTokens(2, None, 2),
                         agent=ObservedAgent(register_failure=old_marker)))
     assert cond(p, "Degraded")[0] == "False"

@@ -61,7 +61,6 @@ from controller.adapters.postgres.rows import (
     EventRecord,
     EventType,
     Registration,
-    RegistryObservation,
     SourceKind,
     TokenRecord,
 )
@@ -88,7 +87,6 @@ __all__ = [
     "Migration",
     "MigrationError",
     "Registration",
-    "RegistryObservation",
     "SourceKind",
     "Store",
     "StoreError",

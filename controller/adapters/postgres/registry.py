@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from controller.adapters.postgres.base import _clean_opt, _translated, clean_json, clean_text
 from controller.adapters.postgres.history import CRASH_REASONS, CRASH_RESET_REASONS
-from controller.adapters.postgres.rows import Registration, RegistryObservation, _registration
-from controller.core.observed import HEALTHY
+from controller.adapters.postgres.rows import Registration, _registration, observed_agent
+from controller.core.observed import HEALTHY, Observed, ObservedTokens
 
 if TYPE_CHECKING:
     from controller.adapters.postgres.base import _Pool
@@ -202,12 +202,9 @@ class RegistryMixin:
 
     @_translated
     async def observe_registry(self, workspace_id: str, crashes_since: datetime,
-                               reasons: Sequence[str] = CRASH_REASONS) -> RegistryObservation:
-        """Registration, live token, highest generation and recent crashes in one statement.
-
-        The reconciler's per-workspace read of the registry side: one round trip
-        instead of four.
-        """
+                               reasons: Sequence[str] = CRASH_REASONS) -> Observed:
+        """The registry side of what the planner observes (agent, tokens, recent
+        crashes; no containers), in one statement: one round trip instead of four."""
         row = await self._pool.fetchrow(
             """
             SELECT r.*, t.generation AS live_generation, t.expires_at AS live_expires_at,
@@ -233,12 +230,10 @@ class RegistryMixin:
             workspace_id, crashes_since, list(reasons), list(CRASH_RESET_REASONS),
         )
         assert row is not None
-        return RegistryObservation(
-            registration=None if row["workspace_id"] is None else _registration(row),
-            live_generation=row["live_generation"],
-            live_expires_at=row["live_expires_at"],
-            live_issued_at=row["live_issued_at"],
-            max_generation=int(row["max_generation"]),
-            crashes=int(row["crashes"]),
-            last_crash=row["last_crash"],
-        )
+        return Observed(
+            agent=observed_agent(None if row["workspace_id"] is None else _registration(row)),
+            tokens=ObservedTokens(
+                live_generation=row["live_generation"], live_expires_at=row["live_expires_at"],
+                max_generation=int(row["max_generation"]),
+                live_issued_at=row["live_issued_at"]),
+            recent_crashes=int(row["crashes"]), last_crash_at=row["last_crash"])

@@ -16,6 +16,7 @@ from controller.core.model import (
     WorkspaceSpec,
     WorkspaceStatus,
 )
+from controller.core.observed import AuthFailure, ObservedAgent
 
 SourceKind = Literal["workspace", "system", "user", "webhook", "other"]
 EventType = Literal["Normal", "Warning"]
@@ -64,17 +65,6 @@ class Registration:
     """Last rejected (401) agent request naming this workspace, if any."""
     auth_failure_class: str | None = None
     auth_failure_generation: int | None = None
-
-
-@dataclass(frozen=True)
-class RegistryObservation:
-    registration: Registration | None
-    live_generation: int | None
-    live_expires_at: datetime | None
-    max_generation: int
-    crashes: int
-    last_crash: datetime | None
-    live_issued_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -224,3 +214,17 @@ def _event(row: asyncpg.Record) -> EventRecord:
         reason=row["reason"],
         message=row["message"],
     )
+
+
+def observed_agent(registration: Registration | None) -> ObservedAgent:
+    """What the planner needs of a registrations row."""
+    if registration is None:
+        return ObservedAgent()
+    r = registration
+    auth = None if r.auth_failure_at is None or r.auth_failure_class is None else AuthFailure(
+        r.auth_failure_at, r.auth_failure_class, r.auth_failure_generation)
+    return ObservedAgent(
+        registered_at=r.registered_at, registered_generation=r.token_generation,
+        last_heartbeat_at=r.last_heartbeat_at, heartbeat_generation=r.heartbeat_generation,
+        heartbeat_status=r.heartbeat_status, heartbeat_error=r.heartbeat_error_detail,
+        register_failure=r.register_failure, last_auth_failure=auth)
