@@ -15,12 +15,11 @@ of an interrupted recreate and is removed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from controller.core.conditions import DegradedReason, Verdict, apply_verdict, phase_of
-from controller.core.containerspec import ContainerSpec, config_volume_name, container_spec
+from controller.core.containerspec import config_volume_name, container_spec
 from controller.core.containerspec import restarted_at_label as restarted_label
 from controller.core.model import (
     ConditionStatus,
@@ -29,125 +28,26 @@ from controller.core.model import (
     WorkspaceStatus,
 )
 from controller.core.observed import Observed, ObservedContainer
+from controller.core.ops import (
+    ActivateToken,
+    CaptureDiagnostics,
+    CreateContainer,
+    DeliverRestartContext,
+    Event,
+    Op,
+    Plan,
+    PurgeWorkspace,
+    RecreateReason,
+    RefreshToken,
+    RemoveContainer,
+    RemoveVolume,
+    RevokeTokens,
+    StartContainer,
+    StopContainer,
+    WriteToken,
+)
 from controller.core.projection import Projection, ProjectionError
 from controller.core.settings import PlatformSettings
-
-
-class RecreateReason(StrEnum):
-    CREATED = "Created"
-    CONTAINER_MISSING = "ContainerMissing"
-    CONTAINER_EXITED = "ContainerExited"
-    OOM_KILLED = "OOMKilled"
-    CONFIG_CHANGED = "ConfigChanged"
-    RESTART_REQUESTED = "RestartRequested"
-    TOKEN_REVOKED = "TokenRevoked"
-    TOKEN_REJECTED = "TokenRejected"
-    RESUMED = "Resumed"
-
-
-# ------------------------------------------------------------------ operations
-
-
-@dataclass(frozen=True)
-class CaptureDiagnostics:
-    container_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class CreateContainer:
-    spec: ContainerSpec
-
-
-@dataclass(frozen=True)
-class WriteToken:
-    """Mint a token, write it into the (not yet started) container's config volume."""
-
-    container_name: str
-    generation: int
-
-
-@dataclass(frozen=True)
-class StopContainer:
-    container_id: str
-    timeout: int
-
-
-@dataclass(frozen=True)
-class RemoveContainer:
-    container_id: str
-
-
-@dataclass(frozen=True)
-class StartContainer:
-    container_name: str
-
-
-@dataclass(frozen=True)
-class ActivateToken:
-    """Record the written token's hash as the live one; older generations are revoked."""
-
-    container_name: str
-    generation: int
-    expiration_seconds: int | None = None
-
-
-@dataclass(frozen=True)
-class RefreshToken:
-    """Mint a token for the running container's generation, record it as current
-    (the previous one stays valid until its expiry), then write it into the
-    container's config volume, where the agent picks it up. Database first: a
-    token file the registry does not know would be refused as invalid."""
-
-    container_id: str
-    generation: int
-    expiration_seconds: int | None
-
-
-@dataclass(frozen=True)
-class RevokeTokens:
-    pass
-
-
-@dataclass(frozen=True)
-class RemoveVolume:
-    name: str
-
-
-@dataclass(frozen=True)
-class DeliverRestartContext:
-    generation: int
-    message: str
-
-
-@dataclass(frozen=True)
-class PurgeWorkspace:
-    pass
-
-
-Op = (CaptureDiagnostics | CreateContainer | WriteToken | StopContainer | RemoveContainer
-      | StartContainer | ActivateToken | RefreshToken | RevokeTokens | RemoveVolume
-      | DeliverRestartContext | PurgeWorkspace)
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    action: str  # none | create | recreate | resume | stop | delete | cleanup | deliver | refresh
-    reason: str
-    ops: tuple[Op, ...] = ()
-    status: WorkspaceStatus | None = None
-    events: tuple[Event, ...] = ()
-    requeue_after: float | None = None
-    recreate_reason: RecreateReason | None = None
-    degraded_reason: str = DegradedReason.HEALTHY.value
-
 
 # ------------------------------------------------------------------ helpers
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from controller.core.observed import ObservedContainer
-from controller.core.plan import RemoveContainer, StopContainer, plan_orphans
+from controller.core.ops import RemoveContainer, StopContainer
+from controller.core.plan import plan_orphans
 from controller.core.settings import PlatformSettings
 from controller.reconcile.ports import DriverEngine
 

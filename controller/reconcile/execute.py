@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from controller.core import redact, tokens
 from controller.core.model import WorkspaceKey
-from controller.core.plan import (
+from controller.core.ops import (
     ActivateToken,
     CaptureDiagnostics,
     CreateContainer,

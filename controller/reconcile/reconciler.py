@@ -22,7 +22,8 @@ from controller.core.observed import (
     Observed,
     ObservedContainer,
 )
-from controller.core.plan import Plan, RefreshToken, plan
+from controller.core.ops import Plan, RefreshToken
+from controller.core.plan import plan
 from controller.core.projection import Projection, ProjectionError, UnreadableSecret, project
 from controller.core.secretsource import resolve, secret_refs
 from controller.core.settings import PlatformSettings

@@ -32,7 +32,7 @@ from controller.api.a2a import ActivityStore
 from controller.api.registry import RegistryStore
 from controller.core.conditions import DegradedReason
 from controller.core.model import WorkspaceKey, WorkspaceStatus
-from controller.core.plan import Event, Op, Plan, RemoveContainer, StopContainer
+from controller.core.ops import Event, Op, Plan, RemoveContainer, StopContainer
 from controller.reconcile.execute import Executor
 from controller.reconcile.ports import DriverStore
 

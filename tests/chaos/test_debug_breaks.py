@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from controller.core.model import Condition, WorkspaceKey, WorkspaceStatus
-from controller.core.plan import Event, Plan, RemoveContainer, StartContainer, StopContainer
+from controller.core.ops import Event, Plan, RemoveContainer, StartContainer, StopContainer
 from controller.reconcile.execute import Executor
 from controller.testing.debug_breaks import DebugBreaks
 

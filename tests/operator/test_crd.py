@@ -86,7 +86,7 @@ def test_a_status_written_by_the_controller_validates() -> None:
 
     from controller.core.conditions import Verdict, apply_verdict
     from controller.core.model import RegisterFailure, WorkspaceStatus
-    from controller.drivers.operator import status_patch
+    from controller.drivers.k8s_objects import status_patch
 
     now = datetime.now(UTC)
     verdict = Verdict(ready=("True", "Registered", ""), degraded=("False", "Healthy", ""),

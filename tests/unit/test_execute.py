@@ -17,7 +17,7 @@ from controller.adapters.postgres import TokenRecord
 from controller.core import redact
 from controller.core.model import Workspace, WorkspaceKey, WorkspaceStatus
 from controller.core.observed import Observed, ObservedContainer, ObservedTokens
-from controller.core.plan import (
+from controller.core.ops import (
     ActivateToken,
     CreateContainer,
     DeliverRestartContext,
@@ -27,9 +27,9 @@ from controller.core.plan import (
     StartContainer,
     StopContainer,
     WriteToken,
-    plan,
 )
-from controller.core.plan import Event as PlanEvent
+from controller.core.ops import Event as PlanEvent
+from controller.core.plan import plan
 from controller.core.projection import project
 from controller.core.settings import PlatformSettings
 from controller.reconcile.execute import ExecuteError, Executor

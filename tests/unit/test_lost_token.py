@@ -16,7 +16,7 @@ from controller.agent import registry_client
 from controller.agent.registry_client import RegistryClient
 from controller.agent.state import AgentState
 from controller.core.observed import AuthFailure, Observed, ObservedTokens
-from controller.core.plan import RecreateReason
+from controller.core.ops import RecreateReason
 from tests.unit.test_agent import FakeServer, Recorded, make_config
 from tests.unit.test_plan import T0, container, registered, run, ws
 

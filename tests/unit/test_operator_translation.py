@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controller.core.model import WorkspaceKey, WorkspaceStatus
-from controller.drivers.operator import (
+from controller.drivers.k8s_objects import (
     InvalidWorkspace,
     decode_secret,
     invalid_status,

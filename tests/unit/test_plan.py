@@ -16,7 +16,7 @@ from controller.core.observed import (
     ObservedContainer,
     ObservedTokens,
 )
-from controller.core.plan import (
+from controller.core.ops import (
     ActivateToken,
     CaptureDiagnostics,
     CreateContainer,
@@ -31,9 +31,8 @@ from controller.core.plan import (
     StartContainer,
     StopContainer,
     WriteToken,
-    plan,
-    plan_orphans,
 )
+from controller.core.plan import plan, plan_orphans
 from controller.core.projection import ProjectionError, project
 from controller.core.settings import PlatformSettings
 from tests.unit.helpers import minimax

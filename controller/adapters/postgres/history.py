@@ -24,7 +24,7 @@ from controller.adapters.postgres.rows import (
     _diagnostics,
     _event,
 )
-from controller.core.plan import RecreateReason
+from controller.core.ops import RecreateReason
 
 if TYPE_CHECKING:
     from controller.adapters.postgres.base import _Pool
