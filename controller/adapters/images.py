@@ -1,13 +1,8 @@
 """Local image builder for the reference agent (``wsctl/agent:latest``).
 
 The agent image is built from ``deploy/agent/Dockerfile`` on top of a base that
-provides Python 3.11:
-
-1. the base the caller names (pulled if missing), else
-2. ``python:3.11-slim-bookworm`` when it is local or can be pulled quickly, else
-3. ``wsctl/base:bookworm``, made here with ``debootstrap`` (minbase +
-   python3-minimal) and ``docker import``. The imported image is the cache: once
-   it exists the base step is skipped.
+provides Python 3.11; ``baseimage.py`` chooses that base (and makes
+``wsctl/base:bookworm`` with debootstrap when no other is at hand).
 
 The agent image carries the label ``wsctl.dev/agent-source-hash``: a hash of the
 Dockerfile and the agent's files. An image whose label matches the current
@@ -16,59 +11,41 @@ sources is up to date and is not rebuilt unless ``force``.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound
+from docker.errors import APIError, DockerException
 
-from controller.core.errors import WsctlError
+from controller.adapters.baseimage import LOCAL_BASE as LOCAL_BASE
+from controller.adapters.baseimage import PUBLIC_BASE as PUBLIC_BASE
+from controller.adapters.baseimage import ImageBuildError as ImageBuildError
+from controller.adapters.baseimage import (
+    Progress,
+    _get_image,
+    _one_line,
+    _remove_if_untagged,
+    select_base,
+)
+from controller.adapters.baseimage import base_availability as base_availability
 from controller.core.model import DEFAULT_IMAGE
 
 DEFAULT_TAG = DEFAULT_IMAGE
-PUBLIC_BASE = "python:3.11-slim-bookworm"
-LOCAL_BASE = "wsctl/base:bookworm"
-DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
-SUITE = "bookworm"
-# python3-minimal gives /usr/bin/python3 but not json/http/urllib/ssl: python3 adds the
-# standard library the (stdlib-only) agent uses.
-DEBOOTSTRAP_PACKAGES = ("python3-minimal", "python3", "ca-certificates")
-# Modules the agent imports that python3-minimal alone lacks; checked in the new rootfs.
-REQUIRED_MODULES = ("json", "http.server", "urllib.request", "ssl", "uuid", "signal")
-BASE_RECIPE_LABEL = "wsctl.dev/base-recipe"
-
 SOURCE_HASH_LABEL = "wsctl.dev/agent-source-hash"
-BASE_RECIPE = hashlib.sha256(
-    f"{SUITE}|{','.join(DEBOOTSTRAP_PACKAGES)}|{','.join(REQUIRED_MODULES)}|1".encode()
-).hexdigest()[:16]
 BASE_LABEL = "wsctl.dev/agent-base"
-PULL_PROBE_TIMEOUT = 15.0
 BUILD_TIMEOUT = 900
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 # Located on disk, never imported: the agent and the adapters are independent.
 AGENT_SOURCE_DIR = Path(__file__).resolve().parents[1] / "agent"
 DOCKERFILE = _REPO_ROOT / "deploy" / "agent" / "Dockerfile"
-
-Progress = Callable[[str], None]
-
-
-class ImageBuildError(WsctlError):
-    """A build step failed; the message is one line saying which and why."""
 
 
 @dataclass(frozen=True)
@@ -125,347 +102,6 @@ def _write_context(ctx: Path, dockerfile: Path) -> None:
         dst.chmod(0o644)
     for d in [target, *(p for p in target.rglob("*") if p.is_dir())]:
         d.chmod(0o755)
-
-
-# -- docker helpers --------------------------------------------------------------
-
-
-def _get_image(client: docker.DockerClient, ref: str) -> Any | None:
-    try:
-        return client.images.get(ref)
-    except ImageNotFound:
-        return None
-    except DockerException as exc:
-        raise ImageBuildError(f"cannot inspect image {ref}: {_one_line(exc)}") from None
-
-
-def _remove_if_untagged(client: docker.DockerClient, image_id: str) -> None:
-    """Drop an image we replaced, unless it still has a tag or a container uses it."""
-    with contextlib.suppress(DockerException):
-        if not client.images.get(image_id).tags:
-            client.images.remove(image_id, noprune=False)
-
-
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    """``repo[:tag]`` -> (repo, tag); digests stay in the repository part."""
-    if "@" in ref:
-        return ref, None
-    name, sep, tag = ref.rpartition(":")
-    if sep and "/" not in tag:
-        return name, tag
-    return ref, None
-
-
-def _try_pull(client: docker.DockerClient, ref: str, timeout: float) -> tuple[bool, str]:
-    """Pull ``ref`` within ``timeout`` seconds. Returns (ok, reason). Never raises."""
-    outcome: dict[str, str] = {}
-
-    def pull() -> None:
-        repo, tag = _split_ref(ref)
-        try:
-            client.api.pull(repo, tag=tag)
-            outcome["ok"] = ""
-        except Exception as exc:  # reported as a reason, never raised
-            outcome["error"] = _one_line(exc)
-
-    thread = threading.Thread(target=pull, name=f"pull-{ref}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        return False, f"no answer within {timeout:.0f}s"
-    if "error" in outcome:
-        return False, outcome["error"]
-    return _get_image(client, ref) is not None, "pulled image not found afterwards"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
-    text = " ".join(str(text).split())
-    return text if len(text) <= 240 else text[:237] + "..."
-
-
-# -- base selection ----------------------------------------------------------------
-
-
-def select_base(
-    client: docker.DockerClient,
-    *,
-    base_image: str | None,
-    cache_dir: Path,
-    progress: Progress,
-) -> str:
-    if base_image:
-        if _get_image(client, base_image) is not None:
-            return base_image
-        progress(f"base: pulling {base_image}")
-        ok, reason = _try_pull(client, base_image, timeout=600.0)
-        if not ok:
-            raise ImageBuildError(
-                f"base image {base_image} is not present locally and could not be pulled: {reason}"
-            )
-        return base_image
-    if _get_image(client, PUBLIC_BASE) is not None:
-        progress(f"base: using local {PUBLIC_BASE}")
-        return PUBLIC_BASE
-    if _current_local_base(client) is not None:
-        progress(f"base: using cached {LOCAL_BASE}")
-        return LOCAL_BASE
-    ok, reason = _try_pull(client, PUBLIC_BASE, timeout=PULL_PROBE_TIMEOUT)
-    if ok:
-        progress(f"base: pulled {PUBLIC_BASE}")
-        return PUBLIC_BASE
-    progress(f"base: {PUBLIC_BASE} unavailable ({_short(reason)}); using {LOCAL_BASE}")
-    ensure_local_base(client, cache_dir=cache_dir, progress=progress)
-    return LOCAL_BASE
-
-
-def _short(reason: str) -> str:
-    return reason if len(reason) <= 80 else reason[:77] + "..."
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _current_local_base(client: docker.DockerClient, ref: str = LOCAL_BASE) -> Any | None:
-    """The local base image if it exists and was made by the current recipe."""
-    image = _get_image(client, ref)
-    if image is None:
-        return None
-    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
-    return image if labels.get(BASE_RECIPE_LABEL) == BASE_RECIPE else None
-
-
-def ensure_local_base(client: docker.DockerClient, *, cache_dir: Path, progress: Progress) -> str:
-    """Make ``wsctl/base:bookworm`` unless it exists; returns its image id."""
-    cache_dir = Path(cache_dir)
-    with _file_lock(cache_dir / "base-bookworm.lock"):
-        existing = _current_local_base(client)
-        if existing is not None:
-            return str(existing.id)
-        if _get_image(client, LOCAL_BASE) is not None:
-            progress(f"base: {LOCAL_BASE} was made by an older recipe; remaking it")
-        return _create_local_base(client, cache_dir=cache_dir, progress=progress)
-
-
-def find_debootstrap() -> str | None:
-    """debootstrap on PATH, or in /usr/sbin (not on a non-root user's PATH)."""
-    return shutil.which("debootstrap") or (
-        "/usr/sbin/debootstrap" if os.path.exists("/usr/sbin/debootstrap") else None)
-
-
-def _debootstrap_binary() -> str:
-    found = find_debootstrap()
-    if found is None:
-        raise ImageBuildError(
-            f"no registry gives {PUBLIC_BASE} and debootstrap is not installed; "
-            "run scripts/bootstrap debootstrap (make images does), or apt-get install "
-            "debootstrap, or pass a base image (--base)"
-        )
-    return found
-
-
-def _create_local_base(client: docker.DockerClient, *, cache_dir: Path, progress: Progress) -> str:
-    if os.geteuid() != 0:
-        raise ImageBuildError(
-            f"building the local base {LOCAL_BASE} runs debootstrap, which needs root; "
-            "run the image build as root once, or pass a base image that has python3.11"
-        )
-    debootstrap = _debootstrap_binary()
-    mirror = os.environ.get("WSCTL_DEBIAN_MIRROR") or DEFAULT_DEBIAN_MIRROR
-    rootfs = cache_dir / f"rootfs-{SUITE}"
-    tarball = cache_dir / f"rootfs-{SUITE}.tar"
-    _remove_rootfs(rootfs)
-    tarball.unlink(missing_ok=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    previous = _get_image(client, LOCAL_BASE)
-    progress(f"base: debootstrap {SUITE} from {mirror} (about a minute)")
-    try:
-        _run_debootstrap(debootstrap, rootfs, mirror, progress)
-        _check_python(rootfs)
-        _trim_rootfs(rootfs)
-        progress("base: packing root filesystem")
-        tar = subprocess.run(
-            ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if tar.returncode != 0:
-            raise ImageBuildError(f"tar of {rootfs} failed: {_last_line(tar.stderr)}")
-        progress(f"base: importing as {LOCAL_BASE}")
-        repo, tag = _split_ref(LOCAL_BASE)
-        try:
-            client.api.import_image(
-                src=str(tarball),
-                repository=repo,
-                tag=tag,
-                changes=[
-                    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "ENV LANG=C.UTF-8",
-                    f"LABEL wsctl.dev/base=debootstrap-{SUITE} {BASE_RECIPE_LABEL}={BASE_RECIPE}",
-                    'CMD ["python3"]',
-                ],
-            )
-        except DockerException as exc:
-            raise ImageBuildError(
-                f"docker import of {LOCAL_BASE} failed: {_one_line(exc)}"
-            ) from None
-        image = _get_image(client, LOCAL_BASE)
-        if image is None:
-            raise ImageBuildError(f"docker import reported success but {LOCAL_BASE} is missing")
-        if previous is not None and previous.id != image.id:
-            _remove_if_untagged(client, str(previous.id))
-    finally:
-        _remove_rootfs(rootfs)
-        tarball.unlink(missing_ok=True)
-    elapsed = time.monotonic() - started
-    marker = {"image": LOCAL_BASE, "id": image.id, "mirror": mirror, "seconds": round(elapsed, 1)}
-    (cache_dir / f"base-{SUITE}.json").write_text(json.dumps(marker) + "\n")
-    progress(f"base: {LOCAL_BASE} ready in {elapsed:.0f}s ({str(image.id)[:19]})")
-    return str(image.id)
-
-
-_REPETITIVE = re.compile(r"^I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (\S+)")
-# Validating follows each Retrieving; both count as one "Retrieving" phase.
-_PHASE = {"Validating": "Retrieving"}
-PROGRESS_EVERY_SECONDS = 3.0
-
-
-def _run_debootstrap(binary: str, rootfs: Path, mirror: str, progress: Progress) -> None:
-    """Run debootstrap, condensing its per-package lines into periodic counts."""
-    cmd = [
-        binary,
-        "--variant=minbase",
-        f"--include={','.join(DEBOOTSTRAP_PACKAGES)}",
-        SUITE,
-        str(rootfs),
-        mirror,
-    ]
-    tail: deque[str] = deque(maxlen=20)
-    phase: str | None = None
-    count = 0
-    last_emit = 0.0
-
-    def end_phase() -> None:
-        nonlocal phase, count
-        if phase is not None and count >= 5:
-            progress(f"debootstrap: I: {phase} done: {count} packages")
-        phase, count = None, 0
-
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            bufsize=1,
-            env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
-        )
-    except OSError as exc:
-        raise ImageBuildError(f"cannot run debootstrap: {exc}") from None
-    assert proc.stdout is not None
-    with proc:
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            if not line:
-                continue
-            tail.append(line)
-            match = _REPETITIVE.match(line)
-            if match is None:
-                end_phase()
-                progress(f"debootstrap: {line}")
-                continue
-            verb = match.group(1)
-            this_phase = _PHASE.get(verb, verb)
-            if this_phase != phase:
-                end_phase()
-                phase, last_emit = this_phase, time.monotonic()
-            if verb == this_phase:
-                count += 1
-            if time.monotonic() - last_emit >= PROGRESS_EVERY_SECONDS:
-                progress(f"debootstrap: I: {phase} ... {count} ({match.group(2)})")
-                last_emit = time.monotonic()
-        code = proc.wait()
-    end_phase()
-    if code != 0:
-        detail = next((x for x in reversed(tail) if x.startswith(("E:", "W:"))), None)
-        detail = detail or (tail[-1] if tail else "no output")
-        log_hint = rootfs / "debootstrap" / "debootstrap.log"
-        raise ImageBuildError(
-            f"debootstrap exited with {code}: {detail}"
-            + (f" (see {log_hint})" if log_hint.exists() else "")
-        )
-
-
-def _check_python(rootfs: Path) -> None:
-    """/usr/bin/python3 must exist (python3-minimal) and import what the agent needs."""
-    link = rootfs / "usr" / "bin" / "python3"
-    if not os.path.lexists(link):
-        raise ImageBuildError("debootstrap finished but /usr/bin/python3 is missing in the rootfs")
-    target = os.readlink(link) if link.is_symlink() else link.name
-    resolved = (link.parent / target) if not os.path.isabs(target) else rootfs / target.lstrip("/")
-    if not resolved.exists():
-        raise ImageBuildError(f"/usr/bin/python3 in the rootfs points at missing {target}")
-    probe = f"import sys, {', '.join(REQUIRED_MODULES)}; print('%d.%d' % sys.version_info[:2])"
-    run = subprocess.run(
-        ["chroot", str(rootfs), "/usr/bin/python3", "-c", probe],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
-    )
-    if run.returncode != 0:
-        raise ImageBuildError(
-            f"python3 in the new rootfs cannot import the agent's modules: {_last_line(run.stderr)}"
-        )
-    if run.stdout.strip() != "3.11":
-        raise ImageBuildError(f"the new rootfs has python {run.stdout.strip()}, expected 3.11")
-
-
-def _trim_rootfs(rootfs: Path) -> None:
-    for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        d = rootfs / sub
-        if d.is_dir():
-            for entry in d.iterdir():
-                if entry.is_file() and entry.name not in ("lock",):
-                    entry.unlink()
-
-
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path.resolve()) + "/"
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return []
-    points = [ln.split()[1].replace("\\040", " ") for ln in lines if len(ln.split()) > 1]
-    return sorted((p for p in points if (p + "/").startswith(prefix)), reverse=True)
-
-
-def _remove_rootfs(rootfs: Path) -> None:
-    """Delete a (possibly half-made) rootfs, unmounting anything a failed run left."""
-    if not rootfs.exists():
-        return
-    for point in _mounts_under(rootfs):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-    if _mounts_under(rootfs):
-        raise ImageBuildError(f"cannot remove {rootfs}: filesystems still mounted under it")
-    shutil.rmtree(rootfs, ignore_errors=True)
-
-
-def _last_line(text: str) -> str:
-    lines = [x for x in text.strip().splitlines() if x.strip()]
-    return lines[-1] if lines else "no output"
 
 
 # -- agent image --------------------------------------------------------------------
@@ -587,31 +223,6 @@ def agent_image_state(client: docker.DockerClient, tag: str = DEFAULT_TAG) -> tu
         return False, f"{tag} ({built}) was built from other agent sources than these"
     return True, (f"{tag} is current ({str(image.id)[7:19]}, built {built}, "
                   f"base {_image_base(image)})")
-
-
-def base_availability(client: docker.DockerClient, *, public: str = PUBLIC_BASE,
-                      local: str = LOCAL_BASE,
-                      debootstrap: Callable[[], str | None] | None = None,
-                      ) -> tuple[bool, str]:
-    """(available, one line): where `images build` would get the agent's base image:
-    `public` here, `local` (made by the current recipe) here, debootstrap (the
-    `debootstrap` finder, default `find_debootstrap`) to make `local`, or a
-    registry that gives `public`."""
-    if _get_image(client, public) is not None:
-        return True, f"{public} is here"
-    if _current_local_base(client, local) is not None:
-        return True, f"{local} is here (made with debootstrap)"
-    found = (debootstrap or find_debootstrap)()
-    if found is not None and os.geteuid() == 0:
-        return True, f"no base image yet; {found} will make {local}"
-    try:
-        client.api.inspect_distribution(public)  # type: ignore[no-untyped-call]
-    except DockerException as exc:
-        why = _short(_one_line(exc))
-    else:
-        return True, f"a registry gives {public}"
-    lacking = "debootstrap needs root" if found else "debootstrap is not installed"
-    return False, f"no base image, no registry gives {public} ({why}), and {lacking}"
 
 
 def ensure_agent_image(

@@ -12,16 +12,18 @@ import docker
 import pytest
 from docker.errors import APIError, ImageNotFound
 
-from controller.adapters import images
-from controller.adapters.images import (
+from controller.adapters import baseimage, images
+from controller.adapters.baseimage import (
     BASE_RECIPE,
     BASE_RECIPE_LABEL,
     LOCAL_BASE,
     PUBLIC_BASE,
-    SOURCE_HASH_LABEL,
     ImageBuildError,
-    build_agent_image,
     select_base,
+)
+from controller.adapters.images import (
+    SOURCE_HASH_LABEL,
+    build_agent_image,
     source_hash,
 )
 
@@ -200,7 +202,9 @@ def test_debootstrap_output_is_condensed(tmp_path: Path, monkeypatch: pytest.Mon
     script.write_text("\n".join(body) + "\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     lines: list[str] = []
-    images._run_debootstrap(str(script), tmp_path / "rootfs", "http://mirror.invalid", lines.append)
+    baseimage._run_debootstrap(
+        str(script), tmp_path / "rootfs", "http://mirror.invalid", lines.append
+    )
     assert lines == [
         "debootstrap: I: Checking Release signature",
         "debootstrap: I: Retrieving done: 40 packages",
@@ -214,4 +218,4 @@ def test_debootstrap_failure_names_the_error(tmp_path: Path) -> None:
     script.write_text("#!/bin/sh\necho 'E: Failed getting release file http://x/Release'\nexit 1\n")
     script.chmod(0o755)
     with pytest.raises(ImageBuildError, match=r"debootstrap exited with 1: E: Failed getting"):
-        images._run_debootstrap(str(script), tmp_path / "rootfs", "http://x", lambda _: None)
+        baseimage._run_debootstrap(str(script), tmp_path / "rootfs", "http://x", lambda _: None)
