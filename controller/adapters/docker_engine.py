@@ -1,4 +1,4 @@
-"""Docker engine adapter: with images.py and baseimage.py, the only modules that import `docker`.
+"""Docker engine adapter; with images, baseimage and chaos_docker the only `docker` importers.
 
 docker-py is blocking; `DockerEngine` exposes async methods that run each call
 in a thread of its own pool, whose size is the controller's Docker parallelism

@@ -1,6 +1,11 @@
 """What both HTTP APIs (admin and registry) do alike: read a bounded JSON body, and
-answer 503 store_unavailable while the database cannot be reached. Each API keeps
-its own error shape; this module only decides."""
+turn an expected failure into an answer.
+
+`answer_for` is the one mapping from errors to HTTP answers: an `HttpError` a
+handler raised is its own answer; a store that cannot be reached is 503
+store_unavailable with Retry-After; a workspace being deleted is 409. Each API
+keeps its own JSON error shape (the registry's is part of the agent protocol);
+this module only decides status, class, message and headers."""
 
 from __future__ import annotations
 
@@ -10,18 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
+from controller.core.errors import StoreUnavailableError, WorkspaceTerminatingError, WsctlError
+
 STORE_RETRY_AFTER_SECONDS = 5
 """Retry-After of a 503 store_unavailable: about the time a PostgreSQL restart takes."""
 STORE_UNAVAILABLE = "the database is unavailable; retry later"
-
-
-class BodyError(Exception):
-    """The body is over the limit (`status` 413) or not JSON (400); `str()` says which."""
-
-    def __init__(self, status: int, message: str, size: int | None = None) -> None:
-        self.status = status
-        self.size = size
-        super().__init__(message)
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
@@ -39,8 +37,45 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise BodyError(400, "body is not JSON") from None
 
 
-def store_unavailable(request: web.Request, exc: Exception, log: logging.Logger,
-                      ) -> dict[str, str]:
-    """Log a 503 store_unavailable answer on the API's `log`; the headers it carries."""
+def store_unavailable(request: web.Request, exc: Exception, log: logging.Logger) -> None:
+    """Log a 503 store_unavailable answer on the API's `log`."""
     log.warning("%s %s: answered 503 store_unavailable: %s", request.method, request.path, exc)
-    return {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)}
+
+
+class HttpError(WsctlError):
+    """An expected failure that is an HTTP answer: status, a class naming the failure
+    (`store_unavailable`, `agent_unavailable`, ...), a message and, when retrying
+    makes sense, Retry-After seconds."""
+
+    def __init__(self, status: int, cls: str, message: str, *,
+                 retry_after: int | None = None) -> None:
+        self.status = status
+        self.cls = cls
+        self.message = message
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+class BodyError(HttpError):
+    """The body is over the limit (413 body_too_large) or not JSON (400 invalid_body)."""
+
+    def __init__(self, status: int, message: str, size: int | None = None) -> None:
+        super().__init__(status, "body_too_large" if status == 413 else "invalid_body", message)
+        self.size = size
+
+
+def answer_for(exc: WsctlError, request: web.Request, log: logging.Logger) -> HttpError | None:
+    """The HTTP answer to an expected failure, or None when it has none (a bug: let it
+    be a 500 with its traceback in the log). 503s are logged on the API's `log`."""
+    if isinstance(exc, HttpError):
+        return exc
+    if isinstance(exc, StoreUnavailableError):
+        store_unavailable(request, exc, log)
+        return HttpError(503, "store_unavailable", STORE_UNAVAILABLE,
+                         retry_after=STORE_RETRY_AFTER_SECONDS)
+    if isinstance(exc, WorkspaceTerminatingError):
+        return HttpError(409, "terminating", str(exc))
+    return None

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from controller.api._http import HttpError
 from controller.core.a2a import message_send
 
 log = logging.getLogger("wsctl.a2a")
@@ -33,11 +34,8 @@ class ActivityStore(Protocol):
                               error: str | None = None) -> Awaitable[int]: ...
 
 
-class ProxyError(Exception):
-    def __init__(self, status: int, cls: str, message: str) -> None:
-        self.status = status
-        self.cls = cls
-        super().__init__(message)
+class ProxyError(HttpError):
+    """The A2A round trip failed; the admin API answers it as is."""
 
 
 class A2AProxy:

@@ -29,10 +29,10 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from controller.api import openapi
-from controller.api._http import STORE_UNAVAILABLE, BodyError, read_json, store_unavailable
-from controller.api.a2a import A2AProxy, ProxyError
+from controller.api._http import BodyError, answer_for, read_json
+from controller.api.a2a import A2AProxy
 from controller.core import manifests, redact, tokens
-from controller.core.errors import StoreUnavailableError, WorkspaceTerminatingError
+from controller.core.errors import WsctlError
 from controller.core.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, WorkspaceKey
 
 log = logging.getLogger("wsctl.api")
@@ -88,16 +88,20 @@ async def json_errors(request: web.Request,
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
     """aiohttp's own errors (unknown route, wrong method, body too large) as JSON too,
-    and an unreachable database as 503 store_unavailable rather than a 500."""
+    and every expected failure as the answer `answer_for` gives it (an unreachable
+    database is 503 store_unavailable, not a 500)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return _error(exc.status, exc.reason)
-    except StoreUnavailableError as exc:
-        response = _error(503, STORE_UNAVAILABLE, **{"class": "store_unavailable"})
-        response.headers.update(store_unavailable(request, exc, log))
+    except WsctlError as exc:
+        answer = answer_for(exc, request, log)
+        if answer is None:
+            raise
+        response = _error(answer.status, answer.message, **{"class": answer.cls})
+        response.headers.update(answer.headers())
         return response
 
 
@@ -218,11 +222,9 @@ class AdminApi:
         if bad:
             return _error(422, "invalid workspace(s); nothing was applied", details=bad)
         results = []
-        try:  # one transaction: every document or none
-            done = await self.store.apply_workspaces([d.workspace for d in documents
-                                                      if d.workspace is not None])
-        except WorkspaceTerminatingError as exc:
-            return _error(409, str(exc))
+        # One transaction: every document or none (a workspace being deleted is a 409).
+        done = await self.store.apply_workspaces([d.workspace for d in documents
+                                                  if d.workspace is not None])
         for before, applied in done:
             if before is None:
                 outcome = "created"
@@ -287,8 +289,4 @@ class AdminApi:
         if not isinstance(payload, dict):
             return _error(400, "body must be a JSON-RPC object")
         caller = request.headers.get("X-Wsctl-Caller", "user")[:200]
-        try:
-            answer = await self.proxy.send(ws.key.id, caller, payload)
-        except ProxyError as exc:
-            return _error(exc.status, str(exc), **{"class": exc.cls})
-        return web.json_response(answer)
+        return web.json_response(await self.proxy.send(ws.key.id, caller, payload))

@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from controller.api._http import STORE_UNAVAILABLE, BodyError, read_json, store_unavailable
+from controller.api._http import BodyError, HttpError, answer_for, read_json
 from controller.api.urlpolicy import check_agent_card, check_claimed_url
 from controller.core import redact, tokens
-from controller.core.errors import StoreUnavailableError
+from controller.core.errors import WsctlError
 from controller.core.observed import HEALTHY, HEARTBEAT_STATUSES
 
 log = logging.getLogger("wsctl.registry")
@@ -131,21 +131,16 @@ class FailedAuthLimiter:
             self._buckets.popitem(last=False)
 
 
-class Refusal(Exception):
-    def __init__(self, status: int, cls: str, message: str, *,
-                 retry_after: int | None = None) -> None:
-        self.status = status
-        self.cls = cls
-        self.message = message
-        self.retry_after = retry_after
-        super().__init__(f"{status} {cls}: {message}")
+class Refusal(HttpError):
+    """The registry's answer to a request it refuses, in the agent protocol's shape:
+    `{"error": {"class": ..., "message": ...}}`."""
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.cls}: {self.message}"
 
     def response(self) -> web.Response:
-        response = web.json_response({"error": {"class": self.cls, "message": self.message}},
-                                     status=self.status)
-        if self.retry_after is not None:
-            response.headers["Retry-After"] = str(self.retry_after)
-        return response
+        return web.json_response({"error": {"class": self.cls, "message": self.message}},
+                                 status=self.status, headers=self.headers())
 
 
 async def _resolve(host: str) -> list[str]:
@@ -177,10 +172,12 @@ class Registry:
         async def guarded(request: web.Request) -> web.Response:
             try:
                 return await handler(request)
-            except StoreUnavailableError as exc:
-                response = Refusal(503, "store_unavailable", STORE_UNAVAILABLE).response()
-                response.headers.update(store_unavailable(request, exc, log))
-                return response
+            except WsctlError as exc:
+                answer = answer_for(exc, request, log)
+                if answer is None:
+                    raise
+                return Refusal(answer.status, answer.cls, answer.message,
+                               retry_after=answer.retry_after).response()
         return guarded
 
     def _within_budget(self, request: web.Request) -> None:
@@ -198,8 +195,7 @@ class Registry:
         try:
             body = await read_json(request, MAX_BODY)
         except BodyError as exc:
-            cls = "body_too_large" if exc.status == 413 else "invalid_body"
-            raise Refusal(exc.status, cls, str(exc)) from None
+            raise Refusal(exc.status, exc.cls, exc.message) from None
         if not isinstance(body, dict):
             raise Refusal(400, "invalid_body", "body must be a JSON object")
         workspace_id = body.get("workspace_id")

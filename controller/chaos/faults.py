@@ -26,6 +26,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 from controller.chaos.model import FaultPlan, FaultRecord, Scope
 from controller.chaos.ports import Api, ChaosEngine, ContainerLike, ControllerHandle, Sleep
 from controller.core.conditions import DegradedReason
+from controller.core.errors import WsctlError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,7 +46,7 @@ STALL_POINTS = ("CaptureDiagnostics", "CreateContainer", "WriteToken", "Activate
                 "RemoveContainer", "StartContainer")
 
 
-class FaultSkipped(Exception):
+class FaultSkipped(WsctlError):
     """The fault could not be injected (e.g. the target had no running container)."""
 
 

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from controller.core.errors import WsctlError
 from controller.core.model import SecretKeyRef, Workspace
 from controller.core.providers import PROVIDERS
 from controller.core.settings import TOKEN_PATH, PlatformSettings
@@ -49,7 +50,7 @@ class UnreadableSecret:
         return self.reason
 
 
-class ProjectionError(ValueError):
+class ProjectionError(WsctlError, ValueError):
     """The spec cannot be projected; each problem names its field."""
 
     def __init__(self, workspace: str,

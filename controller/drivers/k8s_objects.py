@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.core.conditions import Verdict, apply_verdict
+from controller.core.errors import WsctlError
 from controller.core.model import (
     API_VERSION,
     KIND,
@@ -27,7 +28,7 @@ RESTARTED_AT_ANNOTATION = "wsctl.dev/restartedAt"
 """Like `kubectl rollout restart`: a newer time here than spec.restartedAt forces a recreate."""
 
 
-class InvalidWorkspace(ValueError):
+class InvalidWorkspace(WsctlError, ValueError):
     """The custom resource does not parse as a Workspace; names the field."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from controller.core import redact, tokens
+from controller.core.errors import WsctlError
 from controller.core.model import WorkspaceKey
 from controller.core.ops import (
     ActivateToken,
@@ -36,7 +37,7 @@ from controller.reconcile.ports import Engine, RestartContextSender, Store
 log = logging.getLogger("wsctl.execute")
 
 
-class ExecuteError(Exception):
+class ExecuteError(WsctlError):
     """An operation failed; the message names the operation and the workspace."""
 
     def __init__(self, key: WorkspaceKey, op: Op, cause: BaseException) -> None:
