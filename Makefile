@@ -46,9 +46,11 @@ clean-room:
 # Controller overhead against raw Docker and docker-compose (docs/performance.md).
 # bench-quick checks that the suite works.
 bench: machine
+	@$(BOOTSTRAP) compose
 	$(PY) -m benchmarks.bench
 
 bench-quick: machine
+	@$(BOOTSTRAP) compose
 	$(PY) -m benchmarks.bench --quick --out benchmarks/results/quick
 
 # The chaos harness against its own controller: 5 workspaces, 30 faults, seed 1.

@@ -4,7 +4,6 @@ raw docker-py calls, and Debian's docker-compose `up -d`."""
 from __future__ import annotations
 
 import io
-import os
 import secrets
 import shutil
 import subprocess
@@ -81,17 +80,12 @@ def bring_up(client: docker.DockerClient, specs: list[ContainerSpec], gateway: s
 
 
 def ensure_compose() -> str:
-    found = shutil.which("docker-compose")
-    if found:
-        return found
-    print("installing Debian's docker-compose (the baseline)", flush=True)
-    subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                    "docker-compose"], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    """docker-compose, the baseline: installed by `scripts/bootstrap compose` (make bench
+    and make bench-quick run it), never from here."""
     found = shutil.which("docker-compose")
     if not found:
-        raise RuntimeError("docker-compose could not be installed")
+        raise RuntimeError("docker-compose is missing: run scripts/bootstrap compose "
+                           "(make bench does)")
     return found
 
 
