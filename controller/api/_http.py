@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from controller.core.errors import StoreUnavailableError, WorkspaceTerminatingError, WsctlError
 
@@ -22,15 +22,22 @@ STORE_RETRY_AFTER_SECONDS = 5
 STORE_UNAVAILABLE = "the database is unavailable; retry later"
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The request's JSON body, never reading more than `limit` + 1 bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyError(413, f"body over {limit} bytes", request.content_length)
+async def read_capped(content: StreamReader, limit: int, declared: int | None = None) -> bytes:
+    """A body (a request's, or a response's the controller reads), never reading more
+    than `limit` + 1 bytes; BodyError 413 when it is over `limit`."""
+    if declared is not None and declared > limit:
+        raise BodyError(413, f"body over {limit} bytes", declared)
     raw = b""  # read() returns what has arrived so far: loop to the end
-    while len(raw) <= limit and (chunk := await request.content.read(limit + 1 - len(raw))):
+    while len(raw) <= limit and (chunk := await content.read(limit + 1 - len(raw))):
         raw += chunk
     if len(raw) > limit:
         raise BodyError(413, f"body over {limit} bytes", len(raw))
+    return raw
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The request's JSON body, never reading more than `limit` + 1 bytes."""
+    raw = await read_capped(request.content, limit, request.content_length)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):

@@ -5,18 +5,25 @@ container (127.0.0.1:<port>), never a URL an agent claimed. Every forwarded
 call is appended to the activity log before it is acknowledged; callers that
 are not workspaces (`user`, `system:*`, `webhook:*`) are stored with a NULL
 source_id and a source_kind.
+
+The agent is untrusted: its answer is read to at most MAX_ANSWER bytes (over it
+is 502 `answer_too_large`, recorded), and the request, the answer and any error
+are redacted (every secret value the controller knows, agent tokens included)
+before they are stored or returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aiohttp
 
-from controller.api._http import HttpError
+from controller.api._http import BodyError, HttpError, read_capped
+from controller.core import redact
 from controller.core.a2a import message_send
 
 log = logging.getLogger("wsctl.a2a")
@@ -25,6 +32,8 @@ AgentAddress = Callable[[str], Awaitable[tuple[str, int] | None]]
 """workspace id -> (host, port) of its running container's published A2A port."""
 
 RESTART_CONTEXT_SOURCE = "system:restart-context"
+MAX_ANSWER = 1024 * 1024
+"""The most of an agent's answer the proxy reads (1 MiB)."""
 
 
 class ActivityStore(Protocol):
@@ -66,15 +75,23 @@ class A2AProxy:
             raise ProxyError(409, "agent_unavailable", f"{workspace_id} has no running container")
         host, port = target
         method = str(payload.get("method"))
+        request = redact.redact_json(payload)
         try:
             # Never follow a redirect: an agent must not steer the proxy elsewhere (SSRF).
             async with self._client().post(f"http://{host}:{port}/", json=payload,
                                            allow_redirects=False) as resp:
-                answer = await resp.json(content_type=None)
+                raw = await read_capped(resp.content, MAX_ANSWER, resp.content_length)
                 status = resp.status
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            answer = redact.redact_json(json.loads(raw))
+        except BodyError:
+            await self.store.append_activity(
+                workspace_id, caller, method=method, request=request, status="error",
+                error=f"answer_too_large: the agent answered over {MAX_ANSWER} bytes")
+            raise ProxyError(502, "answer_too_large",
+                             f"{workspace_id}: agent answered over {MAX_ANSWER} bytes") from None
+        except (TimeoutError, aiohttp.ClientError, ValueError, RecursionError) as exc:
             await self.store.append_activity(workspace_id, caller, method=method,
-                                             request=payload, status="error",
+                                             request=request, status="error",
                                              error=f"agent unreachable: {type(exc).__name__}")
             raise ProxyError(502, "agent_unreachable",
                              f"{workspace_id}: agent did not answer ({type(exc).__name__})"
@@ -83,7 +100,7 @@ class A2AProxy:
         error = None
         if not ok:
             error = str(answer.get("error")) if isinstance(answer, dict) else f"HTTP {status}"
-        await self.store.append_activity(workspace_id, caller, method=method, request=payload,
+        await self.store.append_activity(workspace_id, caller, method=method, request=request,
                                          response=answer, status="ok" if ok else "error",
                                          error=error)
         if not isinstance(answer, dict):

@@ -273,7 +273,9 @@ class AdminApi:
         ws = await self._workspace(request)
         limit = _int_query(request, "limit", 50, 1000)
         rows = await self.store.list_activity(ws.key.id, limit)
-        return web.json_response({"items": _jsonable(rows)})
+        # Stored redacted; redacted again on the way out (rows written before a
+        # secret was known to the controller, or by an older version).
+        return web.json_response({"items": redact.redact_json(_jsonable(rows))})
 
     async def get_logs(self, request: web.Request) -> web.Response:
         ws = await self._workspace(request)

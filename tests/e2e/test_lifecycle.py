@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 
+from controller.core.a2a import message_send
 from controller.testing.harness import (
     ControllerProcess,
     FakeLLMThread,
@@ -520,11 +521,24 @@ def test_delete_removes_container(controller: ControllerProcess, fake_llm: FakeL
 
 def test_no_secret_in_any_log_status_event_or_diagnostics(
         controller: ControllerProcess, docker_client: docker.DockerClient,
-        log_files: list[Path]) -> None:
-    secrets = [PLANTED_KEY, *TOKENS_SEEN]
+        fake_llm: FakeLLMThread, log_files: list[Path]) -> None:
+    """Runs on its own too: it makes its own workspace, reads its token, and has the
+    (untrusted) agent echo the LLM key and that token back through A2A; then no
+    output of the controller may hold any secret value, A2A answers and activity
+    rows included. Tokens other tests read are scanned for as well."""
+    controller.apply(workspace("scan", fake_llm.port))
+    scanned = online(controller, "scan")
+    token = read_token(docker_client, scanned["status"]["containerID"])
     admin_token = (controller.data_dir / "admin.token").read_text().strip()
-    secrets.append(admin_token)
+    secrets = [PLANTED_KEY, token, admin_token, *TOKENS_SEEN]
     outputs: dict[str, str] = {}
+    leak = f"please repeat {PLANTED_KEY} and {token}"
+    code, out, err = controller.cli("send", "scan", leak)
+    assert code == 0, err
+    assert "fake-llm heard: please repeat <redacted:" in out  # the agent did echo them
+    outputs["cli send"] = out + err
+    outputs["a2a answer"] = json.dumps(controller.client().request(
+        "POST", "/api/v1/workspaces/scan/a2a", message_send(leak)))
     for path in log_files:
         outputs[str(path)] = path.read_text(errors="replace")
     items = controller.client().request("GET", "/api/v1/workspaces")["items"]
@@ -537,7 +551,8 @@ def test_no_secret_in_any_log_status_event_or_diagnostics(
     for container in docker_client.containers.list(
             all=True, filters={"label": f"wsctl.dev/instance={INSTANCE}"}):
         outputs[f"docker logs {container.name}"] = container.logs().decode(errors="replace")
-    assert len(outputs) > 3
+    assert len(outputs) > 3 and "activity scan" in outputs
+    assert outputs["activity scan"].count("<redacted:") >= 4  # request and answer, twice
     leaks = [(where, s[:12]) for where, text in outputs.items() for s in secrets if s in text]
     assert leaks == []
 

@@ -319,7 +319,8 @@ class FakeStore:
                               response: Any = None, status: str | None = None,
                               error: str | None = None) -> int:
         self.activity.append({"workspace_id": workspace_id, "source": source, "method": method,
-                              "status": status, "error": error})
+                              "request": request, "response": response, "status": status,
+                              "error": error})
         return len(self.activity)
 
     async def list_activity(self, workspace_id: str, limit: int = 50) -> list[Any]:

@@ -16,13 +16,14 @@ from aiohttp import StreamReader, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from controller.api._http import STORE_RETRY_AFTER_SECONDS
-from controller.api.a2a import A2AProxy
+from controller.api.a2a import MAX_ANSWER, A2AProxy
 from controller.api.admin import (
     MAX_BODY,
     AdminApi,
     admin_auth,
     json_errors,
 )
+from controller.core import redact
 from controller.core.a2a import message_send
 from controller.core.errors import StoreUnavailableError
 from tests.unit.fakes import FakeStore
@@ -407,3 +408,87 @@ async def test_openapi_documents_503_on_store_routes(env: AdminEnv) -> None:
         for operation in operations.values():
             documented = "503" in operation["responses"]
             assert documented == (path.startswith("/api/") or path in ("/metrics", "/readyz"))
+
+
+async def test_an_agent_printing_a_secret_is_redacted_in_the_answer_and_the_activity(
+        env: AdminEnv) -> None:
+    """The agent is untrusted: a secret it echoes (here the planted LLM key, in the
+    request too) reaches neither the caller, nor the stored row, nor /activity."""
+    planted = "sk-PLANTED-a2a-" + "9" * 24
+    redact.remember(planted)
+
+    async def agent(request: web.Request) -> web.Response:
+        body = await request.json()
+        text = body["params"]["message"]["parts"][0]["text"]
+        assert planted in text  # the agent itself gets the message as sent
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {
+            "kind": "message", "parts": [{"kind": "text", "text": f"my key is {planted}"}],
+            planted: "as a key too"}})
+
+    app = web.Application()
+    app.router.add_post("/", agent)
+    runner, port = await _serve(app)
+    try:
+        env.addresses["default.alice"] = ("127.0.0.1", port)
+        status, answer = await env.call("POST", f"{BASE}/alice/a2a",
+                                        message_send(f"echo {planted}"))
+        assert status == 200 and "my key is <redacted:" in json.dumps(answer)
+        stored = json.dumps(await env.store.list_activity("default.alice"), default=str)
+        status, served = await env.call("GET", f"{BASE}/alice/activity")
+        assert status == 200 and served["items"]
+        for text in (json.dumps(answer), stored, json.dumps(served)):
+            assert planted not in text
+        assert "<redacted:" in stored
+    finally:
+        await runner.close()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_an_answer_over_1_mib_is_502_answer_too_large_and_recorded(
+        env: AdminEnv, declared: bool) -> None:
+    big = json.dumps({"jsonrpc": "2.0", "id": 1, "result": "x" * MAX_ANSWER}).encode()
+
+    async def agent(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if declared:
+            return web.Response(body=big, content_type="application/json")
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(big), 64 * 1024):
+            await response.write(big[start:start + 64 * 1024])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", agent)
+    runner, port = await _serve(app)
+    try:
+        env.addresses["default.alice"] = ("127.0.0.1", port)
+        status, answer = await env.call("POST", f"{BASE}/alice/a2a", message_send("big"))
+        assert (status, answer["class"]) == (502, "answer_too_large")
+        (row,) = await env.store.list_activity("default.alice")
+        assert row["status"] == "error" and row["error"].startswith("answer_too_large")
+        assert row["response"] is None
+    finally:
+        await runner.close()
+
+
+async def test_an_answer_of_exactly_1_mib_passes(env: AdminEnv) -> None:
+    head = json.dumps({"jsonrpc": "2.0", "id": 1, "result": ""}).encode()
+    body = head[:-2] + b"x" * (MAX_ANSWER - len(head)) + head[-2:]
+    assert len(body) == MAX_ANSWER
+
+    async def agent(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/", agent)
+    runner, port = await _serve(app)
+    try:
+        env.addresses["default.alice"] = ("127.0.0.1", port)
+        status, answer = await env.call("POST", f"{BASE}/alice/a2a", message_send("edge"))
+        assert status == 200 and len(answer["result"]) == MAX_ANSWER - len(head)
+    finally:
+        await runner.close()
