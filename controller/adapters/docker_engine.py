@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount as DockerMount
 
@@ -39,15 +40,15 @@ from controller.core.containerspec import (
     MANAGED_BY,
     ContainerSpec,
 )
-from controller.core.errors import WsctlError
+from controller.core.errors import EngineUnavailableError, WsctlError
 from controller.core.observed import ContainerDiagnostics, ObservedContainer
 from controller.core.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
 WATCHED_EVENTS = ("die", "oom", "destroy", "stop", "start", "pause", "unpause", "kill")
 
 
-class EngineUnavailable(WsctlError):
-    """No Docker engine answers."""
+class EngineUnavailable(EngineUnavailableError):
+    """No Docker engine answers (at connect, or a call found it gone)."""
 
 
 class EngineError(WsctlError):
@@ -220,6 +221,10 @@ class DockerEngine:
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._threads, functools.partial(func, *args, **kw))
+        except requests.exceptions.ConnectionError as exc:  # the engine went away
+            raise EngineUnavailable(
+                f"the Docker engine does not answer at {engine_address()} ({name}: "
+                f"{_why_unanswered(exc)}); retry later") from exc
         finally:
             if self._on_call is not None:
                 self._on_call(EngineCall(name, time.monotonic() - start))

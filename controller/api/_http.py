@@ -3,7 +3,8 @@ turn an expected failure into an answer.
 
 `answer_for` is the one mapping from errors to HTTP answers: an `HttpError` a
 handler raised is its own answer; a store that cannot be reached is 503
-store_unavailable with Retry-After; a workspace being deleted is 409. Each API
+store_unavailable, an engine that cannot be reached 503 engine_unavailable, both
+with Retry-After; a workspace being deleted is 409. Each API
 keeps its own JSON error shape (the registry's is part of the agent protocol);
 this module only decides status, class, message and headers."""
 
@@ -15,11 +16,18 @@ from typing import Any
 
 from aiohttp import StreamReader, web
 
-from controller.core.errors import StoreUnavailableError, WorkspaceTerminatingError, WsctlError
+from controller.core.errors import (
+    EngineUnavailableError,
+    StoreUnavailableError,
+    WorkspaceTerminatingError,
+    WsctlError,
+)
 
 STORE_RETRY_AFTER_SECONDS = 5
 """Retry-After of a 503 store_unavailable: about the time a PostgreSQL restart takes."""
 STORE_UNAVAILABLE = "the database is unavailable; retry later"
+ENGINE_RETRY_AFTER_SECONDS = 5
+"""Retry-After of a 503 engine_unavailable: about the time dockerd takes to come back."""
 
 
 async def read_capped(content: StreamReader, limit: int, declared: int | None = None) -> bytes:
@@ -83,6 +91,12 @@ def answer_for(exc: WsctlError, request: web.Request, log: logging.Logger) -> Ht
         store_unavailable(request, exc, log)
         return HttpError(503, "store_unavailable", STORE_UNAVAILABLE,
                          retry_after=STORE_RETRY_AFTER_SECONDS)
+    if isinstance(exc, EngineUnavailableError):
+        log.warning("%s %s: answered 503 engine_unavailable: %s", request.method,
+                    request.path, exc)
+        return HttpError(503, "engine_unavailable",
+                         "the Docker engine is unavailable (restarting?); retry later",
+                         retry_after=ENGINE_RETRY_AFTER_SECONDS)
     if isinstance(exc, WorkspaceTerminatingError):
         return HttpError(409, "terminating", str(exc))
     return None

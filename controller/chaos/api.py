@@ -54,6 +54,13 @@ class AdminClient:
 
     async def call(self, method: str, path: str, body: Any = None, *,
                    query: dict[str, str] | None = None, seconds: float = 30.0) -> Answer:
+        status, decoded, _ = await self._request(method, path, body, query, seconds)
+        return status, decoded
+
+    async def _request(self, method: str, path: str, body: Any,
+                       query: dict[str, str] | None, seconds: float
+                       ) -> tuple[int, Any, str | None]:
+        """(status, decoded body, Retry-After header); status 0 when nothing answered."""
         try:
             async with self._http().request(
                     method, self.server + path, json=body, params=query,
@@ -63,9 +70,9 @@ class AdminClient:
                     decoded = await resp.json(content_type=None) if text else None
                 except ValueError:
                     decoded = text
-                return resp.status, decoded
+                return resp.status, decoded, resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError):
-            return 0, None
+            return 0, None, None
 
     async def _ok(self, what: str, method: str, path: str, body: Any = None,
                   query: dict[str, str] | None = None) -> Any:
@@ -109,9 +116,15 @@ class AdminClient:
 
     async def message_send(self, name: str, request_id: str, text: str,
                            seconds: float) -> Answer:
-        return await self.call("POST", f"/api/v1/workspaces/{name}/a2a",
-                               a2a.message_send(text, message_id=request_id),
-                               query={"namespace": self.namespace}, seconds=seconds)
+        status, answer, _ = await self.message_send_outcome(name, request_id, text, seconds)
+        return status, answer
+
+    async def message_send_outcome(self, name: str, request_id: str, text: str,
+                                   seconds: float) -> tuple[int, Any, str | None]:
+        """`message_send` with the Retry-After header of the answer."""
+        return await self._request("POST", f"/api/v1/workspaces/{name}/a2a",
+                                   a2a.message_send(text, message_id=request_id),
+                                   {"namespace": self.namespace}, seconds)
 
     async def heartbeat(self, registry: str, workspace_id: str, token: str) -> Answer:
         """A healthy heartbeat presented with `token`, as the agent would send it.

@@ -11,12 +11,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from controller.chaos.model import (
+    ANSWERS,
     DEGRADED_CAUSE,
     DegradedSeen,
     FaultRecord,
     Violation,
 )
 from controller.chaos.ports import ContainerLike
+from controller.chaos.workload import Failed
 
 # A Degraded seen this long before a fault's injection or after its convergence is
 # still the fault's: status writes and event timestamps trail the cause a little.
@@ -155,3 +157,22 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
+
+
+def server_errors(failed: Iterable[Failed], records: Sequence[FaultRecord],
+                  at: float) -> list[Violation]:
+    """`answers`: one violation per workspace that got a server error from the
+    controller itself (Failed.server_error), naming the last fault that touched it."""
+    errors: dict[str, list[Failed]] = {}
+    for f in failed:
+        if f.server_error:
+            errors.setdefault(f.workspace, []).append(f)
+    violations = []
+    for name, failures in sorted(errors.items()):
+        touching = [r for r in records if name in r.affected and r.injected_at is not None]
+        outcomes = ", ".join(sorted({f.outcome for f in failures}))
+        violations.append(Violation(
+            ANSWERS, name, touching[-1].plan.label if touching else "none",
+            f"{len(failures)} message/send answered with a server error ({outcomes}), "
+            f"first at {failures[0].sent_at:.1f}s", at))
+    return violations

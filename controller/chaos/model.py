@@ -24,8 +24,9 @@ SINGLE_RUNNER = "single-runner"  # continuous: never two running containers for 
 NO_FAILED = "no-failed"  # continuous: phase never Failed without an injected cause
 SERVES = "serves"  # 8.1 read strictly: a converged workspace answers message/send
 CONVERGE = "converge"  # a fault was followed by convergence within the fault timeout
-INVARIANTS = (ONE_CONTAINER, SERVES, TOKENS, ACTIVITY, SECRETS, DEGRADED_CAUSE, SINGLE_RUNNER,
-              NO_FAILED, CONVERGE)
+ANSWERS = "answers"  # no 5xx from the controller itself, fault or not (503+Retry-After is fine)
+INVARIANTS = (ONE_CONTAINER, SERVES, ANSWERS, TOKENS, ACTIVITY, SECRETS, DEGRADED_CAUSE,
+              SINGLE_RUNNER, NO_FAILED, CONVERGE)
 
 
 @dataclass(frozen=True)

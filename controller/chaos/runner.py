@@ -305,6 +305,7 @@ class Run:
                 self._violate(ONE_CONTAINER, name, self._last_fault(name), "; ".join(problems))
         await self._check_orphans()
         await self._check_serving(end)
+        self._check_answers()
         await self._check_tokens()  # 8.2
         if self.config.token_expiration is not None:
             await self._note_token_refreshes()
@@ -322,6 +323,14 @@ class Run:
             self.notes.append(f"{self.observer.trailing_list} sample(s) listed two running "
                               "containers for a workspace where inspect found one already "
                               "stopped (Docker's list trails); not counted as violations")
+
+    def _check_answers(self) -> None:
+        """The controller never fails a request itself: during a database or engine
+        fault it answers 503 with Retry-After, never a 500."""
+        for violation in checks.server_errors(self.workload.failed, self.records,
+                                              self.clock.now()):
+            self.violations.append(violation)
+            self.say("VIOLATION " + violation.line())
 
     async def _check_serving(self, end: float) -> None:
         """Ready must mean reachable: no request fails while no fault is in effect, and

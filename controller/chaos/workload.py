@@ -37,7 +37,28 @@ class Failed:
     workspace: str
     sent_at: float
     done_at: float
-    outcome: str  # "HTTP 502", "no answer", ...
+    outcome: str  # "HTTP 502 agent_unreachable", "HTTP 503 store_unavailable", "no answer"
+    server_error: bool = False
+    """The controller itself failed (see `outcome_of`): a violation whatever the fault."""
+
+
+# 502s in which the agent, not the controller, failed (killed, paused, garbage).
+AGENT_FAILURES = frozenset({"agent_unreachable", "bad_agent_response", "answer_too_large"})
+
+
+def outcome_of(status: int, answer: Any, retry_after: str | None) -> tuple[str, bool]:
+    """(outcome, server_error) of an unacknowledged message/send. A 503 with
+    Retry-After (store or engine away) asks to retry, and a 502 naming an agent
+    failure blames the agent; any other 5xx is the controller failing."""
+    if not status:
+        return "no answer", False
+    cls = answer.get("class") if isinstance(answer, dict) else None
+    outcome = f"HTTP {status}" + (f" {cls}" if cls else "")
+    if status < 500:
+        return outcome, False
+    if status == 503 and retry_after:
+        return outcome + " (Retry-After)", False
+    return outcome, not (status == 502 and cls in AGENT_FAILURES)
 
 
 @dataclass
@@ -82,15 +103,16 @@ class Workload:
             request_id = f"chaos-{self.run_id}-{name}-{n}"
             sent_at = self.clock.now()
             self.stats.sent += 1
-            status, _ = await self.api.message_send(name, request_id, f"chaos ping {n}",
-                                                         self.timeout)
+            status, answer, retry_after = await self.api.message_send_outcome(
+                name, request_id, f"chaos ping {n}", self.timeout)
             if status == 200:
                 self.stats.acked += 1
                 self.acked[request_id] = Acked(request_id, name, sent_at, self.clock.now())
             else:
-                outcome = f"HTTP {status}" if status else "no answer"
+                outcome, server_error = outcome_of(status, answer, retry_after)
                 self.stats.failures[outcome] += 1
-                self.failed.append(Failed(name, sent_at, self.clock.now(), outcome))
+                self.failed.append(Failed(name, sent_at, self.clock.now(), outcome,
+                                          server_error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)  # the pacing
 

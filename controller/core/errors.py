@@ -34,3 +34,8 @@ class WorkspaceTerminatingError(StoreError):
 class SecretUnreadableError(StoreError):
     """A stored secret exists but cannot be read (e.g. it was encrypted with another
     key). Only the workspaces that reference it are affected."""
+
+
+class EngineUnavailableError(WsctlError):
+    """The Docker engine cannot be reached right now (stopped, restarting); retry later.
+    The API answers 503 engine_unavailable with Retry-After, as for the store."""

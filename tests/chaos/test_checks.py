@@ -103,3 +103,23 @@ def test_orphans_and_percentiles_and_request_ids() -> None:
     assert percentile([1.0, 9.0], 99) == 9.0
     assert request_ids({"id": "a", "params": {"message": {"messageId": "b"}}}) == {"a", "b"}
     assert request_ids("garbage") == set()
+
+
+def test_server_errors_are_answers_violations_naming_the_last_fault() -> None:
+    from controller.chaos.checks import server_errors
+    from controller.chaos.workload import Failed
+    from tests.chaos.fakes import record
+
+    _, engine = record("docker-restart", None)
+    engine.injected_at = 5.0
+    failed = [Failed("w01", 6.0, 6.5, "HTTP 500", True),
+              Failed("w01", 7.0, 7.5, "HTTP 503 engine_unavailable (Retry-After)", False),
+              Failed("w01", 8.0, 8.1, "HTTP 504", True),
+              Failed("w02", 9.0, 9.1, "HTTP 502 agent_unreachable", False),
+              Failed("w03", 9.0, 9.1, "HTTP 500", True)]
+    violations = server_errors(failed, [engine], 20.0)
+    assert [(v.invariant, v.workspace, v.fault) for v in violations] == [
+        ("answers", "w01", "#1 docker-restart on fleet"), ("answers", "w03", "none")]
+    assert violations[0].detail == ("2 message/send answered with a server error "
+                                    "(HTTP 500, HTTP 504), first at 6.0s")
+    assert server_errors([f for f in failed if not f.server_error], [engine], 20.0) == []

@@ -25,7 +25,7 @@ from controller.api.admin import (
 )
 from controller.core import redact
 from controller.core.a2a import message_send
-from controller.core.errors import StoreUnavailableError
+from controller.core.errors import EngineUnavailableError, StoreUnavailableError
 from tests.unit.fakes import FakeStore
 from tests.unit.helpers import minimax
 
@@ -492,3 +492,18 @@ async def test_an_answer_of_exactly_1_mib_passes(env: AdminEnv) -> None:
         assert status == 200 and len(answer["result"]) == MAX_ANSWER - len(head)
     finally:
         await runner.close()
+
+
+async def test_a2a_while_the_engine_is_away_is_503_with_retry_after(env: AdminEnv) -> None:
+    """The proxy asks Docker where the agent is; an engine restarting is a 503 to
+    retry (the chaos workload counts any other 5xx as a violation)."""
+    async def gone(workspace_id: str) -> tuple[str, int] | None:
+        raise EngineUnavailableError("the Docker engine does not answer (list)")
+
+    env.api.proxy.address = gone
+    status, answer = await env.call("POST", f"{BASE}/alice/a2a", message_send("hi"))
+    assert (status, answer["class"]) == (503, "engine_unavailable")
+    async with env.client.request("POST", f"{BASE}/alice/a2a",
+                                  data=json.dumps(message_send("hi")).encode(),
+                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+        assert resp.status == 503 and resp.headers["Retry-After"] == "5"

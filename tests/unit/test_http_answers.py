@@ -8,6 +8,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from controller.api._http import (
+    ENGINE_RETRY_AFTER_SECONDS,
     STORE_RETRY_AFTER_SECONDS,
     BodyError,
     HttpError,
@@ -16,6 +17,7 @@ from controller.api._http import (
 from controller.api.a2a import ProxyError
 from controller.api.registry import Refusal
 from controller.core.errors import (
+    EngineUnavailableError,
     SecretUnreadableError,
     StoreUnavailableError,
     WorkspaceTerminatingError,
@@ -45,6 +47,17 @@ def test_an_unreachable_store_is_503_with_retry_after_and_logged(
     assert (got.status, got.cls) == (503, "store_unavailable")
     assert got.headers() == {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)}
     assert "answered 503 store_unavailable" in caplog.text
+
+
+def test_an_engine_that_does_not_answer_is_503_with_retry_after_and_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A restarting Docker engine is a 503 to retry, like a database restart, not a 500."""
+    with caplog.at_level(logging.WARNING, "test.http"):
+        got = answer(EngineUnavailableError("the Docker engine does not answer"))
+    assert got is not None
+    assert (got.status, got.cls) == (503, "engine_unavailable")
+    assert got.headers() == {"Retry-After": str(ENGINE_RETRY_AFTER_SECONDS)}
+    assert "answered 503 engine_unavailable" in caplog.text
 
 
 def test_a_workspace_being_deleted_is_409() -> None:
