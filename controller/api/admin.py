@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from controller.api import metrics as metrics_exposition
 from controller.api import openapi
 from controller.api._http import BodyError, answer_for, read_json
 from controller.api.a2a import A2AProxy
@@ -199,7 +200,7 @@ class AdminApi:
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=await self.metrics(),
-                            content_type="text/plain", charset="utf-8")
+                            headers={"Content-Type": metrics_exposition.CONTENT_TYPE})
 
     async def list(self, request: web.Request) -> web.Response:
         namespace = request.query.get("namespace")

@@ -1,85 +1,206 @@
-"""Prometheus text exposition of the controller's counters. Pure formatting."""
+"""/metrics: the controller's Prometheus exposition, made by prometheus_client.
+
+One `ControllerMetrics` per controller, each with its own `CollectorRegistry`
+(never the library's process-global default), so two controllers in one
+process, and the tests, share no state. What it exports:
+
+- `wsctl_reconcile_duration_seconds`: a `Histogram`, observed once per
+  reconcile (the reconciler's `Metrics.on_duration` points at
+  `observe_reconcile`). It keeps bucket counts, a sum and a count, no samples.
+- the `wsctl_*_total` counters: read at scrape time from the tallies the
+  reconciler, the agent registry, the driver, the Docker engine and the store
+  keep anyway (`Counts`; each of them only grows), by a custom collector, so
+  none of those layers imports an exporter.
+- the gauges `wsctl_workspaces`, `wsctl_degraded_workspaces{reason}` and
+  `wsctl_queue_depth`: set from `Levels` at each scrape (the queue depth from a
+  callback).
+
+Kubernetes mode serves the same on its own listener, with `/healthz` and
+`/readyz` (`routes`); standalone mode serves it behind the admin token.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from controller.api.registry import RegistryCounters
+from controller.core.model import WorkspaceStatus
+from controller.reconcile.reconciler import Metrics as ReconcileMetrics
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-@dataclass(frozen=True)
-class MetricsInput:
-    reconcile_seconds: Sequence[float]
-    recreates: Mapping[str, int]
-    degraded: Mapping[str, int]
-    register_failures: Mapping[str, int]
-    auth_failures: Mapping[str, int]
-    queue_depth: int
-    workspaces: int
-    reconcile_errors: int
-    docker_calls: Mapping[str, int]
+@dataclass
+class Counts:
+    """The counters' values now. Every one only grows for the life of the process."""
+
+    recreates: Mapping[str, int] = field(default_factory=dict)
+    register_failures: Mapping[str, int] = field(default_factory=dict)
+    auth_failures: Mapping[str, int] = field(default_factory=dict)
+    reconcile_errors: int = 0
+    docker_calls: Mapping[str, int] = field(default_factory=dict)
     db_queries: int = 0
     heartbeats: int = 0
-    resyncs: int = 0
+    resyncs: int | None = 0
+    """None: not exported (Kubernetes mode has no fleet-wide resync pass)."""
     auth_rate_limited: int = 0
     token_refreshes: int = 0
 
+    @classmethod
+    def of(cls, reconcile: ReconcileMetrics, registry: RegistryCounters, *,
+           docker_calls: Mapping[str, int], db_queries: int,
+           resyncs: int | None) -> Counts:
+        """What both composition roots export: the reconciler's and the registry's
+        tallies, Docker calls by name, SQL statements sent, full resync passes."""
+        return cls(recreates=dict(reconcile.recreates),
+                   register_failures=dict(registry.register_failures),
+                   auth_failures=dict(registry.auth_failures),
+                   reconcile_errors=reconcile.errors, docker_calls=dict(docker_calls),
+                   db_queries=db_queries, heartbeats=registry.heartbeats, resyncs=resyncs,
+                   auth_rate_limited=registry.auth_rate_limited,
+                   token_refreshes=reconcile.token_refreshes)
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+@dataclass(frozen=True)
+class Levels:
+    """The gauges' values now (read from the store or the operator at each scrape)."""
+
+    workspaces: int = 0
+    degraded: Mapping[str, int] = field(default_factory=dict)
 
 
-def _labelled(name: str, help_: str, kind: str, label: str,
-              values: Mapping[str, int]) -> Iterable[str]:
-    yield f"# HELP {name} {help_}"
-    yield f"# TYPE {name} {kind}"
+def degraded_by_reason(statuses: Iterable[WorkspaceStatus | None]) -> dict[str, int]:
+    """How many of these statuses have Degraded=True, by the condition's reason."""
+    found: dict[str, int] = {}
+    for status in statuses:
+        condition = status.condition("Degraded") if status else None
+        if condition is not None and condition.status == "True":
+            found[condition.reason] = found.get(condition.reason, 0) + 1
+    return found
+
+
+def _counter(name: str, help_: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_, value=value)
+
+
+def _by_label(name: str, help_: str, label: str,
+              values: Mapping[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_, labels=[label])
     for key, value in sorted(values.items()):
-        yield f'{name}{{{label}="{_escape(key)}"}} {value}'
+        family.add_metric([key], value)
+    return family
 
 
-def _plain(name: str, help_: str, kind: str, value: float) -> Iterable[str]:
-    yield f"# HELP {name} {help_}"
-    yield f"# TYPE {name} {kind}"
-    yield f"{name} {value}"  # not :g, which rounds 1234567 to 1.23457e+06
+class _CountsCollector:
+    """The counters, read from `counts()` at each scrape (no state of its own)."""
+
+    def __init__(self, owner: ControllerMetrics) -> None:
+        self.owner = owner
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.owner.counts()
+        yield _by_label("wsctl_recreates_total", "Containers (re)created, by reason.",
+                        "reason", c.recreates)
+        yield _by_label("wsctl_register_failures_total",
+                        "Refused agent registrations, by class.", "class", c.register_failures)
+        yield _by_label("wsctl_agent_auth_failures_total", "Refused agent tokens, by class.",
+                        "class", c.auth_failures)
+        yield _counter("wsctl_registry_auth_rate_limited_total",
+                       "Agent registry requests refused 429: their source failed auth too "
+                       "often.", c.auth_rate_limited)
+        yield _counter("wsctl_token_refreshes_total",
+                       "Agent tokens refreshed in place (spec.tokenExpirationSeconds).",
+                       c.token_refreshes)
+        yield _counter("wsctl_reconcile_errors_total", "Reconciles that failed.",
+                       c.reconcile_errors)
+        yield _by_label("wsctl_docker_api_calls_total", "Docker API calls made, by call.",
+                        "call", c.docker_calls)
+        yield _counter("wsctl_db_queries_total", "SQL statements sent to PostgreSQL.",
+                       c.db_queries)
+        if c.resyncs is not None:
+            yield _counter("wsctl_resyncs_total", "Full resync passes.", c.resyncs)
+        yield _counter("wsctl_agent_heartbeats_total", "Accepted agent heartbeats.",
+                       c.heartbeats)
 
 
-def render(m: MetricsInput) -> str:
-    lines: list[str] = [
-        "# HELP wsctl_reconcile_duration_seconds Time for one reconcile of one workspace.",
-        "# TYPE wsctl_reconcile_duration_seconds histogram",
-    ]
-    for bound in BUCKETS:
-        count = sum(1 for s in m.reconcile_seconds if s <= bound)
-        lines.append(f'wsctl_reconcile_duration_seconds_bucket{{le="{bound:g}"}} {count}')
-    lines.append(f'wsctl_reconcile_duration_seconds_bucket{{le="+Inf"}} '
-                 f"{len(m.reconcile_seconds)}")
-    lines.append(f"wsctl_reconcile_duration_seconds_sum {sum(m.reconcile_seconds):.6f}")
-    lines.append(f"wsctl_reconcile_duration_seconds_count {len(m.reconcile_seconds)}")
-    lines += _labelled("wsctl_recreates_total", "Containers (re)created, by reason.",
-                       "counter", "reason", m.recreates)
-    lines += _labelled("wsctl_degraded_workspaces", "Workspaces with Degraded=True, by reason.",
-                       "gauge", "reason", m.degraded)
-    lines += _labelled("wsctl_register_failures_total", "Refused agent registrations, by class.",
-                       "counter", "class", m.register_failures)
-    lines += _labelled("wsctl_agent_auth_failures_total", "Refused agent tokens, by class.",
-                       "counter", "class", m.auth_failures)
-    lines += _plain("wsctl_registry_auth_rate_limited_total",
-                    "Agent registry requests refused 429: their source failed auth too often.",
-                    "counter", m.auth_rate_limited)
-    lines += _plain("wsctl_token_refreshes_total",
-                    "Agent tokens refreshed in place (spec.tokenExpirationSeconds).", "counter",
-                    m.token_refreshes)
-    lines += _plain("wsctl_queue_depth", "Workspaces waiting in the work queue.", "gauge",
-                    m.queue_depth)
-    lines += _plain("wsctl_workspaces", "Declared workspaces.", "gauge", m.workspaces)
-    lines += _plain("wsctl_reconcile_errors_total", "Reconciles that failed.", "counter",
-                    m.reconcile_errors)
-    lines += _labelled("wsctl_docker_api_calls_total", "Docker API calls made, by call.",
-                       "counter", "call", m.docker_calls)
-    lines += _plain("wsctl_db_queries_total", "SQL statements sent to PostgreSQL.", "counter",
-                    m.db_queries)
-    lines += _plain("wsctl_resyncs_total", "Full resync passes.", "counter", m.resyncs)
-    lines += _plain("wsctl_agent_heartbeats_total", "Accepted agent heartbeats.", "counter",
-                    m.heartbeats)
-    return "\n".join(lines) + "\n"
+class _HistogramCollector:
+    """The reconcile-duration histogram without its `_created` sample (a timestamp
+    series the hand-written exposition never had)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.histogram.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+
+class ControllerMetrics:
+    """The metrics of one controller, in a registry of its own."""
+
+    def __init__(self, *, queue_depth: Callable[[], int] | None = None) -> None:
+        """`queue_depth`: read at each scrape; None (Kubernetes mode: no work queue)
+        leaves `wsctl_queue_depth` out."""
+        self.registry = CollectorRegistry()
+        self.counts: Callable[[], Counts] = Counts
+        """Where the counters come from; the composition root points it at the live tallies."""
+        self.reconcile_duration = Histogram(
+            "wsctl_reconcile_duration_seconds", "Time for one reconcile of one workspace.",
+            buckets=BUCKETS, registry=None)
+        self.registry.register(_HistogramCollector(self.reconcile_duration))
+        self.registry.register(_CountsCollector(self))
+        self.degraded = Gauge("wsctl_degraded_workspaces",
+                              "Workspaces with Degraded=True, by reason.", ["reason"],
+                              registry=self.registry)
+        self.workspaces = Gauge("wsctl_workspaces", "Declared workspaces.",
+                                registry=self.registry)
+        self.queue_depth: Gauge | None = None
+        if queue_depth is not None:
+            self.queue_depth = Gauge("wsctl_queue_depth", "Workspaces waiting in the work queue.",
+                                     registry=self.registry)
+            self.queue_depth.set_function(queue_depth)
+
+    def observe_reconcile(self, seconds: float) -> None:
+        self.reconcile_duration.observe(seconds)
+
+    def render(self, levels: Levels) -> str:
+        """The exposition now, with the gauges set from `levels` first."""
+        self.workspaces.set(levels.workspaces)
+        self.degraded.clear()  # a reason no workspace has any more is not sampled
+        for reason, count in levels.degraded.items():
+            self.degraded.labels(reason).set(count)
+        return generate_latest(self.registry).decode()
+
+
+def routes(metrics: Callable[[], Awaitable[str]], ready: Callable[[], bool]
+           ) -> list[web.RouteDef]:
+    """/metrics, /healthz and /readyz without a token: Kubernetes mode's HTTP listener
+    (standalone mode serves the same paths on the admin API)."""
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        return web.Response(text=await metrics(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        if ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "starting"}, status=503)
+
+    return [web.get("/metrics", get_metrics), web.get("/healthz", healthz),
+            web.get("/readyz", readyz)]

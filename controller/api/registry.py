@@ -160,7 +160,9 @@ class Registry:
         self.counters = RegistryCounters()
         self.limiter = limiter or FailedAuthLimiter()
         # Last heartbeat state per workspace: only transitions wake the reconciler.
+        # Entries of workspaces that stopped beating (deleted ones) are forgotten.
         self._beats: dict[str, tuple[int | None, str, str | None, float]] = {}
+        self._swept_at = float("-inf")
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/registry/register", self._store_guard(self.register)),
@@ -277,8 +279,9 @@ class Registry:
         log.info("%s: registered (token generation %d)", workspace_id, generation)
         # The register itself wakes the reconciler (the agent is Online from it): a
         # healthy first heartbeat is then no transition and costs no reconcile.
-        self._beats[workspace_id] = (generation, HEALTHY, None,
-                                     asyncio.get_running_loop().time())
+        loop_time = asyncio.get_running_loop().time()
+        self._beats[workspace_id] = (generation, HEALTHY, None, loop_time)
+        self._forget_quiet(loop_time)
         self.notify(workspace_id)
         return web.json_response({"ok": True, "token_generation": generation})
 
@@ -313,4 +316,16 @@ class Registry:
         if previous is None or previous[:3] != (generation, status, detail) \
                 or loop_time - previous[3] > self.stale_after / 2:
             self.notify(workspace_id)
+        self._forget_quiet(loop_time)
         return web.json_response({"ok": True})
+
+    def _forget_quiet(self, now: float) -> None:
+        """At most once per `stale_after`: drop the heartbeat state of workspaces that
+        have not beaten for half of it. The next beat of such a workspace wakes the
+        reconciler anyway (a beat after a gap), as with no state at all, so this only
+        bounds the map: a deleted workspace's state does not stay forever."""
+        if now - self._swept_at < self.stale_after:
+            return
+        self._swept_at = now
+        horizon = now - self.stale_after / 2
+        self._beats = {k: v for k, v in self._beats.items() if v[3] >= horizon}

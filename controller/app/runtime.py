@@ -22,10 +22,11 @@ from aiohttp import web
 
 from controller.adapters.docker_engine import DockerEngine
 from controller.adapters.postgres import QUERY_COUNT, Store
-from controller.api import metrics as metrics_text
 from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth, json_errors
+from controller.api.metrics import ControllerMetrics, Counts, Levels, degraded_by_reason
 from controller.api.registry import Registry
+from controller.app.retention import RetentionTask
 from controller.app.wiring import (
     SERVER_FILE,
     EngineLookups,
@@ -39,7 +40,7 @@ from controller.core.secretsource import env_name
 from controller.core.settings import PlatformSettings
 from controller.drivers.standalone import StandaloneDriver
 from controller.reconcile.execute import Executor
-from controller.reconcile.reconciler import Reconciler
+from controller.reconcile.reconciler import Metrics, Reconciler
 
 log = logging.getLogger("wsctl.run")
 
@@ -76,8 +77,10 @@ class Controller:
         executor = Executor(engine, store, host_gateway=gateway,
                             deliver=proxy.deliver_restart_context)
         executor = breaks.executor(executor) if breaks else executor
+        exporter = ControllerMetrics(queue_depth=lambda: driver.queue.depth)
         reconciler = Reconciler(store, engine, executor, settings, opts.environ,
-                                clock=lambda: datetime.now(UTC))
+                                clock=lambda: datetime.now(UTC),
+                                metrics=Metrics(on_duration=exporter.observe_reconcile))
         driver = StandaloneDriver(breaks.driver_store(store) if breaks else store, engine,
                                   reconciler, executor, workers=opts.workers,
                                   resync_seconds=opts.resync_seconds)
@@ -86,24 +89,15 @@ class Controller:
                             driver.on_registry_event,
                             stale_after=settings.heartbeat_ttl_seconds)
 
+        exporter.counts = lambda: Counts.of(
+            reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,
+            db_queries=QUERY_COUNT[0], resyncs=driver.stats.resyncs)
+
         async def render_metrics() -> str:
             workspaces = await store.list_workspaces()
-            degraded: dict[str, int] = {}
-            for ws in workspaces:
-                condition = ws.status.condition("Degraded") if ws.status else None
-                if condition is not None and condition.status == "True":
-                    degraded[condition.reason] = degraded.get(condition.reason, 0) + 1
-            m = reconciler.metrics
-            return metrics_text.render(metrics_text.MetricsInput(
-                reconcile_seconds=m.reconcile_seconds, recreates=m.recreates,
-                degraded=degraded, register_failures=registry.counters.register_failures,
-                auth_failures=registry.counters.auth_failures,
-                auth_rate_limited=registry.counters.auth_rate_limited,
-                queue_depth=driver.queue.depth,
-                workspaces=len(workspaces), reconcile_errors=m.errors,
-                docker_calls=engine.calls_by_name, db_queries=QUERY_COUNT[0],
-                resyncs=driver.stats.resyncs, heartbeats=registry.counters.heartbeats,
-                token_refreshes=m.token_refreshes))
+            return exporter.render(Levels(
+                workspaces=len(workspaces),
+                degraded=degraded_by_reason(ws.status for ws in workspaces)))
 
         admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics)
         admin_app = web.Application(middlewares=[json_errors, admin_auth(admin_token)],
@@ -112,6 +106,9 @@ class Controller:
         registry_app = web.Application(client_max_size=64 * 1024)
         registry_app.add_routes(registry.routes())
 
+        # History and retired tokens pruned every few minutes, beside the reconciles.
+        retention = RetentionTask(store, opts.retention,
+                                  interval=opts.retention_interval_seconds)
         runners: list[web.AppRunner] = []
         try:
             for app, host, port in (
@@ -126,6 +123,7 @@ class Controller:
                 runners.append(await self._start_demo(store, gateway))
             self._write_server_file(opts)
             await driver.start()
+            retention.start()
             self.ready = True
             self.progress(f"wsctl controller ready: API http://{opts.listen_host}:"
                           f"{opts.listen_port}, registry http://{opts.registry_host or gateway}:"
@@ -134,6 +132,7 @@ class Controller:
         finally:
             self.ready = False
             self.progress("wsctl controller stopping")
+            await retention.stop()
             await driver.stop()
             await proxy.close()
             for runner in reversed(runners):

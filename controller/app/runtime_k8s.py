@@ -5,7 +5,9 @@ reconciler, agent registry, A2A proxy for restart context) with the kopf
 operator driver in place of the standalone driver. Desired state and status
 live in Kubernetes (`Workspace` custom resources); the store keeps what only
 the controller knows: token hashes, registrations, activity, diagnostics and
-event history. There is no admin API in this mode: kubectl is the client.
+event history. There is no admin API in this mode: kubectl is the client. On
+--listen (default 127.0.0.1:8080) it serves /metrics, /healthz and /readyz,
+without a token.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ from typing import Any
 from aiohttp import web
 
 from controller.adapters.docker_engine import DockerEngine
-from controller.adapters.postgres import Registration, Store, TokenRecord
+from controller.adapters.postgres import QUERY_COUNT, Registration, Store, TokenRecord
 from controller.api.a2a import A2AProxy
+from controller.api.metrics import ControllerMetrics, Counts, Levels, degraded_by_reason
+from controller.api.metrics import routes as metrics_routes
 from controller.api.registry import Registry
+from controller.app.retention import RetentionTask
 from controller.app.wiring import EngineLookups, RunOptions, engine_and_store
 from controller.core import settings as defaults
 from controller.core.settings import PlatformSettings
 from controller.drivers.operator import OperatorOptions, WorkspaceOperator
 from controller.reconcile.execute import Executor
-from controller.reconcile.reconciler import Reconciler
+from controller.reconcile.reconciler import Metrics, Reconciler
 
 log = logging.getLogger("wsctl.run")
 
@@ -136,31 +141,61 @@ class KubernetesController:
         proxy = A2AProxy(store, lookups.agent_address)
         executor = Executor(engine, KubernetesExecutorStore(store), host_gateway=gateway,
                             deliver=proxy.deliver_restart_context)
+        exporter = ControllerMetrics()  # no work queue: each workspace has its own worker
         reconciler = Reconciler(store, engine, executor, settings, opts.environ,
-                                clock=lambda: datetime.now(UTC))
+                                clock=lambda: datetime.now(UTC),
+                                metrics=Metrics(on_duration=exporter.observe_reconcile))
         operator = WorkspaceOperator(reconciler, engine, self.operator_options)
         self.operator = operator
         registry = Registry(KubernetesRegistryStore(store, operator.knows), lookups.identity,
                             operator.on_registry_event,
                             stale_after=settings.heartbeat_ttl_seconds)
         self.registry = registry
+        exporter.counts = lambda: Counts.of(
+            reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,
+            db_queries=QUERY_COUNT[0], resyncs=None)
+
+        async def render_metrics() -> str:
+            return exporter.render(Levels(
+                workspaces=operator.known_workspaces(),
+                degraded=degraded_by_reason(operator.known_statuses())))
+
+        ready = ready or asyncio.Event()
+        # History and retired tokens pruned every few minutes (by every replica: the
+        # deletes are idempotent), beside the reconciles.
+        retention = RetentionTask(store, opts.retention,
+                                  interval=opts.retention_interval_seconds)
         registry_app = web.Application(client_max_size=64 * 1024)
         registry_app.add_routes(registry.routes())
-        runner = web.AppRunner(registry_app, access_log=None)
-        await runner.setup()
+        http_app = web.Application(client_max_size=64 * 1024)
+        http_app.add_routes(metrics_routes(
+            render_metrics, lambda: ready.is_set() and not stop.is_set()))
+        runners: list[web.AppRunner] = []
         try:
-            # reuse_port: a standby replica on the same node can bind it too (HA).
-            await web.TCPSite(runner, opts.registry_host or gateway, opts.registry_port,
-                              reuse_port=True).start()
+            # reuse_port: a standby replica on the same node can bind it too (HA). Not
+            # for /metrics: scrapes must reach one process, or counters jump between two.
+            for app, host, port, reuse in (
+                (registry_app, opts.registry_host or gateway, opts.registry_port, True),
+                (http_app, opts.listen_host, opts.listen_port, False),
+            ):
+                runner = web.AppRunner(app, access_log=None)
+                await runner.setup()
+                runners.append(runner)
+                await web.TCPSite(runner, host, port, reuse_port=reuse).start()
             self.progress(f"wsctl operator starting: registry http://"
                           f"{opts.registry_host or gateway}:{opts.registry_port} "
-                          f"(containers: {settings.registry_url}), instance {opts.instance}")
+                          f"(containers: {settings.registry_url}), metrics http://"
+                          f"{opts.listen_host}:{opts.listen_port}/metrics, "
+                          f"instance {opts.instance}")
+            retention.start()
             await operator.run(stop, ready)
         finally:
             self.progress("wsctl operator stopping")
+            await retention.stop()
             with contextlib.suppress(Exception):
                 await proxy.close()
-            await runner.cleanup()
+            for runner in reversed(runners):
+                await runner.cleanup()
 
 
 def operator_options(args: Mapping[str, Any]) -> OperatorOptions:

@@ -26,7 +26,7 @@ from controller.core import redact
 from controller.core import settings as defaults
 from controller.core.model import DEFAULT_IMAGE
 from controller.core.observed import ObservedContainer
-from controller.core.settings import PlatformSettings
+from controller.core.settings import PlatformSettings, Retention
 
 if TYPE_CHECKING:
     from controller.testing.debug_breaks import DebugBreaks
@@ -53,6 +53,10 @@ class RunOptions:
     docker_parallelism: int = defaults.DOCKER_PARALLELISM
     """Docker API calls in flight at most: the engine's own limit, not the workers'."""
     crash_loop_threshold: int = defaults.CRASH_LOOP_THRESHOLD
+    retention: Retention = field(default_factory=Retention)
+    """What the store keeps (the `RETAIN_*` defaults; `--retain-*` flags)."""
+    retention_interval_seconds: float = defaults.RETENTION_INTERVAL_SECONDS
+    """Time between retention passes; 0: none."""
     build_image: bool = True
     demo: bool = False
     """Also serve the fake LLM on the gateway and apply examples/demo.yaml."""

@@ -33,7 +33,10 @@ class RunProcess:
     listen_port: int = 0
     registry_port: int = 0
     log_files: list[Path] = field(default_factory=list)
+    """Every start's log file (a list a test may share among several processes)."""
     proc: subprocess.Popen[bytes] | None = None
+    current_log: Path | None = None
+    """This process's log file since its last start."""
 
     def __post_init__(self) -> None:
         self.listen_port = self.listen_port or free_port("127.0.0.1")
@@ -53,6 +56,7 @@ class RunProcess:
         """Start `wsctl run` with these flags; its output goes to a new log file (returned)."""
         log_file = self.data_dir / f"controller-{len(self.log_files)}.log"
         self.log_files.append(log_file)
+        self.current_log = log_file
         with log_file.open("wb") as handle:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "controller", "run", "--data-dir", str(self.data_dir),

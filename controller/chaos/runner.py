@@ -417,12 +417,12 @@ class Run:
         """How many in-place refreshes the (last) controller process made: expiring
         tokens that were not refreshed would show as HeartbeatStale without a fault."""
         status, text = await self.env.api.call("GET", "/metrics")
-        found = re.search(r"^wsctl_token_refreshes_total (\d+)", text or "", re.M) \
+        found = re.search(r"^wsctl_token_refreshes_total ([0-9.eE+]+)$", text or "", re.M) \
             if status == 200 and isinstance(text, str) else None
         self.notes.append(
             f"tokens expire after {self.config.token_expiration}s: "
-            + (f"{found.group(1)} refreshed in place by the current controller process"
-               if found else f"refresh count unavailable (/metrics: HTTP {status})"))
+            + (f"{int(float(found.group(1)))} refreshed in place by the current controller "
+               "process" if found else f"refresh count unavailable (/metrics: HTTP {status})"))
 
     async def _check_activity(self) -> None:
         for _ in range(3):  # the controller may just be restarting

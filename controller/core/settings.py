@@ -28,6 +28,35 @@ DOCKER_PARALLELISM = 8
 """Docker API calls in flight at most."""
 CRASH_LOOP_THRESHOLD = 3
 
+# Retention (nothing grows without bound): a background pass of the controller
+# deletes what is beyond these, in bounded batches. 0 turns a count or age limit
+# off (the token grace period of 0 deletes a token as soon as it is unusable).
+RETAIN_ACTIVITY_DAYS = 30.0
+"""Activity (proxied messages) older than this is deleted (`--retain-activity-days`)."""
+RETAIN_ACTIVITY_ROWS = 10_000
+"""... and at most this many activity rows are kept per workspace, the newest."""
+RETAIN_EVENTS = 1_000
+"""Events kept per workspace, the newest (`--retain-events`)."""
+RETAIN_DIAGNOSTICS = 50
+"""Diagnostics (dead containers) kept per workspace, the newest (`--retain-diagnostics`)."""
+RETAIN_HISTORY_DAYS = 30.0
+"""Events and diagnostics older than this are deleted too, so the history of deleted
+workspaces goes in the end (`--retain-history-days`)."""
+RETAIN_TOKEN_GRACE_SECONDS = 3600.0
+"""A token row that can no longer authenticate (revoked, or superseded by a refresh and
+past its own expiry) is deleted this long after it stopped being usable; until then
+the registry still tells such a token apart (stale_token, expired_token) from an
+unknown one. The current token, a superseded one still before its expiry and each
+workspace's newest row are never deleted."""
+RETENTION_INTERVAL_SECONDS = 300.0
+"""Time between retention passes (`--retention-interval`)."""
+RETENTION_FIRST_DELAY_SECONDS = 10.0
+"""The first pass runs this long after the controller starts (or at the interval, if shorter)."""
+RETENTION_BATCH_ROWS = 1_000
+"""Rows deleted per statement (one short transaction each)."""
+RETENTION_MAX_BATCHES = 100
+"""Statements per table per pass at most; what is left waits for the next pass."""
+
 AGENT_PORT = 8000
 TOKEN_PATH = "/configs/.auth_token"
 CONFIG_MOUNT = "/configs"
@@ -77,6 +106,28 @@ class PlatformSettings:
     @property
     def heartbeat_ttl_seconds(self) -> float:
         return float(self.heartbeat_seconds * self.heartbeat_ttl_factor)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much history the store keeps (the `RETAIN_*` defaults above; 0: no limit)."""
+
+    activity_days: float = RETAIN_ACTIVITY_DAYS
+    activity_rows: int = RETAIN_ACTIVITY_ROWS
+    events: int = RETAIN_EVENTS
+    diagnostics: int = RETAIN_DIAGNOSTICS
+    history_days: float = RETAIN_HISTORY_DAYS
+    """Age limit of events and diagnostics."""
+    token_grace_seconds: float = RETAIN_TOKEN_GRACE_SECONDS
+    batch_rows: int = RETENTION_BATCH_ROWS
+    max_batches: int = RETENTION_MAX_BATCHES
+
+    def __post_init__(self) -> None:
+        if min(self.activity_days, self.activity_rows, self.events, self.diagnostics,
+               self.history_days, self.token_grace_seconds) < 0:
+            raise ValueError("retention limits cannot be negative")
+        if self.batch_rows < 1 or self.max_batches < 1:
+            raise ValueError("retention batch_rows and max_batches must be positive")
 
 
 def default_data_dir() -> Path:

@@ -239,6 +239,16 @@ class WorkspaceOperator(EventTriggers):
             return workspace_id in self._workspaces
         return any(key.id == workspace_id for key in self._wakeups)
 
+    def known_workspaces(self) -> int:
+        """How many Workspace objects exist, as far as the watch has seen (for /metrics)."""
+        if self._workspaces is not None:
+            return len(self._workspaces)
+        return len(self._statuses)
+
+    def known_statuses(self) -> list[WorkspaceStatus]:
+        """The last status this replica wrote or saw per workspace (for /metrics)."""
+        return list(self._statuses.values())
+
     async def _changed(self, **kwargs: Any) -> None:
         self.trigger(key_of(kwargs["body"]), str(kwargs["reason"]))
 
@@ -375,6 +385,7 @@ class WorkspaceOperator(EventTriggers):
         self._due.pop(key, None)
         self._failures.pop(key, None)
         self._secret_users.pop(key, None)
+        self._locks.pop(key, None)
         log.info("%s: deleted; containers removed and tokens revoked", key)
 
     async def _sweep_orphans(self) -> None:

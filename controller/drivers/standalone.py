@@ -101,7 +101,10 @@ class StandaloneDriver(EventTriggers):
         """One list call for the fleet; adopt, clean up orphans, queue every workspace."""
         containers = await self.engine.list_containers()
         workspaces = await self.store.list_workspaces()
-        self._snapshot = Snapshot(time.monotonic(), containers)
+        self._snapshot = snap = Snapshot(time.monotonic(), containers)
+        # A trigger older than the snapshot counts as none (`_containers_for`): forget
+        # those, so the map holds only keys touched since, not deleted workspaces.
+        self._last_trigger = {k: t for k, t in self._last_trigger.items() if t > snap.taken_at}
         known = {ws.key.id for ws in workspaces}
         await remove_orphans(self.engine, containers, known, self.reconciler.settings)
         for ws in workspaces:
@@ -148,8 +151,9 @@ class StandaloneDriver(EventTriggers):
         # The snapshot is used once; later passes look again.
         if self._snapshot is not None and containers is not None:
             self._last_trigger[key] = time.monotonic()
-        if ws is None:
+        if ws is None:  # purged (or never existed): forget its failures too
             await self._remove_leftovers(key, containers)
+            self.queue.forget(key)
             return
         result = await self.reconciler.reconcile(ws, ws.status, containers)
         if result.status is not None and result.status != ws.status:

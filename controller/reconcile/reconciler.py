@@ -52,17 +52,19 @@ class ReconcileResult:
 
 @dataclass
 class Metrics:
-    """Counters a driver exposes; plain data so the core stays free of exporters."""
+    """Counters a driver exposes; plain data so reconcile/ stays free of exporters.
 
-    reconcile_seconds: list[float] = field(default_factory=list)
+    Every count only grows. A duration goes to `on_duration` (the composition root
+    points it at the /metrics histogram); none is kept here."""
+
     recreates: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     token_refreshes: int = 0
+    on_duration: Callable[[float], None] | None = None
 
     def observe_duration(self, seconds: float) -> None:
-        self.reconcile_seconds.append(seconds)
-        if len(self.reconcile_seconds) > 10_000:
-            del self.reconcile_seconds[:5_000]
+        if self.on_duration is not None:
+            self.on_duration(seconds)
 
 
 @dataclass
@@ -137,7 +139,9 @@ class Reconciler:
             result.error = exc
             result.status = failed_status(ws, result.status, exc, self.clock())
         finally:
-            self.metrics.observe_duration(time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            self.metrics.observe_duration(elapsed)
+            log.debug("%s: reconciled in %.3fs (%d passes)", ws.key, elapsed, len(result.plans))
         return result
 
     @staticmethod

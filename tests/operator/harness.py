@@ -47,6 +47,7 @@ class OperatorThread:
         self.gateway = gateway
         self.resync_seconds = resync_seconds
         self.registry_port = free_port(gateway)
+        self.listen_port = free_port("127.0.0.1")  # /metrics, /healthz, /readyz
         self.controller: KubernetesController | None = None
         self.error: BaseException | None = None
         self.starts = 0
@@ -58,6 +59,11 @@ class OperatorThread:
     @property
     def registry(self) -> str:
         return f"http://{self.gateway}:{self.registry_port}"
+
+    @property
+    def http(self) -> str:
+        """The operator's own listener (`wsctl run --kubernetes --listen`)."""
+        return f"http://127.0.0.1:{self.listen_port}"
 
     def start(self, timeout: float = 60.0) -> OperatorThread:
         self._ready.clear()
@@ -86,6 +92,7 @@ class OperatorThread:
         options = RunOptions(
             data_dir=self.data_dir, cache_dir=self.cache_dir, registry_host=self.gateway,
             registry_port=self.registry_port, network=self.network, instance=self.instance,
+            listen_host="127.0.0.1", listen_port=self.listen_port,
             heartbeat_seconds=1, build_image=False, environ={})
         peering_name, priority = self.peering or ("", 0)
         operator = OperatorOptions(server=self.kube_url, standalone=self.peering is None,

@@ -4,12 +4,16 @@ Docker containers (issue 4). Each test names its own workspaces."""
 from __future__ import annotations
 
 import contextlib
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
 
+from controller.api.metrics import CONTENT_TYPE
+from tests.exposition import Exposition, never_decreased, parse
 from tests.operator.conftest import INSTANCE, NAMESPACE
 from tests.operator.harness import (
     WORKSPACES,
@@ -336,3 +340,60 @@ def test_peered_replicas_only_the_highest_priority_acts(
             replica.stop()
             remove_dir(replica.data_dir)
         operator.start()
+
+
+def http_get(url: str) -> tuple[int, str, str]:
+    """(status, Content-Type, body) of a GET without credentials."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+def test_metrics_and_probes_on_the_operators_listener(
+        operator: OperatorThread, kubectl: KubeClient, cleanup: list[str]) -> None:
+    """`wsctl run --kubernetes` serves /metrics, /healthz and /readyz on --listen (no
+    token): the same families as standalone mode, less the work queue and resyncs."""
+    assert http_get(f"{operator.http}/healthz")[::2] == (200, '{"status": "ok"}')
+    assert http_get(f"{operator.http}/readyz")[::2] == (200, '{"status": "ready"}')
+
+    def scrape() -> Exposition:
+        status, content_type, text = http_get(f"{operator.http}/metrics")
+        assert (status, content_type) == (200, CONTENT_TYPE)
+        return parse(text)
+
+    before = scrape()
+    assert {"wsctl_reconcile_duration_seconds", "wsctl_recreates_total",
+            "wsctl_degraded_workspaces", "wsctl_workspaces", "wsctl_docker_api_calls_total",
+            "wsctl_agent_heartbeats_total", "wsctl_db_queries_total"} <= set(before.types)
+    assert not {"wsctl_queue_depth", "wsctl_resyncs_total"} & set(before.types)
+
+    ensure_secret(kubectl, "llm", KEY_1)
+    cleanup.extend(["mike", "november"])
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("mike"))
+    old_id = ready(kubectl, "mike")["status"]["containerID"]
+    kubectl.patch(WORKSPACES, "workspaces", NAMESPACE, "mike", {"metadata": {"annotations": {
+        "wsctl.dev/restartedAt": "2030-01-01T00:00:00Z"}}})
+    replaced(kubectl, "mike", old_id)
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE,
+                   workspace("november", secret_name="llm-never"))
+    failed = wait_for(lambda: (lambda o: o if condition(o, "Degraded").get("status") == "True"
+                               else None)(get(kubectl, "november")), 30, "november Degraded")
+    reason = condition(failed, "Degraded")["reason"]
+
+    def counted() -> Exposition | None:
+        e = scrape()
+        heartbeats = e.value("wsctl_agent_heartbeats_total") > before.value(
+            "wsctl_agent_heartbeats_total")
+        return e if heartbeats and e.get("wsctl_degraded_workspaces", reason=reason) else None
+
+    after = wait_for(counted, 30, f"heartbeats and a workspace Degraded {reason} counted")
+    assert never_decreased(before, after) == []
+    count = "wsctl_reconcile_duration_seconds_count"
+    assert after.value(count) >= before.value(count) + 3
+    assert (after.get("wsctl_recreates_total", reason="RestartRequested")
+            - before.get("wsctl_recreates_total", reason="RestartRequested")) == 1
+    assert after.value("wsctl_workspaces") >= 2
+    assert sum(after.labelled("wsctl_docker_api_calls_total").values()) > sum(
+        before.labelled("wsctl_docker_api_calls_total").values())

@@ -357,6 +357,25 @@ async def test_new_token_generation_and_register_count_as_transitions(env: Env) 
     assert env.notified == [ALICE] * 5  # an unhealthy first beat is one
 
 
+async def test_heartbeat_state_of_workspaces_that_stopped_beating_is_forgotten(
+        env: Env) -> None:
+    """A deleted workspace stops beating; its state goes (at most once per stale_after,
+    entries older than half of it), and that changes no wake-up."""
+    env.registry.stale_after = 0.2
+    bob = {"workspace_id": BOB, "status": "healthy"}
+    await env.beat()
+    await env.post("/registry/heartbeat", bob, env.bob_token)
+    assert set(env.registry._beats) == {ALICE, BOB}
+    await asyncio.sleep(0.25)  # alice is deleted: only bob beats on
+    notified = len(env.notified)
+    await env.post("/registry/heartbeat", bob, env.bob_token)
+    assert set(env.registry._beats) == {BOB}
+    assert env.notified[notified:] == [BOB]  # a beat after a gap, as before
+    await env.beat()  # had alice's state been kept, this beat would wake the reconciler too
+    assert env.notified[-1] == ALICE
+    assert set(env.registry._beats) == {ALICE, BOB}
+
+
 async def test_heartbeat_records_fields(env: Env) -> None:
     detail = "x" * 1500
     status, _ = await env.beat(status="unhealthy", error_detail=detail, active_tasks=4,

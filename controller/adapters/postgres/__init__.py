@@ -19,12 +19,15 @@ Secret values are stored encrypted (AES-256-GCM, `secretbox.py`) with the key of
 the store's `KeySource`; the key never reaches the database. Tokens are stored
 only as sha256 hex digests.
 Purging a workspace deletes its row, tokens and registration; activity,
-diagnostics and events are history and are kept.
+diagnostics and events are history and are kept, within the limits of the
+retention pass (`Store.prune`), which also deletes token rows that can no
+longer authenticate, after a grace period.
 
 Modules: `base` (errors, connection setup, text cleaning), `migrate` (the
 migrations runner), `listener` (LISTEN/NOTIFY), `rows` (records), one mixin
-per table family (`workspaces`, `secrets`, `tokens`, `registry`, `history`)
-and `store` (the `Store` they make up). Import from the package.
+per table family (`workspaces`, `secrets`, `tokens`, `registry`, `history`),
+`retention` (the pruning pass) and `store` (the `Store` they make up). Import
+from the package.
 """
 
 from controller.adapters.postgres.base import (
@@ -54,6 +57,7 @@ from controller.adapters.postgres.migrate import (
     apply_migrations,
     load_migrations,
 )
+from controller.adapters.postgres.retention import PRUNED_TABLES
 from controller.adapters.postgres.rows import (
     ActivityRecord,
     DiagnosticsRecord,
@@ -76,6 +80,7 @@ __all__ = [
     "MIGRATIONS_DIR",
     "MIGRATION_LOCK_KEY",
     "NOTIFY_CHANNEL",
+    "PRUNED_TABLES",
     "QUERY_COUNT",
     "ActivityRecord",
     "AppliedMigration",

@@ -198,7 +198,8 @@ class HistoryMixin:
             raise ValueError(f"event type must be Normal or Warning, not {type_!r}")
         message = clean_text(message)
         reason = clean_text(reason)
-        # One round trip: migration 0005's function takes a per-workspace advisory
+        # One round trip: migration 0005's function (0006: safe against a retention
+        # pass deleting the latest event meanwhile) takes a per-workspace advisory
         # lock, then folds a repeat of the latest event or inserts a new one.
         row = await self._pool.fetchrow(
             "SELECT * FROM wsctl_add_event($1, $2, $3, $4, $5)",

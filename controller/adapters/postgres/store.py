@@ -22,6 +22,7 @@ from controller.adapters.postgres.history import HistoryMixin
 from controller.adapters.postgres.listener import WorkspaceListener
 from controller.adapters.postgres.migrate import AppliedMigration, apply_migrations
 from controller.adapters.postgres.registry import RegistryMixin
+from controller.adapters.postgres.retention import RetentionMixin
 from controller.adapters.postgres.secrets import SecretsMixin
 from controller.adapters.postgres.tokens import TokensMixin
 from controller.adapters.postgres.workspaces import WorkspacesMixin
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     from controller.adapters.postgres.base import _Pool
 
 
-class Store(WorkspacesMixin, SecretsMixin, TokensMixin, RegistryMixin, HistoryMixin):
+class Store(WorkspacesMixin, SecretsMixin, TokensMixin, RegistryMixin, HistoryMixin,
+            RetentionMixin):
     """Async access to the wsctl database over an asyncpg pool."""
 
     def __init__(self, pool: _Pool, dsn: str, secret_key: KeySource | None = None) -> None:
