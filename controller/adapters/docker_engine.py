@@ -419,8 +419,17 @@ class DockerEngine:
         result: ContainerDiagnostics | None = await self._run("diagnostics", capture)
         return result
 
-    async def logs(self, container: str, tail: int = 200) -> str:
-        data = await self._run("logs", self.api.logs, container, tail=tail)
+    async def logs(self, container: str, tail: int = 200) -> str | None:
+        """The container's last `tail` log lines; None when it is gone (removed between
+        the list and this call, or being removed: Docker answers 404 or 409)."""
+        try:
+            data = await self._run("logs", self.api.logs, container, tail=tail)
+        except NotFound:
+            return None
+        except APIError as exc:
+            if exc.status_code == 409:
+                return None
+            raise
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
 
     async def image_exists(self, image: str) -> bool:

@@ -1,6 +1,7 @@
-"""A Docker call that finds no engine raises EngineUnavailable (an
+"""Docker calls at the edges. One that finds no engine raises EngineUnavailable (an
 EngineUnavailableError the APIs answer as 503), naming the call, not a raw
-requests.ConnectionError that becomes a 500."""
+requests.ConnectionError that becomes a 500; the logs of a container removed meanwhile
+are None (404), not a 500."""
 
 from __future__ import annotations
 
@@ -27,3 +28,16 @@ async def test_a_call_to_an_engine_that_went_away(tmp_path: Path) -> None:
     assert "(list: no socket there)" in str(caught.value)
     with pytest.raises(EngineUnavailableError):
         await engine.start("abc")
+
+
+async def test_logs_of_a_container_removed_meanwhile_are_none(
+        docker_client: docker.DockerClient, agent_image: str) -> None:
+    """The fuzzer found GET /logs answering 500 when the container went away between
+    the list and the logs call (a restart or delete in flight); it is 404 now."""
+    container = docker_client.containers.create(agent_image, command=["true"],
+                                                labels={"wsctl.dev/test": "logs-gone"})
+    engine = DockerEngine(docker_client, instance="logs-gone")
+    assert container.id is not None
+    assert await engine.logs(container.id) == ""
+    container.remove(force=True)
+    assert await engine.logs(container.id) is None
