@@ -8,7 +8,7 @@ WSCTL := $(VENV)/bin/wsctl
 BOOTSTRAP := VENV=$(VENV) bash scripts/bootstrap
 PYTEST_ARGS ?=
 
-.PHONY: run test doctor clean-room bench bench-quick chaos-smoke lint unit docker images venv machine clean help
+.PHONY: run test doctor clean-room bench bench-quick chaos-smoke chaos-docker lint unit docker images venv machine clean help
 
 help:
 	@echo "make run         start the controller with a demo workspace (embedded PostgreSQL, fake LLM)"
@@ -56,6 +56,12 @@ bench-quick: machine
 # The chaos harness against its own controller: 5 workspaces, 30 faults, seed 1.
 chaos-smoke: machine
 	$(WSCTL) chaos run --self-contained --workspaces 5 --faults 30 --seed 1 --report chaos-report
+
+# Docker engine restarts in a row (the harness stops and starts dockerd: every container
+# on this machine stops). Each must converge within 10 s of the engine answering again.
+chaos-docker: machine
+	$(WSCTL) chaos run --self-contained --docker-restart --only docker-restart --workspaces 3 \
+	  --faults 4 --seed 1 --fault-timeout 10 --report chaos-report-docker
 
 lint: venv
 	$(VENV)/bin/ruff check controller tests benchmarks

@@ -19,10 +19,11 @@ import re
 import tarfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import docker
@@ -44,6 +45,7 @@ from controller.core.errors import EngineUnavailableError, WsctlError
 from controller.core.observed import ContainerDiagnostics, ObservedContainer
 from controller.core.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
+MAX_OUTAGES = 16
 WATCHED_EVENTS = ("die", "oom", "destroy", "stop", "start", "pause", "unpause", "kill")
 
 
@@ -213,6 +215,12 @@ class DockerEngine:
         # Blocking calls in flight at once. Keep it within the client's connection
         # pool (max_pool_size) or connections are opened and discarded per call.
         self._threads = ThreadPoolExecutor(max_concurrent_calls, thread_name_prefix="docker")
+        self._outages: deque[tuple[datetime, datetime]] = deque(maxlen=MAX_OUTAGES)
+        self.reconnect_seconds = 1.0
+
+    def outages(self) -> tuple[tuple[datetime, datetime], ...]:
+        """The last MAX_OUTAGES spans in which the engine did not answer (lost, back)."""
+        return tuple(self._outages)
 
     async def _run(self, name: str, func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         start = time.monotonic()
@@ -443,17 +451,30 @@ class DockerEngine:
 
     def watch_events(self, loop: asyncio.AbstractEventLoop,
                      deliver: Callable[[str, str, str], None],
-                     stop: threading.Event) -> threading.Thread:
+                     stop: threading.Event,
+                     on_reconnect: Callable[[], None] | None = None) -> threading.Thread:
         """Stream container events of managed containers into `deliver(workspace, action, id)`.
 
-        Runs in a daemon thread; reconnects after errors until `stop` is set.
+        Runs in a daemon thread; reconnects after errors until `stop` is set. A span
+        in which the engine did not answer (its stream broke and a reconnect failed:
+        dockerd stopped or restarted) is recorded in `outages()`; after any broken
+        stream, `on_reconnect` runs on `loop` once the stream is back, since events
+        of that gap (every container dying with the engine) were never delivered.
         """
         def pump() -> None:
+            lost_at: datetime | None = None
+            unanswered = False
             while not stop.is_set():
                 try:
                     stream = self.api.events(decode=True, filters={
                         "type": "container", "label": self.label_filter,
                         "event": list(WATCHED_EVENTS)})
+                    if lost_at is not None:
+                        if unanswered:
+                            self._outages.append((lost_at, datetime.now(UTC)))
+                        lost_at, unanswered = None, False
+                        if on_reconnect is not None:
+                            loop.call_soon_threadsafe(on_reconnect)
                     for event in stream:
                         if stop.is_set():
                             stream.close()
@@ -464,8 +485,11 @@ class DockerEngine:
                             loop.call_soon_threadsafe(deliver, workspace,
                                                       str(event.get("Action", "")),
                                                       str(event.get("id", "")))
-                except Exception:
-                    if stop.wait(1.0):
+                    lost_at = lost_at or datetime.now(UTC)  # the engine closed the stream
+                except Exception as exc:
+                    lost_at = lost_at or datetime.now(UTC)
+                    unanswered = unanswered or isinstance(exc, requests.exceptions.ConnectionError)
+                    if stop.wait(self.reconnect_seconds):
                         return
         thread = threading.Thread(target=pump, name="docker-events", daemon=True)
         thread.start()

@@ -353,7 +353,8 @@ class DockerRestart(Fault):
     kind = "docker-restart"
     scope = "fleet"
     summary = "Docker engine restart (every container stops)"
-    may_cause = frozenset({HEARTBEAT_STALE, CRASH_LOOPING, RECREATE_FAILED})
+    # Not CrashLooping: containers that die with the engine are no crash of their agent.
+    may_cause = frozenset({HEARTBEAT_STALE, RECREATE_FAILED})
     requires = frozenset({OWNS_ENGINE})
     weight = 1
 

@@ -87,6 +87,9 @@ class Observed:
     last_crash_at: datetime | None = None
     last_error: str | None = None
     """The last failure executing a plan for this workspace, if the latest attempt failed."""
+    engine_outages: tuple[tuple[datetime, datetime], ...] = ()
+    """Recent spans in which the Docker engine did not answer (lost, back): a container
+    that finished in one died with the engine, not by itself."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ class RecreateReason(StrEnum):
     TOKEN_REVOKED = "TokenRevoked"
     TOKEN_REJECTED = "TokenRejected"
     RESUMED = "Resumed"
+    ENGINE_RESTARTED = "EngineRestarted"
+    """The container exited while the Docker engine was away: not a crash of the agent."""
 
 
 # ------------------------------------------------------------------ operations

@@ -161,7 +161,7 @@ def plan(ws: Workspace, projection: Projection | ProjectionError, observed: Obse
         return _finish(ws, previous, _plan_steady(ws, current, others, observed, previous, now,
                                                   settings))
 
-    reason = _recreate_reason(ws, containers, projection, live, previous)
+    reason = _recreate_reason(ws, containers, projection, live, previous, observed)
     if reason in (RecreateReason.CONTAINER_EXITED, RecreateReason.OOM_KILLED):
         wait = _crash_backoff(observed, settings, now)
         if wait is not None:
@@ -198,9 +198,19 @@ def _token_rejected(c: ObservedContainer, observed: Observed) -> bool:
     return failure.cls == "stale_token" and failure.generation == c.token_generation
 
 
+ENGINE_STOP_GRACE = timedelta(seconds=30)
+"""A stopping dockerd stops its containers around the time its API goes away."""
+
+
+def _died_with_engine(c: ObservedContainer, observed: Observed) -> bool:
+    return c.finished_at is not None and any(
+        lost - ENGINE_STOP_GRACE <= c.finished_at <= back
+        for lost, back in observed.engine_outages)
+
+
 def _recreate_reason(ws: Workspace, containers: list[ObservedContainer],
                      projection: Projection, live: int | None,
-                     previous: WorkspaceStatus) -> RecreateReason:
+                     previous: WorkspaceStatus, observed: Observed) -> RecreateReason:
     if not containers:
         if previous.token_generation == 0:
             return RecreateReason.CREATED
@@ -210,7 +220,11 @@ def _recreate_reason(ws: Workspace, containers: list[ObservedContainer],
         if newest.config_hash != projection.config_hash:
             return (RecreateReason.RESUMED if previous.phase == "Stopped"
                     else RecreateReason.CONFIG_CHANGED)
-        return RecreateReason.OOM_KILLED if newest.oom_killed else RecreateReason.CONTAINER_EXITED
+        if newest.oom_killed:
+            return RecreateReason.OOM_KILLED
+        if _died_with_engine(newest, observed):
+            return RecreateReason.ENGINE_RESTARTED
+        return RecreateReason.CONTAINER_EXITED
     if newest.config_hash != projection.config_hash:
         if newest.restarted_at != restarted_label(ws):
             return RecreateReason.RESTART_REQUESTED

@@ -388,6 +388,12 @@ class WorkspaceOperator(EventTriggers):
         self._locks.pop(key, None)
         log.info("%s: deleted; containers removed and tokens revoked", key)
 
+    def _on_engine_reconnect(self) -> None:
+        """The engine answers again; events of the gap were lost: wake every worker."""
+        log.info("Docker engine answers again; reconciling every workspace")
+        for key in list(self._wakeups):
+            self.trigger(key, "engine")
+
     async def _sweep_orphans(self) -> None:
         """At most once per resync: remove containers of workspaces that no longer exist
         (e.g. a finalizer removed by hand while the operator was down)."""
@@ -407,7 +413,8 @@ class WorkspaceOperator(EventTriggers):
         opts = self.options
         loop = asyncio.get_running_loop()
         self._stop_events.clear()
-        self.engine.watch_events(loop, self._on_docker_event, self._stop_events)
+        self.engine.watch_events(loop, self._on_docker_event, self._stop_events,
+                                 on_reconnect=self._on_engine_reconnect)
         try:
             await kopf.operator(
                 registry=self.registry, settings=self.settings,

@@ -75,7 +75,8 @@ class StandaloneDriver(EventTriggers):
         loop = asyncio.get_running_loop()
         self._listener = await self.store.listen_workspace_changes(
             self._on_desired_change, on_reconnect=self._on_store_reconnect)
-        self.engine.watch_events(loop, self._on_docker_event, self._stop_events)
+        self.engine.watch_events(loop, self._on_docker_event, self._stop_events,
+                                 on_reconnect=self._on_engine_reconnect)
         await self.resync()
         self._tasks = [asyncio.create_task(self._worker(i), name=f"reconcile-{i}")
                        for i in range(self.workers)]
@@ -90,6 +91,12 @@ class StandaloneDriver(EventTriggers):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+
+    def _on_engine_reconnect(self) -> None:
+        # The events of the gap were never delivered: every container may have died
+        # with the engine. Look at the whole fleet now, not at the next resync.
+        log.info("Docker engine answers again; resyncing every workspace")
+        asyncio.get_running_loop().create_task(self.resync())
 
     def _on_store_reconnect(self) -> None:
         log.info("database connection restored; resyncing every workspace")

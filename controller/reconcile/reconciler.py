@@ -88,7 +88,8 @@ class Reconciler:
         mine = tuple(c for c in containers if c.workspace_id == workspace_id)
         since = self.clock() - timedelta(seconds=self.settings.crash_window_seconds)
         seen = await self.store.observe_registry(workspace_id, since)
-        return dataclasses.replace(seen, containers=mine)
+        return dataclasses.replace(seen, containers=mine,
+                                   engine_outages=self.engine.outages())
 
     async def project(self, ws: Workspace) -> Projection | ProjectionError:
         refs = secret_refs([ws])

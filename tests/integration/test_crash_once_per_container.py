@@ -43,3 +43,17 @@ async def test_crashes_before_a_recreate_for_a_new_config_do_not_count(store: St
     assert await store.crash_stats(ws, T0) == expected
     seen = await store.observe_registry(ws, T0)
     assert (seen.recent_crashes, seen.last_crash_at) == expected
+
+
+async def test_deaths_with_the_engine_are_not_crashes(store: Store) -> None:
+    ws = "default.carol"
+    for container_id, reason, seconds in (("a", "EngineRestarted", 1),
+                                          ("b", "EngineRestarted", 2),
+                                          ("c", "ContainerExited", 3),
+                                          ("d", "EngineRestarted", 4)):
+        await store.add_diagnostics(ws, container_id=container_id, reason=reason,
+                                    captured_at=T0 + timedelta(seconds=seconds))
+    expected = (1, T0 + timedelta(seconds=3))
+    assert await store.crash_stats(ws, T0) == expected
+    seen = await store.observe_registry(ws, T0)
+    assert (seen.recent_crashes, seen.last_crash_at) == expected

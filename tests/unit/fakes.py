@@ -335,6 +335,7 @@ class FakeEngine:
     containers: dict[str, ContainerSpec] = field(default_factory=dict)
     token_files: dict[str, str] = field(default_factory=dict)
     known: set[str] = field(default_factory=set)
+    engine_outages: tuple[tuple[datetime, datetime], ...] = ()
     """Ids that exist before the test (diagnostics find them)."""
     fail_on: str | None = None
     failure: Exception = field(default_factory=lambda: RuntimeError("engine says no"))
@@ -370,6 +371,9 @@ class FakeEngine:
 
     async def remove_volume(self, name: str) -> None:
         self._call("remove_volume", name)
+
+    def outages(self) -> tuple[tuple[datetime, datetime], ...]:
+        return self.engine_outages
 
     async def diagnostics(self, container_id: str, tail: int = 50
                           ) -> ContainerDiagnostics | None:

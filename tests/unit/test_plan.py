@@ -322,6 +322,27 @@ def test_crash_loop_backs_off_with_named_reason() -> None:
     assert later.recreate_reason == RecreateReason.CONTAINER_EXITED
 
 
+def test_a_container_that_died_with_the_engine_is_recreated_at_once_not_a_crash() -> None:
+    """Every container dies when dockerd restarts: that is no crash of the agent, so no
+    crash-loop back-off however many engine restarts there were."""
+    w = ws()
+    dead = container(w, 4, state="exited", exit_code=143,
+                     finished_at=T0 - timedelta(seconds=20))
+    outage = (T0 - timedelta(seconds=10), T0 - timedelta(seconds=1))  # lost, back
+    obs = Observed(containers=(dead,), tokens=ObservedTokens(4, None, 4), recent_crashes=3,
+                   last_crash_at=T0, engine_outages=(outage,))
+    p = run(w, obs, now=T0 + timedelta(seconds=2))
+    assert p.recreate_reason == RecreateReason.ENGINE_RESTARTED
+    assert "CreateContainer" in kinds(p) and cond(p, "Degraded")[1] != "CrashLooping"
+    assert p.ops[0] == CaptureDiagnostics("c4", "EngineRestarted")
+    # Outside the outage (and its grace before it) the same death is a crash.
+    for finished in (T0 - timedelta(seconds=45), T0 + timedelta(seconds=1)):
+        crashed = replace(obs, containers=(replace(dead, finished_at=finished),))
+        assert run(w, crashed, now=T0 + timedelta(seconds=2)).ops == ()  # backing off
+    oom = replace(obs, containers=(replace(dead, oom_killed=True),))
+    assert run(w, oom, now=T0 + timedelta(seconds=2)).ops == ()  # an OOM is the agent's
+
+
 def test_restart_context_delivered_once_after_reregistration() -> None:
     w = ws()
     obs = Observed(containers=(container(w, 2),), tokens=ObservedTokens(2, None, 2),
