@@ -13,6 +13,8 @@ from typing import Any
 from controller.chaos.model import (
     ANSWERS,
     DEGRADED_CAUSE,
+    INJECTED,
+    MAX_NOT_INJECTED,
     DegradedSeen,
     FaultRecord,
     Violation,
@@ -176,3 +178,16 @@ def server_errors(failed: Iterable[Failed], records: Sequence[FaultRecord],
             f"{len(failures)} message/send answered with a server error ({outcomes}), "
             f"first at {failures[0].sent_at:.1f}s", at))
     return violations
+
+
+def not_injected(records: Sequence[FaultRecord], at: float,
+                 limit: float = MAX_NOT_INJECTED) -> list[Violation]:
+    """`injected`: a run in which more than `limit` of the planned faults were not
+    injected (skipped) or not as planned (missed) tested less than it claims."""
+    bad = [r for r in records if r.injected_at is None or r.missed]
+    if not records or len(bad) <= limit * len(records):
+        return []
+    reasons = "; ".join(sorted({f"{r.plan.kind}: {r.skipped or r.missed}" for r in bad}))
+    return [Violation(INJECTED, None, None,
+                      f"{len(bad)} of {len(records)} faults not injected as planned "
+                      f"(more than {limit:.0%}): {reasons}"[:1000], at)]

@@ -42,8 +42,9 @@ OWNS_POSTGRES = "postgres"  # the controller's embedded PostgreSQL is on this ma
 OWNS_ENGINE = "docker-restart"  # --docker-restart: the harness may restart dockerd
 
 # Ops of a recreate after a container died (no StopContainer: the old one is not running).
+# Every op of a recreate, in order (core/plan.py `_plan_recreate`).
 STALL_POINTS = ("CaptureDiagnostics", "CreateContainer", "WriteToken", "ActivateToken",
-                "RemoveContainer", "StartContainer")
+                "StopContainer", "RemoveContainer", "StartContainer")
 
 
 class FaultSkipped(WsctlError):
@@ -324,7 +325,7 @@ class ControllerCrash(Fault):
             deadline = ctx.clock() + self.stall_timeout
             while controller.log_text().count(marker) <= seen_before:
                 if ctx.clock() > deadline:
-                    record.notes.append(f"controller never logged '{marker}'")
+                    record.missed = f"controller never logged '{marker}'"
                     break
                 await ctx.sleep(0.1)  # polling the controller's log for the stall
         await controller.kill()

@@ -25,8 +25,10 @@ NO_FAILED = "no-failed"  # continuous: phase never Failed without an injected ca
 SERVES = "serves"  # 8.1 read strictly: a converged workspace answers message/send
 CONVERGE = "converge"  # a fault was followed by convergence within the fault timeout
 ANSWERS = "answers"  # no 5xx from the controller itself, fault or not (503+Retry-After is fine)
+INJECTED = "injected"  # at most MAX_NOT_INJECTED of the planned faults skipped or missed
+MAX_NOT_INJECTED = 0.05
 INVARIANTS = (ONE_CONTAINER, SERVES, ANSWERS, TOKENS, ACTIVITY, SECRETS, DEGRADED_CAUSE,
-              SINGLE_RUNNER, NO_FAILED, CONVERGE)
+              SINGLE_RUNNER, NO_FAILED, CONVERGE, INJECTED)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class FaultRecord:
     detected: set[str] = field(default_factory=set)
     """Degraded reasons seen on an affected workspace while the fault was active."""
     skipped: str | None = None
+    missed: str | None = None
+    """Injected, but not as planned (e.g. the controller never reached the stall point)."""
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -92,7 +96,8 @@ class FaultRecord:
                 "injected_at": _round(self.injected_at), "lifted_at": _round(self.lifted_at),
                 "converged_at": _round(self.converged_at),
                 "converge_seconds": _round(self.converge_seconds),
-                "detected": sorted(self.detected), "skipped": self.skipped, "error": self.error,
+                "detected": sorted(self.detected), "skipped": self.skipped,
+                "missed": self.missed, "error": self.error,
                 "notes": self.notes}
 
 

@@ -34,6 +34,7 @@ def convergence_stats(records: list[FaultRecord]) -> dict[str, dict[str, Any]]:
             "count": len(rs), "injected": len(injected), "converged": len(seconds),
             "not_converged": len(injected) - len(seconds),
             "skipped": sum(1 for r in rs if r.injected_at is None),
+            "missed": sum(1 for r in rs if r.missed),
             "p50": _r(percentile(seconds, 50)), "p90": _r(percentile(seconds, 90)),
             "p99": _r(percentile(seconds, 99)), "max": _r(max(seconds, default=None)),
             "seconds": [round(s, 3) for s in seconds],
@@ -91,7 +92,8 @@ def summary(data: dict[str, Any], html_path: Path | None = None) -> str:
     for kind, s in data["convergence"].items():
         lines.append(f"{kind:<18}{s['injected']:>4}{s['converged']:>6}{_s(s['p50']):>8}"
                      f"{_s(s['p99']):>8}{_s(s['max']):>8}"
-                     + (f"  ({s['skipped']} skipped)" if s["skipped"] else ""))
+                     + (f"  ({s['skipped']} skipped)" if s["skipped"] else "")
+                     + (f"  ({s['missed']} missed)" if s.get("missed") else ""))
     lines.append("invariants: " + ", ".join(f"{k} {v}" for k, v in data["invariants"].items()))
     w = data["workload"]
     failures = ", ".join(f"{k} x{v}" for k, v in sorted(w["unacknowledged"].items()))
@@ -249,7 +251,8 @@ def render_html(data: dict[str, Any]) -> str:
                     [[f["index"], f["label"].split(" on ")[0].lstrip("#0123456789 "),
                       f["target"] or "fleet", f["injected_at"], f["lifted_at"],
                       f["converge_seconds"], ", ".join(f["detected"]),
-                      "; ".join(filter(None, [f["skipped"], f["error"], *f["notes"]]))]
+                      "; ".join(filter(None, [f["skipped"], f.get("missed"), f["error"],
+                                              *f["notes"]]))]
                      for f in data["faults"]])
     w = data["workload"]
     notes = "".join(f"<li>{_e(n)}</li>" for n in data["notes"])

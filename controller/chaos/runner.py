@@ -306,6 +306,7 @@ class Run:
         await self._check_orphans()
         await self._check_serving(end)
         self._check_answers()
+        self._check_injected()
         await self._check_tokens()  # 8.2
         if self.config.token_expiration is not None:
             await self._note_token_refreshes()
@@ -323,6 +324,11 @@ class Run:
             self.notes.append(f"{self.observer.trailing_list} sample(s) listed two running "
                               "containers for a workspace where inspect found one already "
                               "stopped (Docker's list trails); not counted as violations")
+
+    def _check_injected(self) -> None:
+        for violation in checks.not_injected(self.records, self.clock.now()):
+            self.violations.append(violation)
+            self.say("VIOLATION " + violation.line())
 
     def _check_answers(self) -> None:
         """The controller never fails a request itself: during a database or engine

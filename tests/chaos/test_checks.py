@@ -123,3 +123,24 @@ def test_server_errors_are_answers_violations_naming_the_last_fault() -> None:
     assert violations[0].detail == ("2 message/send answered with a server error "
                                     "(HTTP 500, HTTP 504), first at 6.0s")
     assert server_errors([f for f in failed if not f.server_error], [engine], 20.0) == []
+
+
+def test_more_than_5_percent_not_injected_fails_the_run() -> None:
+    from controller.chaos.checks import not_injected
+    from tests.chaos.fakes import record
+
+    records = []
+    for _ in range(40):
+        _, r = record("kill", "w01")
+        r.injected_at = 1.0
+        records.append(r)
+    assert not_injected(records, 9.0) == []
+    records[0].injected_at, records[0].skipped = None, "no running container"
+    records[1].missed = "controller never logged 'stalling after StopContainer'"
+    assert not_injected(records, 9.0) == []  # 2 of 40: 5%, at the limit
+    records[2].injected_at, records[2].skipped = None, "no running container"
+    (violation,) = not_injected(records, 9.0)
+    assert violation.invariant == "injected"
+    assert violation.detail.startswith("3 of 40 faults not injected as planned (more than 5%)")
+    assert "kill: controller never logged" in violation.detail
+    assert "kill: no running container" in violation.detail

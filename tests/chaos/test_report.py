@@ -46,7 +46,7 @@ def test_json_html_and_summary(tmp_path: Path) -> None:
     loaded = json.loads(json_path.read_text())
     assert loaded["verdict"] == "fail"
     assert loaded["convergence"]["kill"] == {
-        "count": 2, "injected": 2, "converged": 1, "not_converged": 1, "skipped": 0,
+        "count": 2, "injected": 2, "converged": 1, "not_converged": 1, "skipped": 0, "missed": 0,
         "p50": 1.5, "p90": 1.5, "p99": 1.5, "max": 1.5, "seconds": [1.5]}
     assert loaded["timeline"]["w01"][2] == [5.0, "Degraded", "HeartbeatStale"]
     assert loaded["workload"]["with_activity_row"] == 1

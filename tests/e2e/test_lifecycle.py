@@ -434,7 +434,7 @@ def test_spec_change_recreates_once_and_leaves_others_alone(
 
 
 @pytest.mark.parametrize("stall_after", ["CreateContainer", "WriteToken", "ActivateToken",
-                                         "RemoveContainer"])
+                                         "StopContainer", "RemoveContainer"])
 def test_sigkill_during_recreate_converges(
         agent_image: str, fake_llm: FakeLLMThread, docker_client: docker.DockerClient,
         side_controller: Callable[[str], ControllerProcess], stall_after: str) -> None:
