@@ -73,7 +73,8 @@ class Controller:
         # Test knobs (controller.testing) are imported only when one is set.
         breaks = debug_knobs(opts.environ)
         proxy = A2AProxy(breaks.activity_store(store) if breaks else store,
-                         lookups.agent_address)
+                         breaks.agent_address(lookups.agent_address) if breaks
+                         else lookups.agent_address)
         executor = Executor(engine, store, host_gateway=gateway,
                             deliver=proxy.deliver_restart_context)
         executor = breaks.executor(executor) if breaks else executor

@@ -12,6 +12,8 @@ root (runtime.py) applies them, by wrapping what it wires together:
   WSCTL_DEBUG_BREAK_ACTIVITY_WRITES=1   the A2A proxy acknowledges without an activity row
   WSCTL_DEBUG_BREAK_LOG_SECRET=1        secret values from the environment are logged
   WSCTL_DEBUG_BREAK_DEGRADED_REASON=1   HeartbeatStale is reported as AgentUnhealthy
+  WSCTL_DEBUG_BREAK_SERVES=1            the A2A proxy dials a port where no agent listens,
+                                        so a Ready workspace does not answer
   WSCTL_DEBUG_STALL_AFTER_OP=OpName     after an op of that type (e.g. WriteToken), the
                                         executor hangs forever: crash tests then SIGKILL
                                         the controller at that point of a recreate
@@ -28,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api.a2a import ActivityStore
+from controller.api.a2a import ActivityStore, AgentAddress
 from controller.api.registry import RegistryStore
 from controller.core.conditions import DegradedReason
 from controller.core.model import WorkspaceKey, WorkspaceStatus
@@ -41,7 +43,7 @@ log = logging.getLogger("wsctl.debug")
 PREFIX = "WSCTL_DEBUG_BREAK_"
 STALL = "WSCTL_DEBUG_STALL_AFTER_OP"
 KNOBS = ("RECREATE", "STOP_OLD", "TOKEN_REVOCATION", "ACTIVITY_WRITES", "LOG_SECRET",
-         "DEGRADED_REASON")
+         "DEGRADED_REASON", "SERVES")
 _TRUE = {"1", "true", "yes"}
 _WRONG_FROM = DegradedReason.HEARTBEAT_STALE.value
 _WRONG_TO = DegradedReason.AGENT_UNHEALTHY.value
@@ -55,6 +57,7 @@ class DebugBreaks:
     activity_writes: bool = False
     log_secret: bool = False
     degraded_reason: bool = False
+    serves: bool = False
     stall_after_op: str | None = None
 
     @classmethod
@@ -86,6 +89,15 @@ class DebugBreaks:
             return executor
         values = {f.name: getattr(executor, f.name) for f in dataclasses.fields(Executor)}
         return _BrokenExecutor(**values, breaks=self)
+
+    def agent_address(self, lookup: AgentAddress) -> AgentAddress:
+        if not self.serves:
+            return lookup
+
+        async def nowhere(workspace_id: str) -> tuple[str, int] | None:
+            found = await lookup(workspace_id)
+            return None if found is None else (found[0], 9)  # discard: nobody listens
+        return nowhere
 
     def activity_store(self, store: ActivityStore) -> ActivityStore:
         return _DroppedActivity() if self.activity_writes else store

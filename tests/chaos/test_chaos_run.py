@@ -177,3 +177,17 @@ def test_old_container_left_running_is_caught_by_the_continuous_probe(tmp_path: 
     assert runner["workspace"] == "w01"
     assert runner["fault"].startswith("#1 bad-register")
     assert runner["detail"].startswith("two running containers: ")
+
+
+def test_a_ready_workspace_that_does_not_answer_fails_serves(tmp_path: Path) -> None:
+    """Ready must mean reachable: with the proxy dialling nowhere, every converged
+    workspace still reports Ready, and the harness says `serves` failed."""
+    code, output, data = chaos(
+        tmp_path / "report", "--workspaces", "2", "--faults", "1", "--only", "pause",
+        "--seed", "1", "--settle", "20", env={"WSCTL_DEBUG_BREAK_SERVES": "1"})
+    assert code == 1, output[-4000:]
+    assert "serves" in failed(data), data["violations"]
+    serves = [v for v in data["violations"] if v["invariant"] == "serves"]
+    assert {v["workspace"] for v in serves} == {"w01", "w02"}
+    assert any("Online, but message/send answered HTTP 502" in v["detail"]
+               for v in serves), serves
