@@ -20,6 +20,7 @@ with a Retry-After header, and logs one warning line per refused request.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,7 +33,7 @@ from controller.api import metrics as metrics_exposition
 from controller.api import openapi
 from controller.api._http import BodyError, answer_for, read_json
 from controller.api.a2a import A2AProxy
-from controller.core import manifests, redact, tokens
+from controller.core import manifests, origin, redact, tokens
 from controller.core.errors import WsctlError
 from controller.core.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, WorkspaceKey
 
@@ -120,6 +121,18 @@ def admin_auth(admin_token: str) -> Callable[..., Awaitable[web.StreamResponse]]
     return middleware
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _working_for(where: str, handler: Handler) -> Handler:
+    """`handler` with what it sends to the store counted under origin `where`."""
+    @functools.wraps(handler)
+    async def attributed(request: web.Request) -> web.Response:
+        with origin.working_for(where):
+            return await handler(request)
+    return attributed
+
+
 class AdminApi:
     def __init__(self, store: AdminStore, proxy: A2AProxy,
                  logs: Callable[[str, int], Awaitable[str | None]],
@@ -133,20 +146,21 @@ class AdminApi:
 
     def routes(self) -> list[web.RouteDef]:
         base = "/api/v1/workspaces"
+        api = functools.partial(_working_for, origin.API)
         return [
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
-            web.get("/metrics", self.get_metrics),
+            web.get("/metrics", _working_for(origin.METRICS, self.get_metrics)),
             web.get("/openapi.json", self.openapi),
-            web.get(base, self.list),
-            web.post(base, self.apply),
-            web.get(base + "/{name}", self.get),
-            web.delete(base + "/{name}", self.delete),
-            web.post(base + "/{name}/restart", self.restart),
-            web.get(base + "/{name}/describe", self.describe),
-            web.get(base + "/{name}/activity", self.activity),
-            web.get(base + "/{name}/logs", self.get_logs),
-            web.post(base + "/{name}/a2a", self.a2a),
+            web.get(base, api(self.list)),
+            web.post(base, api(self.apply)),
+            web.get(base + "/{name}", api(self.get)),
+            web.delete(base + "/{name}", api(self.delete)),
+            web.post(base + "/{name}/restart", api(self.restart)),
+            web.get(base + "/{name}/describe", api(self.describe)),
+            web.get(base + "/{name}/activity", api(self.activity)),
+            web.get(base + "/{name}/logs", api(self.get_logs)),
+            web.post(base + "/{name}/a2a", api(self.a2a)),
         ]
 
     # ------------------------------------------------------------ helpers

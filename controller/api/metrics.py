@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from controller.api.registry import RegistryCounters
+from controller.core import origin
 from controller.core.model import WorkspaceStatus
 from controller.reconcile.reconciler import Metrics as ReconcileMetrics
 
@@ -52,7 +53,8 @@ class Counts:
     auth_failures: Mapping[str, int] = field(default_factory=dict)
     reconcile_errors: int = 0
     docker_calls: Mapping[str, int] = field(default_factory=dict)
-    db_queries: int = 0
+    db_queries: Mapping[str, int] = field(default_factory=dict)
+    """SQL statements sent, by origin (`controller.core.origin`)."""
     heartbeats: int = 0
     resyncs: int | None = 0
     """None: not exported (Kubernetes mode has no fleet-wide resync pass)."""
@@ -61,15 +63,16 @@ class Counts:
 
     @classmethod
     def of(cls, reconcile: ReconcileMetrics, registry: RegistryCounters, *,
-           docker_calls: Mapping[str, int], db_queries: int,
+           docker_calls: Mapping[str, int], db_queries: Mapping[str, int],
            resyncs: int | None) -> Counts:
         """What both composition roots export: the reconciler's and the registry's
-        tallies, Docker calls by name, SQL statements sent, full resync passes."""
+        tallies, Docker calls by name, SQL statements sent by origin, full resync
+        passes."""
         return cls(recreates=dict(reconcile.recreates),
                    register_failures=dict(registry.register_failures),
                    auth_failures=dict(registry.auth_failures),
                    reconcile_errors=reconcile.errors, docker_calls=dict(docker_calls),
-                   db_queries=db_queries, heartbeats=registry.heartbeats, resyncs=resyncs,
+                   db_queries=dict(db_queries), heartbeats=registry.heartbeats, resyncs=resyncs,
                    auth_rate_limited=registry.auth_rate_limited,
                    token_refreshes=reconcile.token_refreshes)
 
@@ -128,8 +131,10 @@ class _CountsCollector:
                        c.reconcile_errors)
         yield _by_label("wsctl_docker_api_calls_total", "Docker API calls made, by call.",
                         "call", c.docker_calls)
-        yield _counter("wsctl_db_queries_total", "SQL statements sent to PostgreSQL.",
-                       c.db_queries)
+        yield _by_label("wsctl_db_queries_total",
+                        "SQL statements sent to PostgreSQL, by the origin of the work that "
+                        "sent them (resync, reconcile, registry, api, metrics, retention, "
+                        "other).", "origin", c.db_queries)
         if c.resyncs is not None:
             yield _counter("wsctl_resyncs_total", "Full resync passes.", c.resyncs)
         yield _counter("wsctl_agent_heartbeats_total", "Accepted agent heartbeats.",
@@ -192,7 +197,9 @@ def routes(metrics: Callable[[], Awaitable[str]], ready: Callable[[], bool]
     (standalone mode serves the same paths on the admin API)."""
 
     async def get_metrics(request: web.Request) -> web.Response:
-        return web.Response(text=await metrics(), headers={"Content-Type": CONTENT_TYPE})
+        with origin.working_for(origin.METRICS):
+            text = await metrics()
+        return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

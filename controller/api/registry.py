@@ -32,7 +32,7 @@ from aiohttp import web
 
 from controller.api._http import BodyError, HttpError, answer_for, read_json
 from controller.api.urlpolicy import check_agent_card, check_claimed_url
-from controller.core import redact, tokens
+from controller.core import origin, redact, tokens
 from controller.core.errors import WsctlError
 from controller.core.observed import HEALTHY, HEARTBEAT_STATUSES
 
@@ -170,10 +170,12 @@ class Registry:
 
     @staticmethod
     def _store_guard(handler: Handler) -> Handler:
-        """An unreachable database is 503 store_unavailable (retry later), not a 500."""
+        """An unreachable database is 503 store_unavailable (retry later), not a 500.
+        What the handler sends to the store is counted under the `registry` origin."""
         async def guarded(request: web.Request) -> web.Response:
             try:
-                return await handler(request)
+                with origin.working_for(origin.REGISTRY):
+                    return await handler(request)
             except WsctlError as exc:
                 answer = answer_for(exc, request, log)
                 if answer is None:

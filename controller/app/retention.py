@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controller.core import origin
 from controller.core import settings as defaults
 from controller.core.settings import Retention
 
@@ -61,7 +62,8 @@ class RetentionTask:
         """One pass: the rows deleted per table, or None when it failed (logged)."""
         started = time.monotonic()
         try:
-            pruned = await self.store.prune(self.policy)
+            with origin.working_for(origin.RETENTION):
+                pruned = await self.store.prune(self.policy)
         except Exception as exc:
             self.stats.failures += 1
             log.warning("retention pass failed (%s: %s); next try in %.0fs",

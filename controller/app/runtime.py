@@ -92,7 +92,7 @@ class Controller:
 
         exporter.counts = lambda: Counts.of(
             reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,
-            db_queries=QUERY_COUNT[0], resyncs=driver.stats.resyncs)
+            db_queries=QUERY_COUNT, resyncs=driver.stats.resyncs)
 
         async def render_metrics() -> str:
             workspaces = await store.list_workspaces()

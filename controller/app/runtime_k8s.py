@@ -153,7 +153,7 @@ class KubernetesController:
         self.registry = registry
         exporter.counts = lambda: Counts.of(
             reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,
-            db_queries=QUERY_COUNT[0], resyncs=None)
+            db_queries=QUERY_COUNT, resyncs=None)
 
         async def render_metrics() -> str:
             return exporter.render(Levels(

@@ -38,7 +38,7 @@ from typing import Any
 
 import kopf
 
-from controller.core import redact
+from controller.core import origin, redact
 from controller.core import settings as defaults
 from controller.core.model import (
     ObjectMeta,
@@ -285,7 +285,8 @@ class WorkspaceOperator(EventTriggers):
         wake.clear()
         async with self._lock(key):
             await self._sweep_orphans()
-            status = await self._reconcile(body)
+            with origin.working_for(origin.RECONCILE):
+                status = await self._reconcile(body)
         if status is not None:
             patch["status"] = status_patch(status)
 
@@ -376,7 +377,8 @@ class WorkspaceOperator(EventTriggers):
             if ws.metadata.deletion_timestamp is None:
                 ws = ws.model_copy(update={"metadata": ws.metadata.model_copy(
                     update={"deletion_timestamp": self.reconciler.clock()})})
-            result = await self.reconciler.reconcile(ws, self._previous(body))
+            with origin.working_for(origin.RECONCILE):
+                result = await self.reconciler.reconcile(ws, self._previous(body))
             self._post_events(body, result)
             if result.error is not None:
                 raise kopf.TemporaryError(str(result.error), delay=self._backoff(key))

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from controller.core import origin
 from controller.core import settings as defaults
 from controller.core.model import WorkspaceKey
 from controller.core.observed import ObservedContainer
@@ -105,7 +106,13 @@ class StandaloneDriver(EventTriggers):
     # ------------------------------------------------------------ resync
 
     async def resync(self) -> None:
-        """One list call for the fleet; adopt, clean up orphans, queue every workspace."""
+        """One list call for the fleet; adopt, clean up orphans, queue every workspace.
+        Its statements are counted under the `resync` origin, the reconciles it queues
+        under `reconcile`."""
+        with origin.working_for(origin.RESYNC):
+            await self._resync()
+
+    async def _resync(self) -> None:
         containers = await self.engine.list_containers()
         workspaces = await self.store.list_workspaces()
         self._snapshot = snap = Snapshot(time.monotonic(), containers)
@@ -152,6 +159,10 @@ class StandaloneDriver(EventTriggers):
                 self.queue.done(key)
 
     async def reconcile_key(self, key: WorkspaceKey) -> None:
+        with origin.working_for(origin.RECONCILE):
+            await self._reconcile_key(key)
+
+    async def _reconcile_key(self, key: WorkspaceKey) -> None:
         self.stats.reconciles += 1
         ws = await self.store.get_workspace(key.namespace, key.name)
         containers = self._containers_for(key)

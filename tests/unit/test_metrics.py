@@ -46,7 +46,7 @@ FAMILIES = {
     "wsctl_workspaces": ("gauge", set()),
     "wsctl_reconcile_errors_total": ("counter", set()),
     "wsctl_docker_api_calls_total": ("counter", {"call"}),
-    "wsctl_db_queries_total": ("counter", set()),
+    "wsctl_db_queries_total": ("counter", {"origin"}),
     "wsctl_resyncs_total": ("counter", set()),
     "wsctl_agent_heartbeats_total": ("counter", set()),
 }
@@ -58,7 +58,8 @@ def counts(**overrides: Any) -> Counts:
         "register_failures": {"blocked_private_url": 3},
         "auth_failures": {"stale_token": 4},
         "reconcile_errors": 1, "docker_calls": {"list": 300, "inspect": 21},
-        "db_queries": 77, "heartbeats": 12, "resyncs": 3, "auth_rate_limited": 0,
+        "db_queries": {"reconcile": 70, "resync": 7}, "heartbeats": 12, "resyncs": 3,
+        "auth_rate_limited": 0,
         "token_refreshes": 0,
     }
     values.update(overrides)
@@ -159,9 +160,9 @@ def test_counters_read_at_scrape_time_never_decrease_as_they_grow() -> None:
     reconcile = Metrics(on_duration=m.observe_reconcile)
     registry = RegistryCounters()
     docker_calls: dict[str, int] = {}
-    queries = [0]
+    queries = {"reconcile": 0, "api": 0}
     m.counts = lambda: Counts.of(reconcile, registry, docker_calls=docker_calls,
-                                 db_queries=queries[0], resyncs=None)
+                                 db_queries=queries, resyncs=None)
     before = scrape(m)
     for i in range(1, 40):
         reconcile.recreates[f"R{i % 3}"] = reconcile.recreates.get(f"R{i % 3}", 0) + 1
@@ -174,7 +175,8 @@ def test_counters_read_at_scrape_time_never_decrease_as_they_grow() -> None:
             f"c{i % 4}", 0) + 1
         registry.auth_rate_limited += i % 3
         docker_calls["inspect"] = docker_calls.get("inspect", 0) + 2
-        queries[0] += 5
+        queries["reconcile"] += 5
+        queries["api"] += i % 2
         after = scrape(m)
         assert never_decreased(before, after) == []
         before = after
@@ -183,15 +185,16 @@ def test_counters_read_at_scrape_time_never_decrease_as_they_grow() -> None:
     assert before.value("wsctl_agent_heartbeats_total") == 117
     assert before.value("wsctl_register_failures_total", **{"class": "c1"}) == 10
     assert before.value("wsctl_docker_api_calls_total", call="inspect") == 78
-    assert before.value("wsctl_db_queries_total") == 195
+    assert before.value("wsctl_db_queries_total", origin="reconcile") == 195
+    assert before.value("wsctl_db_queries_total", origin="api") == 20
     assert before.value("wsctl_reconcile_duration_seconds_count") == 39
     assert "wsctl_resyncs_total" not in before.types  # None: not exported
 
 
 def test_never_decreased_catches_a_counter_that_went_back() -> None:
     """The check the monotonicity tests rely on: a smaller or missing sample is named."""
-    up = scrape(exporter(db_queries=10, recreates={"Created": 3}))
-    down = scrape(exporter(db_queries=9, recreates={}))
+    up = scrape(exporter(db_queries={"api": 10}, recreates={"Created": 3}))
+    down = scrape(exporter(db_queries={"api": 9}, recreates={}))
     problems = never_decreased(up, down)
     assert any("wsctl_db_queries_total" in p for p in problems)
     assert any("Created" in p for p in problems)
@@ -240,9 +243,9 @@ def test_degraded_by_reason_counts_only_degraded_true() -> None:
 
 def test_large_counters_keep_every_digit() -> None:
     """A counter of 1234567 must not read back as 1234570 (it would look stuck)."""
-    e = parse(exporter(db_queries=1_234_567, heartbeats=2**40 + 1).render(
+    e = parse(exporter(db_queries={"resync": 1_234_567}, heartbeats=2**40 + 1).render(
         Levels(workspaces=10_000_001)))
-    assert e.value("wsctl_db_queries_total") == 1_234_567
+    assert e.value("wsctl_db_queries_total", origin="resync") == 1_234_567
     assert e.value("wsctl_agent_heartbeats_total") == 2**40 + 1
     assert e.value("wsctl_workspaces") == 10_000_001
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import asyncpg
 
+from controller.core import origin
 from controller.core.errors import StoreError, StoreUnavailableError
 
 # One logger for the whole package, named as when the store was one module.
@@ -91,12 +92,17 @@ def _translated(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_
 # ------------------------------------------------------------------ connections
 
 
-QUERY_COUNT = [0]
-"""Statements sent by every Store of this process (for metrics and benchmarks)."""
+QUERY_COUNT: dict[str, int] = dict.fromkeys(origin.ORIGINS, 0)
+"""Statements sent by every Store of this process, by the origin of the work that sent
+them (`controller.core.origin`), for /metrics and the benchmarks. Process-wide: both
+composition roots export it."""
 
 
 def _count_query(_record: object) -> None:
-    QUERY_COUNT[0] += 1
+    # asyncpg calls query loggers through loop.call_soon, which runs them in a copy of
+    # the context of the task that sent the statement: `current()` is that task's origin.
+    where = origin.current()
+    QUERY_COUNT[where] = QUERY_COUNT.get(where, 0) + 1
 
 
 async def _reset_connection(conn: _Conn) -> None:
