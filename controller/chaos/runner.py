@@ -18,6 +18,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from controller.chaos.model import (
 )
 from controller.chaos.probes import Observer
 from controller.chaos.schedule import make_schedule
+from controller.chaos.tokens import TokenLedger, TokenProbe
 from controller.chaos.workload import Workload
 from controller.core import redact
 
@@ -92,10 +94,6 @@ def workspace_names(count: int) -> list[str]:
     return [f"w{i:02d}" for i in range(1, count + 1)]
 
 
-REPLACED_CHECKED = 3
-"""Replaced tokens per workspace presented at the end (see Run._check_tokens)."""
-
-
 def manifest(name: str, namespace: str, llm_base_url: str,
              token_expiration: int | None = None) -> dict[str, Any]:
     spec_extra = {} if token_expiration is None else {"tokenExpirationSeconds": token_expiration}
@@ -135,7 +133,14 @@ class Run:
                                  interval=config.workload_interval)
         self.records: list[FaultRecord] = []
         self.violations: list[Violation] = []
-        self.tokens: dict[str, dict[int, str]] = defaultdict(dict)
+        self.tokens = TokenProbe(
+            TokenLedger(config.token_expiration), self.names, mine=self.observer.mine,
+            converged=self.observer.converged, workspace_id=self.observer.workspace_id,
+            read=partial(env.blocking, env.engine.read_token),
+            present=partial(env.api.heartbeat, env.registry or ""), now=self.clock.now,
+            violate=lambda name, detail: self._violate(TOKENS, name, self._last_fault(name),
+                                                       detail),
+            on_token=redact.remember_token)
         self.notes = list(env.notes)
         self.ctx = FaultContext(
             engine=env.engine, api=env.api, namespace=env.namespace, network=env.network,
@@ -151,6 +156,8 @@ class Run:
         stop = asyncio.Event()
         sampler = asyncio.create_task(self.observer.run(stop), name="chaos-observer")
         ticker = asyncio.create_task(self._tick(stop), name="chaos-progress")
+        probing = asyncio.Event()
+        prober = asyncio.create_task(self._probe_tokens(probing), name="chaos-tokens")
         try:
             if await self._fleet_up():
                 self.workload.start()
@@ -159,10 +166,13 @@ class Run:
                 settled = await self.observer.wait(self._fleet_converged, self.config.settle)
                 self.say("fleet converged" if settled else "fleet did not converge in time")
             await self.workload.stop()
+            probing.set()
+            await prober
             await self._final_checks()
         finally:
             stop.set()
-            for task in (sampler, ticker):
+            probing.set()
+            for task in (sampler, ticker, prober):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -187,7 +197,7 @@ class Run:
         for name in self.names:
             status = self.observer.latest[name].get("status") or {}
             self.observer.expected_hash[name] = str(status.get("configHash"))
-        await self._read_tokens(self.names)
+        await self.tokens.read_tokens(self.names)
         self.say(f"fleet up in {self.clock.now():.1f}s")
         return True
 
@@ -239,7 +249,7 @@ class Run:
         if await self.observer.wait(done, self.config.fault_timeout):
             record.converged_at = self.clock.now()
             self.say(f"{plan.label}: converged in {record.converge_seconds:.1f}s")
-            await self._read_tokens(affected)
+            await self.tokens.read_tokens(affected)
             return
         for name in affected:
             problems = self.observer.problems(name)
@@ -256,18 +266,9 @@ class Run:
         self.violations.append(violation)
         self.say("VIOLATION " + violation.line())
 
-    async def _read_tokens(self, names: tuple[str, ...] | list[str], *,
-                           again: bool = False) -> None:
-        """The token of each running container, once per generation (`again`: read
-        it anew, as a refreshed token replaces the file within a generation)."""
-        for name in names:
-            for c in self.observer.mine(name):
-                if c.running and (again or c.token_generation not in self.tokens[name]):
-                    with contextlib.suppress(Exception):  # a vanished container has no token
-                        token = await self.env.blocking(self.env.engine.read_token, c.id)
-                        if token:
-                            redact.remember_token(token)
-                            self.tokens[name][c.token_generation] = token
+    async def _probe_tokens(self, stop: asyncio.Event) -> None:
+        if self.env.registry is not None:
+            await self.tokens.run(stop)
 
     async def _tick(self, stop: asyncio.Event) -> None:
         last_verify = 0.0
@@ -375,49 +376,10 @@ class Run:
                           "does not exist")
 
     async def _check_tokens(self) -> None:
-        """8.2: each workspace's live token is accepted, replaced generations refused.
-
-        The live token is read from its container just before it is presented
-        (with --token-expiration it is refreshed in place), and all live ones go
-        first. The registry rate-limits failed authentications per source (a
-        burst of 20, then one a second), so of each workspace's replaced
-        generations the newest REPLACED_CHECKED are presented; a note says how
-        many were left out.
-        """
-        registry = self.env.registry
-        if registry is None:
-            return
-        live: dict[str, int | None] = {}
-        for name in self.names:
-            await self._read_tokens([name], again=True)
-            current = [c for c in self.observer.mine(name) if c.running]
-            generation = max((c.token_generation for c in current), default=None)
-            live[name] = generation
-            token = None if generation is None else self.tokens[name].get(generation)
-            if token is None:
-                continue
-            status, answer = await self.env.api.heartbeat(
-                registry, self.observer.workspace_id(name), token)
-            if status != 200:
-                self._violate(TOKENS, name, self._last_fault(name),
-                              f"the live token (generation {generation}) is refused: "
-                              f"HTTP {status} {_error_class(answer)}")
-        left_out = 0
-        for name in self.names:
-            replaced = sorted(g for g in self.tokens[name] if g != live[name])
-            left_out += max(0, len(replaced) - REPLACED_CHECKED)
-            for generation in replaced[-REPLACED_CHECKED:]:
-                status, _ = await self.env.api.heartbeat(
-                    registry, self.observer.workspace_id(name), self.tokens[name][generation])
-                if status != 401:
-                    self._violate(TOKENS, name, self._last_fault(name),
-                                  f"token generation {generation} (replaced; live is "
-                                  f"{live[name]}) is still accepted: HTTP {status}")
-        if left_out:
-            self.notes.append(
-                f"token check: the newest {REPLACED_CHECKED} replaced tokens per workspace "
-                f"were presented, {left_out} older ones not (failed authentications are "
-                "rate-limited per source)")
+        """8.2: each workspace's live token is accepted; every replaced generation and
+        every expired refreshed token the run read is refused (tokens.TokenProbe)."""
+        if self.env.registry is not None:
+            self.notes += await self.tokens.final(self.say)
 
     async def _note_token_refreshes(self) -> None:
         """How many in-place refreshes the (last) controller process made: expiring
@@ -456,9 +418,8 @@ class Run:
         with contextlib.suppress(ApiError):
             texts["workspace list"] = json.dumps(await self.env.api.workspaces())
         planted = dict(self.env.planted)
-        for name, by_generation in self.tokens.items():
-            for generation, token in by_generation.items():
-                planted[f"agent token {name} g{generation}"] = token
+        for seen in self.tokens.ledger.all():
+            planted[f"agent token {seen.label}"] = seen.token
         for where, which in checks.find_secrets(texts, planted):
             workspace = which.split()[2] if which.startswith("agent token") else None
             self._violate(SECRETS, workspace, None, f"{which} appears in {where}")
@@ -469,11 +430,6 @@ class Run:
         if self.env.registry is None and TOKENS not in failed:
             verdict[TOKENS] = "skipped"
         return verdict
-
-
-def _error_class(answer: Any) -> str:
-    error = answer.get("error") if isinstance(answer, dict) else None
-    return str(error.get("class")) if isinstance(error, dict) else ""
 
 
 async def run_chaos(env: Environment, config: RunConfig, say: Say) -> RunResult:

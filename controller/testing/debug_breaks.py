@@ -9,6 +9,7 @@ root (runtime.py) applies them, by wrapping what it wires together:
   WSCTL_DEBUG_BREAK_STOP_OLD=1          containers are never stopped or removed, so a
                                         recreate leaves the old one running
   WSCTL_DEBUG_BREAK_TOKEN_REVOCATION=1  the registry accepts revoked (older) tokens
+  WSCTL_DEBUG_BREAK_TOKEN_EXPIRY=1      the registry accepts expired tokens
   WSCTL_DEBUG_BREAK_ACTIVITY_WRITES=1   the A2A proxy acknowledges without an activity row
   WSCTL_DEBUG_BREAK_LOG_SECRET=1        secret values from the environment are logged
   WSCTL_DEBUG_BREAK_DEGRADED_REASON=1   HeartbeatStale is reported as AgentUnhealthy
@@ -42,8 +43,8 @@ log = logging.getLogger("wsctl.debug")
 
 PREFIX = "WSCTL_DEBUG_BREAK_"
 STALL = "WSCTL_DEBUG_STALL_AFTER_OP"
-KNOBS = ("RECREATE", "STOP_OLD", "TOKEN_REVOCATION", "ACTIVITY_WRITES", "LOG_SECRET",
-         "DEGRADED_REASON", "SERVES")
+KNOBS = ("RECREATE", "STOP_OLD", "TOKEN_REVOCATION", "TOKEN_EXPIRY", "ACTIVITY_WRITES",
+         "LOG_SECRET", "DEGRADED_REASON", "SERVES")
 _TRUE = {"1", "true", "yes"}
 _WRONG_FROM = DegradedReason.HEARTBEAT_STALE.value
 _WRONG_TO = DegradedReason.AGENT_UNHEALTHY.value
@@ -54,6 +55,7 @@ class DebugBreaks:
     recreate: bool = False
     stop_old: bool = False
     token_revocation: bool = False
+    token_expiry: bool = False
     activity_writes: bool = False
     log_secret: bool = False
     degraded_reason: bool = False
@@ -103,7 +105,9 @@ class DebugBreaks:
         return _DroppedActivity() if self.activity_writes else store
 
     def registry_store(self, store: RegistryStore) -> RegistryStore:
-        return _Unrevoked(store) if self.token_revocation else store
+        if not (self.token_revocation or self.token_expiry):
+            return store
+        return _LenientTokens(store, revoked=self.token_revocation, expired=self.token_expiry)
 
     def driver_store(self, store: DriverStore) -> DriverStore:
         return _MislabelledStatus(store) if self.degraded_reason else store
@@ -138,11 +142,13 @@ class _DroppedActivity:
         return 0
 
 
-class _Unrevoked:
-    """Revoked tokens look live to the registry."""
+class _LenientTokens:
+    """Revoked (`revoked`) or expired (`expired`) tokens look live to the registry."""
 
-    def __init__(self, store: RegistryStore) -> None:
+    def __init__(self, store: RegistryStore, *, revoked: bool, expired: bool) -> None:
         self._store = store
+        self._cleared = {**({"revoked_at": None} if revoked else {}),
+                         **({"expires_at": None} if expired else {})}
         self.record_register = store.record_register
         self.record_register_failure = store.record_register_failure
         self.record_heartbeat = store.record_heartbeat
@@ -151,7 +157,7 @@ class _Unrevoked:
     async def find_token(self, token_hash: str) -> Any:
         row = await self._store.find_token(token_hash)
         if row is not None and dataclasses.is_dataclass(row) and not isinstance(row, type):
-            row = dataclasses.replace(row, revoked_at=None)
+            row = dataclasses.replace(row, **self._cleared)
         return row
 
 

@@ -150,16 +150,20 @@ def test_broken_recreate_activity_and_secret_are_each_reported(tmp_path: Path) -
     assert "sk-chaos-PLANTED" not in json.dumps(data)  # the report names it, never shows it
 
 
-def test_broken_token_revocation_and_degraded_reason_are_each_reported(tmp_path: Path) -> None:
+def test_broken_token_revocation_expiry_and_degraded_reason_are_each_reported(
+        tmp_path: Path) -> None:
     code, output, data = chaos(
         tmp_path / "report", "--workspaces", "2", "--faults", "3", "--only", "kill,pause",
-        "--seed", "4", "--settle", "30",
-        env={"WSCTL_DEBUG_BREAK_TOKEN_REVOCATION": "1",
+        "--seed", "4", "--settle", "30", "--token-expiration", "10",
+        env={"WSCTL_DEBUG_BREAK_TOKEN_REVOCATION": "1", "WSCTL_DEBUG_BREAK_TOKEN_EXPIRY": "1",
              "WSCTL_DEBUG_BREAK_DEGRADED_REASON": "1"})
     assert code == 1, output[-4000:]
     assert failed(data) == {"tokens", "degraded-cause"}
-    tokens = [v for v in data["violations"] if v["invariant"] == "tokens"]
-    assert tokens and all("is still accepted" in v["detail"] for v in tokens)
+    tokens = [v["detail"] for v in data["violations"] if v["invariant"] == "tokens"]
+    assert tokens and all("is still accepted" in d for d in tokens), tokens
+    # Both: a replaced generation (revocation) and a refreshed-away token (expiry).
+    assert any("(replaced) is still accepted" in d for d in tokens), tokens
+    assert any("(expired) is still accepted" in d for d in tokens), tokens
     pauses = {f["label"] for f in data["faults"] if f["kind"] == "pause"}
     causes = [v for v in data["violations"] if v["invariant"] == "degraded-cause"]
     assert any("AgentUnhealthy" in v["detail"] and v["fault"] in pauses for v in causes)
