@@ -176,10 +176,30 @@ async def _run(options: Any, config: Any, report_dir: Path) -> int:
     # quoting an answer must not carry one into a file.
     data = redact.redact_json(report.to_json(
         result, {"mode": mode, "heartbeat_seconds": options.heartbeat_seconds,
-                 "network": env.network, "namespace": env.namespace}))
+                 "network": env.network, "namespace": env.namespace, **_source()}))
     _, html_path = report.write(report_dir, data)
     print(report.summary(data, html_path))
     return 0 if result.passed else 1
+
+
+def _source() -> dict[str, Any]:
+    """What the run ran: wsctl's version and, from a git checkout, its commit (a
+    recorded report names the code it judged; `dirty`: uncommitted changes)."""
+    import subprocess
+
+    from controller import __version__
+
+    here = Path(__file__).resolve().parent
+    source: dict[str, Any] = {"wsctl": __version__, "commit": None, "dirty": None}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=here, capture_output=True, text=True, timeout=10,
+                                check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return source  # not a checkout (an installed wheel): the version says enough
+    return {**source, "commit": commit, "dirty": bool(status.strip())}
 
 
 def _schedule(env: Any, config: Any) -> list[Any]:

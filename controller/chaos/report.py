@@ -84,10 +84,19 @@ def write(report_dir: Path, data: dict[str, Any]) -> tuple[Path, Path]:
 # ------------------------------------------------------------------ terminal
 
 
+def _source(data: dict[str, Any]) -> str:
+    env = data.get("environment") or {}
+    commit = env.get("commit")
+    if not commit:
+        return f"wsctl {env.get('wsctl', '?')}"
+    return f"commit {str(commit)[:12]}{' with uncommitted changes' if env.get('dirty') else ''}"
+
+
 def summary(data: dict[str, Any], html_path: Path | None = None) -> str:
     cfg = data["config"]
     lines = [f"wsctl chaos: {data['verdict'].upper()}  ({cfg['workspaces']} workspaces, "
-             f"{cfg['faults']} faults, seed {cfg['seed']}, {data['duration_seconds']:.0f}s)",
+             f"{cfg['faults']} faults, seed {cfg['seed']}, {data['duration_seconds']:.0f}s; "
+             f"{_source(data)})",
              f"{'fault type':<18}{'n':>4}{'conv':>6}{'p50':>8}{'p99':>8}{'max':>8}"]
     for kind, s in data["convergence"].items():
         lines.append(f"{kind:<18}{s['injected']:>4}{s['converged']:>6}{_s(s['p50']):>8}"
@@ -269,7 +278,7 @@ svg {{ display: block; margin: 8px 0 24px; }}
 <h1>wsctl chaos: <span>{verdict}</span></h1>
 <p>{cfg['workspaces']} workspaces, {cfg['faults']} faults, seed {cfg['seed']}, rate
 {cfg['rate']}/s, settle {cfg['settle']}s; started {_e(data['started_at'])}, took
-{data['duration_seconds']}s; {data['samples']} probe samples.</p>
+{data['duration_seconds']}s; {data['samples']} probe samples; {_e(_source(data))}.</p>
 <h2>Invariants</h2>{invariants}
 <h2>Violations</h2>{violations}
 <h2>Time to converge per fault type</h2>

@@ -41,7 +41,8 @@ def made_up_run() -> RunResult:
 
 
 def test_json_html_and_summary(tmp_path: Path) -> None:
-    data = report.to_json(made_up_run(), {"mode": "self-contained"})
+    data = report.to_json(made_up_run(), {"mode": "self-contained", "wsctl": "0.1.0",
+                                          "commit": "0123456789abcdef", "dirty": True})
     json_path, html_path = report.write(tmp_path / "out", data)
     loaded = json.loads(json_path.read_text())
     assert loaded["verdict"] == "fail"
@@ -56,9 +57,11 @@ def test_json_html_and_summary(tmp_path: Path) -> None:
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "time to converge per fault type" in page.lower()
+    assert "commit 0123456789ab with uncommitted changes" in page  # what was judged
 
     text = report.summary(data, html_path)
     assert text.splitlines()[0].startswith("wsctl chaos: FAIL  (2 workspaces, 4 faults, seed 9")
+    assert "commit 0123456789ab with uncommitted changes)" in text.splitlines()[0]
     assert "[converge] w02 / #3 kill on w02: not converged" in text
     assert "note: a note" in text and str(html_path) in text
     assert len(text.splitlines()) < 40  # one screen
