@@ -54,7 +54,7 @@ starting, so the library does not mistake it for a running server.
 
 Tests: when running as root, keep data folders out of pytest's basetemp; every
 pytest session that starts re-chmods /tmp/pytest-of-root to 0700, which locks
-the `embedded_postgres` user out (see tests/integration/conftest.py).
+the `embedded_postgres` user out (see new_data_dir in tests/conftest.py).
 """
 
 from __future__ import annotations

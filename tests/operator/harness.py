@@ -22,6 +22,7 @@ from controller.testing.harness import condition as condition
 from controller.testing.harness import free_port as free_port
 from controller.testing.harness import new_dir as new_dir
 from controller.testing.harness import phase as phase
+from controller.testing.harness import post_json as post_json
 from controller.testing.harness import remove_dir as remove_dir
 from controller.testing.harness import wait_for as wait_for
 from tests.e2e.dockerutil import container_env as container_env
@@ -36,9 +37,14 @@ class OperatorThread:
 
     def __init__(self, *, kube_url: str, data_dir: Path, cache_dir: Path, network: str,
                  instance: str, gateway: str, resync_seconds: float = 30.0,
-                 peering: tuple[str, int] | None = None) -> None:
-        """`peering`: (peering object name, priority); None runs standalone."""
+                 peering: tuple[str, int] | None = None, database_url: str | None = None,
+                 registry_port: int | None = None) -> None:
+        """`peering`: (peering object name, priority); None runs standalone.
+        `database_url`: the store's PostgreSQL (`DATABASE_URL`); None: the embedded
+        one of `data_dir`. `registry_port`: None picks a free one; replicas on one
+        node share theirs (SO_REUSEPORT), as docs/kubernetes.md says."""
         self.peering = peering
+        self.database_url = database_url
         self.kube_url = kube_url
         self.data_dir = data_dir
         self.cache_dir = cache_dir
@@ -46,7 +52,7 @@ class OperatorThread:
         self.instance = instance
         self.gateway = gateway
         self.resync_seconds = resync_seconds
-        self.registry_port = free_port(gateway)
+        self.registry_port = registry_port or free_port(gateway)
         self.listen_port = free_port("127.0.0.1")  # /metrics, /healthz, /readyz
         self.controller: KubernetesController | None = None
         self.error: BaseException | None = None
@@ -91,7 +97,8 @@ class OperatorThread:
         ready = asyncio.Event()
         options = RunOptions(
             data_dir=self.data_dir, cache_dir=self.cache_dir, registry_host=self.gateway,
-            registry_port=self.registry_port, network=self.network, instance=self.instance,
+            registry_port=self.registry_port, database_url=self.database_url,
+            network=self.network, instance=self.instance,
             listen_host="127.0.0.1", listen_port=self.listen_port,
             heartbeat_seconds=1, build_image=False, environ={})
         peering_name, priority = self.peering or ("", 0)

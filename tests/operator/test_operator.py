@@ -4,9 +4,11 @@ Docker containers (issue 4). Each test names its own workspaces."""
 from __future__ import annotations
 
 import contextlib
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import docker
@@ -21,8 +23,10 @@ from tests.operator.harness import (
     call,
     condition,
     container_env,
+    free_port,
     new_dir,
     phase,
+    post_json,
     remove_dir,
     secret,
     wait_for,
@@ -288,29 +292,58 @@ def test_invalid_workspace_is_rejected_by_the_api_with_the_field_path(
     assert kubectl.find(WORKSPACES, "workspaces", NAMESPACE, "india") is None
 
 
-def test_peered_replicas_only_the_highest_priority_acts(
+def live_token(docker_client: docker.DockerClient, container_id: str) -> str:
+    """The token the agent of this container authenticates with (its token file)."""
+    code, out = docker_client.containers.get(container_id).exec_run(
+        ["cat", "/configs/.auth_token"])
+    assert code == 0 and isinstance(out, bytes), out
+    return out.decode().strip()
+
+
+def creates_and_destroys(client: docker.DockerClient, name: str, since_ns: int,
+                         until_ns: int) -> list[str]:
+    """Docker's own record of every container of `name` created or removed in the
+    window (nanoseconds since the epoch): catches a recreate between two polls too."""
+    found = client.events(since=since_ns // 10**9, until=until_ns // 10**9 + 1, decode=True,
+                          filters={"type": "container", "event": ["create", "destroy"],
+                                   "label": [f"wsctl.dev/instance={INSTANCE}",
+                                             f"wsctl.dev/workspace={NAMESPACE}.{name}"]})
+    return [f"{e['Action']} {e['id'][:12]}" for e in found
+            if since_ns <= int(e["timeNano"]) <= until_ns]
+
+
+def test_peered_replicas_on_one_database_fail_over_without_recreate(
         operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
-        cleanup: list[str]) -> None:
-    """HA: two replicas in one peering object; the lower priority pauses, then takes over."""
+        cleanup: list[str], fresh_dsn: str) -> None:
+    """HA as docs/kubernetes.md documents it: two replicas in one peering object, each
+    with its own data dir, both on one PostgreSQL (one DATABASE_URL) and one registry
+    port (SO_REUSEPORT). The lower priority pauses yet records what reaches its
+    registry in the shared store, where the leader reads it; when the leader goes,
+    it takes over the same container: no recreate, never a second container."""
     operator.stop()  # the session's standalone operator would act regardless of peering
     replicas: list[OperatorThread] = []
+    workspace_id = f"{NAMESPACE}.kilo"
     try:
         kubectl.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", {
             "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
             "metadata": {"name": "wsctl-ha"}})
         ensure_secret(kubectl, "llm", KEY_1)
+        registry_port = free_port(operator.gateway)
         for priority in (200, 100):
             replica = OperatorThread(
                 kube_url=operator.kube_url, data_dir=new_dir("wsctl-op-ha-"),
                 cache_dir=operator.cache_dir, network=operator.network,
                 instance=operator.instance, gateway=operator.gateway,
-                peering=("wsctl-ha", priority))
+                peering=("wsctl-ha", priority), database_url=fresh_dsn,
+                registry_port=registry_port)
             replicas.append(replica.start())
             if priority == 200:
                 cleanup.append("kilo")
                 kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("kilo"))
                 ready(kubectl, "kilo", where="with the leader alone")
-        leader, standby = (r.controller.operator for r in replicas if r.controller)
+        first, second = replicas
+        assert first.controller is not None and second.controller is not None
+        leader, standby = first.controller.operator, second.controller.operator
         assert leader is not None and standby is not None
         # The standby has seen the leader's peering record and paused: touch the
         # workspace; the leader reconciles it, the standby never does.
@@ -319,22 +352,100 @@ def test_peered_replicas_only_the_highest_priority_acts(
                       {"metadata": {"labels": {"touched": "yes"}}})
         wait_for(lambda: leader.stats.reconciles > passes, EVENT_DRIVEN, "leader's pass")
         assert standby.stats.reconciles == 0
-        assert len(managed(docker_client, "kilo")) == 1
-        # The leader leaves (its record goes with it): the standby takes over.
-        replicas[0].stop()
-        wait_for(lambda: standby.stats.reconciles > 0, 30, "the standby took over")
+        before = ready(kubectl, "kilo")
+        container_id = before["status"]["containerID"]
+        assert [c.id for c in managed(docker_client, "kilo")] == [container_id]
 
-        def converged() -> bool:
+        # A registry write that reaches the paused standby is seen by the leader. Both
+        # listen on one port, and the kernel spreads connections between them: send
+        # registers (with the agent's live token, claiming its own URL) until one was
+        # handled by the standby; each names itself in the agent card. The agent
+        # itself registered once, before the standby started: the counters move for
+        # these registers only.
+        leader_store, standby_registry = first.controller.store, second.controller.registry
+        leader_registry = first.controller.registry
+        assert leader_store is not None and standby_registry and leader_registry
+        agent = call(first, leader_store.get_registration(workspace_id))
+        assert agent is not None and agent.url and agent.agent_card
+        token = live_token(docker_client, container_id)
+        probe = ""
+        for attempt in range(40):
+            counts = (leader_registry.counters.registers, standby_registry.counters.registers)
+            card = {**agent.agent_card, "name": f"ha-probe-{attempt}"}
+            status, body = post_json(f"{first.registry}/registry/register", {
+                "workspace_id": workspace_id, "url": agent.url, "agent_card": card}, token)
+            assert status == 200, (
+                f"register refused: {status} {body}; auth failures: leader "
+                f"{leader_registry.counters.auth_failures}, standby "
+                f"{standby_registry.counters.auth_failures}")
+            by_standby = standby_registry.counters.registers - counts[1]
+            assert by_standby + leader_registry.counters.registers - counts[0] == 1
+            if by_standby:
+                probe = card["name"]
+                break
+        assert probe, "no register reached the standby in 40 connections"
+        # The leader's reads: the registration row, and the one-statement read its
+        # reconciler plans from (registered_at is a sign of life for the health verdict).
+        seen = call(first, leader_store.get_registration(workspace_id))
+        assert seen is not None and seen.agent_card is not None
+        assert seen.agent_card["name"] == probe
+        assert seen.registered_at is not None and agent.registered_at is not None
+        assert seen.registered_at > agent.registered_at
+        planned = call(first, leader_store.observe_registry(
+            workspace_id, datetime.now(UTC) - timedelta(minutes=5)))
+        assert planned.agent.registered_at == seen.registered_at
+        assert planned.agent.registered_generation == before["status"]["tokenGeneration"]
+        assert standby.stats.reconciles == 0  # the standby's register woke nothing there
+
+        # The leader leaves (its record goes with it): the standby takes over the same
+        # container. Docker and the Workspace are watched until the new leader has run
+        # a pass of its own after a touch.
+        started = time.time_ns()
+        samples: list[tuple[list[str], str, str | None]] = []
+
+        def sample() -> tuple[list[str], str, str | None]:
+            """(managed container ids, Ready, status.containerID) now; kept."""
             obj = get(kubectl, "kilo")
-            ids = [c.id for c in managed(docker_client, "kilo")]
-            return condition(obj, "Ready").get("status") == "True" \
-                and ids == [obj["status"]["containerID"]]
-        # (Its own store knows no token of the leader's container: it may recreate it.)
-        wait_for(converged, 30, "one Ready container under the new leader")
+            samples.append(([c.id for c in managed(docker_client, "kilo")],
+                            condition(obj, "Ready").get("status", ""),
+                            obj["status"].get("containerID")))
+            return samples[-1]
+
+        first.stop()
+        wait_for(lambda: sample() and standby.stats.reconciles > 0, 30,
+                 "the standby took over")
+        passes = standby.stats.reconciles
+        kubectl.patch(WORKSPACES, "workspaces", NAMESPACE, "kilo",
+                      {"metadata": {"labels": {"touched": "again"}}})
+        wait_for(lambda: sample() and standby.stats.reconciles > passes, EVENT_DRIVEN,
+                 "the new leader's pass after the touch")
+        # And for longer than the heartbeat TTL (3 s): the new leader's later passes
+        # (its requeue at the TTL) still find the agent fresh, heartbeating to it now.
+        passes, beats = standby.stats.reconciles, standby_registry.counters.heartbeats
+        watch_until = time.monotonic() + 4.0
+        while time.monotonic() < watch_until:
+            sample()
+            time.sleep(0.2)
+        ended = time.time_ns()
+        assert standby.stats.reconciles > passes
+        assert standby_registry.counters.heartbeats > beats
+        after = get(kubectl, "kilo")
+        assert standby.stats.triggers.get("resume", 0) >= 1
+        assert {tuple(ids) for ids, _, _ in samples} == {(container_id,)}, samples
+        assert {(ready_, shown) for _, ready_, shown in samples} == {("True", container_id)}
+        assert creates_and_destroys(docker_client, "kilo", started, ended) == []
+        assert condition(after, "Ready")["status"] == "True"
+        assert after["status"]["containerID"] == container_id
+        assert after["status"]["restartCount"] == 0
+        assert after["status"]["tokenGeneration"] == before["status"]["tokenGeneration"]
+        assert "lastRecreateReason" not in after["status"]
+        assert [e["reason"] for e in events(kubectl, "kilo")
+                if e.get("reason") in ("Created", "Recreating")] == ["Created"]
         # Cleanup of kilo (the finalizer) needs an acting operator: the standby is one now.
         kubectl.delete(WORKSPACES, "workspaces", NAMESPACE, "kilo")
         wait_for(lambda: kubectl.find(WORKSPACES, "workspaces", NAMESPACE, "kilo") is None,
                  30, "kilo deleted by the new leader")
+        assert managed(docker_client, "kilo") == []
     finally:
         for replica in replicas:
             replica.stop()
