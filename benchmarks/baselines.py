@@ -73,6 +73,9 @@ def recreate(client: docker.DockerClient, old_id: str, spec: ContainerSpec, gate
 
 def bring_up(client: docker.DockerClient, specs: list[ContainerSpec], gateway: str,
              label: dict[str, str], parallelism: int) -> float:
+    """Create, write the token and start every container, `parallelism` at a time, in
+    this process; seconds until the last start() call returned. The benchmark's end
+    point is Docker's start event of the last container, timed by its caller."""
     started = time.monotonic()
     with ThreadPoolExecutor(parallelism) as pool:
         list(pool.map(lambda s: create_start(client, s, gateway, label), specs))
@@ -89,19 +92,8 @@ def ensure_compose() -> str:
     return found
 
 
-def compose_up(specs: list[ContainerSpec], gateway: str, network: str, project: str,
-               client: docker.DockerClient, timeout: float = 300.0
-               ) -> tuple[float | None, Path, int]:
-    """`docker-compose up -d` of the same services.
-
-    Returns (seconds or None if it did not finish within `timeout`, compose
-    folder, containers running at the end). Debian's docker-compose 1.29.2 has
-    been seen to hang here part-way through large projects.
-
-    Compose runs at its default parallelism: Debian's docker-compose 1.29.2
-    deadlocks with COMPOSE_PARALLEL_LIMIT=8 at 50 services (seen here: stuck
-    after 3 containers for minutes), so it cannot be held to wsctl's 8.
-    """
+def compose_file(specs: list[ContainerSpec], gateway: str, network: str) -> Path:
+    """A folder with the docker-compose.yml of these services (the file a user has)."""
     folder = Path(tempfile.mkdtemp(prefix="wsctl-bench-compose-"))
     services = {}
     for spec in specs:
@@ -121,6 +113,23 @@ def compose_up(specs: list[ContainerSpec], gateway: str, network: str, project: 
         "networks": {"default": {"external": {"name": network}}},
     }
     (folder / "docker-compose.yml").write_text(yaml.safe_dump(document))
+    return folder
+
+
+def compose_up(folder: Path, project: str, client: docker.DockerClient,
+               timeout: float = 300.0) -> tuple[float | None, int]:
+    """`docker-compose up -d` of the file in `folder` (`compose_file`).
+
+    Returns (seconds until the process exited, or None if it did not finish
+    within `timeout`; containers running at the end). Debian's docker-compose
+    1.29.2 has been seen to hang here part-way through large projects. The
+    benchmark's end point is Docker's start event of the last container, timed
+    by the caller.
+
+    Compose runs at its default parallelism: Debian's docker-compose 1.29.2
+    deadlocks with COMPOSE_PARALLEL_LIMIT=8 at 50 services (seen here: stuck
+    after 3 containers for minutes), so it cannot be held to wsctl's 8.
+    """
     binary = ensure_compose()
     started = time.monotonic()
     seconds: float | None
@@ -133,7 +142,7 @@ def compose_up(specs: list[ContainerSpec], gateway: str, network: str, project: 
         seconds = None
     running = len(client.containers.list(
         filters={"label": f"com.docker.compose.project={project}"}))
-    return seconds, folder, running
+    return seconds, running
 
 
 def compose_down(folder: Path, project: str) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import yaml
 
 from benchmarks import baselines
 from benchmarks.fleet import (
@@ -116,6 +117,9 @@ def online_with_new(proc: ControllerProcess, name: str, old_container: str) -> b
 
 
 def bench_recreate(fleet: Fleet, restarts: int) -> dict[str, Any]:
+    """Both timed the same way: from just before the request (controller) or the first
+    Docker call (raw docker-py, in this process) to Docker's start event of the new
+    container, on the same event watcher and the same (wall) clock."""
     say(f"recreate: {restarts} restarts through the controller vs raw docker-py")
     instance = "bench-rc"
     controller_times: list[float] = []
@@ -129,14 +133,16 @@ def bench_recreate(fleet: Fleet, restarts: int) -> dict[str, Any]:
                 events.drain()
                 started = time.time()
                 proc.client().request("POST", "/api/v1/workspaces/rc/restart")
-                (start_event,) = events.wait("start", 1, 60)
+                (start_event,) = events.wait("start", 1, 60, exclude={previous})
                 controller_times.append(event_time(start_event) - started)
                 wait_for(partial(online_with_new, proc, "rc", previous), 60, "rc Online again")
                 previous = proc.get("rc")["status"]["containerID"]
         finally:
             events.stop()
     raw_times: list[float] = []
+    raw_calls: list[float] = []
     label = {"wsctl.dev/instance": "bench-raw-rc"}
+    events = DockerEvents(fleet.client, "wsctl.dev/instance=bench-raw-rc").start()
     try:
         (spec,) = specs_for(fleet, ["rawrc"], "bench-raw-rc")
         cid = baselines.create_start(fleet.client, spec, fleet.gateway, label)
@@ -145,14 +151,20 @@ def bench_recreate(fleet: Fleet, restarts: int) -> dict[str, Any]:
             wait_for(partial(baselines.agent_answers, fleet.client, cid), 30, "raw agent up")
             spec = ContainerSpec(**{**spec.__dict__, "name": spec.name.rsplit("-g", 1)[0]
                                     + f"-g{generation}"})
-            started = time.monotonic()
-            cid = baselines.recreate(fleet.client, cid, spec, fleet.gateway, label)
-            raw_times.append(time.monotonic() - started)
+            events.drain()
+            started = time.time()
+            old, cid = cid, baselines.recreate(fleet.client, cid, spec, fleet.gateway, label)
+            raw_calls.append(time.time() - started)
+            (start_event,) = events.wait("start", 1, 60, exclude={old})
+            raw_times.append(event_time(start_event) - started)
     finally:
+        events.stop()
         fleet.remove_instance("bench-raw-rc")
     c, r = summary(controller_times), summary(raw_times)
-    return {"controller": c, "raw": r, "ratio_median": c["median"] / r["median"],
-            "ratio_p95": c["p95"] / r["p95"], "goal": "ratio <= 1.10"}
+    return {"controller": c, "raw": r, "raw_calls_returned": summary(raw_calls),
+            "ratio_median": c["median"] / r["median"], "ratio_p95": c["p95"] / r["p95"],
+            "end_point": "Docker's start event of the new container",
+            "goal": "ratio <= 1.10"}
 
 
 # ---------------------------------------------------------------- 2. cold bring-up (+3, 5)
@@ -183,23 +195,65 @@ class Profiler:
             self.proc.wait(10)
 
 
+def by_label(values: dict[str, float], family: str) -> dict[str, float]:
+    """The samples of one labelled family, by their (single) label's value."""
+    return {k.split('"')[1]: v for k, v in values.items() if k.startswith(family + "{")}
+
+
+def queries_by_origin(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """SQL statements sent between two scrapes, by origin (as the controller counted them:
+    `wsctl_db_queries_total{origin}`). A controller from before the origin label (a
+    --compare checkout) gives one `unattributed` total, its scrapes' statements in it."""
+    family = "wsctl_db_queries_total"
+    if family in after:
+        return {"unattributed": after[family] - before.get(family, 0.0)}
+    old = by_label(before, family)
+    return {o: v - old.get(o, 0.0) for o, v in by_label(after, family).items()}
+
+
 def per_workspace(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, Any]:
-    """Docker API calls (by name) and SQL statements per workspace between two scrapes."""
+    """Docker API calls (by name) and SQL statements per workspace between two scrapes.
+    The scrapes' own statements are counted under the `metrics` origin and left out;
+    every other origin (the apply's `api`, `reconcile`, the agents' `registry`) is in."""
     calls = {k.split('"')[1]: (after[k] - before.get(k, 0)) / n for k in after
              if k.startswith("wsctl_docker_api_calls_total{") and after[k] != before.get(k, 0)}
+    queries = {o: v / n for o, v in queries_by_origin(before, after).items() if v}
     return {"docker_calls": calls, "docker_calls_total": sum(calls.values()),
-            "sql_statements": (after.get("wsctl_db_queries_total", 0)
-                               - before.get("wsctl_db_queries_total", 0) - 1) / n}
+            "sql_statements": sum(v for o, v in queries.items() if o != "metrics"),
+            "sql_by_origin": queries}
 
 
-def controller_bringup(fleet: Fleet, n: int, *, instance: str, repo: Path | None = None,
-                       steady: bool = False, profile: Path | None = None) -> dict[str, Any]:
-    """Apply N workspaces at once to a fresh controller: seconds until Docker saw the last
-    container start, and until all were Online; calls and CPU per workspace on the way."""
-    result: dict[str, Any] = {"n": n}
+def manifest_file(fleet: Fleet, names: list[str], folder: Path) -> Path:
+    """The multi-document file a user would apply (written before the clock starts)."""
+    path = folder / "bench-workspaces.yaml"
+    path.write_text(yaml.safe_dump_all([fleet.workspace(name) for name in names]))
+    return path
+
+
+def wsctl_apply(proc: ControllerProcess, manifest: Path, repo: Path | None
+                ) -> subprocess.Popen[str]:
+    """`wsctl apply -f MANIFEST` as a user runs it: a new process of the controller's
+    interpreter and checkout (`python -m controller` is `wsctl`), against this controller."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WSCTL_SERVER", "WSCTL_ADMIN_TOKEN")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "controller", "apply", "-f", str(manifest),
+         "--server", proc.server, "--data-dir", str(proc.data_dir)],
+        cwd=repo or REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def controller_bringup(fleet: Fleet, n: int, *, instance: str, via: str = "api",
+                       repo: Path | None = None, steady: bool = False,
+                       profile: Path | None = None) -> dict[str, Any]:
+    """Apply N workspaces at once to a fresh controller, `via` the API (one request from
+    this process) or the `command` (`wsctl apply -f`, its process included). Seconds from
+    just before the request or the spawn until Docker's start event of the last
+    container, and until all were Online; calls and CPU per workspace on the way."""
+    result: dict[str, Any] = {"n": n, "via": via}
     with fleet.controller(instance, "--heartbeat-seconds", "30", "--resync-seconds", "10",
                           "--docker-parallelism", str(PARALLELISM), repo=repo) as proc:
         assert proc.proc is not None
+        manifest = manifest_file(fleet, bench_names(n), proc.data_dir)
         cpu0, rss0 = proc_stats(proc.proc.pid)
         before = metrics(proc)
         postmaster = postmaster_pid(proc.data_dir)
@@ -208,7 +262,14 @@ def controller_bringup(fleet: Fleet, n: int, *, instance: str, repo: Path | None
         events = DockerEvents(fleet.client, f"wsctl.dev/instance={instance}").start()
         try:
             started = time.time()
-            proc.apply(*[fleet.workspace(name) for name in bench_names(n)])
+            if via == "command":
+                cli = wsctl_apply(proc, manifest, repo)
+                out, err = cli.communicate(timeout=300)
+                result["command_exit_seconds"] = time.time() - started
+                if cli.returncode != 0:
+                    raise RuntimeError(f"wsctl apply exited {cli.returncode}: {err or out}")
+            else:
+                proc.apply(*[fleet.workspace(name) for name in bench_names(n)])
             starts = events.wait("start", n, 600)
             result["controller_seconds"] = max(event_time(e) for e in starts) - started
             result["controller_cpu_seconds"] = proc_stats(proc.proc.pid)[0] - cpu0
@@ -229,55 +290,90 @@ def controller_bringup(fleet: Fleet, n: int, *, instance: str, repo: Path | None
 
 
 def raw_bringup(fleet: Fleet, n: int) -> dict[str, Any]:
+    """Raw docker-py in this process (no interpreter start-up), timed like the controller:
+    from just before the first call to Docker's start event of the last container."""
     instance = f"bench-raw{n}"
     groups0 = cpu_by_group()
+    specs = specs_for(fleet, bench_names(n), instance)  # what the script has at hand
+    events = DockerEvents(fleet.client, f"wsctl.dev/instance={instance}").start()
     try:
-        seconds = baselines.bring_up(fleet.client, specs_for(fleet, bench_names(n), instance),
-                                     fleet.gateway, {"wsctl.dev/instance": instance},
-                                     PARALLELISM)
+        started = time.time()
+        calls = baselines.bring_up(fleet.client, specs, fleet.gateway,
+                                   {"wsctl.dev/instance": instance}, PARALLELISM)
+        starts = events.wait("start", n, 600)
         daemons = cpu_by_group()["docker_daemons"] - groups0["docker_daemons"]
-        return {"seconds": seconds, "cpu_seconds": {"docker_daemons": daemons}}
+        return {"seconds": max(event_time(e) for e in starts) - started,
+                "calls_returned_seconds": calls, "cpu_seconds": {"docker_daemons": daemons}}
     finally:
+        events.stop()
         fleet.remove_instance(instance)
 
 
+def compose_bringup(fleet: Fleet, n: int) -> dict[str, Any]:
+    """`docker-compose up -d` of the same services, a command like `wsctl apply -f`: from
+    just before the spawn to Docker's start event of the last container. `seconds` is
+    None when compose did not finish (then there is nothing to compare with)."""
+    project = f"wsctlbench{n}"
+    folder = baselines.compose_file(specs_for(fleet, bench_names(n), f"bench-cmp{n}"),
+                                    fleet.gateway, fleet.network)
+    events = DockerEvents(fleet.client, f"com.docker.compose.project={project}").start()
+    try:
+        started = time.time()
+        exited, running = baselines.compose_up(folder, project, fleet.client)
+        seconds: float | None = None
+        if exited is not None:
+            starts = events.wait("start", n, 60)
+            seconds = max(event_time(e) for e in starts) - started
+        return {"seconds": seconds, "exit_seconds": exited, "running": running}
+    finally:
+        events.stop()
+        baselines.compose_down(folder, project)
+
+
 def bench_scale(fleet: Fleet, n: int, steady: bool, trials: int) -> dict[str, Any]:
-    """Bring-up at N: `trials` runs each of the controller and raw docker-py, alternating
-    which goes first; medians and p95 compared. Steady state after the first controller
-    run; docker-compose once (it is the slow one, and at N=200 may not finish)."""
-    say(f"bring-up N={n}: controller, raw docker-py ({PARALLELISM} parallel), docker-compose;"
-        f" {trials} trial(s)")
-    names = bench_names(n)
-    result: dict[str, Any] = {}
-    runs: dict[str, list[float]] = {"controller": [], "raw": [], "online": []}
+    """Bring-up at N: `trials` runs each of the controller from the command, the
+    controller from the API request and raw docker-py, in an order rotated per trial;
+    medians and p95 compared. Steady state after the first API run; docker-compose once
+    (it is the slow one, and at N=200 may not finish)."""
+    say(f"bring-up N={n}: controller from `wsctl apply -f` and from the API, raw docker-py "
+        f"({PARALLELISM} parallel), docker-compose; {trials} trial(s)")
+    variants = ["command", "api", "raw"]
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for trial in range(trials):
-        for variant in ("controller", "raw") if trial % 2 == 0 else ("raw", "controller"):
+        for variant in variants[trial % 3:] + variants[:trial % 3]:
             if variant == "raw":
-                runs["raw"].append(raw_bringup(fleet, n)["seconds"])
-                continue
-            one = controller_bringup(fleet, n, instance=f"bench-up{n}-{trial}",
-                                     steady=steady and trial == 0)
-            result = result or one
-            runs["controller"].append(one["controller_seconds"])
-            runs["online"].append(one["online_seconds"])
-        say(f"  trial {trial + 1}/{trials}: controller {runs['controller'][-1]:.2f} s, "
-            f"raw {runs['raw'][-1]:.2f} s")
-    result["trials"] = runs
-    result["controller_seconds"] = statistics.median(runs["controller"])
-    result["controller_p95"] = pct(runs["controller"], 95)
-    result["online_seconds"] = statistics.median(runs["online"])
-    result["raw_seconds"] = statistics.median(runs["raw"])
-    result["raw_p95"] = pct(runs["raw"], 95)
-    project_name = f"wsctlbench{n}"
-    seconds, folder, running = baselines.compose_up(
-        specs_for(fleet, names, f"bench-cmp{n}"), fleet.gateway, fleet.network, project_name,
-        fleet.client)
-    baselines.compose_down(folder, project_name)
-    result["compose_seconds"] = seconds
-    result["compose_running"] = running
-    result["ratio_raw"] = result["controller_seconds"] / result["raw_seconds"]
-    result["ratio_raw_p95"] = result["controller_p95"] / result["raw_p95"]
-    result["ratio_compose"] = None if seconds is None else result["controller_seconds"] / seconds
+                runs["raw"].append(raw_bringup(fleet, n))
+            else:
+                runs[variant].append(controller_bringup(
+                    fleet, n, instance=f"bench-up{n}-{variant}-{trial}", via=variant,
+                    steady=steady and trial == 0 and variant == "api"))
+        last = {v: runs[v][-1].get("controller_seconds", runs[v][-1].get("seconds"))
+                for v in variants}
+        say(f"  trial {trial + 1}/{trials}: from the command {last['command']:.2f} s, "
+            f"from the API {last['api']:.2f} s, raw {last['raw']:.2f} s")
+
+    def of(variant: str, key: str) -> dict[str, float]:
+        return summary([r[key] for r in runs[variant]])
+
+    first_api = runs["api"][0]
+    result: dict[str, Any] = {
+        "n": n, "trials": trials, "runs": runs,
+        "command": of("command", "controller_seconds"),
+        "command_online": of("command", "online_seconds"),
+        "command_exit": of("command", "command_exit_seconds"),
+        "api": of("api", "controller_seconds"), "api_online": of("api", "online_seconds"),
+        "raw": of("raw", "seconds"), "raw_calls_returned": of("raw", "calls_returned_seconds"),
+        # Calls, statements and CPU per workspace: the first API run.
+        **{k: first_api[k] for k in ("bringup_per_workspace", "controller_cpu_seconds",
+                                     "cpu_seconds", "steady") if k in first_api},
+    }
+    for variant in ("command", "api"):
+        result[f"ratio_{variant}"] = result[variant]["median"] / result["raw"]["median"]
+        result[f"ratio_{variant}_p95"] = result[variant]["p95"] / result["raw"]["p95"]
+    compose = compose_bringup(fleet, n)
+    result["compose"] = compose
+    result["ratio_compose"] = (None if compose["seconds"] is None
+                               else result["command"]["median"] / compose["seconds"])
     return result
 
 
@@ -297,12 +393,7 @@ def bench_bringup_trials(fleet: Fleet, sizes: list[int], trials: int,
                 if label == "raw":
                     runs[n][label].append(raw_bringup(fleet, n))
                 elif label == "compose":
-                    project = f"wsctlbench{n}"
-                    seconds, folder, running = baselines.compose_up(
-                        specs_for(fleet, bench_names(n), f"bench-cmp{n}"), fleet.gateway,
-                        fleet.network, project, fleet.client)
-                    baselines.compose_down(folder, project)
-                    runs[n][label].append({"seconds": seconds, "running": running})
+                    runs[n][label].append(compose_bringup(fleet, n))
                 else:
                     where = None if profile is None else profile / f"{label}-n{n}-t{trial}.txt"
                     r = controller_bringup(fleet, n, instance=f"bench-up{n}",
@@ -355,40 +446,59 @@ def bringup_table(ab: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+RECONCILES = "wsctl_reconcile_duration_seconds_count"
+
+
 def steady_state(proc: ControllerProcess, n: int, rss0: int) -> dict[str, Any]:
-    """One resync interval of an in-sync fleet: API calls, queries, CPU per pass; RSS."""
+    """One resync pass of an in-sync fleet and the reconciles it queues: Docker calls, SQL
+    statements, controller CPU; RSS.
+
+    The statements are those the controller counted under the `resync` and `reconcile`
+    origins (`wsctl_db_queries_total{origin}`), not an estimate: heartbeats (`registry`)
+    and the benchmark's own scrapes (`metrics`) are counted apart. The window runs from
+    a quiet moment after one pass (its N reconciles done, the queue empty) to the same
+    moment after the next, so it holds one pass and its reconciles whatever the phase of
+    the polling. Polled once a second: every scrape costs the controller a little CPU."""
     assert proc.proc is not None
     pid = proc.proc.pid
-    scrapes = 0
 
-    def resyncs() -> float:
-        nonlocal scrapes
-        scrapes += 1
-        return metrics(proc).get("wsctl_resyncs_total", 0.0)
+    def settled_after(seen: dict[str, float]) -> dict[str, float]:
+        """The metrics once a pass newer than `seen` ran and its reconciles are done."""
+        last: dict[str, float] = {}
 
-    first = resyncs()
-    wait_for(lambda: resyncs() > first, 60, "a resync", interval=1.0)
-    before, cpu_a = metrics(proc), proc_stats(pid)[0]
-    scrapes_at_a = scrapes
-    # Poll once a second: every scrape costs the controller a little CPU and a query.
-    wait_for(lambda: resyncs() > before["wsctl_resyncs_total"], 60, "next resync",
-             interval=1.0)
-    after, (cpu_b, rss) = metrics(proc), proc_stats(pid)
+        def settled() -> dict[str, float] | None:
+            nonlocal last
+            now = metrics(proc)
+            done = (now.get("wsctl_resyncs_total", 0) > seen.get("wsctl_resyncs_total", 0)
+                    and now.get(RECONCILES, 0) >= seen.get(RECONCILES, 0) + n
+                    and now.get("wsctl_queue_depth", 0) == 0
+                    and now.get(RECONCILES) == last.get(RECONCILES))
+            last = now
+            return now if done else None
+
+        return wait_for(settled, 60, "a resync pass and its reconciles", interval=1.0)
+
+    before = settled_after(metrics(proc))
+    cpu_a = proc_stats(pid)[0]
+    after = settled_after(before)
+    cpu_b, rss = proc_stats(pid)
     passes = after["wsctl_resyncs_total"] - before["wsctl_resyncs_total"]
-    heartbeats = after["wsctl_agent_heartbeats_total"] - before["wsctl_agent_heartbeats_total"]
-    window_scrapes = scrapes - scrapes_at_a + 1
-    queries = (after["wsctl_db_queries_total"] - before["wsctl_db_queries_total"]
-               - 2 * heartbeats - window_scrapes)
+    reconciles = after[RECONCILES] - before[RECONCILES]
+    queries = queries_by_origin(before, after)
+    resync_sql = queries.get("resync", 0.0) + queries.get("reconcile", 0.0)
     return {
         "passes": passes,
+        "reconciles_per_pass": reconciles / passes,
         "docker_calls_per_pass": (docker_calls(after) - docker_calls(before)) / passes,
         "docker_calls_by_name": {k.split('"')[1]: (after[k] - before.get(k, 0)) / passes
                                  for k in after if k.startswith("wsctl_docker_api_calls_total{")
                                  and after[k] != before.get(k, 0)},
-        "db_queries_per_pass": queries / passes,
-        "db_queries_per_workspace_per_pass": queries / passes / n,
+        "db_queries_per_pass": resync_sql / passes,
+        "db_queries_per_workspace_per_pass": resync_sql / passes / n,
+        "db_queries_by_origin_per_pass": {o: v / passes for o, v in queries.items() if v},
         "cpu_seconds_per_pass": (cpu_b - cpu_a) / passes,
-        "heartbeats_in_window": heartbeats,
+        "heartbeats_in_window": after["wsctl_agent_heartbeats_total"]
+        - before["wsctl_agent_heartbeats_total"],
         "rss_bytes": rss,
         "rss_per_workspace_mib": (rss - rss0) / n / 2**20,
     }
@@ -450,6 +560,19 @@ def machine(client: docker.DockerClient) -> dict[str, Any]:
                                 / 2**30, 1)}
 
 
+def source() -> dict[str, Any]:
+    """The commit measured, and whether the tree had changes not in it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout
+    try:
+        changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
+        return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(changed),
+                "changed_paths": changed}
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return {"commit": None, "dirty": None, "error": str(exc)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -482,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     restarts, kills = (3, 3) if args.quick else (20, 20)
     started = time.monotonic()
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
-                               "quick": args.quick, "machine": machine(client),
-                               "parallelism": PARALLELISM}
+                               "quick": args.quick, "source": source(),
+                               "machine": machine(client), "parallelism": PARALLELISM}
     with fleet_environment(client) as fleet:
         results["docker_start"] = docker_start_time(fleet, 5 if args.quick else 20)
         results["recreate"] = bench_recreate(fleet, restarts)
@@ -508,11 +631,12 @@ def bringup_only(args: argparse.Namespace, client: docker.DockerClient,
     variants: dict[str, Path | None] = {"wsctl": None}
     for i, checkout in enumerate(args.compare):
         variants["compare" if i == 0 else f"compare{i + 1}"] = checkout.resolve()
-    started = time.monotonic()
+    measured, started = source(), time.monotonic()
     with fleet_environment(client) as fleet:
         ab = bench_bringup_trials(fleet, sizes, args.trials, variants, not args.no_compose,
                                   args.profile)
-    ab.update(when=datetime.now(UTC).isoformat(timespec="seconds"), machine=machine(client),
+    ab.update(when=datetime.now(UTC).isoformat(timespec="seconds"), source=measured,
+              machine=machine(client),
               parallelism=PARALLELISM, duration_seconds=time.monotonic() - started)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bringup.json").write_text(json.dumps(ab, indent=2, default=str))

@@ -11,6 +11,60 @@ def _ok(value: float, goal: float, below: bool = True) -> str:
     return "met" if met else "MISSED"
 
 
+NOT_COMPARABLE = "not comparable"
+"""The verdict when the baseline did not finish: no ratio, so no goal met or missed."""
+
+
+def source_line(source: dict[str, Any] | None) -> str:
+    if not source or not source.get("commit"):
+        return "Source: commit not recorded"
+    if source.get("dirty"):
+        paths = source.get("changed_paths") or []
+        shown = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+        return (f"Source: commit {source['commit']}, with {len(paths)} uncommitted "
+                f"change(s) in the tree ({shown})")
+    return f"Source: commit {source['commit']} (clean tree)"
+
+
+def compose_row(s: dict[str, Any]) -> str:
+    """wsctl from the command against `docker-compose up -d` (both commands, both to
+    Docker's start event of the last container). A compose that did not finish gives
+    no ratio: the row says "not comparable", never "met"."""
+    compose = s["compose"]
+    head = (f"| bring-up N={s['n']} from the command vs docker-compose up -d (both commands,"
+            f" to the last start event) | {s['command']['median']:.2f} s | ")
+    if compose["seconds"] is None or s.get("ratio_compose") is None:
+        return (head + f"docker-compose did not finish in 300 s ({compose['running']}/{s['n']}"
+                f" running) | - | < 1.00 | {NOT_COMPARABLE} |")
+    return (head + f"docker-compose {compose['seconds']:.2f} s | {s['ratio_compose']:.2f} | "
+            f"< 1.00 | {_ok(s['ratio_compose'], 0.999)} |")
+
+
+def scale_rows(s: dict[str, Any]) -> list[str]:
+    n, trials = s["n"], s["trials"]
+    cmd, api, raw = s["command"], s["api"], s["raw"]
+    return [
+        f"| bring-up N={n} from the command (`wsctl apply -f`, CLI process included) -> last "
+        f"container's start event, median of {trials} | {cmd['median']:.2f} s | raw docker-py "
+        f"{raw['median']:.2f} s (in-process, first call -> last start event) | "
+        f"{s['ratio_command']:.2f} | <= 1.10 | {_ok(s['ratio_command'], 1.10)} |",
+        f"| bring-up N={n} from the command, p95 | {cmd['p95']:.2f} s | raw {raw['p95']:.2f} s | "
+        f"{s['ratio_command_p95']:.2f} | | |",
+        f"| bring-up N={n} from the API request -> last start event, median of {trials} | "
+        f"{api['median']:.2f} s | raw {raw['median']:.2f} s | {s['ratio_api']:.2f} | "
+        "(the goal is from the command) | |",
+        f"| bring-up N={n} from the API request, p95 | {api['p95']:.2f} s | "
+        f"raw {raw['p95']:.2f} s | {s['ratio_api_p95']:.2f} | | |",
+        compose_row(s),
+        f"| all Online N={n}, from the command / from the API request | "
+        f"{s['command_online']['median']:.2f} / {s['api_online']['median']:.2f} s | | | | |",
+        f"| `wsctl apply -f` process N={n} (spawn -> exit) | "
+        f"{s['command_exit']['median']:.2f} s | | | | |",
+        f"| raw docker-py N={n}: first call -> last start() returned (not the end point) | | "
+        f"{s['raw_calls_returned']['median']:.2f} s | | | |",
+    ]
+
+
 def table(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -20,45 +74,37 @@ def table(results: dict[str, Any]) -> str:
         + (" (quick: sizes too small for the goals to mean anything)" if results["quick"]
            else ""),
         "",
+        source_line(results.get("source")),
+        "",
+        "Every time runs from just before the request, the command's spawn or the first "
+        "Docker call to Docker's own start event of the (last) container, on one event "
+        "watcher and one clock. Raw docker-py runs in the benchmark's process: it pays no "
+        "interpreter start-up, `wsctl apply -f` does.",
+        "",
         "| measure | wsctl | baseline | ratio | goal | |",
         "|---|---|---|---|---|---|",
     ]
     rc = results["recreate"]
     lines.append(
-        f"| recreate, median of {rc['controller']['n']} (request -> new container started) | "
+        f"| recreate, median of {rc['controller']['n']} (request -> new container's start "
+        f"event; raw: first call -> start event) | "
         f"{rc['controller']['median']:.3f} s | raw docker-py {rc['raw']['median']:.3f} s | "
         f"{rc['ratio_median']:.2f} | <= 1.10 | {_ok(rc['ratio_median'], 1.10)} |")
     lines.append(
         f"| recreate, p95 | {rc['controller']['p95']:.3f} s | {rc['raw']['p95']:.3f} s | "
         f"{rc['ratio_p95']:.2f} | | |")
     for s in results["scale"]:
-        trials = len((s.get("trials") or {}).get("controller") or [1])
-        lines.append(
-            f"| bring-up N={s['n']} (all started), median of {trials} | "
-            f"{s['controller_seconds']:.2f} s | raw {s['raw_seconds']:.2f} s | "
-            f"{s['ratio_raw']:.2f} | <= 1.10 | {_ok(s['ratio_raw'], 1.10)} |")
-        if "controller_p95" in s:
-            lines.append(
-                f"| bring-up N={s['n']}, p95 | {s['controller_p95']:.2f} s | "
-                f"raw {s['raw_p95']:.2f} s | {s['ratio_raw_p95']:.2f} | | |")
-        if s["compose_seconds"] is None:
-            lines.append(
-                f"| bring-up N={s['n']} vs compose | {s['controller_seconds']:.2f} s | "
-                f"docker-compose did not finish in 300 s ({s['compose_running']}/{s['n']} "
-                f"running) | - | < 1.00 | met |")
-        else:
-            lines.append(
-                f"| bring-up N={s['n']} vs compose | {s['controller_seconds']:.2f} s | "
-                f"docker-compose {s['compose_seconds']:.2f} s | {s['ratio_compose']:.2f} | "
-                f"< 1.00 | {_ok(s['ratio_compose'], 0.999)} |")
-        lines.append(f"| time to Online N={s['n']} | {s['online_seconds']:.2f} s | | | | |")
-    steady = results["scale"][-1].get("steady")
+        lines += scale_rows(s)
+    last = results["scale"][-1]
+    steady = last.get("steady")
     if steady is not None:
-        n = results["scale"][-1]["n"]
+        n = last["n"]
         lines += [
             f"| Docker API calls per resync, N={n} in sync | {steady['docker_calls_per_pass']:.1f}"
             f" | | | 1 | {_ok(steady['docker_calls_per_pass'], 1.0)} |",
-            f"| SQL statements per resync, N={n} | {steady['db_queries_per_pass']:.0f} "
+            f"| SQL statements per resync (counted: the pass and its "
+            f"{steady['reconciles_per_pass']:.0f} reconciles), N={n} | "
+            f"{steady['db_queries_per_pass']:.0f} "
             f"({steady['db_queries_per_workspace_per_pass']:.1f}/workspace) | | | | |",
             f"| controller CPU per resync, N={n} | {steady['cpu_seconds_per_pass'] * 1000:.0f} ms"
             " | | | | |",
@@ -93,9 +139,12 @@ def plots(results: dict[str, Any], out: Path, suffix: str) -> list[Path]:
     scale = results["scale"]
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("controller_seconds", "wsctl"), ("raw_seconds", "raw docker-py"),
-                       ("compose_seconds", "docker-compose up -d")):
-        points = [(s["n"], s[key] / s["n"] * 1000) for s in scale if s[key] is not None]
+    for label, path in (("wsctl from the command", ("command", "median")),
+                        ("wsctl from the API request", ("api", "median")),
+                        ("raw docker-py (in-process)", ("raw", "median")),
+                        ("docker-compose up -d", ("compose", "seconds"))):
+        points = [(s["n"], s[path[0]][path[1]] / s["n"] * 1000) for s in scale
+                  if s[path[0]][path[1]] is not None]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("workspaces (N)")
