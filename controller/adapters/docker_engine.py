@@ -37,9 +37,12 @@ from controller.core.containerspec import (
     LABEL_MANAGED_BY,
     LABEL_RESTARTED_AT,
     LABEL_TOKEN_GENERATION,
+    LABEL_VOLUME,
     LABEL_WORKSPACE,
+    LABEL_WORKSPACE_UID,
     MANAGED_BY,
     ContainerSpec,
+    VolumeSpec,
 )
 from controller.core.errors import EngineUnavailableError, WsctlError
 from controller.core.observed import ContainerDiagnostics, ObservedContainer
@@ -320,7 +323,8 @@ class DockerEngine:
             host_config = self.api.create_host_config(
                 port_bindings={spec.agent_port: ("127.0.0.1", None)},
                 mounts=[DockerMount(target=m.target, source=m.source, type=m.type,
-                                    read_only=m.read_only) for m in spec.mounts],
+                                    read_only=m.read_only, no_copy=m.no_copy)
+                        for m in spec.mounts],
                 mem_limit=spec.memory_bytes,
                 nano_cpus=spec.nano_cpus,
                 pids_limit=spec.pids_limit,
@@ -389,6 +393,70 @@ class DockerEngine:
             if exc.status_code != 409 or "already in progress" not in str(exc.explanation):
                 raise
         self.forget(container)
+
+    async def ensure_volume(self, volume: VolumeSpec) -> dict[str, str] | None:
+        """Create the volume unless it exists: None if created now, else the labels of
+        the one found (a retained volume says which workspace uid created it)."""
+        def ensure() -> dict[str, str] | None:
+            try:
+                found = self.api.inspect_volume(volume.name)
+                return dict(found.get("Labels") or {})
+            except NotFound:
+                pass
+            self.api.create_volume(volume.name, driver="local", labels=dict(volume.labels))
+            if volume.owner_image is not None:
+                self._chown_volume(volume)
+            return None
+        result: dict[str, str] | None = await self._run("ensure_volume", ensure)
+        return result
+
+    def _chown_volume(self, volume: VolumeSpec) -> None:
+        """Give a new volume's root to the agent's uid: a one-off root container
+        with no network, every capability dropped but CHOWN, read-only root."""
+        host_config = self.api.create_host_config(
+            mounts=[DockerMount(target=volume.mount_path, source=volume.name, type="volume",
+                                no_copy=True)],
+            network_mode="none", cap_drop=["ALL"], cap_add=["CHOWN"], read_only=True,
+            security_opt=["no-new-privileges:true"], mem_limit=64 * 2**20, pids_limit=16)
+        created = self.api.create_container(
+            image=volume.owner_image, user="0:0", host_config=host_config,
+            command=["chown", f"{AGENT_UID}:{AGENT_UID}", volume.mount_path],
+            # Not labelled managed-by: the reconciler must not take it for a workspace's.
+            labels={LABEL_VOLUME: "init:" + volume.name}, network_disabled=True)
+        try:
+            self.api.start(created["Id"])
+            exit_code = self.api.wait(created["Id"], timeout=60).get("StatusCode")
+            if exit_code != 0:
+                tail = self.api.logs(created["Id"], tail=5).decode(errors="replace").strip()
+                raise EngineError(f"chown of volume {volume.name} to uid {AGENT_UID} "
+                                  f"failed (exit {exit_code}): {tail}")
+        finally:
+            with contextlib.suppress(DockerException):
+                self.api.remove_container(created["Id"], force=True)
+
+    async def storage_volumes(self) -> list[dict[str, Any]]:
+        """This instance's workspace storage volumes with their size on disk (Docker's
+        disk-usage walk: it reads every volume, so it is for describe and `wsctl
+        volumes`, never for a reconcile)."""
+        def usage() -> list[dict[str, Any]]:
+            found = []
+            for v in self.api.df().get("Volumes") or []:
+                labels = v.get("Labels") or {}
+                if labels.get(LABEL_MANAGED_BY) != MANAGED_BY \
+                        or labels.get(LABEL_INSTANCE) != self.instance \
+                        or labels.get(LABEL_VOLUME) != "workspace":
+                    continue
+                data = v.get("UsageData") or {}
+                size = data.get("Size")
+                found.append({
+                    "name": v.get("Name"), "workspace": labels.get(LABEL_WORKSPACE, ""),
+                    "workspaceUID": labels.get(LABEL_WORKSPACE_UID) or None,
+                    "createdAt": v.get("CreatedAt"),
+                    "sizeBytes": size if isinstance(size, int) and size >= 0 else None,
+                    "containers": data.get("RefCount")})
+            return sorted(found, key=lambda v: str(v["name"]))
+        result: list[dict[str, Any]] = await self._run("df", usage)
+        return result
 
     async def remove_volume(self, name: str) -> None:
         with contextlib.suppress(NotFound):

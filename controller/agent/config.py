@@ -39,6 +39,8 @@ class Config:
     register_once: bool = False
     reject_grace_seconds: float = 0.0
     """With register_once: wait this long after a refused register before heartbeating."""
+    workspace_dir: str | None = None
+    """WSCTL_WORKSPACE_DIR: the workspace's storage volume (history lives there)."""
     echo: str | None = None
     """Test knob AGENT_ECHO: printed at start, as a careless program would print a key."""
 
@@ -111,5 +113,6 @@ class Config:
             exit_after_seconds=num("AGENT_EXIT_AFTER_SECONDS", None),
             register_once=opt("AGENT_REGISTER_ONCE") in {"1", "true", "yes"},
             reject_grace_seconds=num("AGENT_REJECT_GRACE_SECONDS", 0.0) or 0.0,
+            workspace_dir=opt("WSCTL_WORKSPACE_DIR"),
             echo=opt("AGENT_ECHO"),
         )

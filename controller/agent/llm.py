@@ -43,15 +43,16 @@ def auth_headers(config: Config) -> dict[str, str]:
     return {}
 
 
-def complete(config: Config, text: str) -> str:
-    """Send one user message, return the joined text blocks of the reply."""
+def complete(config: Config, messages: list[dict[str, str]]) -> str:
+    """Send the conversation (earlier turns, then the new user message); return the
+    joined text blocks of the reply."""
     if not config.has_llm_credential:
         raise LLMError("LLM not configured: no ANTHROPIC_AUTH_TOKEN or ANTHROPIC_API_KEY set")
     url = messages_url(config.anthropic_base_url)
     payload = {
         "model": config.anthropic_model,
         "max_tokens": MAX_TOKENS,
-        "messages": [{"role": "user", "content": text}],
+        "messages": messages,
     }
     headers = {
         "Content-Type": "application/json",

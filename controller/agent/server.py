@@ -10,6 +10,7 @@ from typing import Any
 
 from . import llm, log
 from .config import Config
+from .history import History
 from .state import AgentState, agent_card
 
 MAX_BODY_BYTES = 1 << 20
@@ -20,7 +21,8 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 LLM_FAILED = -32000
 
-Completer = Callable[[Config, str], str]
+Completer = Callable[[Config, list[dict[str, str]]], str]
+"""(config, messages: earlier turns then the new user message) -> the reply text."""
 
 
 class AgentServer(ThreadingHTTPServer):
@@ -37,6 +39,7 @@ class AgentServer(ThreadingHTTPServer):
         self.config = config
         self.state = state
         self.completer = completer
+        self.history = History(config.workspace_dir)
         self.card_url = ""
         super().__init__((config.bind_host, config.port), _Handler)
         self.card_url = config.claimed_url(self.port)
@@ -86,7 +89,7 @@ def handle_rpc(server: AgentServer, raw: bytes) -> dict[str, Any]:
         return rpc_error(req_id, INVALID_PARAMS, "Invalid params: params.message.parts has no text")
     server.state.task_started()
     try:
-        reply = server.completer(server.config, text)
+        reply = server.completer(server.config, server.history.messages(text))
     except llm.LLMError as exc:
         if exc.is_auth_error:
             server.state.set_llm_error(f"llm-auth: {exc}")
@@ -96,6 +99,10 @@ def handle_rpc(server: AgentServer, raw: bytes) -> dict[str, Any]:
         server.state.task_finished()
     if server.config.has_llm_credential:
         server.state.set_llm_error(None)
+    try:
+        server.history.record(text, reply)
+    except OSError as exc:  # the answer still goes out; the next turn will not know it
+        log.warning("history_not_written", error=f"{type(exc).__name__}: {exc}")
     log.info("message_answered", chars_in=len(text), chars_out=len(reply))
     result: dict[str, Any] = {
         "kind": "message",

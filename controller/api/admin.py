@@ -49,7 +49,8 @@ class AdminStore(Protocol):
     def apply_workspace(self, ws: Workspace) -> Awaitable[Workspace]: ...
     def apply_workspaces(self, workspaces: Sequence[Workspace]
                          ) -> Awaitable[list[tuple[int | None, Workspace]]]: ...
-    def request_delete(self, namespace: str, name: str) -> Awaitable[bool]: ...
+    def request_delete(self, namespace: str, name: str, *,
+                       purge: bool = False) -> Awaitable[bool]: ...
     def get_registration(self, workspace_id: str) -> Awaitable[Any]: ...
     def list_events(self, workspace_id: str, limit: int = 50) -> Awaitable[list[Any]]: ...
     def latest_diagnostics(self, workspace_id: str) -> Awaitable[Any]: ...
@@ -67,6 +68,14 @@ def _int_query(request: web.Request, name: str, default: int, maximum: int) -> i
             text=json.dumps({"error": f"{name} must be an integer from 1 to {maximum}"}),
             content_type="application/json")
     return int(raw)
+
+
+def _bool_query(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{name} must be true or false"}),
+                                 content_type="application/json")
+    return raw in ("true", "1")
 
 
 def _jsonable(value: Any) -> Any:
@@ -136,8 +145,10 @@ def _working_for(where: str, handler: Handler) -> Handler:
 class AdminApi:
     def __init__(self, store: AdminStore, proxy: A2AProxy,
                  logs: Callable[[str, int], Awaitable[str | None]],
-                 ready: Callable[[], bool], metrics: Callable[[], Awaitable[str]]) -> None:
+                 ready: Callable[[], bool], metrics: Callable[[], Awaitable[str]],
+                 volumes: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None) -> None:
         self.store = store
+        self.volumes = volumes
         self.proxy = proxy
         self.logs = logs
         self.ready = ready
@@ -152,6 +163,7 @@ class AdminApi:
             web.get("/readyz", self.readyz),
             web.get("/metrics", _working_for(origin.METRICS, self.get_metrics)),
             web.get("/openapi.json", self.openapi),
+            web.get("/api/v1/volumes", api(self.list_volumes)),
             web.get(base, api(self.list)),
             web.post(base, api(self.apply)),
             web.get(base + "/{name}", api(self.get)),
@@ -255,10 +267,25 @@ class AdminApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         key = self._key(request)
-        if not await self.store.request_delete(key.namespace, key.name):
+        purge = _bool_query(request, "purge")
+        if not await self.store.request_delete(key.namespace, key.name, purge=purge):
             return _error(404, f"workspace {key} not found")
-        log.info("%s: deletion requested", key)
-        return web.json_response({"workspace": str(key), "result": "deleting"}, status=202)
+        log.info("%s: deletion requested%s", key, " (with its storage)" if purge else "")
+        return web.json_response({"workspace": str(key), "result": "deleting",
+                                  "purge": purge}, status=202)
+
+    async def _storage_volumes(self) -> Sequence[dict[str, Any]]:
+        return [] if self.volumes is None else await self.volumes()
+
+    async def list_volumes(self, request: web.Request) -> web.Response:
+        """Every workspace storage volume of this controller: in use by a workspace
+        (`attached`), or kept after its workspace was deleted (`retained`)."""
+        existing = {w.key.id: w for w in await self.store.list_workspaces()}
+        items = []
+        for volume in await self._storage_volumes():
+            ws = existing.get(str(volume["workspace"]))
+            items.append({**volume, "status": "retained" if ws is None else "attached"})
+        return web.json_response({"items": items})
 
     async def restart(self, request: web.Request) -> web.Response:
         ws = await self._workspace(request)
@@ -277,11 +304,17 @@ class AdminApi:
         registration = await self.store.get_registration(workspace_id)
         events = await self.store.list_events(workspace_id, 20)
         diagnostics = await self.store.latest_diagnostics(workspace_id)
+        found = [v for v in await self._storage_volumes() if v["workspace"] == workspace_id]
+        storage = ws.spec.storage
         return web.json_response({
             "workspace": ws.to_wire(),
             "registration": _jsonable(registration),
             "events": _jsonable(events),
             "diagnostics": _jsonable(diagnostics),
+            "storage": {"volume": found[0]["name"] if found else None,
+                        "mountPath": storage.mount_path,
+                        "reclaimPolicy": storage.reclaim_policy,
+                        "sizeBytes": found[0]["sizeBytes"] if found else None},
         })
 
     async def activity(self, request: web.Request) -> web.Response:

@@ -86,6 +86,13 @@ def document() -> dict[str, Any]:
             "/metrics": {"get": {"operationId": "metrics", "responses": {"200": {
                 "description": "Prometheus text exposition",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/api/v1/volumes": {
+                "get": {"operationId": "listVolumes", "responses": {"200": _json(
+                    {"type": "object", "required": ["items"], "properties": {"items": {
+                        "type": "array", "items": {
+                            "type": "object", "required": ["name", "workspace", "status"],
+                            "properties": {"status": {"enum": ["attached", "retained"]}}}}}},
+                    "workspace storage volumes, attached or retained")}}},
             "/api/v1/workspaces": {
                 "get": {"operationId": "listWorkspaces", "parameters": [namespace],
                         "responses": {"200": _json({"$ref": "#/components/schemas/"
@@ -106,7 +113,10 @@ def document() -> dict[str, Any]:
                 "get": {"operationId": "getWorkspace", "parameters": one,
                         "responses": {"200": _json(workspace, "the workspace"),
                                       "400": bad, "404": not_found}},
-                "delete": {"operationId": "deleteWorkspace", "parameters": one,
+                "delete": {"operationId": "deleteWorkspace", "parameters": [
+                    *one, {"name": "purge", "in": "query", "required": False,
+                           "description": "also remove the storage volume",
+                           "schema": {"enum": ["true", "false", "1", "0"]}}],
                            "responses": {"202": _json({"type": "object"}, "deleting"),
                                          "400": bad, "404": not_found}},
             },
@@ -118,8 +128,8 @@ def document() -> dict[str, Any]:
             "/api/v1/workspaces/{name}/describe": {
                 "get": {"operationId": "describeWorkspace", "parameters": one,
                         "responses": {"200": _json({"type": "object", "required": [
-                            "workspace", "registration", "events", "diagnostics"]},
-                            "workspace with registration, events and diagnostics"),
+                            "workspace", "registration", "events", "diagnostics", "storage"]},
+                            "workspace with registration, events, diagnostics and storage"),
                             "400": bad, "404": not_found}}},
             "/api/v1/workspaces/{name}/activity": {
                 "get": {"operationId": "workspaceActivity", "parameters": [

@@ -171,6 +171,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
     events = info.get("events") or []
     lines += [f"  {e['at']}  {e['type']:<8} {e['reason']:<20} x{e.get('count', 1)}  "
               f"{e['message']}" for e in events] or ["  <none>"]
+    storage = info.get("storage") or {}
+    if storage:
+        lines.append(f"Storage:       {storage.get('volume') or '<not created yet>'} at "
+                     f"{storage.get('mountPath')} ({storage.get('reclaimPolicy')}; "
+                     f"{_size(storage.get('sizeBytes'))} on disk)")
     diag = info.get("diagnostics")
     lines.append("Last diagnostics:")
     if diag:
@@ -193,8 +198,30 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    call(args, "DELETE", f"/api/v1/workspaces/{args.name}")
-    print(f"workspace/{args.name} deleting")
+    call(args, "DELETE", f"/api/v1/workspaces/{args.name}",
+         query={"purge": "true"} if args.purge else None)
+    print(f"workspace/{args.name} deleting" + (" with its storage" if args.purge else ""))
+    return 0
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f}{unit}"
+    return f"{size}B"
+
+
+def cmd_volumes(args: argparse.Namespace) -> int:
+    items = call(args, "GET", "/api/v1/volumes")["items"]
+    if args.output in ("json", "yaml"):
+        print(dump({"items": items}, args.output))
+        return 0
+    now = datetime.now(UTC)
+    rows = [[v["name"], v["workspace"].replace(".", "/", 1), v["status"],
+             _size(v.get("sizeBytes")), _age(v.get("createdAt"), now)] for v in items]
+    print(table(rows, ["VOLUME", "WORKSPACE", "STATUS", "SIZE", "AGE"]))
     return 0
 
 
@@ -254,8 +281,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
     p = add("restart", cmd_restart, "recreate a workspace's container (bumps restartedAt)")
     p.add_argument("name")
-    p = add("delete", cmd_delete, "delete a workspace, its container and tokens")
+    p = add("delete", cmd_delete, "delete a workspace, its container and tokens "
+            "(its storage volume too with --purge or spec.storage.reclaimPolicy Delete)")
     p.add_argument("name")
+    p.add_argument("--purge", action="store_true",
+                   help="also remove the workspace's storage volume (its files are lost)")
+    p = add("volumes", cmd_volumes, "workspace storage volumes: attached, or retained "
+            "after their workspace was deleted")
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     p = add("send", cmd_send, "send a message to a workspace's agent (A2A message/send)")
     p.add_argument("name")
     p.add_argument("text")

@@ -100,7 +100,8 @@ class Controller:
                 workspaces=len(workspaces),
                 degraded=degraded_by_reason(ws.status for ws in workspaces)))
 
-        admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics)
+        admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics,
+                         volumes=lookups.volumes)
         admin_app = web.Application(middlewares=[json_errors, admin_auth(admin_token)],
                                     client_max_size=1024 * 1024)
         admin_app.add_routes(admin.routes())

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine, connect
@@ -146,6 +146,9 @@ class EngineLookups:
         mine = await self._mine(workspace_id)
         names = {c.name for c in mine} | {c.name[:63] for c in mine}
         return names, {c.ip_address for c in mine if c.ip_address}
+
+    async def volumes(self) -> list[dict[str, Any]]:
+        return await self.engine.storage_volumes()
 
     async def logs(self, workspace_id: str, tail: int) -> str | None:
         mine = await self._mine(workspace_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from controller.core.model import Workspace
+from controller.core.model import DEFAULT_IMAGE, DEFAULT_MOUNT_PATH, Workspace
 from controller.core.projection import EnvValue, Projection
 from controller.core.settings import AGENT_UID, CONFIG_MOUNT, PlatformSettings
 
@@ -20,6 +20,10 @@ LABEL_CONFIG_HASH = LABEL_PREFIX + "config-hash"
 LABEL_TOKEN_GENERATION = LABEL_PREFIX + "token-generation"
 LABEL_RESTARTED_AT = LABEL_PREFIX + "restarted-at"
 LABEL_INSTANCE = LABEL_PREFIX + "instance"
+LABEL_WORKSPACE_UID = LABEL_PREFIX + "workspace-uid"
+"""On a storage volume: the uid of the workspace object that created it."""
+LABEL_VOLUME = LABEL_PREFIX + "volume"
+"""On a storage volume: its role ("workspace")."""
 MANAGED_BY = "wsctl"
 
 
@@ -41,12 +45,50 @@ def config_volume_name(workspace_id: str, instance: str = "default") -> str:
     return f"{_prefix(instance)}-{workspace_id}-configs"
 
 
+def storage_volume_name(workspace_id: str, instance: str = "default") -> str:
+    """The workspace's storage volume: named from its namespace and name only, so
+    the same workspace applied again (after a delete with Retain) finds it."""
+    return f"{_prefix(instance)}-{workspace_id}-workspace"
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    name: str
+    labels: dict[str, str]
+    mount_path: str
+    """Where every container of the workspace mounts it."""
+    owner_image: str | None = None
+    """Set when the image is not known to have `mount_path` owned by the agent's
+    uid: a new volume is then chowned once, by a short root container of this
+    image with no network and only CAP_CHOWN, and mounted without Docker's
+    copy-up (which would copy the image directory's owner back onto it). Unset
+    for the reference image at the default path: its /workspace belongs to the
+    agent, and Docker's copy-up gives the new volume that owner for free."""
+
+
+def _owned_by_agent(ws: Workspace) -> bool:
+    return ws.spec.storage.mount_path == DEFAULT_MOUNT_PATH \
+        and ws.spec.image.split(":", 1)[0] == DEFAULT_IMAGE.split(":", 1)[0]
+
+
+def storage_volume(ws: Workspace, instance: str = "default") -> VolumeSpec:
+    return VolumeSpec(
+        name=storage_volume_name(ws.key.id, instance),
+        labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: instance,
+                LABEL_WORKSPACE: ws.key.id, LABEL_VOLUME: "workspace",
+                LABEL_WORKSPACE_UID: ws.metadata.uid or ""},
+        mount_path=ws.spec.storage.mount_path,
+        owner_image=None if _owned_by_agent(ws) else ws.spec.image)
+
+
 @dataclass(frozen=True)
 class Mount:
     source: str
     target: str
     type: Literal["volume", "tmpfs"] = "volume"
     read_only: bool = False
+    no_copy: bool = False
+    """Docker does not copy the image's content at `target` into an empty volume."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +125,8 @@ class ContainerSpec:
             "labels": dict(self.labels),
             "env": {name: v.shown() for name, v in self.env.items()},
             "mounts": [
-                {"type": m.type, "source": m.source, "target": m.target, "readOnly": m.read_only}
+                {"type": m.type, "source": m.source, "target": m.target, "readOnly": m.read_only,
+                 **({"noCopy": True} if m.no_copy else {})}
                 for m in self.mounts
             ],
             "network": self.network,
@@ -120,7 +163,9 @@ def container_spec(ws: Workspace, projection: Projection, settings: PlatformSett
         },
         env=projection.env,
         mounts=(Mount(source=config_volume_name(workspace_id, settings.instance),
-                      target=CONFIG_MOUNT),),
+                      target=CONFIG_MOUNT),
+                Mount(source=storage_volume_name(workspace_id, settings.instance),
+                      target=ws.spec.storage.mount_path, no_copy=not _owned_by_agent(ws))),
         network=settings.network,
         agent_port=settings.agent_port,
         memory_bytes=ws.spec.resources.memory_bytes,

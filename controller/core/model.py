@@ -62,8 +62,10 @@ FORBIDDEN_SPEC_FIELDS = {
     "hostNetwork": "workspaces never share the host's network",
     "hostPID": "workspaces never share the host's process namespace",
     "hostIPC": "workspaces never share the host's IPC namespace",
-    "volumes": "workspaces get only their own config volume; host paths are never mounted",
-    "mounts": "workspaces get only their own config volume; host paths are never mounted",
+    "volumes": "a workspace gets only its own volume (spec.storage); host paths are never "
+               "mounted",
+    "mounts": "a workspace gets only its own volume (spec.storage); host paths are never "
+              "mounted",
     "binds": "host paths are never mounted into workspaces",
     "dockerSocket": "the Docker socket is never given to a workspace",
     "capAdd": "workspaces run with every capability dropped",
@@ -191,6 +193,39 @@ class Resources(_Model):
         return round(parse_cpus(self.cpus) * 1e9)
 
 
+PURGE_ANNOTATION = "wsctl.dev/purge"
+"""Set to "true" on a workspace before deleting it: its storage volume is removed
+too, whatever spec.storage.reclaimPolicy says (`wsctl delete --purge`)."""
+DEFAULT_MOUNT_PATH = "/workspace"
+MOUNT_PATH = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+# Container paths the platform owns: the storage volume may not hide or shadow them.
+RESERVED_PATHS = ("/configs", "/tmp", "/proc",  # noqa: S108 - container paths, refused "/sys", "/dev", "/etc", "/usr", "/bin",
+                  "/sbin", "/lib", "/lib64", "/opt/wsctl", "/run", "/var/run")
+
+
+class StorageSpec(_Model):
+    """The workspace's own volume: it outlives every container of the workspace."""
+
+    mount_path: str = DEFAULT_MOUNT_PATH
+    reclaim_policy: Literal["Retain", "Delete"] = "Retain"
+    """On delete: Retain keeps the volume (the same namespace/name applied again
+    re-attaches it); Delete removes it once the container is gone."""
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, value: str) -> str:
+        if len(value) > 255 or not MOUNT_PATH.match(value) or any(
+                part in (".", "..") for part in value.split("/")):
+            raise ValueError("must be an absolute path such as /workspace (letters, digits, "
+                             "'.', '_', '-'; no '..', no trailing '/')")
+        for reserved in RESERVED_PATHS:
+            if value == reserved or value.startswith(reserved + "/") \
+                    or reserved.startswith(value + "/"):
+                raise ValueError(f"{value} would hide or shadow {reserved}, which the "
+                                 "container needs")
+        return value
+
+
 class WorkspaceSpec(_Model):
     image: Annotated[str, Field(min_length=1, max_length=255)] = DEFAULT_IMAGE
     model: Annotated[str | None, Field(max_length=255)] = None
@@ -206,6 +241,7 @@ class WorkspaceSpec(_Model):
     recreate (like a projected service-account token)."""
     paused: bool = False
     restarted_at: datetime | None = None
+    storage: StorageSpec = Field(default_factory=StorageSpec)
 
     @model_validator(mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from controller.core.conditions import DegradedReason
-from controller.core.containerspec import ContainerSpec
+from controller.core.containerspec import ContainerSpec, VolumeSpec
 from controller.core.model import WorkspaceStatus
 
 
@@ -35,6 +35,17 @@ class RecreateReason(StrEnum):
 class CaptureDiagnostics:
     container_id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class EnsureVolume:
+    """Create the workspace's storage volume unless it exists. One that exists
+    with another workspace uid was retained from a deleted workspace of the same
+    namespace/name: it is re-attached, and an event says so."""
+
+    volume: VolumeSpec
+    first: bool = False
+    """The workspace object's first container: a volume found is announced."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +119,9 @@ class PurgeWorkspace:
     pass
 
 
-Op = (CaptureDiagnostics | CreateContainer | WriteToken | StopContainer | RemoveContainer
-      | StartContainer | ActivateToken | RefreshToken | RevokeTokens | RemoveVolume
-      | DeliverRestartContext | PurgeWorkspace)
+Op = (CaptureDiagnostics | EnsureVolume | CreateContainer | WriteToken | StopContainer
+      | RemoveContainer | StartContainer | ActivateToken | RefreshToken | RevokeTokens
+      | RemoveVolume | DeliverRestartContext | PurgeWorkspace)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,15 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from controller.core.conditions import DegradedReason, Verdict, apply_verdict, phase_of
-from controller.core.containerspec import config_volume_name, container_spec
+from controller.core.containerspec import (
+    config_volume_name,
+    container_spec,
+    storage_volume,
+    storage_volume_name,
+)
 from controller.core.containerspec import restarted_at_label as restarted_label
 from controller.core.model import (
+    PURGE_ANNOTATION,
     ConditionStatus,
     ConditionType,
     Workspace,
@@ -33,6 +39,7 @@ from controller.core.ops import (
     CaptureDiagnostics,
     CreateContainer,
     DeliverRestartContext,
+    EnsureVolume,
     Event,
     Op,
     Plan,
@@ -251,11 +258,12 @@ def _plan_recreate(ws: Workspace, projection: Projection, observed: Observed,
     spec = container_spec(ws, projection, settings, generation)
     ops: list[Op] = [CaptureDiagnostics(c.id, reason.value)
                      for c in containers if c.ever_started]
-    ops += [CreateContainer(spec), WriteToken(spec.name, generation),
+    first = reason == RecreateReason.CREATED
+    ops += [EnsureVolume(storage_volume(ws, settings.instance), first=first),
+            CreateContainer(spec), WriteToken(spec.name, generation),
             ActivateToken(spec.name, generation, ws.spec.token_expiration_seconds)]
     ops += _stop_and_remove(containers, settings)
     ops.append(StartContainer(spec.name))
-    first = reason == RecreateReason.CREATED
     message = f"{'creating' if first else 'recreating'} container ({reason.value})"
     status = _status(
         ws, previous, _starting_verdict(message), now,
@@ -283,14 +291,28 @@ def _plan_paused(ws: Workspace, containers: list[ObservedContainer], previous: W
     return Plan("stop" if ops else "none", "paused", tuple(ops), status)
 
 
+def purge_requested(ws: Workspace) -> bool:
+    """Its storage goes with it: spec.storage.reclaimPolicy Delete, or a delete
+    with --purge (the PURGE_ANNOTATION set before the deletion)."""
+    return ws.spec.storage.reclaim_policy == "Delete" \
+        or ws.metadata.annotations.get(PURGE_ANNOTATION, "").lower() == "true"
+
+
 def _plan_delete(ws: Workspace, containers: list[ObservedContainer],
                  settings: PlatformSettings) -> Plan:
     ops: list[Op] = [CaptureDiagnostics(c.id, "Deleted") for c in containers if c.running]
     ops += _stop_and_remove(containers, settings)
-    ops += [RevokeTokens(), RemoveVolume(config_volume_name(ws.key.id, settings.instance)),
-            PurgeWorkspace()]
+    ops += [RevokeTokens(), RemoveVolume(config_volume_name(ws.key.id, settings.instance))]
+    storage = storage_volume_name(ws.key.id, settings.instance)
+    if purge_requested(ws):
+        ops.append(RemoveVolume(storage))
+        kept = f"; removing volume {storage}"
+    else:
+        kept = f"; volume {storage} is retained (delete with --purge to remove it)"
+    ops.append(PurgeWorkspace())
     return Plan("delete", "deletion requested", tuple(ops),
-                events=(Event("Normal", "Deleting", "removing container and revoking tokens"),))
+                events=(Event("Normal", "Deleting",
+                              "removing container and revoking tokens" + kept),))
 
 
 def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedContainer],

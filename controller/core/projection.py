@@ -121,6 +121,7 @@ def project_env(ws: Workspace, secrets: SecretLookup,
         "WSCTL_AGENT_PORT": EnvValue(str(settings.agent_port)),
         "WSCTL_HEARTBEAT_SECONDS": EnvValue(str(settings.heartbeat_seconds)),
         "WSCTL_TOKEN_FILE": EnvValue(TOKEN_PATH),
+        "WSCTL_WORKSPACE_DIR": EnvValue(ws.spec.storage.mount_path),
     })
     return dict(sorted(env.items()))
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from controller.core import redact, tokens
+from controller.core.containerspec import LABEL_WORKSPACE_UID
 from controller.core.errors import WsctlError
 from controller.core.model import WorkspaceKey
 from controller.core.ops import (
@@ -21,6 +22,7 @@ from controller.core.ops import (
     CaptureDiagnostics,
     CreateContainer,
     DeliverRestartContext,
+    EnsureVolume,
     Op,
     Plan,
     PurgeWorkspace,
@@ -92,6 +94,16 @@ class Executor:
                         oom_killed=found.oom_killed,
                         log_tail=None if found.log_tail is None else redact.redact(found.log_tail),
                         env_names=found.env_names)
+            case EnsureVolume(volume=volume, first=first):
+                existing = await self.engine.ensure_volume(volume)
+                uid = volume.labels.get(LABEL_WORKSPACE_UID, "")
+                if first and existing is not None \
+                        and existing.get(LABEL_WORKSPACE_UID, uid) != uid:
+                    await self.store.add_event(
+                        workspace_id, "Normal", "VolumeReattached",
+                        f"re-attached volume {volume.name}, retained from an earlier "
+                        f"{key} (uid {existing.get(LABEL_WORKSPACE_UID) or 'unknown'}); its "
+                        f"files are at {volume.mount_path}")
             case CreateContainer(spec=spec):
                 scratch.container_ids[spec.name] = await self.engine.create(
                     spec, self.host_gateway)

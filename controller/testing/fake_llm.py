@@ -26,6 +26,8 @@ class Seen:
     model: str | None
     text: str
     status: int
+    earlier: tuple[str, ...] = ()
+    """The contents of the messages before the last one (earlier turns)."""
 
 
 @dataclass
@@ -50,7 +52,7 @@ class FakeLLM:
             presented = auth[7:].strip() if scheme == "bearer" else None
         key_ok = presented is not None and hmac.compare_digest(presented.encode(),
                                                                self.api_key.encode())
-        text, model = "", None
+        text, model, contents = "", None, []
         try:
             body: Any = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -63,9 +65,11 @@ class FakeLLM:
                     text = content
                 elif isinstance(content, list):
                     text = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+                contents.append(text)
 
         def seen(status: int) -> None:
-            self.requests.append(Seen(request.path, scheme, key_ok, model, text, status))
+            self.requests.append(Seen(request.path, scheme, key_ok, model, text, status,
+                                      tuple(contents[:-1])))
 
         if request.method != "POST" or request.path != "/v1/messages":
             seen(404)

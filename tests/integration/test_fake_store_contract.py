@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from controller.adapters.postgres import ConflictError, Store, WorkspaceTerminatingError
+from controller.core.model import PURGE_ANNOTATION
 from tests.integration.test_store import T0, make_workspace, sha
 from tests.unit.fakes import FakeStore
 
@@ -121,6 +122,10 @@ async def workspace_story(store: Store | FakeStore) -> list[Any]:
     out.append(await store.purge_workspace("default", "alice"))   # not marked: kept
     out.append(await store.request_delete("default", "alice"))
     out.append(await store.request_delete("default", "ghost"))
+    out.append(await store.request_delete("default", "alice", purge=True))  # --purge later
+    deleting = await store.get_workspace("default", "alice")
+    assert deleting is not None and deleting.metadata.annotations[PURGE_ANNOTATION] == "true"
+    out.append(dict(deleting.metadata.annotations))
     with pytest.raises(WorkspaceTerminatingError):
         await store.apply_workspace(make_workspace())
     # Several documents: one transaction. bob is new, alice is being deleted: neither.

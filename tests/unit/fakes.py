@@ -27,8 +27,14 @@ from controller.adapters.postgres import (
     TokenRecord,
     WorkspaceTerminatingError,
 )
-from controller.core.containerspec import ContainerSpec
-from controller.core.model import RegisterFailure, Workspace, WorkspaceKey, WorkspaceStatus
+from controller.core.containerspec import ContainerSpec, VolumeSpec
+from controller.core.model import (
+    PURGE_ANNOTATION,
+    RegisterFailure,
+    Workspace,
+    WorkspaceKey,
+    WorkspaceStatus,
+)
 from controller.core.observed import ContainerDiagnostics, ObservedContainer
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -118,13 +124,17 @@ class FakeStore:
         return [w for k, w in sorted(self.workspaces.items())
                 if namespace is None or k[0] == namespace]
 
-    async def request_delete(self, namespace: str, name: str) -> bool:
+    async def request_delete(self, namespace: str, name: str, *, purge: bool = False) -> bool:
         ws = self.workspaces.get((namespace, name))
         if ws is None:
             return False
-        if ws.metadata.deletion_timestamp is None:
-            meta = ws.metadata.model_copy(update={"deletion_timestamp": self.clock()})
-            self.workspaces[(namespace, name)] = ws.model_copy(update={"metadata": meta})
+        meta = ws.metadata
+        if meta.deletion_timestamp is None:
+            meta = meta.model_copy(update={"deletion_timestamp": self.clock()})
+        if purge:
+            meta = meta.model_copy(update={"annotations": {**meta.annotations,
+                                                           PURGE_ANNOTATION: "true"}})
+        self.workspaces[(namespace, name)] = ws.model_copy(update={"metadata": meta})
         return True
 
     async def purge_workspace(self, namespace: str, name: str) -> bool:
@@ -340,6 +350,8 @@ class FakeEngine:
     fail_on: str | None = None
     failure: Exception = field(default_factory=lambda: RuntimeError("engine says no"))
     diagnostics_log_tail: str = "last line\n"
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Volume name -> labels."""
 
     def _call(self, *call: Any) -> None:
         self.calls.append(("engine." + call[0], *call[1:]))
@@ -369,8 +381,16 @@ class FakeEngine:
     async def remove(self, container: str) -> None:
         self._call("remove", container)
 
+    async def ensure_volume(self, volume: VolumeSpec) -> dict[str, str] | None:
+        self._call("ensure_volume", volume.name)
+        found = self.volumes.get(volume.name)
+        if found is None:
+            self.volumes[volume.name] = dict(volume.labels)
+        return None if found is None else dict(found)
+
     async def remove_volume(self, name: str) -> None:
         self._call("remove_volume", name)
+        self.volumes.pop(name, None)
 
     def outages(self) -> tuple[tuple[datetime, datetime], ...]:
         return self.engine_outages

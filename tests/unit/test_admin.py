@@ -26,6 +26,7 @@ from controller.api.admin import (
 from controller.core import redact
 from controller.core.a2a import message_send
 from controller.core.errors import EngineUnavailableError, StoreUnavailableError
+from controller.core.model import PURGE_ANNOTATION
 from tests.unit.fakes import FakeStore
 from tests.unit.helpers import minimax
 
@@ -263,8 +264,15 @@ async def test_get_list_delete(env: AdminEnv) -> None:
     status, listed = await env.call("GET", BASE)
     assert [o["metadata"]["name"] for o in listed["items"]] == ["alice"]
     assert await env.call("DELETE", f"{BASE}/alice") == (
-        202, {"workspace": "default/alice", "result": "deleting"})
-    assert env.store.workspaces["default", "alice"].metadata.deletion_timestamp is not None
+        202, {"workspace": "default/alice", "result": "deleting", "purge": False})
+    deleting = env.store.workspaces["default", "alice"].metadata
+    assert deleting.deletion_timestamp is not None and PURGE_ANNOTATION not in deleting.annotations
+    assert await env.call("DELETE", f"{BASE}/alice?purge=true") == (
+        202, {"workspace": "default/alice", "result": "deleting", "purge": True})
+    assert env.store.workspaces["default", "alice"].metadata.annotations[PURGE_ANNOTATION] \
+        == "true"
+    status, answer = await env.call("DELETE", f"{BASE}/alice?purge=maybe")
+    assert status == 400 and "purge must be true or false" in answer["error"]
     status, _ = await env.call("DELETE", f"{BASE}/ghost")
     assert status == 404
 

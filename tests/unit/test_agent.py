@@ -30,6 +30,7 @@ import pytest
 from controller.agent import llm, log
 from controller.agent.app import Agent
 from controller.agent.config import NO_LLM_CREDENTIAL, PRIVATE_URL, Config, ConfigError
+from controller.agent.history import KEEP_TURNS, MAX_TURNS, History
 from controller.agent.registry_client import RETRY_AFTER_CAP, RegistryClient, register_payload
 from controller.agent.state import AgentState
 
@@ -842,3 +843,45 @@ def test_heartbeat_waits_retry_after_then_resumes(token_file: Path) -> None:
         httpd.shutdown()
         httpd.server_close()
     assert stop.waits == [12.0, 2.0, 2.0]  # 429: Retry-After; 503 "1" < the interval: 2 s
+
+
+def test_history_in_the_workspace_dir_is_sent_after_a_restart(
+    anthropic: FakeServer,
+    registry: FakeServer,
+    token_file: Path,
+    tmp_path: Path,
+    run_agent: Callable[[Config], Agent],
+) -> None:
+    """Issue 14: the conversation lives in the storage volume, so an agent restarted
+    mid-conversation sends its earlier turns with the next request."""
+    config = make_config(registry.url, token_file, anthropic_base_url=anthropic.url,
+                         anthropic_auth_token=LLM_KEY, workspace_dir=str(tmp_path / "ws"))
+    first = run_agent(config)
+    send_message(first, "my name is Ada")
+    first.shutdown()
+    second = run_agent(config)  # a new process on the same volume
+    send_message(second, "what is my name?")
+    assert [c.body["messages"] for c in anthropic.requests] == [
+        [{"role": "user", "content": "my name is Ada"}],
+        [{"role": "user", "content": "my name is Ada"},
+         {"role": "assistant", "content": "echo: my name is Ada"},
+         {"role": "user", "content": "what is my name?"}],
+    ]
+    lines = (tmp_path / "ws" / ".wsctl" / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+
+
+def test_history_is_bounded_and_survives_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / ".wsctl" / "history.jsonl"
+    history = History(str(tmp_path))
+    for i in range(KEEP_TURNS + 1):
+        history.record(f"q{i}", f"a{i}")
+    # Past KEEP_TURNS the file is compacted to the newest MAX_TURNS turns.
+    assert len(path.read_text().splitlines()) == 2 * MAX_TURNS
+    with path.open("a") as out:
+        out.write('{"role": "user", "content": "torn')  # the container died mid-write
+    sent = History(str(tmp_path)).messages("next")
+    assert len(sent) == 2 * MAX_TURNS + 1 and sent[-1] == {"role": "user", "content": "next"}
+    assert sent[0] == {"role": "user", "content": f"q{KEEP_TURNS + 1 - MAX_TURNS}"}
+    assert History(None).messages("x") == [{"role": "user", "content": "x"}]
+    History(None).record("x", "y")  # without a workspace dir nothing is written

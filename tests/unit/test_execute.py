@@ -15,12 +15,14 @@ import pytest
 
 from controller.adapters.postgres import TokenRecord
 from controller.core import redact
+from controller.core.containerspec import LABEL_WORKSPACE_UID, storage_volume
 from controller.core.model import Workspace, WorkspaceKey, WorkspaceStatus
 from controller.core.observed import Observed, ObservedContainer, ObservedTokens
 from controller.core.ops import (
     ActivateToken,
     CreateContainer,
     DeliverRestartContext,
+    EnsureVolume,
     Op,
     Plan,
     RefreshToken,
@@ -68,6 +70,7 @@ async def test_recreate_runs_ops_in_plan_order() -> None:
     assert calls == [
         ("engine.diagnostics", "c1"),
         ("store.add_diagnostics", WS_ID, "c1", "ConfigChanged"),
+        ("engine.ensure_volume", "wsctl-default.alice-workspace"),
         ("engine.create", NEW, GATEWAY),
         ("engine.put_token", NEW_ID),          # into the created container, before start
         ("store.insert_token", WS_ID, 2, NEW_ID),
@@ -79,6 +82,30 @@ async def test_recreate_runs_ops_in_plan_order() -> None:
     assert p.events  # the recreate announces itself
     assert engine.containers[NEW_ID] == next(
         op.spec for op in p.ops if isinstance(op, CreateContainer))
+
+
+@pytest.mark.parametrize(("found_uid", "first", "announced"), [
+    ("uid-old", True, True),     # retained from a deleted workspace: re-attached, said so
+    ("uid-now", True, False),    # the same object's volume (a controller restart)
+    ("uid-old", False, False),   # a later recreate of the same object: nothing new
+    (None, True, False),         # created now
+])
+async def test_a_retained_volume_is_reattached_with_an_event(
+        found_uid: str | None, first: bool, announced: bool) -> None:
+    w = ws()
+    w = w.model_copy(update={"metadata": w.metadata.model_copy(update={"uid": "uid-now"})})
+    volume = storage_volume(w)
+    engine, store, _ = ports()
+    if found_uid is not None:
+        engine.volumes[volume.name] = {**volume.labels, LABEL_WORKSPACE_UID: found_uid}
+    await Executor(engine, store, host_gateway=GATEWAY).run(
+        w.key, Plan("create", "Created", (EnsureVolume(volume, first=first),)))
+    reattached = [e for e in store.events if e[2] == "VolumeReattached"]
+    assert len(reattached) == (1 if announced else 0)
+    if announced:
+        assert "wsctl-default.alice-workspace" in reattached[0][3]
+        assert "uid-old" in reattached[0][3]
+    assert volume.name in engine.volumes
 
 
 async def test_token_in_container_is_the_one_activated() -> None:
@@ -114,10 +141,10 @@ async def test_diagnostics_of_a_vanished_container_are_skipped() -> None:
 
 
 @pytest.mark.parametrize(("method", "op_type", "done_before"), [
-    ("create", CreateContainer, 2),
-    ("put_token", WriteToken, 3),
-    ("stop", StopContainer, 5),
-    ("start", StartContainer, 7),
+    ("create", CreateContainer, 3),
+    ("put_token", WriteToken, 4),
+    ("stop", StopContainer, 6),
+    ("start", StartContainer, 8),
 ])
 async def test_failing_op_raises_naming_it_and_stops(method: str, op_type: type,
                                                      done_before: int) -> None:

@@ -49,6 +49,15 @@ def test_unknown_provider() -> None:
     ({"llm": {"provider": "minimax", "apiKey": {"secretRef": {"name": "m"}}}},
      "spec.llm.apiKey.secretRef.key"),
     ({"restartedAt": "yesterday"}, "spec.restartedAt"),
+    ({"storage": {"mountPath": "workspace"}}, "spec.storage.mountPath"),
+    ({"storage": {"mountPath": "/"}}, "spec.storage.mountPath"),
+    ({"storage": {"mountPath": "/a/../etc"}}, "spec.storage.mountPath"),
+    ({"storage": {"mountPath": "/data/"}}, "spec.storage.mountPath"),
+    ({"storage": {"mountPath": "/tmp"}}, "spec.storage.mountPath"),
+    ({"storage": {"mountPath": "/configs/x"}}, "spec.storage.mountPath"),
+    ({"storage": {"mountPath": "/opt"}}, "spec.storage.mountPath"),  # would hide /opt/wsctl
+    ({"storage": {"reclaimPolicy": "Recycle"}}, "spec.storage.reclaimPolicy"),
+    ({"storage": {"size": "1Gi"}}, "spec.storage.size"),
 ])
 def test_field_errors_name_the_path(spec: dict[str, Any], path: str) -> None:
     assert path in errors(doc(**spec))
@@ -110,3 +119,13 @@ def test_host_access_is_refused_naming_field_and_reason(field: str, value: Any) 
 
 def test_unknown_spec_field_is_named() -> None:
     assert "spec.colour" in errors(doc(colour="blue"))
+
+
+def test_storage_defaults_to_a_retained_volume_at_workspace() -> None:
+    storage = Workspace.model_validate(doc()).spec.storage
+    assert (storage.mount_path, storage.reclaim_policy) == ("/workspace", "Retain")
+    custom = Workspace.model_validate(doc(storage={"mountPath": "/home/agent/work",
+                                                   "reclaimPolicy": "Delete"})).spec.storage
+    assert (custom.mount_path, custom.reclaim_policy) == ("/home/agent/work", "Delete")
+    assert "would hide or shadow /tmp" in errors(doc(storage={"mountPath": "/tmp/x"}))[
+        "spec.storage.mountPath"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller.core.model import RegisterFailure, Workspace, WorkspaceStatus
+from controller.core.model import PURGE_ANNOTATION, RegisterFailure, Workspace, WorkspaceStatus
 from controller.core.observed import (
     AuthFailure,
     Observed,
@@ -21,6 +21,7 @@ from controller.core.ops import (
     CaptureDiagnostics,
     CreateContainer,
     DeliverRestartContext,
+    EnsureVolume,
     Plan,
     PurgeWorkspace,
     RecreateReason,
@@ -87,9 +88,17 @@ def registered(gen: int = 1, at: datetime = T0 + timedelta(seconds=1), **kw: Any
 def test_first_create_orders_ops_safely() -> None:
     p = run(ws(), Observed())
     assert p.action == "create" and p.recreate_reason == RecreateReason.CREATED
-    assert kinds(p) == ["CreateContainer", "WriteToken", "ActivateToken", "StartContainer"]
-    create = p.ops[0]
+    assert kinds(p) == ["EnsureVolume", "CreateContainer", "WriteToken", "ActivateToken",
+                        "StartContainer"]
+    volume = p.ops[0]
+    assert isinstance(volume, EnsureVolume) and volume.first
+    assert volume.volume.name == "wsctl-default.alice-workspace"
+    assert volume.volume.mount_path == "/workspace" and volume.volume.owner_image is None
+    create = p.ops[1]
     assert isinstance(create, CreateContainer)
+    assert [(m.source, m.target) for m in create.spec.mounts] == [
+        ("wsctl-default.alice-configs", "/configs"),
+        ("wsctl-default.alice-workspace", "/workspace")]
     assert create.spec.name == "wsctl-default.alice-g1"
     assert p.status is not None and p.status.token_generation == 1
     assert p.status.restart_count == 0
@@ -103,10 +112,11 @@ def test_recreate_after_exit_captures_diagnostics_first_then_never_two_running()
     p = run(w, Observed(containers=(old,), tokens=ObservedTokens(3, None, 3)),
             previous=WorkspaceStatus(token_generation=3, restart_count=2))
     assert p.recreate_reason == RecreateReason.CONTAINER_EXITED
-    assert kinds(p) == ["CaptureDiagnostics", "CreateContainer", "WriteToken", "ActivateToken",
-                        "RemoveContainer", "StartContainer"]
+    assert kinds(p) == ["CaptureDiagnostics", "EnsureVolume", "CreateContainer", "WriteToken",
+                        "ActivateToken", "RemoveContainer", "StartContainer"]
     assert p.ops[0] == CaptureDiagnostics("c3", "ContainerExited")
-    assert isinstance(p.ops[3], ActivateToken) and p.ops[3].generation == 4
+    assert isinstance(p.ops[1], EnsureVolume) and not p.ops[1].first  # same volume, no news
+    assert isinstance(p.ops[4], ActivateToken) and p.ops[4].generation == 4
     assert p.status is not None and p.status.restart_count == 3
 
 
@@ -151,7 +161,7 @@ def test_generation_never_reused() -> None:
     p = run(w, Observed(tokens=ObservedTokens(None, None, 7)),
             previous=WorkspaceStatus(token_generation=5))
     assert p.recreate_reason == RecreateReason.CONTAINER_MISSING
-    assert isinstance(p.ops[1], WriteToken) and p.ops[1].generation == 8
+    assert isinstance(p.ops[2], WriteToken) and p.ops[2].generation == 8
 
 
 def test_token_rejected_after_start_recreates_but_old_stale_does_not() -> None:
@@ -376,7 +386,31 @@ def test_delete_removes_everything_and_purges() -> None:
     assert p.ops[0] == CaptureDiagnostics("c1", "Deleted")
     assert isinstance(p.ops[1], StopContainer) and isinstance(p.ops[2], RemoveContainer)
     assert p.ops[3:] == (RevokeTokens(), RemoveVolume("wsctl-default.alice-configs"),
-                         PurgeWorkspace())
+                         PurgeWorkspace())  # spec.storage Retain: the workspace volume stays
+    assert "volume wsctl-default.alice-workspace is retained" in p.events[0].message
+
+
+@pytest.mark.parametrize("how", ["reclaimPolicy", "purge"])
+def test_delete_with_reclaim_delete_or_purge_removes_the_storage_volume(how: str) -> None:
+    w = ws(storage={"reclaimPolicy": "Delete"}) if how == "reclaimPolicy" else ws()
+    meta: dict[str, Any] = {"deletion_timestamp": T0}
+    if how == "purge":
+        meta["annotations"] = {PURGE_ANNOTATION: "true"}
+    gone = w.model_copy(update={"metadata": w.metadata.model_copy(update=meta)})
+    p = run(gone, Observed())
+    assert p.ops == (RevokeTokens(), RemoveVolume("wsctl-default.alice-configs"),
+                     RemoveVolume("wsctl-default.alice-workspace"), PurgeWorkspace())
+
+
+def test_another_mount_path_or_image_gets_its_volume_chowned_and_no_copy_up() -> None:
+    for spec in ({"storage": {"mountPath": "/data"}}, {"image": "example/agent:1"}):
+        p = run(ws(**spec), Observed())
+        volume, create = p.ops[0], p.ops[1]
+        assert isinstance(volume, EnsureVolume) and isinstance(create, CreateContainer)
+        assert volume.volume.owner_image == create.spec.image
+        (mount,) = [m for m in create.spec.mounts if m.source == volume.volume.name]
+        assert mount.target == volume.volume.mount_path and mount.no_copy
+        assert create.spec.env["WSCTL_WORKSPACE_DIR"].value == volume.volume.mount_path
 
 
 def test_missing_secret_fails_with_field_and_builds_nothing() -> None:

@@ -9,7 +9,13 @@ from controller.adapters.postgres.base import _translated
 from controller.adapters.postgres.listener import WorkspaceChangeCallback, WorkspaceListener
 from controller.adapters.postgres.rows import _workspace
 from controller.core.errors import WorkspaceTerminatingError
-from controller.core.model import Workspace, WorkspaceKey, WorkspaceSpec, WorkspaceStatus
+from controller.core.model import (
+    PURGE_ANNOTATION,
+    Workspace,
+    WorkspaceKey,
+    WorkspaceSpec,
+    WorkspaceStatus,
+)
 
 if TYPE_CHECKING:
     from controller.adapters.postgres.base import _Pool
@@ -106,12 +112,16 @@ class WorkspacesMixin:
         return [_workspace(r) for r in rows]
 
     @_translated
-    async def request_delete(self, namespace: str, name: str) -> bool:
-        """Mark the workspace for deletion (idempotent). False if it does not exist."""
+    async def request_delete(self, namespace: str, name: str, *, purge: bool = False) -> bool:
+        """Mark the workspace for deletion (idempotent). False if it does not exist.
+        `purge`: its storage volume goes too (the PURGE_ANNOTATION, set in the same
+        statement, so the reconcile that deletes it sees both)."""
         row = await self._pool.fetchrow(
-            "UPDATE workspaces SET deleted_at = coalesce(deleted_at, now()) "
+            "UPDATE workspaces SET deleted_at = coalesce(deleted_at, now()), "
+            "annotations = CASE WHEN $3 THEN annotations || jsonb_build_object($4::text, "
+            "'true') ELSE annotations END "
             "WHERE namespace = $1 AND name = $2 RETURNING 1",
-            namespace, name,
+            namespace, name, purge, PURGE_ANNOTATION,
         )
         return row is not None
 
