@@ -40,7 +40,7 @@ def container_of(proc: ControllerProcess, docker_client: docker.DockerClient,
 
 def run_as_agent(container: Any, *command: str) -> str:
     code, output = container.exec_run(list(command), user=AGENT)
-    text = output.decode(errors="replace")
+    text: str = output.decode(errors="replace")
     assert code == 0, f"{command}: exit {code}: {text}"
     return text
 
