@@ -33,7 +33,9 @@ from controller.api import metrics as metrics_exposition
 from controller.api import openapi
 from controller.api._http import BodyError, answer_for, read_json
 from controller.api.a2a import A2AProxy
+from controller.api.wake import Waker
 from controller.core import manifests, origin, redact, tokens
+from controller.core.activity import RecentActivity
 from controller.core.errors import WsctlError
 from controller.core.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, WorkspaceKey
 
@@ -146,9 +148,13 @@ class AdminApi:
     def __init__(self, store: AdminStore, proxy: A2AProxy,
                  logs: Callable[[str, int], Awaitable[str | None]],
                  ready: Callable[[], bool], metrics: Callable[[], Awaitable[str]],
-                 volumes: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None) -> None:
+                 volumes: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+                 waker: Waker | None = None, activity: RecentActivity | None = None) -> None:
         self.store = store
         self.volumes = volumes
+        self.waker = waker
+        """Wakes a suspended workspace on a message (None: suspension not supported)."""
+        self.in_flight = activity or RecentActivity()
         self.proxy = proxy
         self.logs = logs
         self.ready = ready
@@ -169,6 +175,8 @@ class AdminApi:
             web.get(base + "/{name}", api(self.get)),
             web.delete(base + "/{name}", api(self.delete)),
             web.post(base + "/{name}/restart", api(self.restart)),
+            web.post(base + "/{name}/suspend", api(self.suspend)),
+            web.post(base + "/{name}/resume", api(self.resume)),
             web.get(base + "/{name}/describe", api(self.describe)),
             web.get(base + "/{name}/activity", api(self.activity)),
             web.get(base + "/{name}/logs", api(self.get_logs)),
@@ -339,4 +347,30 @@ class AdminApi:
         if not isinstance(payload, dict):
             return _error(400, "body must be a JSON-RPC object")
         caller = request.headers.get("X-Wsctl-Caller", "user")[:200]
-        return web.json_response(await self.proxy.send(ws.key.id, caller, payload))
+        with self.in_flight.request(ws.key.id):  # not idle while it is answered
+            if self.waker is not None and ws.metadata.deletion_timestamp is None:
+                await self.waker.ensure_awake(ws, "a message arrived")
+            return web.json_response(await self.proxy.send(ws.key.id, caller, payload))
+
+    async def suspend(self, request: web.Request) -> web.Response:
+        ws = await self._workspace(request)
+        if self.waker is None:
+            return _error(501, "suspend is not available in this mode")
+        if ws.metadata.deletion_timestamp is not None:
+            return _error(409, f"workspace {ws.key} is being deleted")
+        done = await self.waker.store.suspend(ws.key.id, "suspended by request")
+        if done:
+            self.waker.kick(ws.key.id)
+            log.info("%s: suspend requested", ws.key)
+        return web.json_response({"workspace": str(ws.key),
+                                  "result": "suspending" if done else "already suspended"})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        ws = await self._workspace(request)
+        if self.waker is None:
+            return _error(501, "resume is not available in this mode")
+        if ws.metadata.deletion_timestamp is not None:
+            return _error(409, f"workspace {ws.key} is being deleted")
+        woke = await self.waker.ensure_awake(ws, "resume requested")
+        return web.json_response({"workspace": str(ws.key),
+                                  "result": "resumed" if woke else "was not suspended"})

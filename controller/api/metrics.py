@@ -41,6 +41,7 @@ from controller.core.model import WorkspaceStatus
 from controller.reconcile.reconciler import Metrics as ReconcileMetrics
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+WAKE_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 180.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -158,8 +159,8 @@ class ControllerMetrics:
     """The metrics of one controller, in a registry of its own."""
 
     def __init__(self, *, queue_depth: Callable[[], int] | None = None) -> None:
-        """`queue_depth`: read at each scrape; None (Kubernetes mode: no work queue)
-        leaves `wsctl_queue_depth` out."""
+        """`queue_depth`: read at each scrape; None (Kubernetes mode: no work queue, no
+        wake-on-request) leaves `wsctl_queue_depth` and `wsctl_wake_seconds` out."""
         self.registry = CollectorRegistry()
         self.counts: Callable[[], Counts] = Counts
         """Where the counters come from; the composition root points it at the live tallies."""
@@ -167,6 +168,12 @@ class ControllerMetrics:
             "wsctl_reconcile_duration_seconds", "Time for one reconcile of one workspace.",
             buckets=BUCKETS, registry=None)
         self.registry.register(_HistogramCollector(self.reconcile_duration))
+        self.wake_duration = Histogram(
+            "wsctl_wake_seconds", "Time from a request waking a suspended workspace to the "
+            "workspace Online again (the request is then forwarded).",
+            buckets=WAKE_BUCKETS, registry=None)
+        if queue_depth is not None:
+            self.registry.register(_HistogramCollector(self.wake_duration))
         self.registry.register(_CountsCollector(self))
         self.degraded = Gauge("wsctl_degraded_workspaces",
                               "Workspaces with Degraded=True, by reason.", ["reason"],
@@ -181,6 +188,9 @@ class ControllerMetrics:
 
     def observe_reconcile(self, seconds: float) -> None:
         self.reconcile_duration.observe(seconds)
+
+    def observe_wake(self, seconds: float) -> None:
+        self.wake_duration.observe(seconds)
 
     def render(self, levels: Levels) -> str:
         """The exposition now, with the gauges set from `levels` first."""

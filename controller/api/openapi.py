@@ -125,6 +125,19 @@ def document() -> dict[str, Any]:
                          "responses": {"200": _json({"type": "object"}, "restartedAt bumped"),
                                        "400": bad, "404": not_found,
                                        "409": _error("being deleted")}}},
+            "/api/v1/workspaces/{name}/suspend": {
+                "post": {"operationId": "suspendWorkspace", "parameters": one,
+                         "responses": {"200": _json({"type": "object"},
+                                                    "suspending, or already suspended"),
+                                       "400": bad, "404": not_found,
+                                       "409": _error("being deleted")}}},
+            "/api/v1/workspaces/{name}/resume": {
+                "post": {"operationId": "resumeWorkspace", "parameters": one,
+                         "responses": {"200": _json({"type": "object"},
+                                                    "Online again, or was not suspended"),
+                                       "400": bad, "404": not_found,
+                                       "409": _error("being deleted"),
+                                       "504": _error("did not come back in time")}}},
             "/api/v1/workspaces/{name}/describe": {
                 "get": {"operationId": "describeWorkspace", "parameters": one,
                         "responses": {"200": _json({"type": "object", "required": [
@@ -156,7 +169,8 @@ def document() -> dict[str, Any]:
                              "404": not_found,
                              "413": _error("body too large"),
                              "409": _error("no running container"),
-                             "502": _error("the agent did not answer")}}},
+                             "502": _error("the agent did not answer"),
+                             "504": _error("a suspended workspace did not wake in time")}}},
         },
     }
     unauthorized = _error("admin token missing or wrong")

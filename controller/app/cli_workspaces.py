@@ -197,6 +197,19 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suspend(args: argparse.Namespace) -> int:
+    answer = call(args, "POST", f"/api/v1/workspaces/{args.name}/suspend")
+    print(f"workspace/{args.name} {answer['result']}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    print(f"workspace/{args.name} waking (up to its startupTimeoutSeconds)", file=sys.stderr)
+    answer = call(args, "POST", f"/api/v1/workspaces/{args.name}/resume")
+    print(f"workspace/{args.name} {answer['result']}")
+    return 0
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     call(args, "DELETE", f"/api/v1/workspaces/{args.name}",
          query={"purge": "true"} if args.purge else None)
@@ -280,6 +293,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
     p = add("restart", cmd_restart, "recreate a workspace's container (bumps restartedAt)")
+    p.add_argument("name")
+    p = add("suspend", cmd_suspend, "stop a workspace's container until it is needed "
+            "(files stay; a message, an exec or resume wakes it)")
+    p.add_argument("name")
+    p = add("resume", cmd_resume, "wake a suspended workspace and wait until it is Online")
     p.add_argument("name")
     p = add("delete", cmd_delete, "delete a workspace, its container and tokens "
             "(its storage volume too with --purge or spec.storage.reclaimPolicy Delete)")

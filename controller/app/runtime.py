@@ -26,6 +26,7 @@ from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth, json_errors
 from controller.api.metrics import ControllerMetrics, Counts, Levels, degraded_by_reason
 from controller.api.registry import Registry
+from controller.api.wake import Waker
 from controller.app.retention import RetentionTask
 from controller.app.wiring import (
     SERVER_FILE,
@@ -36,6 +37,7 @@ from controller.app.wiring import (
     ensure_admin_token,
 )
 from controller.core import manifests
+from controller.core.activity import RecentActivity
 from controller.core.secretsource import env_name
 from controller.core.settings import PlatformSettings
 from controller.drivers.standalone import StandaloneDriver
@@ -79,9 +81,11 @@ class Controller:
                             deliver=proxy.deliver_restart_context)
         executor = breaks.executor(executor) if breaks else executor
         exporter = ControllerMetrics(queue_depth=lambda: driver.queue.depth)
+        in_flight = RecentActivity()
         reconciler = Reconciler(store, engine, executor, settings, opts.environ,
                                 clock=lambda: datetime.now(UTC),
-                                metrics=Metrics(on_duration=exporter.observe_reconcile))
+                                metrics=Metrics(on_duration=exporter.observe_reconcile),
+                                activity=in_flight)
         driver = StandaloneDriver(breaks.driver_store(store) if breaks else store, engine,
                                   reconciler, executor, workers=opts.workers,
                                   resync_seconds=opts.resync_seconds)
@@ -89,6 +93,9 @@ class Controller:
         registry = Registry(breaks.registry_store(store) if breaks else store, lookups.identity,
                             driver.on_registry_event,
                             stale_after=settings.heartbeat_ttl_seconds)
+        # Silence the registry could not hear (before it started, while the database
+        # was away) is not held against an agent's startup or liveness timeout.
+        reconciler.hearing_since = lambda: registry.hearing_since
 
         exporter.counts = lambda: Counts.of(
             reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,
@@ -100,8 +107,9 @@ class Controller:
                 workspaces=len(workspaces),
                 degraded=degraded_by_reason(ws.status for ws in workspaces)))
 
+        waker = Waker(store, driver.on_registry_event, observe=exporter.observe_wake)
         admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics,
-                         volumes=lookups.volumes)
+                         volumes=lookups.volumes, waker=waker, activity=in_flight)
         admin_app = web.Application(middlewares=[json_errors, admin_auth(admin_token)],
                                     client_max_size=1024 * 1024)
         admin_app.add_routes(admin.routes())

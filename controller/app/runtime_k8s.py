@@ -71,6 +71,9 @@ class KubernetesExecutorStore:
     async def add_diagnostics(self, workspace_id: str, **kwargs: Any) -> int:
         return await self.store.add_diagnostics(workspace_id, **kwargs)
 
+    async def suspend(self, workspace_id: str, reason: str) -> bool:
+        return await self.store.suspend(workspace_id, reason)
+
     async def add_event(self, workspace_id: str, type_: Any, reason: str, message: str = "",
                         *, at: datetime | None = None) -> object:
         return await self.store.add_event(workspace_id, type_, reason, message, at=at)
@@ -150,6 +153,9 @@ class KubernetesController:
         registry = Registry(KubernetesRegistryStore(store, operator.knows), lookups.identity,
                             operator.on_registry_event,
                             stale_after=settings.heartbeat_ttl_seconds)
+        # Silence the registry could not hear (before it started, while the database
+        # was away) is not held against an agent's startup or liveness timeout.
+        reconciler.hearing_since = lambda: registry.hearing_since
         self.registry = registry
         exporter.counts = lambda: Counts.of(
             reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,

@@ -23,6 +23,7 @@ class DegradedReason(StrEnum):
     CRASH_LOOPING = "CrashLooping"
     RECREATE_FAILED = "RecreateFailed"
     STOPPED = "Stopped"
+    SUSPENDED = "Suspended"
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,12 @@ def apply_verdict(previous: Sequence[Condition], verdict: Verdict, now: datetime
             for type_, (status, reason, message) in values]
 
 
-def phase_of(verdict: Verdict, *, paused: bool, failed: bool) -> Phase:
+def phase_of(verdict: Verdict, *, paused: bool, failed: bool,
+             suspended: bool = False) -> Phase:
     if paused:
         return Phase.STOPPED
+    if suspended:
+        return Phase.SUSPENDED
     if failed:
         return Phase.FAILED
     if verdict.degraded[0] == "True":

@@ -51,6 +51,13 @@ _MEMORY_UNITS = {
 }
 MIN_TOKEN_EXPIRATION_SECONDS = 10  # the agent re-reads its token every heartbeat (default 5 s)
 MAX_TOKEN_EXPIRATION_SECONDS = 7 * 86400
+MIN_IDLE_TIMEOUT_SECONDS = 10
+MAX_IDLE_TIMEOUT_SECONDS = 30 * 86400
+MIN_LIVENESS_TIMEOUT_SECONDS = 10
+MAX_LIVENESS_TIMEOUT_SECONDS = 86400
+DEFAULT_LIVENESS_TIMEOUT_SECONDS = 60
+"""Four heartbeat TTLs at the default --heartbeat-seconds 5 (TTL 15 s): a short docker
+pause, network blip or database restart is reported (HeartbeatStale), not acted on."""
 MIN_MEMORY_BYTES = 32 * 2**20  # below this the Python agent cannot start
 MAX_CPUS = 64.0
 
@@ -233,6 +240,15 @@ class WorkspaceSpec(_Model):
     env: list[EnvVar] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     startup_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 180
+    """A container whose agent has not registered nor heartbeated this long after its
+    start is recreated once (StartupTimeout); a replacement that times out too waits
+    a back-off before the next attempt."""
+    liveness_timeout_seconds: Annotated[
+        int, Field(ge=MIN_LIVENESS_TIMEOUT_SECONDS, le=MAX_LIVENESS_TIMEOUT_SECONDS)
+    ] = DEFAULT_LIVENESS_TIMEOUT_SECONDS
+    """A container whose agent has not been heard from this long (no heartbeat; never
+    less than the heartbeat TTL) is recreated (LivenessFailed), within the crash-loop
+    back-off. Shorter silences are reported (HeartbeatStale), not acted on."""
     token_expiration_seconds: Annotated[
         int | None, Field(ge=MIN_TOKEN_EXPIRATION_SECONDS, le=MAX_TOKEN_EXPIRATION_SECONDS)
     ] = None
@@ -241,6 +257,11 @@ class WorkspaceSpec(_Model):
     recreate (like a projected service-account token)."""
     paused: bool = False
     restarted_at: datetime | None = None
+    idle_timeout_seconds: Annotated[int | None, Field(ge=MIN_IDLE_TIMEOUT_SECONDS,
+                                                      le=MAX_IDLE_TIMEOUT_SECONDS)] = None
+    """With no A2A message, exec or copy for this long, the controller suspends the
+    workspace (stops its container; files stay); the next message or exec wakes it.
+    Unset: never."""
     storage: StorageSpec = Field(default_factory=StorageSpec)
 
     @model_validator(mode="before")
@@ -316,6 +337,8 @@ class Phase(StrEnum):
     DEGRADED = "Degraded"
     FAILED = "Failed"
     STOPPED = "Stopped"
+    SUSPENDED = "Suspended"
+    """Stopped by the controller (idle) or `wsctl suspend`; a message or exec wakes it."""
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -66,6 +66,8 @@ class ObservedAgent:
     register_failure: RegisterFailure | None = None
     """The registry's failure marker: the same object the status reports."""
     last_auth_failure: AuthFailure | None = None
+    active_tasks: int | None = None
+    """Tasks in progress, as the agent's last heartbeat reported them."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,19 @@ class Observed:
     last_crash_at: datetime | None = None
     last_error: str | None = None
     """The last failure executing a plan for this workspace, if the latest attempt failed."""
+    suspended_at: datetime | None = None
+    """Set while the workspace is suspended (idle, or `wsctl suspend`)."""
+    suspend_reason: str | None = None
+    last_activity_at: datetime | None = None
+    """The newest activity row (an A2A message, an exec, a copy): idle is measured
+    from it (or from the container's start, if later)."""
     engine_outages: tuple[tuple[datetime, datetime], ...] = ()
     """Recent spans in which the Docker engine did not answer (lost, back): a container
     that finished in one died with the engine, not by itself."""
+    heartbeats_since: datetime | None = None
+    """Since when the registry has been able to hear agents without a break (the
+    controller's start, or the end of the last database outage it saw): an agent
+    silent before then is not held to its startup or liveness timeout."""
 
 
 @dataclass(frozen=True)

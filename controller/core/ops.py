@@ -24,8 +24,17 @@ class RecreateReason(StrEnum):
     TOKEN_REVOKED = "TokenRevoked"
     TOKEN_REJECTED = "TokenRejected"
     RESUMED = "Resumed"
+    WOKEN = "Woken"
+    """A suspended workspace was needed again (a message, an exec, `wsctl resume`)."""
     ENGINE_RESTARTED = "EngineRestarted"
     """The container exited while the Docker engine was away: not a crash of the agent."""
+    LIVENESS_FAILED = "LivenessFailed"
+    """The agent was not heard from (no heartbeat) for spec.livenessTimeoutSeconds: hung,
+    or its container frozen. Counted as a crash for the crash-loop back-off."""
+    STARTUP_TIMEOUT = "StartupTimeout"
+    """The agent neither registered nor heartbeated within spec.startupTimeoutSeconds of
+    its container's start. Once; a replacement that times out too waits a back-off.
+    Counted as a crash for the crash-loop back-off."""
 
 
 # ------------------------------------------------------------------ operations
@@ -119,9 +128,16 @@ class PurgeWorkspace:
     pass
 
 
+@dataclass(frozen=True)
+class Suspend:
+    """Record the workspace as suspended (before its container is stopped), with why."""
+
+    reason: str
+
+
 Op = (CaptureDiagnostics | EnsureVolume | CreateContainer | WriteToken | StopContainer
       | RemoveContainer | StartContainer | ActivateToken | RefreshToken | RevokeTokens
-      | RemoveVolume | DeliverRestartContext | PurgeWorkspace)
+      | RemoveVolume | DeliverRestartContext | PurgeWorkspace | Suspend)
 
 
 @dataclass(frozen=True)

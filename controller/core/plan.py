@@ -30,6 +30,7 @@ from controller.core.model import (
     PURGE_ANNOTATION,
     ConditionStatus,
     ConditionType,
+    Phase,
     Workspace,
     WorkspaceStatus,
 )
@@ -51,6 +52,7 @@ from controller.core.ops import (
     RevokeTokens,
     StartContainer,
     StopContainer,
+    Suspend,
     WriteToken,
 )
 from controller.core.projection import Projection, ProjectionError
@@ -76,14 +78,20 @@ def _next_generation(observed: Observed, previous: WorkspaceStatus) -> int:
     )
 
 
+def _backoff_delay(crashes: int, settings: PlatformSettings) -> float:
+    """The crash-loop back-off for this many crashes in the window (at the threshold or more)."""
+    return min(settings.crash_backoff_seconds
+               * 2.0 ** max(crashes - settings.crash_loop_threshold, 0),
+               settings.crash_backoff_max_seconds)
+
+
 def _crash_backoff(observed: Observed, settings: PlatformSettings, now: datetime
                    ) -> float | None:
     """Seconds to wait before recreating a crash-looping workspace, None if no wait."""
     crashes = observed.recent_crashes
     if crashes < settings.crash_loop_threshold or observed.last_crash_at is None:
         return None
-    delay = min(settings.crash_backoff_seconds * 2 ** (crashes - settings.crash_loop_threshold),
-                settings.crash_backoff_max_seconds)
+    delay = _backoff_delay(crashes, settings)
     remaining = (observed.last_crash_at + timedelta(seconds=delay) - now).total_seconds()
     return remaining if remaining > 0 else None
 
@@ -106,14 +114,15 @@ def _events_for(previous: WorkspaceStatus, status: WorkspaceStatus) -> list[Even
 
 
 def _status(ws: Workspace, previous: WorkspaceStatus, verdict: Verdict, now: datetime, *,
-            failed: bool = False, **changes: object) -> WorkspaceStatus:
+            failed: bool = False, suspended: bool = False,
+            **changes: object) -> WorkspaceStatus:
     generation = ws.metadata.generation
     conditions = apply_verdict(previous.conditions, verdict, now, generation)
     base = previous.model_copy(update=changes)
     return base.model_copy(update={
         "conditions": conditions,
         "observed_generation": generation,
-        "phase": phase_of(verdict, paused=ws.spec.paused, failed=failed),
+        "phase": phase_of(verdict, paused=ws.spec.paused, failed=failed, suspended=suspended),
     })
 
 
@@ -139,6 +148,11 @@ def plan(ws: Workspace, projection: Projection | ProjectionError, observed: Obse
 
     if ws.spec.paused:
         return _finish(ws, previous, _plan_paused(ws, containers, previous, now, settings))
+
+    if observed.suspended_at is not None:
+        return _finish(ws, previous, _plan_suspended(
+            ws, containers, observed, previous, now, settings,
+            observed.suspend_reason or "suspended"))
 
     if isinstance(projection, ProjectionError):
         verdict = Verdict(
@@ -166,7 +180,7 @@ def plan(ws: Workspace, projection: Projection | ProjectionError, observed: Obse
             return _finish(ws, previous, Plan("resume", "finish interrupted recreate",
                                               tuple(ops), status))
         return _finish(ws, previous, _plan_steady(ws, current, others, observed, previous, now,
-                                                  settings))
+                                                  settings, projection))
 
     reason = _recreate_reason(ws, containers, projection, live, previous, observed)
     if reason in (RecreateReason.CONTAINER_EXITED, RecreateReason.OOM_KILLED):
@@ -221,6 +235,8 @@ def _recreate_reason(ws: Workspace, containers: list[ObservedContainer],
     if not containers:
         if previous.token_generation == 0:
             return RecreateReason.CREATED
+        if previous.phase == Phase.SUSPENDED:
+            return RecreateReason.WOKEN
         return RecreateReason.CONTAINER_MISSING
     newest = containers[-1]
     if newest.state in ("exited", "dead"):
@@ -264,16 +280,23 @@ def _plan_recreate(ws: Workspace, projection: Projection, observed: Observed,
             ActivateToken(spec.name, generation, ws.spec.token_expiration_seconds)]
     ops += _stop_and_remove(containers, settings)
     ops.append(StartContainer(spec.name))
-    message = f"{'creating' if first else 'recreating'} container ({reason.value})"
+    woken = reason == RecreateReason.WOKEN
+    message = f"{'creating' if first or woken else 'recreating'} container ({reason.value})"
     status = _status(
         ws, previous, _starting_verdict(message), now,
         token_generation=generation,
         config_hash=projection.config_hash,
         container_id=None,
-        restart_count=previous.restart_count + (0 if first else 1),
-        last_recreate_reason=None if first else reason.value,
+        # A wake is no restart: nothing was lost (files are on the volume), and the
+        # agent is not told it was restarted.
+        restart_count=previous.restart_count + (0 if first or woken else 1),
+        last_recreate_reason=previous.last_recreate_reason if woken
+        else None if first else reason.value,
+        restart_context_generation=generation if woken
+        else previous.restart_context_generation,
     )
-    event = Event("Normal", "Created" if first else "Recreating", message)
+    event = Event("Normal", "Created" if first else "Woken" if woken else "Recreating",
+                  message)
     return Plan("create" if first else "recreate", reason.value, tuple(ops), status,
                 events=(event,), recreate_reason=reason)
 
@@ -298,6 +321,40 @@ def purge_requested(ws: Workspace) -> bool:
         or ws.metadata.annotations.get(PURGE_ANNOTATION, "").lower() == "true"
 
 
+def _plan_suspended(ws: Workspace, containers: list[ObservedContainer], observed: Observed,
+                    previous: WorkspaceStatus, now: datetime, settings: PlatformSettings,
+                    reason: str, *, mark: bool = False) -> Plan:
+    """Suspended: no container (files stay on the volume), tokens revoked. `mark`:
+    the planner decided it now (idle), so the suspension is recorded first."""
+    ops: list[Op] = [Suspend(reason)] if mark else []
+    ops += _stop_and_remove(containers, settings)
+    if containers or observed.tokens.live_generation is not None:
+        ops.append(RevokeTokens())
+    message = f"{reason}; a message or an exec wakes it"
+    verdict = Verdict(
+        ready=("False", "Suspended", message),
+        degraded=("False", DegradedReason.SUSPENDED, ""),
+        progressing=("False", "Suspended", ""),
+    )
+    status = _status(ws, previous, verdict, now, suspended=True, container_id=None)
+    events = () if previous.phase == Phase.SUSPENDED else (
+        Event("Normal", "Suspended", message),)
+    return Plan("suspend" if ops else "none", reason, tuple(ops), status, events=events)
+
+
+def _idle_deadline(ws: Workspace, c: ObservedContainer, observed: Observed
+                   ) -> datetime | None:
+    """When the workspace has been idle for spec.idleTimeoutSeconds (None: never).
+    Idle counts from the newest activity or the container's start, whichever is
+    later; an agent that reports tasks in progress is not idle."""
+    timeout = ws.spec.idle_timeout_seconds
+    if timeout is None or c.state != "running" or observed.agent.active_tasks:
+        return None
+    since = max((t for t in (observed.last_activity_at, c.started_at) if t is not None),
+                default=None)
+    return None if since is None else since + timedelta(seconds=timeout)
+
+
 def _plan_delete(ws: Workspace, containers: list[ObservedContainer],
                  settings: PlatformSettings) -> Plan:
     ops: list[Op] = [CaptureDiagnostics(c.id, "Deleted") for c in containers if c.running]
@@ -317,8 +374,22 @@ def _plan_delete(ws: Workspace, containers: list[ObservedContainer],
 
 def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedContainer],
                  observed: Observed, previous: WorkspaceStatus, now: datetime,
-                 settings: PlatformSettings) -> Plan:
-    verdict, requeue = _health(ws, c, observed, now, settings)
+                 settings: PlatformSettings, projection: Projection) -> Plan:
+    idle_at = _idle_deadline(ws, c, observed)
+    if idle_at is not None and now >= idle_at:
+        return _plan_suspended(
+            ws, [*others, c], observed, previous, now, settings,
+            f"idle for {ws.spec.idle_timeout_seconds}s (spec.idleTimeoutSeconds)", mark=True)
+    verdict, requeue, act = _health(ws, c, observed, previous, now, settings)
+    if act is not None:  # the agent is not heard from: replace its container
+        why, detail = act
+        recreate = _plan_recreate(ws, projection, observed, previous, [*others, c], why, now,
+                                  settings)
+        return replace(recreate, events=(Event("Warning", why.value, detail),
+                                         *recreate.events))
+    if idle_at is not None:
+        until_idle = (idle_at - now).total_seconds() + 0.05
+        requeue = until_idle if requeue is None else min(requeue, until_idle)
     ops: list[Op] = _stop_and_remove(others, settings)
     marker = observed.agent.register_failure
     last_failure = previous.last_register_failure if marker is None else marker
@@ -381,8 +452,67 @@ def _restart_context(previous: WorkspaceStatus, c: ObservedContainer) -> str:
             "your configuration and credentials were re-projected.")
 
 
-def _health(ws: Workspace, c: ObservedContainer, observed: Observed, now: datetime,
-            settings: PlatformSettings) -> tuple[Verdict, float | None]:
+def liveness_timeout(ws: Workspace, settings: PlatformSettings) -> float:
+    """spec.livenessTimeoutSeconds, never below the heartbeat TTL: an agent whose last
+    heartbeat is still fresh (Ready) is never recreated for silence."""
+    return max(float(ws.spec.liveness_timeout_seconds), settings.heartbeat_ttl_seconds)
+
+
+def _health_action(ws: Workspace, c: ObservedContainer, observed: Observed,
+                   previous: WorkspaceStatus, now: datetime, settings: PlatformSettings, *,
+                   started: datetime, life: datetime | None
+                   ) -> tuple[tuple[RecreateReason, str] | None, float | None,
+                              tuple[str, str] | None]:
+    """What is acted on (docs/design.md section 5, "Health acted on").
+
+    An agent never heard from within startupTimeoutSeconds of its container's start
+    (StartupTimeout), or not heard from for livenessTimeoutSeconds since it last was
+    (LivenessFailed), has its container replaced; a docker-paused container counts,
+    it serves nothing. Time counts only from `observed.heartbeats_since`: silence
+    while the controller or its database was down is no evidence. Both recreates are
+    crashes for the crash-loop back-off; a replacement of a StartupTimeout recreate
+    that times out too waits a back-off as well (once, then with back-off).
+
+    Returns ((the reason to recreate now, why) or None; seconds until that is due,
+    for a requeue, or None; (Degraded reason, message) while a due recreate waits out
+    a back-off, or None). `life`: the agent's last sign of life since `started`.
+    """
+    heard_from = max(started, observed.heartbeats_since or started)
+    if life is None:
+        reason = RecreateReason.STARTUP_TIMEOUT
+        due = heard_from + timedelta(seconds=ws.spec.startup_timeout_seconds)
+        what = f"agent did not register within {ws.spec.startup_timeout_seconds}s"
+    else:
+        reason = RecreateReason.LIVENESS_FAILED
+        timeout = liveness_timeout(ws, settings)
+        due = max(life, heard_from) + timedelta(seconds=timeout)
+        what = (f"agent not heard from for {(now - life).total_seconds():.0f}s "
+                f"(livenessTimeoutSeconds {timeout:.0f})")
+    if now <= due:
+        return None, (due - now).total_seconds() + 0.05, None
+    wait = _crash_backoff(observed, settings, now)
+    if wait is not None:
+        return None, wait, (DegradedReason.CRASH_LOOPING.value,
+                            f"{what}; {observed.recent_crashes} failures in "
+                            f"{settings.crash_window_seconds}s; next recreate in {wait:.0f}s")
+    if reason == RecreateReason.STARTUP_TIMEOUT \
+            and previous.last_recreate_reason == RecreateReason.STARTUP_TIMEOUT.value \
+            and previous.token_generation == c.token_generation:
+        # This container replaced one that timed out, and timed out too: back off.
+        delay = _backoff_delay(max(observed.recent_crashes, settings.crash_loop_threshold),
+                               settings)
+        remaining = (due + timedelta(seconds=delay) - now).total_seconds()
+        if remaining > 0:
+            return None, remaining, (DegradedReason.STARTUP_TIMEOUT.value,
+                                     f"{what}, again after a StartupTimeout recreate; "
+                                     f"next recreate in {remaining:.0f}s")
+    return (reason, what), None, None
+
+
+def _health(ws: Workspace, c: ObservedContainer, observed: Observed,
+            previous: WorkspaceStatus, now: datetime, settings: PlatformSettings
+            ) -> tuple[Verdict, float | None, tuple[RecreateReason, str] | None]:
+    """(the conditions, seconds until they may change, (reason, why) to recreate now)."""
     agent = observed.agent
     started = c.started_at or c.created_at or now
     deadline = started + timedelta(seconds=ws.spec.startup_timeout_seconds)
@@ -405,6 +535,12 @@ def _health(ws: Workspace, c: ObservedContainer, observed: Observed, now: dateti
         requeue.append((deadline - now).total_seconds() + 0.05)
     if fresh and seen_at is not None:
         requeue.append((seen_at + ttl - now).total_seconds() + 0.05)
+    life = max([t for t in (seen_at, marker.at if marker is not None else None) if t],
+               default=None)  # a refused register is a sign of life too
+    act, act_in, held = _health_action(ws, c, observed, previous, now, settings,
+                                       started=started, life=life)
+    if act_in is not None:
+        requeue.append(act_in)
 
     degraded: tuple[ConditionStatus, str, str]
     ready: tuple[ConditionStatus, str, str]
@@ -428,6 +564,8 @@ def _health(ws: Workspace, c: ObservedContainer, observed: Observed, now: dateti
                     f"(ttl {settings.heartbeat_ttl_seconds:.0f}s)")
     else:
         degraded = ("False", DegradedReason.HEALTHY.value, "")
+    if held is not None:  # a recreate is due but waits out a back-off
+        degraded = ("True", *held)
 
     if degraded[0] == "False" and fresh:
         ready = ("True", "Registered" if registered else "Heartbeating", "")
@@ -441,7 +579,7 @@ def _health(ws: Workspace, c: ObservedContainer, observed: Observed, now: dateti
         ready = ("False", degraded[1], degraded[2])
         progressing = ("False", degraded[1], "")
     verdict = Verdict(ready=ready, degraded=degraded, progressing=progressing)
-    return verdict, (min(requeue) if requeue else None)
+    return verdict, (min(requeue) if requeue else None), act
 
 
 def plan_orphans(containers: list[ObservedContainer], known_ids: set[str],

@@ -32,6 +32,7 @@ from controller.core.ops import (
     RevokeTokens,
     StartContainer,
     StopContainer,
+    Suspend,
     WriteToken,
 )
 from controller.reconcile.ports import Engine, RestartContextSender, Store
@@ -141,5 +142,7 @@ class Executor:
             case DeliverRestartContext(generation=generation, message=message):
                 if self.deliver is not None:
                     await self.deliver(workspace_id, generation, message)
+            case Suspend(reason=reason):
+                await self.store.suspend(workspace_id, reason)
             case PurgeWorkspace():
                 await self.store.purge_workspace(key.namespace, key.name)

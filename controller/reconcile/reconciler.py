@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.core import redact
+from controller.core.activity import RecentActivity
 from controller.core.conditions import DegradedReason, Verdict, apply_verdict
 from controller.core.errors import SecretUnreadableError
 from controller.core.model import Phase, Workspace, WorkspaceStatus
@@ -79,6 +80,11 @@ class Reconciler:
     secret_resolver: SecretResolver | None = None
     """Where secret references resolve; default: the store's secrets and $WSCTL_SECRET_*.
     The operator resolves them from Kubernetes Secrets in the workspace's namespace."""
+    hearing_since: Callable[[], datetime | None] = lambda: None
+    """Since when the agent registry could hear agents without a break (the registry's
+    `hearing_since`); None: no such bound (silence always counts)."""
+    activity: RecentActivity | None = None
+    """Requests in flight in this process: a workspace answering one is not idle."""
 
     async def observe(self, ws: Workspace,
                       containers: list[ObservedContainer] | None = None) -> Observed:
@@ -88,8 +94,11 @@ class Reconciler:
         mine = tuple(c for c in containers if c.workspace_id == workspace_id)
         since = self.clock() - timedelta(seconds=self.settings.crash_window_seconds)
         seen = await self.store.observe_registry(workspace_id, since)
-        return dataclasses.replace(seen, containers=mine,
-                                   engine_outages=self.engine.outages())
+        recent = None if self.activity is None else self.activity.last(workspace_id)
+        last = max((t for t in (seen.last_activity_at, recent) if t is not None), default=None)
+        return dataclasses.replace(seen, containers=mine, last_activity_at=last,
+                                   engine_outages=self.engine.outages(),
+                                   heartbeats_since=self.hearing_since())
 
     async def project(self, ws: Workspace) -> Projection | ProjectionError:
         refs = secret_refs([ws])

@@ -451,6 +451,20 @@ async def test_crash_stats_count_recent_crash_diagnostics(store: Store) -> None:
     assert await store.crash_stats(ws, T0) == (2, T0 + timedelta(seconds=5))
 
 
+async def test_containers_replaced_for_silence_count_as_crashes(store: Store) -> None:
+    """A hung agent (LivenessFailed) or one that never came up (StartupTimeout) backs
+    off like a crash loop: its diagnostics count toward the crash-loop threshold."""
+    ws = "default.hung"
+    for i, reason in enumerate(("LivenessFailed", "StartupTimeout", "LivenessFailed")):
+        await store.add_diagnostics(ws, container_id=f"h{i}", reason=reason,
+                                    captured_at=T0 + timedelta(seconds=i))
+    await store.add_diagnostics(ws, container_id="t", reason="TokenRejected",
+                                captured_at=T0 + timedelta(seconds=9))  # not a crash
+    assert await store.crash_stats(ws, T0) == (3, T0 + timedelta(seconds=2))
+    seen = await store.observe_registry(ws, T0)
+    assert (seen.recent_crashes, seen.last_crash_at) == (3, T0 + timedelta(seconds=2))
+
+
 async def test_observe_registry_matches_the_separate_reads(store: Store) -> None:
     ws = "default.alice"
     empty = await store.observe_registry(ws, T0)
@@ -489,6 +503,22 @@ async def test_observe_registry_matches_the_separate_reads(store: Store) -> None
 
     await store.revoke_tokens(ws)
     assert (await store.observe_registry(ws, T0)).tokens.live_generation is None
+
+
+async def test_suspension_and_last_activity_are_observed(store: Store) -> None:
+    ws = "default.alice"
+    seen = await store.observe_registry(ws, T0)
+    assert (seen.suspended_at, seen.suspend_reason, seen.last_activity_at) == (None, None, None)
+    await store.append_activity(ws, "user", method="message/send")
+    await store.append_activity("default.bob", "user", method="message/send")
+    (newest,) = await store.list_activity(ws, 1)
+    assert await store.suspend(ws, "idle for 10s")
+    assert not await store.suspend(ws, "again")  # already: the first reason stays
+    seen = await store.observe_registry(ws, T0)
+    assert seen.suspended_at is not None and seen.suspend_reason == "idle for 10s"
+    assert seen.last_activity_at == newest.at
+    assert await store.resume(ws) and not await store.resume(ws)
+    assert (await store.observe_registry(ws, T0)).suspended_at is None
 
 
 # ------------------------------------------------------------------ activity

@@ -73,6 +73,7 @@ class FakeStore:
     events: list[tuple[str, str, str, str]] = field(default_factory=list)
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     activity: list[dict[str, Any]] = field(default_factory=list)
+    suspensions: dict[str, str] = field(default_factory=dict)
     token_inserted: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ------------------------------------------------------------ workspaces
@@ -136,6 +137,17 @@ class FakeStore:
                                                            PURGE_ANNOTATION: "true"}})
         self.workspaces[(namespace, name)] = ws.model_copy(update={"metadata": meta})
         return True
+
+    async def suspend(self, workspace_id: str, reason: str) -> bool:
+        self.calls.append(("store.suspend", workspace_id, reason))
+        if workspace_id in self.suspensions:
+            return False
+        self.suspensions[workspace_id] = reason
+        return True
+
+    async def resume(self, workspace_id: str) -> bool:
+        self.calls.append(("store.resume", workspace_id))
+        return self.suspensions.pop(workspace_id, None) is not None
 
     async def purge_workspace(self, namespace: str, name: str) -> bool:
         """Only a workspace marked for deletion is purged, with its tokens and registration."""

@@ -49,6 +49,7 @@ FAMILIES = {
     "wsctl_db_queries_total": ("counter", {"origin"}),
     "wsctl_resyncs_total": ("counter", set()),
     "wsctl_agent_heartbeats_total": ("counter", set()),
+    "wsctl_wake_seconds": ("histogram", set()),
 }
 
 
@@ -261,7 +262,8 @@ def test_kubernetes_mode_has_no_queue_and_no_resync_pass() -> None:
     m = ControllerMetrics()
     m.counts = lambda: counts(resyncs=None)
     e = scrape(m)
-    assert set(e.types) == set(FAMILIES) - {"wsctl_queue_depth", "wsctl_resyncs_total"}
+    assert set(e.types) == set(FAMILIES) - {"wsctl_queue_depth", "wsctl_resyncs_total",
+                                            "wsctl_wake_seconds"}
 
 
 def test_each_controller_has_its_own_registry_not_the_global_one() -> None:

@@ -31,6 +31,7 @@ from controller.core.ops import (
     RevokeTokens,
     StartContainer,
     StopContainer,
+    Suspend,
     WriteToken,
 )
 from controller.core.plan import plan, plan_orphans
@@ -244,9 +245,10 @@ def test_slow_boot_is_progressing_until_deadline_then_startup_timeout() -> None:
     assert cond(slow, "Degraded")[0] == "False"
     assert slow.requeue_after is not None and 1.0 <= slow.requeue_after < 1.1
     late = run(w, obs, previous=slow.status, now=T0 + timedelta(seconds=61))
-    assert cond(late, "Degraded") == ("True", "StartupTimeout")
-    assert late.status is not None and late.status.phase == "Degraded"
-    assert [e.reason for e in late.events] == ["StartupTimeout"]
+    assert late.recreate_reason == RecreateReason.STARTUP_TIMEOUT  # acted on: see below
+    assert [(e.type, e.reason) for e in late.events] == [
+        ("Warning", "StartupTimeout"), ("Normal", "Recreating")]
+    assert "did not register within 60s" in late.events[0].message
 
 
 def test_register_failure_marker_degrades_with_its_class_and_clears() -> None:
@@ -366,6 +368,157 @@ def test_restart_context_delivered_once_after_reregistration() -> None:
     assert "RestartRequested" in op.message
     done = previous.model_copy(update={"restart_context_generation": 2})
     assert run(w, obs, previous=done).ops == ()
+
+
+# ------------------------------------------------------------------ health acted on
+
+
+def _beating(w: Workspace, last_beat: datetime, state: str = "running", gen: int = 1,
+             **kw: Any) -> Observed:
+    """A registered agent of container gen (started at T0) whose last heartbeat was then."""
+    return Observed(containers=(container(w, gen, state=state),),
+                    tokens=ObservedTokens(gen, None, gen),
+                    agent=registered(gen, at=last_beat), **kw)
+
+
+@pytest.mark.parametrize("state", ["running", "paused"])
+def test_a_stale_heartbeat_within_the_liveness_timeout_is_reported_not_acted_on(
+        state: str) -> None:
+    w = ws(livenessTimeoutSeconds=60)
+    beat = T0 + timedelta(seconds=1)
+    p = run(w, _beating(w, beat, state), now=beat + timedelta(seconds=59))
+    assert cond(p, "Degraded") == ("True", "HeartbeatStale")
+    assert p.ops == () and p.recreate_reason is None
+    # ... and the planner comes back when the timeout passes, not at the next resync.
+    assert p.requeue_after is not None and 1.0 <= p.requeue_after <= 1.1
+
+
+@pytest.mark.parametrize("state", ["running", "paused"])
+def test_silent_past_the_liveness_timeout_is_recreated_as_liveness_failed(state: str) -> None:
+    """A docker-paused container counts: frozen past the timeout, it serves nothing."""
+    w = ws(livenessTimeoutSeconds=60)
+    beat = T0 + timedelta(seconds=1)
+    previous = WorkspaceStatus(token_generation=1, restart_count=0)
+    p = run(w, _beating(w, beat, state), previous=previous,
+            now=beat + timedelta(seconds=61))
+    assert p.action == "recreate" and p.recreate_reason == RecreateReason.LIVENESS_FAILED
+    assert p.ops[0] == CaptureDiagnostics("c1", "LivenessFailed")
+    names = kinds(p)
+    assert names.index("ActivateToken") < names.index("StopContainer") \
+        < names.index("RemoveContainer") < names.index("StartContainer")
+    assert p.status is not None and p.status.last_recreate_reason == "LivenessFailed"
+    assert p.status.restart_count == 1 and p.status.token_generation == 2
+    assert [(e.type, e.reason) for e in p.events] == [
+        ("Warning", "LivenessFailed"), ("Normal", "Recreating")]
+    assert "not heard from for 61s (livenessTimeoutSeconds 60)" in p.events[0].message
+
+
+def test_the_liveness_timeout_is_never_shorter_than_the_heartbeat_ttl() -> None:
+    w = ws(livenessTimeoutSeconds=10)  # under the default TTL of 3 x 5 s
+    beat = T0 + timedelta(seconds=1)
+    assert SETTINGS.heartbeat_ttl_seconds == 15
+    fresh = run(w, _beating(w, beat), now=beat + timedelta(seconds=12))
+    assert fresh.ops == () and cond(fresh, "Ready")[0] == "True"
+    assert run(w, _beating(w, beat), now=beat + timedelta(seconds=16)).recreate_reason \
+        == RecreateReason.LIVENESS_FAILED
+
+
+def test_a_liveness_failure_within_the_crash_loop_back_off_waits() -> None:
+    w = ws(livenessTimeoutSeconds=60)
+    beat = T0 + timedelta(seconds=1)
+    now = beat + timedelta(seconds=70)
+    looping = _beating(w, beat, recent_crashes=3, last_crash_at=now - timedelta(seconds=4))
+    p = run(w, looping, now=now)
+    assert p.ops == () and p.recreate_reason is None
+    assert cond(p, "Degraded") == ("True", "CrashLooping")
+    assert p.status is not None and p.status.phase == "Degraded"
+    degraded = p.status.condition("Degraded")
+    assert degraded is not None and "next recreate in 6s" in degraded.message
+    assert p.requeue_after is not None and 5.9 <= p.requeue_after <= 6.1
+    later = run(w, looping, now=now + timedelta(seconds=6.1))
+    assert later.recreate_reason == RecreateReason.LIVENESS_FAILED
+
+
+def test_a_paused_workspace_is_never_recreated_for_silence() -> None:
+    w = ws(paused=True, livenessTimeoutSeconds=10, startupTimeoutSeconds=1)
+    for state in ("running", "paused"):
+        p = run(w, _beating(w, T0, state), now=T0 + timedelta(hours=1))
+        assert p.recreate_reason is None and "CreateContainer" not in kinds(p)
+        assert kinds(p) == ["StopContainer"]
+        assert p.status is not None and p.status.phase == "Stopped"
+
+
+def test_silence_while_the_controller_could_not_hear_is_no_liveness_failure() -> None:
+    """A controller down (or its database) for longer than the timeout must not
+    recreate every workspace when it comes back: time counts from when it could hear."""
+    w = ws(livenessTimeoutSeconds=60)
+    beat = T0 + timedelta(seconds=1)
+    back = beat + timedelta(minutes=10)
+    obs = _beating(w, beat, heartbeats_since=back)
+    p = run(w, obs, now=back + timedelta(seconds=5))
+    assert p.ops == () and cond(p, "Degraded") == ("True", "HeartbeatStale")
+    assert p.requeue_after is not None and 55 <= p.requeue_after <= 55.1
+    assert run(w, obs, now=back + timedelta(seconds=61)).recreate_reason \
+        == RecreateReason.LIVENESS_FAILED
+    never = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                     heartbeats_since=back)  # never registered: startup counts from then too
+    assert run(w, never, now=back + timedelta(seconds=5)).ops == ()
+    assert run(w, never, now=back + timedelta(seconds=181)).recreate_reason \
+        == RecreateReason.STARTUP_TIMEOUT
+
+
+def test_a_refused_register_is_a_sign_of_life_not_a_startup_timeout() -> None:
+    w = ws(startupTimeoutSeconds=10, livenessTimeoutSeconds=60)
+    marker = RegisterFailure(at=T0 + timedelta(seconds=50), class_="missing_url")
+    obs = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                   agent=ObservedAgent(register_failure=marker))
+    p = run(w, obs, now=T0 + timedelta(seconds=60))
+    assert p.ops == () and cond(p, "Degraded") == ("True", "RegisterFailed")
+    assert run(w, obs, now=T0 + timedelta(seconds=111)).recreate_reason \
+        == RecreateReason.LIVENESS_FAILED
+
+
+def test_a_startup_timeout_recreates_once_then_stays_degraded_with_back_off() -> None:
+    w = ws(startupTimeoutSeconds=30)
+    first = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1))
+    p = run(w, first, now=T0 + timedelta(seconds=31))
+    assert p.recreate_reason == RecreateReason.STARTUP_TIMEOUT
+    assert p.ops[0] == CaptureDiagnostics("c1", "StartupTimeout")
+    assert p.status is not None and p.status.token_generation == 2
+    # Its replacement (started at T0 + 32 s) never registers either: Degraded, and
+    # the next recreate waits a back-off (counted like a crash loop's) instead.
+    t2 = T0 + timedelta(seconds=32)
+    second = Observed(containers=(container(w, 2, started=t2),),
+                      tokens=ObservedTokens(2, None, 2), recent_crashes=1,
+                      last_crash_at=T0 + timedelta(seconds=31))
+    timed_out = t2 + timedelta(seconds=31)
+    held = run(w, second, previous=p.status, now=timed_out)
+    assert held.ops == () and held.recreate_reason is None
+    assert cond(held, "Degraded") == ("True", "StartupTimeout")
+    assert held.status is not None and held.status.phase == "Degraded"
+    degraded = held.status.condition("Degraded")
+    assert degraded is not None and "again after a StartupTimeout recreate" in degraded.message
+    assert held.requeue_after is not None and 8.9 <= held.requeue_after <= 9.1  # 30 + 10 s
+    assert [e.reason for e in held.events] == ["StartupTimeout"]  # the Warning, once
+    still = run(w, second, previous=held.status, now=timed_out + timedelta(seconds=8))
+    assert still.ops == () and still.events == ()
+    retry = run(w, second, previous=held.status, now=timed_out + timedelta(seconds=9.1))
+    assert retry.recreate_reason == RecreateReason.STARTUP_TIMEOUT
+    # More failures in the crash window: the wait doubles, as for a crash loop.
+    looping = replace(second, recent_crashes=4, last_crash_at=T0)
+    longer = run(w, looping, previous=p.status, now=timed_out)
+    assert longer.requeue_after is not None and 18.9 <= longer.requeue_after <= 19.1
+    # Another recreate reason in between (a restart, a config change): once again.
+    other = p.status.model_copy(update={"last_recreate_reason": "RestartRequested"})
+    assert run(w, second, previous=other, now=timed_out).recreate_reason \
+        == RecreateReason.STARTUP_TIMEOUT
+
+
+def test_liveness_timeout_is_bounded_with_the_field_named() -> None:
+    for bad in (9, 86401):
+        with pytest.raises(ValueError, match="livenessTimeoutSeconds"):
+            ws(livenessTimeoutSeconds=bad)
+    assert ws().spec.liveness_timeout_seconds == 60
 
 
 # ------------------------------------------------------------------ pause, delete, config
@@ -511,3 +664,69 @@ def test_token_of_a_container_that_is_not_running_is_not_refreshed() -> None:
 def test_token_lifetime_is_bounded_with_the_field_named() -> None:
     with pytest.raises(ValueError, match="tokenExpirationSeconds"):
         ws(tokenExpirationSeconds=5)
+
+
+# ------------------------------------------------------------------ idle suspend / wake
+
+
+def test_idle_past_the_timeout_suspends_keeping_files_and_revoking_tokens() -> None:
+    w = ws(idleTimeoutSeconds=10)
+    c = container(w, 1)  # started at T0
+    obs = Observed(containers=(c,), tokens=ObservedTokens(1, None, 1), agent=registered(1))
+    # 9 s after the start: not yet; the planner comes back at the deadline.
+    early = run(w, obs, now=T0 + timedelta(seconds=9))
+    assert early.action in ("none", "deliver") and early.requeue_after is not None
+    assert early.requeue_after <= 1.1
+    # 10 s: recorded first, then stopped and removed, then its tokens revoked.
+    p = run(w, obs, previous=early.status, now=T0 + timedelta(seconds=10))
+    assert p.action == "suspend"
+    assert kinds(p) == ["Suspend", "StopContainer", "RemoveContainer", "RevokeTokens"]
+    assert isinstance(p.ops[0], Suspend) and "idle for 10s" in p.ops[0].reason
+    assert "RemoveVolume" not in kinds(p)  # the files stay
+    assert p.status is not None and p.status.phase == "Suspended"
+    assert cond(p, "Ready") == ("False", "Suspended")
+    assert cond(p, "Degraded") == ("False", "Suspended")  # a state, not a degradation
+    assert [(e.type, e.reason) for e in p.events] == [("Normal", "Suspended")]
+
+
+def test_activity_or_tasks_in_progress_keep_a_workspace_awake() -> None:
+    w = ws(idleTimeoutSeconds=10)
+    c = container(w, 1)
+    base = Observed(containers=(c,), tokens=ObservedTokens(1, None, 1), agent=registered(1))
+    now = T0 + timedelta(seconds=30)
+    assert run(w, base, now=now).action == "suspend"
+    recent = replace(base, last_activity_at=T0 + timedelta(seconds=25))
+    kept = run(w, recent, now=now)
+    assert kept.action != "suspend" and kept.requeue_after is not None
+    assert 4.9 <= kept.requeue_after <= 5.1  # idle at 25 + 10
+    busy = replace(base, agent=registered(1, active_tasks=1))
+    assert run(w, busy, now=now).action != "suspend"
+    assert run(ws(), base, now=now + timedelta(days=1)).action != "suspend"  # unset: never
+
+
+def test_suspended_stays_without_container_and_wakes_as_woken_not_a_restart() -> None:
+    w = ws(idleTimeoutSeconds=10)
+    suspended = Observed(suspended_at=T0, suspend_reason="requested")
+    prev = WorkspaceStatus(token_generation=3, restart_count=2, phase="Online",
+                           last_recreate_reason="ContainerExited")
+    p = run(w, suspended, previous=prev)
+    assert p.ops == () and p.status is not None and p.status.phase == "Suspended"
+    assert [e.reason for e in p.events] == ["Suspended"]
+    again = run(w, suspended, previous=p.status)
+    assert again.events == ()  # announced once
+    woken = run(w, Observed(), previous=p.status)  # the suspension was cleared
+    assert woken.recreate_reason == RecreateReason.WOKEN
+    assert kinds(woken)[:2] == ["EnsureVolume", "CreateContainer"]
+    assert woken.status is not None
+    assert woken.status.restart_count == 2  # not a restart
+    assert woken.status.restart_context_generation == woken.status.token_generation == 4
+    assert [e.reason for e in woken.events] == ["Woken"]
+
+
+def test_a_suspended_workspace_with_a_container_left_stops_it() -> None:
+    w = ws()
+    c = container(w, 2)
+    p = run(w, Observed(containers=(c,), tokens=ObservedTokens(2, None, 2), suspended_at=T0,
+                        suspend_reason="requested"))
+    assert kinds(p) == ["StopContainer", "RemoveContainer", "RevokeTokens"]
+    assert run(ws(paused=True), Observed(suspended_at=T0)).status.phase == "Stopped"  # type: ignore[union-attr]

@@ -211,9 +211,13 @@ class RegistryMixin:
                    t.created_at AS live_issued_at,
                    (SELECT coalesce(max(generation), 0) FROM tokens
                      WHERE workspace_id = w.wid) AS max_generation,
-                   c.n AS crashes, c.last AS last_crash
+                   c.n AS crashes, c.last AS last_crash,
+                   s.suspended_at, s.reason AS suspend_reason,
+                   (SELECT a.at FROM activity a WHERE a.workspace_id = w.wid
+                     ORDER BY a.id DESC LIMIT 1) AS last_activity
               FROM (SELECT $1::text AS wid) w
               LEFT JOIN registrations r ON r.workspace_id = w.wid
+              LEFT JOIN suspensions s ON s.workspace_id = w.wid
               LEFT JOIN tokens t ON t.workspace_id = w.wid AND t.revoked_at IS NULL
                                     AND t.superseded_at IS NULL
              CROSS JOIN LATERAL (
@@ -236,4 +240,22 @@ class RegistryMixin:
                 live_generation=row["live_generation"], live_expires_at=row["live_expires_at"],
                 max_generation=int(row["max_generation"]),
                 live_issued_at=row["live_issued_at"]),
-            recent_crashes=int(row["crashes"]), last_crash_at=row["last_crash"])
+            recent_crashes=int(row["crashes"]), last_crash_at=row["last_crash"],
+            suspended_at=row["suspended_at"], suspend_reason=row["suspend_reason"],
+            last_activity_at=row["last_activity"])
+
+    @_translated
+    async def suspend(self, workspace_id: str, reason: str) -> bool:
+        """Mark the workspace suspended; False if it already was."""
+        row = await self._pool.fetchrow(
+            "INSERT INTO suspensions (workspace_id, reason) VALUES ($1, $2) "
+            "ON CONFLICT (workspace_id) DO NOTHING RETURNING 1",
+            workspace_id, clean_text(reason))
+        return row is not None
+
+    @_translated
+    async def resume(self, workspace_id: str) -> bool:
+        """Clear the suspension; False if it was not suspended."""
+        row = await self._pool.fetchrow(
+            "DELETE FROM suspensions WHERE workspace_id = $1 RETURNING 1", workspace_id)
+        return row is not None

@@ -227,4 +227,5 @@ def observed_agent(registration: Registration | None) -> ObservedAgent:
         registered_at=r.registered_at, registered_generation=r.token_generation,
         last_heartbeat_at=r.last_heartbeat_at, heartbeat_generation=r.heartbeat_generation,
         heartbeat_status=r.heartbeat_status, heartbeat_error=r.heartbeat_error_detail,
-        register_failure=r.register_failure, last_auth_failure=auth)
+        register_failure=r.register_failure, last_auth_failure=auth,
+        active_tasks=r.active_tasks)

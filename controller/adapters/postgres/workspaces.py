@@ -140,6 +140,7 @@ class WorkspacesMixin:
                 return False
             await conn.execute("DELETE FROM tokens WHERE workspace_id = $1", workspace_id)
             await conn.execute("DELETE FROM registrations WHERE workspace_id = $1", workspace_id)
+            await conn.execute("DELETE FROM suspensions WHERE workspace_id = $1", workspace_id)
             return True
 
     @_translated
@@ -149,6 +150,7 @@ class WorkspacesMixin:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM tokens WHERE workspace_id = $1", workspace_id)
             await conn.execute("DELETE FROM registrations WHERE workspace_id = $1", workspace_id)
+            await conn.execute("DELETE FROM suspensions WHERE workspace_id = $1", workspace_id)
 
     @_translated
     async def write_status(self, namespace: str, name: str, status: WorkspaceStatus) -> bool:
