@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -139,6 +140,8 @@ class KubernetesController:
                           gateway: str, stop: asyncio.Event,
                           ready: asyncio.Event | None) -> None:
         opts = self.options
+        # No admin API here to carry a message that would wake a suspended workspace.
+        settings = dataclasses.replace(settings, idle_suspend=False)
 
         lookups = EngineLookups(engine)
         proxy = A2AProxy(store, lookups.agent_address)

@@ -342,13 +342,14 @@ def _plan_suspended(ws: Workspace, containers: list[ObservedContainer], observed
     return Plan("suspend" if ops else "none", reason, tuple(ops), status, events=events)
 
 
-def _idle_deadline(ws: Workspace, c: ObservedContainer, observed: Observed
-                   ) -> datetime | None:
+def _idle_deadline(ws: Workspace, c: ObservedContainer, observed: Observed,
+                   settings: PlatformSettings) -> datetime | None:
     """When the workspace has been idle for spec.idleTimeoutSeconds (None: never).
     Idle counts from the newest activity or the container's start, whichever is
     later; an agent that reports tasks in progress is not idle."""
     timeout = ws.spec.idle_timeout_seconds
-    if timeout is None or c.state != "running" or observed.agent.active_tasks:
+    if timeout is None or not settings.idle_suspend or c.state != "running" \
+            or observed.agent.active_tasks:
         return None
     since = max((t for t in (observed.last_activity_at, c.started_at) if t is not None),
                 default=None)
@@ -375,7 +376,7 @@ def _plan_delete(ws: Workspace, containers: list[ObservedContainer],
 def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedContainer],
                  observed: Observed, previous: WorkspaceStatus, now: datetime,
                  settings: PlatformSettings, projection: Projection) -> Plan:
-    idle_at = _idle_deadline(ws, c, observed)
+    idle_at = _idle_deadline(ws, c, observed, settings)
     if idle_at is not None and now >= idle_at:
         return _plan_suspended(
             ws, [*others, c], observed, previous, now, settings,

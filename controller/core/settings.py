@@ -103,6 +103,10 @@ class PlatformSettings:
     stop_timeout_seconds: int = 5
     """Grace period for SIGTERM before Docker kills an old container."""
 
+    idle_suspend: bool = True
+    """Act on spec.idleTimeoutSeconds. Off in Kubernetes mode, which has no
+    wake-on-request path yet (no admin API proxy a message could wake it through)."""
+
     @property
     def heartbeat_ttl_seconds(self) -> float:
         return float(self.heartbeat_seconds * self.heartbeat_ttl_factor)

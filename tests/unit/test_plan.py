@@ -730,3 +730,14 @@ def test_a_suspended_workspace_with_a_container_left_stops_it() -> None:
                         suspend_reason="requested"))
     assert kinds(p) == ["StopContainer", "RemoveContainer", "RevokeTokens"]
     assert run(ws(paused=True), Observed(suspended_at=T0)).status.phase == "Stopped"  # type: ignore[union-attr]
+
+
+def test_kubernetes_mode_does_not_act_on_idle_timeouts() -> None:
+    w = ws(idleTimeoutSeconds=10)
+    obs = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                   agent=registered(1))
+    later = T0 + timedelta(minutes=5)
+    assert run(w, obs, now=later).action == "suspend"
+    no_wake_path = replace(SETTINGS, idle_suspend=False)
+    p = plan(w, project(w, SECRETS, no_wake_path), obs, None, later, no_wake_path)
+    assert p.action != "suspend"
