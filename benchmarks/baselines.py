@@ -3,7 +3,9 @@ raw docker-py calls, and Debian's docker-compose `up -d`."""
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import secrets
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import docker
 import yaml
@@ -62,6 +65,47 @@ def agent_answers(client: docker.DockerClient, cid: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def published_port(client: docker.DockerClient, cid: str) -> int | None:
+    """The host port Docker published for the agent (a new one at every start)."""
+    ports = client.api.inspect_container(cid)["NetworkSettings"]["Ports"] or {}
+    bound = ports.get("8000/tcp") or []
+    return int(bound[0]["HostPort"]) if bound else None
+
+
+def send_message(port: int, payload: dict[str, Any], timeout: float = 30.0
+                 ) -> dict[str, Any] | None:
+    """One A2A `message/send` straight to the agent's published port, as the
+    controller's proxy sends it (POST /, JSON-RPC); None while nothing answers."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", data=json.dumps(payload).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            answer = json.loads(response.read())
+    except (OSError, http.client.HTTPException, ValueError):
+        # Refused, or reset by docker-proxy while the agent is not listening yet.
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def answer_after_start(client: docker.DockerClient, cid: str, payload: dict[str, Any],
+                       timeout: float = 60.0, interval: float = 0.01) -> dict[str, Any]:
+    """Poll the just-started container with `payload` until its agent answers it
+    (every `interval` s): the floor's end point. An answer that is a JSON-RPC error
+    is raised, not counted (the controller's side must answer with a result too)."""
+    deadline = time.monotonic() + timeout
+    port = None
+    while time.monotonic() < deadline:
+        port = port or published_port(client, cid)
+        answer = None if port is None else send_message(port, payload)
+        if answer is not None:
+            if "result" not in answer:
+                raise RuntimeError(f"the raw agent answered an error: {answer}")
+            return answer
+        time.sleep(interval)
+    raise TimeoutError(f"the raw agent did not answer within {timeout:.0f}s of its start")
 
 
 def recreate(client: docker.DockerClient, old_id: str, spec: ContainerSpec, gateway: str,

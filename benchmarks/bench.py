@@ -8,6 +8,9 @@
     python -m benchmarks.bench --only bringup --sizes 10,50,200 --trials 5 \
         --compare /tmp/wsctl-before --no-compose --profile /tmp/prof
 
+    # wake-to-answer only (suspended workspace vs `docker start` of a stopped container):
+    python -m benchmarks.bench --only wake --quick --out benchmarks/results/quick
+
 Every figure is a ratio or a count measured in the same run as its baseline.
 Results: benchmarks/results/{results.json,results.md,*.png}.
 """
@@ -44,11 +47,12 @@ from benchmarks.fleet import (
     proc_stats,
 )
 from controller.adapters.images import DEFAULT_TAG, ensure_agent_image
+from controller.core.a2a import message_send
 from controller.core.containerspec import ContainerSpec, container_spec
 from controller.core.model import Workspace
 from controller.core.projection import project
 from controller.core.settings import PlatformSettings, default_cache_dir
-from controller.testing.harness import ControllerProcess, wait_for
+from controller.testing.harness import ControllerProcess, phase, wait_for
 
 RESULTS = Path(__file__).parent / "results"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -546,6 +550,123 @@ def docker_start_time(fleet: Fleet, samples: int) -> dict[str, float]:
     return summary(times)
 
 
+# ---------------------------------------------------------------- 5. wake
+
+
+WAKE_FLOOR = ("`docker start` of the same kind of container (same settings), stopped, "
+              "-> its agent's answer to `message/send` on its published port")
+
+
+def answered(answer: dict[str, Any], text: str) -> None:
+    """The agent's reply to `text` (the fake LLM echoes it), not an error."""
+    if "result" not in answer or f"fake-llm heard: {text}" not in json.dumps(answer):
+        raise RuntimeError(f"no answer to {text!r}: {answer}")
+
+
+def suspended_and_gone(proc: ControllerProcess, client: docker.DockerClient, instance: str,
+                       name: str) -> bool:
+    return phase(proc.get(name)) == "Suspended" and not client.containers.list(
+        all=True, filters={"label": f"wsctl.dev/instance={instance}"})
+
+
+def bench_wake(fleet: Fleet, samples: int) -> dict[str, Any]:
+    """Wake-to-answer: one A2A `message/send` through the admin API to a suspended
+    workspace (the controller wakes it: a new container, its token, the agent's
+    register, Online, then the proxied message), from just before the request to the
+    answer received. The floor: Docker's own `start` of a stopped container with the
+    same settings, from just before the call to its agent's answer to the same message
+    on its published port (polled every 10 ms). The agent's boot is in both.
+
+    The samples alternate which side goes first, and each is taken with both asleep
+    (the workspace Suspended and its container gone; the raw container stopped).
+    Docker's start events and the controller's own `wsctl_wake_seconds` (wake ->
+    Online) are recorded to show where the time goes."""
+    say(f"wake: {samples} x a message to a suspended workspace vs docker start of the "
+        "same stopped container, each to the agent's answer")
+    instance, raw_instance, name = "bench-wake", "bench-raw-wake", "wk"
+    path = f"/api/v1/workspaces/{name}"
+    runs: dict[str, list[float]] = {k: [] for k in (
+        "wsctl", "wsctl_to_start_event", "floor", "floor_to_start_event",
+        "docker_start_call")}
+    with fleet.controller(instance) as proc:
+        api = proc.client()
+        events = DockerEvents(fleet.client, f"wsctl.dev/instance={instance}").start()
+        raw_events = DockerEvents(fleet.client, f"wsctl.dev/instance={raw_instance}").start()
+        try:
+            proc.apply(fleet.workspace(name))
+            (spec,) = specs_for(fleet, ["rawwk"], raw_instance)
+            cid = baselines.create_start(fleet.client, spec, fleet.gateway,
+                                         {"wsctl.dev/instance": raw_instance})
+            wait_for(lambda: all_online(proc, 1), 60, f"{name} Online")
+            # One answer each first: no sample is an agent's very first answer.
+            answered(api.request("POST", path + "/a2a", message_send("hello")), "hello")
+            answered(baselines.answer_after_start(fleet.client, cid, message_send("hello")),
+                     "hello")
+            wakes_before = metrics(proc)
+
+            def asleep() -> None:
+                if phase(proc.get(name)) != "Suspended":
+                    api.request("POST", path + "/suspend")
+                wait_for(partial(suspended_and_gone, proc, fleet.client, instance, name), 60,
+                         f"{name} Suspended, its container gone")
+                fleet.client.api.stop(cid, timeout=5)
+                wait_for(lambda: not fleet.client.api.inspect_container(cid)["State"][
+                    "Running"], 30, "the raw container stopped")
+                time.sleep(0.5)  # a quiet moment: the suspend's reconcile is written
+
+            def wsctl_sample(text: str) -> None:
+                events.drain()
+                started = time.time()
+                answer = api.request("POST", path + "/a2a", message_send(text))
+                runs["wsctl"].append(time.time() - started)
+                answered(answer, text)
+                (start_event,) = events.wait("start", 1, 30)
+                runs["wsctl_to_start_event"].append(event_time(start_event) - started)
+
+            def floor_sample(text: str) -> None:
+                raw_events.drain()
+                started = time.time()
+                fleet.client.api.start(cid)
+                runs["docker_start_call"].append(time.time() - started)
+                answer = baselines.answer_after_start(fleet.client, cid, message_send(text))
+                runs["floor"].append(time.time() - started)
+                answered(answer, text)
+                (start_event,) = raw_events.wait("start", 1, 30)
+                runs["floor_to_start_event"].append(event_time(start_event) - started)
+
+            for i in range(samples):
+                order = (wsctl_sample, floor_sample) if i % 2 == 0 else (floor_sample,
+                                                                          wsctl_sample)
+                for sample in order:
+                    asleep()
+                    sample(f"wake {i}")
+                say(f"  sample {i + 1}/{samples}: wsctl {runs['wsctl'][-1]:.3f} s, "
+                    f"floor {runs['floor'][-1]:.3f} s (docker start call "
+                    f"{runs['docker_start_call'][-1]:.3f} s)")
+            wakes_after = metrics(proc)
+        finally:
+            events.stop()
+            raw_events.stop()
+            fleet.remove_instance(raw_instance)
+    wakes = (wakes_after.get("wsctl_wake_seconds_count", 0.0)
+             - wakes_before.get("wsctl_wake_seconds_count", 0.0))
+    wake_sum = (wakes_after.get("wsctl_wake_seconds_sum", 0.0)
+                - wakes_before.get("wsctl_wake_seconds_sum", 0.0))
+    w, f = summary(runs["wsctl"]), summary(runs["floor"])
+    return {
+        "samples": samples, "wsctl": w, "floor": f,
+        "docker_start_call": summary(runs["docker_start_call"]),
+        "wsctl_to_start_event": summary(runs["wsctl_to_start_event"]),
+        "floor_to_start_event": summary(runs["floor_to_start_event"]),
+        "controller_wakes": wakes,
+        "controller_wake_seconds_mean": wake_sum / wakes if wakes else None,
+        "ratio_p50": w["median"] / f["median"], "ratio_p99": w["p99"] / f["p99"],
+        "runs": runs,
+        "end_point": "the agent's answer to one A2A message/send, received",
+        "floor_is": WAKE_FLOOR, "goal": "ratio_p50 <= 1.5",
+    }
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -578,11 +699,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small N; checks the suite works")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", choices=["all", "bringup"], default="all",
+    parser.add_argument("--only", choices=["all", "bringup", "wake"], default="all",
                         help="bringup: only the cold bring-up, at --sizes, --trials times; "
-                        "writes bringup.{json,md} to --out, not results.*")
+                        "writes bringup.{json,md} to --out, not results.*; wake: only "
+                        "wake-to-answer, --samples times; writes wake[-quick].{json,md}")
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")],
                         help="comma-separated N for bring-up (default 10,50,200; 3 with --quick)")
+    parser.add_argument("--samples", type=int,
+                        help="wake-to-answer samples (default 20; 3 with --quick)")
     parser.add_argument("--trials", type=int, default=1,
                         help="--only bringup: repetitions, interleaved across variants")
     parser.add_argument("--compare", type=Path, action="append", default=[],
@@ -601,6 +725,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or ([3] if args.quick else [10, 50, 200])
     if args.only == "bringup":
         return bringup_only(args, client, sizes)
+    wakes = args.samples or (3 if args.quick else 20)
+    if args.only == "wake":
+        return wake_only(args, client, wakes)
     baselines.ensure_compose()
     restarts, kills = (3, 3) if args.quick else (20, 20)
     started = time.monotonic()
@@ -613,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         results["scale"] = [bench_scale(fleet, n, steady=True, trials=1 if args.quick else 3)
                             for n in sizes]
         results["reaction"] = bench_reaction(fleet, kills)
+        results["wake"] = bench_wake(fleet, wakes)
     results["duration_seconds"] = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / ("results-quick.json" if args.quick else "results.json")).write_text(
@@ -642,6 +770,24 @@ def bringup_only(args: argparse.Namespace, client: docker.DockerClient,
     (args.out / "bringup.json").write_text(json.dumps(ab, indent=2, default=str))
     text = bringup_table(ab)
     (args.out / "bringup.md").write_text(text)
+    print(text)
+    return 0
+
+
+def wake_only(args: argparse.Namespace, client: docker.DockerClient, samples: int) -> int:
+    from benchmarks.report import wake_table
+
+    doc: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "quick": args.quick, "source": source(), "machine": machine(client)}
+    started = time.monotonic()
+    with fleet_environment(client) as fleet:
+        doc["wake"] = bench_wake(fleet, samples)
+    doc["duration_seconds"] = time.monotonic() - started
+    suffix = "-quick" if args.quick else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"wake{suffix}.json").write_text(json.dumps(doc, indent=2))
+    text = wake_table(doc)
+    (args.out / f"wake{suffix}.md").write_text(text)
     print(text)
     return 0
 
