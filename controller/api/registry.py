@@ -33,7 +33,7 @@ from aiohttp import web
 from controller.api._http import BodyError, HttpError, answer_for, read_json
 from controller.api.urlpolicy import check_agent_card, check_claimed_url
 from controller.core import origin, redact, tokens
-from controller.core.errors import WsctlError
+from controller.core.errors import StoreUnavailableError, WsctlError
 from controller.core.observed import HEALTHY, HEARTBEAT_STATUSES
 
 log = logging.getLogger("wsctl.registry")
@@ -163,13 +163,16 @@ class Registry:
         # Entries of workspaces that stopped beating (deleted ones) are forgotten.
         self._beats: dict[str, tuple[int | None, str, str | None, float]] = {}
         self._swept_at = float("-inf")
+        self.hearing_since = datetime.now(UTC)
+        """Since when agents could be heard without a break: this registry's start, or
+        the last request it could not record (the database was away). The planner
+        holds no agent to its startup or liveness timeout for silence before then."""
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/registry/register", self._store_guard(self.register)),
                 web.post("/registry/heartbeat", self._store_guard(self.heartbeat))]
 
-    @staticmethod
-    def _store_guard(handler: Handler) -> Handler:
+    def _store_guard(self, handler: Handler) -> Handler:
         """An unreachable database is 503 store_unavailable (retry later), not a 500.
         What the handler sends to the store is counted under the `registry` origin."""
         async def guarded(request: web.Request) -> web.Response:
@@ -177,6 +180,8 @@ class Registry:
                 with origin.working_for(origin.REGISTRY):
                     return await handler(request)
             except WsctlError as exc:
+                if isinstance(exc, StoreUnavailableError):
+                    self.hearing_since = datetime.now(UTC)
                 answer = answer_for(exc, request, log)
                 if answer is None:
                     raise

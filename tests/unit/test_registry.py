@@ -519,6 +519,29 @@ async def test_unreachable_database_is_503_then_recovers(
     assert status == 200
 
 
+async def test_hearing_since_moves_past_a_database_outage(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents could not be heard while the database was away: the planner must not
+    count that silence toward a liveness timeout (core/plan.py `_health_action`)."""
+    started = env.registry.hearing_since
+    assert started <= datetime.now(UTC)
+    assert (await env.beat())[0] == 200
+    assert env.registry.hearing_since == started  # nothing missed
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError("database unavailable (ConnectionRefusedError: refused)")
+
+    original = env.store.record_heartbeat
+    monkeypatch.setattr(env.store, "record_heartbeat", down)
+    before = datetime.now(UTC)
+    assert (await env.beat())[0] == 503
+    missed = env.registry.hearing_since
+    assert missed >= before > started
+    monkeypatch.setattr(env.store, "record_heartbeat", original)
+    assert (await env.beat())[0] == 200
+    assert env.registry.hearing_since == missed
+
+
 # ------------------------------------------------------------------ 429 failed-auth rate limit
 
 

@@ -29,9 +29,11 @@ from controller.core.ops import RecreateReason
 if TYPE_CHECKING:
     from controller.adapters.postgres.base import _Pool
 
-# Diagnostics reasons that mean "the container died on its own".
+# Diagnostics reasons that mean "the container died on its own", or its agent hung or
+# never came up (replaced for silence): all count toward the crash-loop back-off.
 CRASH_REASONS: tuple[str, ...] = (
-    RecreateReason.CONTAINER_EXITED.value, RecreateReason.OOM_KILLED.value)
+    RecreateReason.CONTAINER_EXITED.value, RecreateReason.OOM_KILLED.value,
+    RecreateReason.LIVENESS_FAILED.value, RecreateReason.STARTUP_TIMEOUT.value)
 # Recreates for a new config (spec change, restart, resume): crashes before one do not
 # count against the new config, as a new Pod template starts a fresh back-off.
 CRASH_RESET_REASONS: tuple[str, ...] = (
