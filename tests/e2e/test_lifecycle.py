@@ -328,6 +328,8 @@ def test_slow_boot_is_progressing_not_degraded(
 
 def test_boot_past_deadline_is_startup_timeout(
         controller: ControllerProcess, fake_llm: FakeLLMThread, cleanup: list[str]) -> None:
+    """Past startupTimeoutSeconds the container is replaced once (StartupTimeout); when
+    the replacement times out too, the workspace stays Degraded and backs off."""
     cleanup.append("late")
     controller.apply(workspace("late", fake_llm.port, startup=3,
                                env={"AGENT_BOOT_DELAY_SECONDS": "120"}))
@@ -335,7 +337,16 @@ def test_boot_past_deadline_is_startup_timeout(
                             == "StartupTimeout" else None)(controller.get("late")),
                    30, "Degraded StartupTimeout")
     assert phase(obj) == "Degraded"
-    assert "3s" in condition(obj, "Degraded")["message"]
+    message = condition(obj, "Degraded")["message"]
+    assert "3s" in message and "again after a StartupTimeout recreate" in message
+    assert obj["status"]["lastRecreateReason"] == "StartupTimeout"
+    assert obj["status"]["restartCount"] == 1  # once, then the back-off (10 s) holds
+    time.sleep(3)
+    held = controller.get("late")
+    assert held["status"]["containerID"] == obj["status"]["containerID"]
+    assert held["status"]["restartCount"] == 1 and phase(held) == "Degraded"
+    events = controller.describe("late")["events"]
+    assert [e["reason"] for e in events if e["reason"] == "Recreating"] == ["Recreating"]
 
 
 # 6 ------------------------------------------------------------------ docker kill
