@@ -106,6 +106,8 @@ INVALID: list[tuple[str, Any, str]] = [
     ("metadata.name", "a" * 64, "metadata.name"),
     ("spec.startupTimeoutSeconds", 0, "spec.startupTimeoutSeconds"),
     ("spec.startupTimeoutSeconds", 3601, "spec.startupTimeoutSeconds"),
+    ("spec.livenessTimeoutSeconds", 9, "spec.livenessTimeoutSeconds"),
+    ("spec.livenessTimeoutSeconds", 86401, "spec.livenessTimeoutSeconds"),
     ("spec.image", "Bad Image", "spec.image"),
     ("spec.image", "wsctl/agent:", "spec.image"),
     ("spec.llm.baseURL", "ftp://example.com", "spec.llm.baseURL"),

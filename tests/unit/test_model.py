@@ -37,6 +37,9 @@ def test_unknown_provider() -> None:
 @pytest.mark.parametrize("spec, path", [
     ({"startupTimeoutSeconds": "soon"}, "spec.startupTimeoutSeconds"),
     ({"startupTimeoutSeconds": 0}, "spec.startupTimeoutSeconds"),
+    ({"livenessTimeoutSeconds": 9}, "spec.livenessTimeoutSeconds"),
+    ({"livenessTimeoutSeconds": 86401}, "spec.livenessTimeoutSeconds"),
+    ({"livenessTimeoutSeconds": "a minute"}, "spec.livenessTimeoutSeconds"),
     ({"paused": "maybe"}, "spec.paused"),
     ({"env": {"A": "1"}}, "spec.env"),
     ({"env": [{"name": "1A", "value": "x"}]}, "spec.env.0.name"),
