@@ -565,14 +565,15 @@ def answered(answer: dict[str, Any], text: str) -> None:
 
 def suspended_and_gone(proc: ControllerProcess, client: docker.DockerClient, instance: str,
                        name: str) -> bool:
+    """Suspended, and nothing of it runs (its standby container waits created)."""
     return phase(proc.get(name)) == "Suspended" and not client.containers.list(
-        all=True, filters={"label": f"wsctl.dev/instance={instance}"})
+        filters={"label": f"wsctl.dev/instance={instance}", "status": "running"})
 
 
 def bench_wake(fleet: Fleet, samples: int) -> dict[str, Any]:
     """Wake-to-answer: one A2A `message/send` through the admin API to a suspended
-    workspace (the controller wakes it: a new container, its token, the agent's
-    register, Online, then the proxied message), from just before the request to the
+    workspace (the controller wakes it: a fresh token into its standby container,
+    start, the agent's register, Online, then the proxied message), from just before the request to the
     answer received. The floor: Docker's own `start` of a stopped container with the
     same settings, from just before the call to its agent's answer to the same message
     on its published port (polled every 10 ms). The agent's boot is in both.
@@ -608,7 +609,7 @@ def bench_wake(fleet: Fleet, samples: int) -> dict[str, Any]:
                 if phase(proc.get(name)) != "Suspended":
                     api.request("POST", path + "/suspend")
                 wait_for(partial(suspended_and_gone, proc, fleet.client, instance, name), 60,
-                         f"{name} Suspended, its container gone")
+                         f"{name} Suspended, nothing running")
                 fleet.client.api.stop(cid, timeout=5)
                 wait_for(lambda: not fleet.client.api.inspect_container(cid)["State"][
                     "Running"], 30, "the raw container stopped")

@@ -151,7 +151,7 @@ def plan(ws: Workspace, projection: Projection | ProjectionError, observed: Obse
 
     if observed.suspended_at is not None:
         return _finish(ws, previous, _plan_suspended(
-            ws, containers, observed, previous, now, settings,
+            ws, projection, containers, observed, previous, now, settings,
             observed.suspend_reason or "suspended"))
 
     if isinstance(projection, ProjectionError):
@@ -181,6 +181,11 @@ def plan(ws: Workspace, projection: Projection | ProjectionError, observed: Obse
                                               tuple(ops), status))
         return _finish(ws, previous, _plan_steady(ws, current, others, observed, previous, now,
                                                   settings, projection))
+
+    standby = _standby(containers, projection) if previous.phase == Phase.SUSPENDED else None
+    if standby is not None:
+        return _finish(ws, previous, _plan_wake(ws, standby, containers, previous, now,
+                                                settings))
 
     reason = _recreate_reason(ws, containers, projection, live, previous, observed)
     if reason in (RecreateReason.CONTAINER_EXITED, RecreateReason.OOM_KILLED):
@@ -282,19 +287,17 @@ def _plan_recreate(ws: Workspace, projection: Projection, observed: Observed,
     ops.append(StartContainer(spec.name))
     woken = reason == RecreateReason.WOKEN
     message = f"{'creating' if first or woken else 'recreating'} container ({reason.value})"
-    status = _status(
-        ws, previous, _starting_verdict(message), now,
-        token_generation=generation,
-        config_hash=projection.config_hash,
-        container_id=None,
-        # A wake is no restart: nothing was lost (files are on the volume), and the
-        # agent is not told it was restarted.
-        restart_count=previous.restart_count + (0 if first or woken else 1),
-        last_recreate_reason=previous.last_recreate_reason if woken
-        else None if first else reason.value,
-        restart_context_generation=generation if woken
-        else previous.restart_context_generation,
-    )
+    if woken:
+        status = _woken_status(ws, previous, message, now, generation, projection.config_hash)
+    else:
+        status = _status(
+            ws, previous, _starting_verdict(message), now,
+            token_generation=generation,
+            config_hash=projection.config_hash,
+            container_id=None,
+            restart_count=previous.restart_count + (0 if first else 1),
+            last_recreate_reason=None if first else reason.value,
+        )
     event = Event("Normal", "Created" if first else "Woken" if woken else "Recreating",
                   message)
     return Plan("create" if first else "recreate", reason.value, tuple(ops), status,
@@ -321,15 +324,25 @@ def purge_requested(ws: Workspace) -> bool:
         or ws.metadata.annotations.get(PURGE_ANNOTATION, "").lower() == "true"
 
 
-def _plan_suspended(ws: Workspace, containers: list[ObservedContainer], observed: Observed,
+def _plan_suspended(ws: Workspace, projection: Projection | ProjectionError,
+                    containers: list[ObservedContainer], observed: Observed,
                     previous: WorkspaceStatus, now: datetime, settings: PlatformSettings,
                     reason: str, *, mark: bool = False) -> Plan:
-    """Suspended: no container (files stay on the volume), tokens revoked. `mark`:
-    the planner decided it now (idle), so the suspension is recorded first."""
+    """Suspended: nothing runs (files stay on the volume), tokens revoked. `mark`: the
+    planner decided it now (idle), so the suspension is recorded first.
+
+    The next container waits *created* (a standby, without a live token): a wake
+    then writes a fresh token into it and starts it, which is Docker's start and
+    little more. A spec change while suspended replaces the standby."""
+    standby = _standby(containers, projection)
     ops: list[Op] = [Suspend(reason)] if mark else []
-    ops += _stop_and_remove(containers, settings)
-    if containers or observed.tokens.live_generation is not None:
+    others = [c for c in containers if c is not standby]
+    ops += _stop_and_remove(others, settings)
+    if any(c.ever_started for c in others) or observed.tokens.live_generation is not None:
         ops.append(RevokeTokens())
+    if standby is None and isinstance(projection, Projection):
+        generation = _next_generation(observed, previous)
+        ops.append(CreateContainer(container_spec(ws, projection, settings, generation)))
     message = f"{reason}; a message or an exec wakes it"
     verdict = Verdict(
         ready=("False", "Suspended", message),
@@ -340,6 +353,41 @@ def _plan_suspended(ws: Workspace, containers: list[ObservedContainer], observed
     events = () if previous.phase == Phase.SUSPENDED else (
         Event("Normal", "Suspended", message),)
     return Plan("suspend" if ops else "none", reason, tuple(ops), status, events=events)
+
+
+def _standby(containers: list[ObservedContainer],
+             projection: Projection | ProjectionError) -> ObservedContainer | None:
+    """The created, never started container a suspended workspace keeps for its wake
+    (the newest, built from the current config)."""
+    if isinstance(projection, ProjectionError):
+        return None
+    return next((c for c in reversed(containers)
+                 if c.state == "created" and not c.ever_started
+                 and c.config_hash == projection.config_hash), None)
+
+
+def _woken_status(ws: Workspace, previous: WorkspaceStatus, message: str, now: datetime,
+                  generation: int, config_hash: str) -> WorkspaceStatus:
+    """A wake is no restart: nothing was lost (the files are on the volume), the
+    restart count does not move and the agent is not told it was restarted."""
+    return _status(ws, previous, _starting_verdict(message), now, token_generation=generation,
+                   config_hash=config_hash, container_id=None,
+                   restart_context_generation=generation)
+
+
+def _plan_wake(ws: Workspace, standby: ObservedContainer, containers: list[ObservedContainer],
+               previous: WorkspaceStatus, now: datetime, settings: PlatformSettings) -> Plan:
+    """Wake a suspended workspace on its standby: a fresh token, then start."""
+    generation = standby.token_generation
+    others = [c for c in containers if c is not standby]
+    ops: list[Op] = [WriteToken(standby.name, generation),
+                     ActivateToken(standby.name, generation, ws.spec.token_expiration_seconds),
+                     *_stop_and_remove(others, settings), StartContainer(standby.name)]
+    message = f"starting container ({RecreateReason.WOKEN.value})"
+    status = _woken_status(ws, previous, message, now, generation, str(standby.config_hash))
+    return Plan("recreate", RecreateReason.WOKEN.value, tuple(ops), status,
+                events=(Event("Normal", "Woken", message),),
+                recreate_reason=RecreateReason.WOKEN)
 
 
 def _idle_deadline(ws: Workspace, c: ObservedContainer, observed: Observed,
@@ -379,7 +427,7 @@ def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedConta
     idle_at = _idle_deadline(ws, c, observed, settings)
     if idle_at is not None and now >= idle_at:
         return _plan_suspended(
-            ws, [*others, c], observed, previous, now, settings,
+            ws, projection, [*others, c], observed, previous, now, settings,
             f"idle for {ws.spec.idle_timeout_seconds}s (spec.idleTimeoutSeconds)", mark=True)
     verdict, requeue, act = _health(ws, c, observed, previous, now, settings)
     if act is not None:  # the agent is not heard from: replace its container

@@ -680,8 +680,11 @@ def test_idle_past_the_timeout_suspends_keeping_files_and_revoking_tokens() -> N
     # 10 s: recorded first, then stopped and removed, then its tokens revoked.
     p = run(w, obs, previous=early.status, now=T0 + timedelta(seconds=10))
     assert p.action == "suspend"
-    assert kinds(p) == ["Suspend", "StopContainer", "RemoveContainer", "RevokeTokens"]
+    assert kinds(p) == ["Suspend", "StopContainer", "RemoveContainer", "RevokeTokens",
+                        "CreateContainer"]
     assert isinstance(p.ops[0], Suspend) and "idle for 10s" in p.ops[0].reason
+    standby = p.ops[-1]  # the next container waits created, for a fast wake
+    assert isinstance(standby, CreateContainer) and standby.spec.token_generation == 2
     assert "RemoveVolume" not in kinds(p)  # the files stay
     assert p.status is not None and p.status.phase == "Suspended"
     assert cond(p, "Ready") == ("False", "Suspended")
@@ -704,23 +707,38 @@ def test_activity_or_tasks_in_progress_keep_a_workspace_awake() -> None:
     assert run(ws(), base, now=now + timedelta(days=1)).action != "suspend"  # unset: never
 
 
-def test_suspended_stays_without_container_and_wakes_as_woken_not_a_restart() -> None:
+def test_suspended_keeps_a_standby_and_wakes_on_it_as_woken_not_a_restart() -> None:
     w = ws(idleTimeoutSeconds=10)
-    suspended = Observed(suspended_at=T0, suspend_reason="requested")
+    suspended = Observed(suspended_at=T0, suspend_reason="requested",
+                         tokens=ObservedTokens(None, None, 3))
     prev = WorkspaceStatus(token_generation=3, restart_count=2, phase="Online",
                            last_recreate_reason="ContainerExited")
     p = run(w, suspended, previous=prev)
-    assert p.ops == () and p.status is not None and p.status.phase == "Suspended"
+    assert kinds(p) == ["CreateContainer"]  # the standby, never started while suspended
+    assert p.status is not None and p.status.phase == "Suspended"
     assert [e.reason for e in p.events] == ["Suspended"]
-    again = run(w, suspended, previous=p.status)
-    assert again.events == ()  # announced once
-    woken = run(w, Observed(), previous=p.status)  # the suspension was cleared
+    standby = container(w, 4, state="created", started=None)
+    with_standby = replace(suspended, containers=(standby,))
+    again = run(w, with_standby, previous=p.status)
+    assert again.ops == () and again.events == ()  # steady, announced once
+    # The suspension is cleared: a fresh token into the standby, then start it.
+    woken = run(w, replace(with_standby, suspended_at=None), previous=p.status)
     assert woken.recreate_reason == RecreateReason.WOKEN
-    assert kinds(woken)[:2] == ["EnsureVolume", "CreateContainer"]
+    assert woken.ops == (WriteToken(standby.name, 4),
+                         ActivateToken(standby.name, 4, None),
+                         StartContainer(standby.name))
     assert woken.status is not None
     assert woken.status.restart_count == 2  # not a restart
     assert woken.status.restart_context_generation == woken.status.token_generation == 4
     assert [e.reason for e in woken.events] == ["Woken"]
+    # A spec change while suspended: the stale standby goes, a new one is made.
+    changed = ws(idleTimeoutSeconds=10, env=[{"name": "MOOD", "value": "new"}])
+    redo = run(changed, with_standby, previous=p.status)
+    assert kinds(redo) == ["RemoveContainer", "CreateContainer"]
+    # Without a standby (an old controller suspended it), a wake still creates one.
+    cold = run(w, Observed(tokens=ObservedTokens(None, None, 3)), previous=p.status)
+    assert cold.recreate_reason == RecreateReason.WOKEN
+    assert kinds(cold)[:2] == ["EnsureVolume", "CreateContainer"]
 
 
 def test_a_suspended_workspace_with_a_container_left_stops_it() -> None:
@@ -728,7 +746,7 @@ def test_a_suspended_workspace_with_a_container_left_stops_it() -> None:
     c = container(w, 2)
     p = run(w, Observed(containers=(c,), tokens=ObservedTokens(2, None, 2), suspended_at=T0,
                         suspend_reason="requested"))
-    assert kinds(p) == ["StopContainer", "RemoveContainer", "RevokeTokens"]
+    assert kinds(p) == ["StopContainer", "RemoveContainer", "RevokeTokens", "CreateContainer"]
     assert run(ws(paused=True), Observed(suspended_at=T0)).status.phase == "Stopped"  # type: ignore[union-attr]
 
 
