@@ -573,10 +573,11 @@ def suspended_and_gone(proc: ControllerProcess, client: docker.DockerClient, ins
 def bench_wake(fleet: Fleet, samples: int) -> dict[str, Any]:
     """Wake-to-answer: one A2A `message/send` through the admin API to a suspended
     workspace (the controller wakes it: a fresh token into its standby container,
-    start, the agent's register, Online, then the proxied message), from just before the request to the
-    answer received. The floor: Docker's own `start` of a stopped container with the
-    same settings, from just before the call to its agent's answer to the same message
-    on its published port (polled every 10 ms). The agent's boot is in both.
+    start, the agent's register, Online, then the proxied message), from just before
+    the request to the answer received. The floor: Docker's own `start` of a stopped
+    container with the same settings, from just before the call to its agent's answer
+    to the same message on its published port (polled every 10 ms). The agent's boot
+    is in both.
 
     The samples alternate which side goes first, and each is taken with both asleep
     (the workspace Suspended and its container gone; the raw container stopped).

@@ -80,8 +80,9 @@ def wake_rows(w: dict[str, Any]) -> list[str]:
     return [
         f"| wake-to-answer, p50 of {n}: A2A `message/send` through the API to a suspended "
         f"workspace -> the answer received (the controller wakes it: a fresh token into its "
-        f"standby container, start, register, Online, the message) | {wsctl['median']:.3f} s | floor "
-        f"{floor['median']:.3f} s: {w['floor_is']} | {w['ratio_p50']:.2f} | "
+        f"standby container, start, register, Online, the message) | "
+        f"{wsctl['median']:.3f} s | floor {floor['median']:.3f} s: {w['floor_is']} | "
+        f"{w['ratio_p50']:.2f} | "
         f"<= {WAKE_GOAL:.2f} | {_ok(w['ratio_p50'], WAKE_GOAL)} |",
         f"| wake-to-answer, {p99} | {wsctl['p99']:.3f} s | floor {floor['p99']:.3f} s | "
         f"{w['ratio_p99']:.2f} | | |",
