@@ -140,7 +140,7 @@ class Run:
             present=partial(env.api.heartbeat, env.registry or ""), now=self.clock.now,
             violate=lambda name, detail: self._violate(TOKENS, name, self._last_fault(name),
                                                        detail),
-            on_token=redact.remember_token)
+            on_token=redact.remember_token, containers=partial(env.blocking, env.engine.containers))
         self.notes = list(env.notes)
         self.ctx = FaultContext(
             engine=env.engine, api=env.api, namespace=env.namespace, network=env.network,

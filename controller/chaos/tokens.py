@@ -146,11 +146,21 @@ class TokenProbe:
     violate: Callable[[str, str], None]
     """(workspace, detail) of a token violation."""
     on_token: Callable[[str], None] = lambda token: None
+    containers: Callable[[], Awaitable[list[Any]]] | None = None
+    """Every container of the instance, listed now (not the last sample)."""
 
     async def read_tokens(self, names: list[str] | tuple[str, ...], *,
                           again: bool = False) -> None:
         """The token of each running container once per generation (`again`: read it
-        anew, as a refreshed token replaces the file within a generation)."""
+        anew, as a refreshed token replaces the file within a generation).
+
+        A workspace's containers share one config volume, and a recreate writes the
+        new generation's token into it before the old container stops: a token read
+        from generation N is N's only if no newer container existed when it was read.
+        So the containers are listed again after the reads (a newer one is created
+        before its token is written): a read from a container that has a newer
+        sibling by then is not attributed to it (counted as unread)."""
+        found: list[tuple[str, int, str]] = []
         for name in names:
             for c in self.mine(name):
                 if not c.running or (not again and self.ledger.current(
@@ -165,8 +175,29 @@ class TokenProbe:
                 if not token:
                     self.ledger.read_failed(name, c.token_generation,
                                             "no token file (or the container was gone)")
-                elif self.ledger.saw(name, c.token_generation, token, self.now()):
-                    self.on_token(token)
+                else:
+                    found.append((name, c.token_generation, token))
+        newest = await self._newest_generations() if found else {}
+        for name, generation, token in found:
+            if newest.get(name, generation) > generation:
+                self.on_token(token)  # whose ever it is, it is never to be shown
+                self.ledger.read_failed(name, generation, "read while a newer generation was "
+                                        "being created (its token may have been the file's)")
+            elif self.ledger.saw(name, generation, token, self.now()):
+                self.on_token(token)
+
+    async def _newest_generations(self) -> dict[str, int]:
+        """The highest token generation of any container (created ones included) per
+        workspace name, listed now; {} if there is no way to list."""
+        if self.containers is None:
+            return {}
+        ids = {self.workspace_id(name): name for name in self.names}
+        newest: dict[str, int] = {}
+        for c in await self.containers():
+            name = ids.get(c.workspace_id)
+            if name is not None:
+                newest[name] = max(newest.get(name, 0), c.token_generation)
+        return newest
 
     def _mark_replaced(self) -> None:
         for name in self.names:

@@ -172,3 +172,32 @@ def test_generations_replaced_before_their_token_was_read_are_noted() -> None:
     assert world.violations == []
     assert any("1 generation(s) replaced before their token could be read (w01 g1)" in n
                for n in notes), notes
+
+
+def test_a_token_read_while_a_newer_generation_is_created_is_not_attributed() -> None:
+    """The containers share one config volume: a recreate writes g2's token into it
+    while g1 still runs. Read from g1 then, the file holds g2's token; counted as g1's,
+    it would later be 'a replaced token still accepted'."""
+    world = World()
+    listed: list[Any] = []
+
+    async def containers() -> list[Any]:
+        return listed
+    probe = world.probe()
+    probe.containers = containers
+    world.generation(1, "tok-1")
+    listed[:] = [view("w01", 1)]
+    run(probe.step(again=False))
+    world.files["id-w01-g1"] = "tok-2"  # WriteToken of the recreate: g2 created, not started
+    listed[:] = [view("w01", 1), view("w01", 2, "created")]
+    probe.ledger = TokenLedger(None)  # as if g1 was first read only now
+    run(probe.step(again=False))
+    assert probe.ledger.current("w01", 1) is None
+    assert "newer generation" in probe.ledger.unread[("w01", 1)]
+    world.generation(2, "tok-2")
+    listed[:] = [view("w01", 2)]
+    run(probe.step(again=False))
+    current = probe.ledger.current("w01", 2)
+    assert current is not None and current.token == "tok-2"
+    run(probe.final(lambda _: None))
+    assert world.violations == []
