@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import pwd
 import signal
@@ -185,6 +186,51 @@ class DockerChaos:
                         CONFIG_MOUNT, buffer.getvalue())
         if not ok:
             raise ChaosEngineError(f"put_archive into {container_id[:12]} failed")
+
+    # ------------------------------------------------------------ workspace files
+
+    def write_file(self, container_id: str, directory: str, name: str, content: str) -> None:
+        """Write `directory/name` inside the running container, as the agent's user
+        (written to a temporary name, then renamed: a write cut short leaves no
+        partial file under `name`). Raises ChaosEngineError unless it exited 0."""
+        script = ('mkdir -p "$1" && printf %s "$3" > "$1/.$2.tmp" '
+                  '&& mv -f "$1/.$2.tmp" "$1/$2"')
+        self._exec(container_id, ["sh", "-c", script, "sh", directory, name, content],
+                   f"write {directory}/{name}")
+
+    def file_digests(self, container_id: str, directory: str) -> dict[str, str]:
+        """sha256 hex of every `*.txt` file in `directory` inside the running container,
+        read as the agent's user ({} if the directory does not exist)."""
+        script = ("import hashlib, json, os, sys\n"
+                  "d = sys.argv[1]\n"
+                  "names = sorted(n for n in os.listdir(d) if n.endswith('.txt')) "
+                  "if os.path.isdir(d) else []\n"
+                  "print(json.dumps({n: hashlib.sha256(open(os.path.join(d, n), 'rb')"
+                  ".read()).hexdigest() for n in names}))\n")
+        out = self._exec(container_id, ["python3", "-c", script, directory],
+                         f"read {directory}")
+        try:
+            found = json.loads(out)
+        except ValueError:
+            raise ChaosEngineError(f"read {directory} in {container_id[:12]}: not JSON: "
+                                   f"{out[:200]!r}") from None
+        if not isinstance(found, dict):
+            raise ChaosEngineError(f"read {directory} in {container_id[:12]}: {out[:200]!r}")
+        return {str(k): str(v) for k, v in found.items()}
+
+    def _exec(self, container_id: str, cmd: list[str], what: str) -> str:
+        """Run `cmd` in the container as the agent's user; its stdout if it exited 0."""
+        exec_id = self._call("exec", container_id, self.api.exec_create, container_id, cmd,
+                             user=f"{AGENT_UID}:{AGENT_UID}")
+        output = self._call("exec", container_id, self.api.exec_start, exec_id["Id"],
+                            demux=True)
+        stdout, stderr = output if isinstance(output, tuple) else (output, b"")
+        code = self._call("exec", container_id, self.api.exec_inspect,
+                          exec_id["Id"]).get("ExitCode")
+        if code != 0:
+            raise ChaosEngineError(f"{what} in {container_id[:12]} exited {code}: "
+                                   f"{(stderr or b'').decode(errors='replace').strip()[:200]}")
+        return (stdout or b"").decode(errors="replace")
 
     def _call(self, what: str, container_id: str, func: Any, *args: Any, **kw: Any) -> Any:
         try:

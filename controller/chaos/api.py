@@ -90,9 +90,23 @@ class AdminClient:
     async def apply(self, objects: list[dict[str, Any]]) -> Any:
         return await self._ok("apply", "POST", "/api/v1/workspaces", {"items": objects})
 
-    async def delete(self, name: str) -> None:
-        await self.call("DELETE", f"/api/v1/workspaces/{name}",
-                        query={"namespace": self.namespace})
+    async def delete(self, name: str) -> int:
+        """Request the deletion; the HTTP status (202: deleting, 404: no such workspace)."""
+        status, _ = await self.call("DELETE", f"/api/v1/workspaces/{name}",
+                                    query={"namespace": self.namespace})
+        return status
+
+    async def exists(self, name: str) -> bool | None:
+        """Whether the workspace exists (a deleting one does); None if no clear answer."""
+        status, _ = await self.call("GET", f"/api/v1/workspaces/{name}",
+                                    query={"namespace": self.namespace})
+        return True if status == 200 else False if status == 404 else None
+
+    async def suspend(self, name: str) -> str:
+        """Suspend through the admin API: "suspending" or "already suspended"."""
+        answer = await self._ok(f"suspend {name}", "POST", f"/api/v1/workspaces/{name}/suspend",
+                                query={"namespace": self.namespace})
+        return str(answer.get("result")) if isinstance(answer, dict) else str(answer)
 
     async def workspaces(self, all_namespaces: bool = False) -> list[dict[str, Any]]:
         query = None if all_namespaces else {"namespace": self.namespace}

@@ -10,9 +10,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from controller.chaos.files import FILES_DIR, FileLoss, WrittenFile
 from controller.chaos.model import (
     ANSWERS,
     DEGRADED_CAUSE,
+    FILES,
     INJECTED,
     MAX_NOT_INJECTED,
     DegradedSeen,
@@ -191,3 +193,75 @@ def not_injected(records: Sequence[FaultRecord], at: float,
     return [Violation(INJECTED, None, None,
                       f"{len(bad)} of {len(records)} faults not injected as planned "
                       f"(more than {limit:.0%}): {reasons}"[:1000], at)]
+
+
+def unanswered_wakes(failed: Iterable[Failed], records: Sequence[FaultRecord],
+                     end_of_run: float) -> list[Violation]:
+    """`answers`: a message to a suspended workspace wakes it and is answered. Every
+    message/send to a suspend fault's target sent after the suspension was recorded
+    (`lifted_at`: the API answered) and before the fault converged must have been
+    acknowledged: a refusal, or no answer within the workload's timeout, is the
+    wake failing. (Requests already in flight when the suspension came may fail.)"""
+    violations = []
+    failures = list(failed)
+    for r in records:
+        if r.plan.kind != "suspend" or r.lifted_at is None or r.plan.target is None \
+                or r.missed:
+            continue
+        until = r.converged_at if r.converged_at is not None else end_of_run
+        refused = sorted((f for f in failures if f.workspace == r.plan.target
+                          and r.lifted_at <= f.sent_at <= until), key=lambda f: f.sent_at)
+        if refused:
+            outcomes = ", ".join(sorted({f.outcome for f in refused}))
+            violations.append(Violation(
+                ANSWERS, r.plan.target, r.plan.label,
+                f"{len(refused)} message/send to the suspended workspace not answered "
+                f"({outcomes}), first sent at {refused[0].sent_at:.1f}s: a message must wake "
+                "it and be answered", refused[0].sent_at))
+    return violations
+
+
+def _faults_since(records: Sequence[FaultRecord], workspace: str, since: float,
+                  end_of_run: float) -> list[FaultRecord]:
+    """Faults on `workspace` in effect at or after `since` (the write of a file)."""
+    return sorted((r for r in records if r.injected_at is not None and workspace in r.affected
+                   and r.window(end_of_run)[1] + ATTRIBUTION_GRACE_SECONDS >= since),
+                  key=lambda r: r.plan.index)
+
+
+def _file_names(files: Sequence[WrittenFile], limit: int = 10) -> str:
+    names = ", ".join(f.name for f in files[:limit])
+    return names + (f", ... ({len(files) - limit} more)" if len(files) > limit else "")
+
+
+def lost_files(losses: Iterable[FileLoss], records: Sequence[FaultRecord],
+               end_of_run: float) -> list[Violation]:
+    """`files`: every acknowledged file is still in the workspace's storage with its
+    content. One violation per workspace, naming the files and the faults in effect
+    since the first of them was written."""
+    violations = []
+    for loss in losses:
+        if loss.unreadable is not None:
+            violations.append(Violation(
+                FILES, loss.workspace, fault_names(_faults_since(records, loss.workspace, 0.0,
+                                                                 end_of_run)),
+                f"{loss.acked} acknowledged file(s) could not be read back: {loss.unreadable}",
+                end_of_run))
+            continue
+        lost = sorted((*loss.missing, *loss.changed), key=lambda f: f.seq)
+        if not lost:
+            continue
+        parts = []
+        if loss.missing:
+            parts.append(f"{len(loss.missing)} missing ({_file_names(loss.missing)})")
+        if loss.changed:
+            parts.append(f"{len(loss.changed)} with other content "
+                         f"({_file_names(loss.changed)})")
+        first = lost[0]
+        faults = _faults_since(records, loss.workspace, first.sent_at, end_of_run)
+        violations.append(Violation(
+            FILES, loss.workspace, fault_names(faults),
+            f"of {loss.acked} acknowledged files in {FILES_DIR}: {'; '.join(parts)}; "
+            f"the first written at {first.sent_at:.1f}s into container {first.container[:12]}",
+            end_of_run))
+    return violations

@@ -40,6 +40,16 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number >= 0")
+    return number
+
+
 def _fault_types(value: str) -> list[str]:
     kinds = [k.strip() for k in value.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in FAULTS]
@@ -77,6 +87,10 @@ def add_chaos_command(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="also restart the Docker engine (only where the harness owns it)")
     p.add_argument("--workload-interval", type=_positive_float, default=1.0, metavar="SECONDS",
                    help="seconds between two message/send to one workspace")
+    p.add_argument("--files-interval", type=_non_negative_float, default=3.0,
+                   metavar="SECONDS",
+                   help="seconds between two numbered files written into one workspace's "
+                        "storage, all read back at the end (default 3; 0: no files)")
     p.add_argument("--token-expiration", type=_token_lifetime, default=None, metavar="SECONDS",
                    help="give every workspace spec.tokenExpirationSeconds (>= 10): tokens are "
                         "refreshed in place throughout the run")
@@ -124,7 +138,8 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
     config = RunConfig(workspaces=args.workspaces, faults=args.faults, seed=args.seed,
                        rate=args.rate, settle=args.settle, fault_timeout=args.fault_timeout,
                        only=args.only, workload_interval=args.workload_interval,
-                       token_expiration=args.token_expiration)
+                       token_expiration=args.token_expiration,
+                       files_interval=args.files_interval or None)
     if args.faults < 0:
         print("error: --faults must not be negative", file=sys.stderr)
         return 2

@@ -70,6 +70,9 @@ class FaultContext:
     controller: ControllerHandle | None = None
     restart_postgres: Callable[[], Awaitable[None]] | None = None
     restart_docker: Callable[[], Awaitable[None]] | None = None
+    deleted: Callable[[str], None] = lambda name: None
+    """Told that a workspace is gone, before it is applied again: what the run holds of
+    its previous life (tokens read) belongs to a workspace that no longer exists."""
 
     async def docker(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         result: T = await self.run_blocking(fn, *args, **kwargs)
@@ -228,6 +231,68 @@ class TokenFault(Fault):
         await ctx.docker(ctx.engine.restart, c.id, 2)
 
 
+# ------------------------------------------------------------------ lifecycle faults
+
+
+class SuspendWake(Fault):
+    """Suspended through the admin API while the workload keeps sending: the next
+    message wakes it (a new container on the same storage) and must be answered, not
+    refused (the runner checks every message sent after the suspension). Suspended is
+    a state, not a degradation: nothing may be reported Degraded."""
+
+    kind = "suspend"
+    summary = "suspend through the admin API under traffic; the next message wakes it"
+    replaces_container = True
+    weight = 2
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        await self._strike(ctx, plan, record, lifted=False)
+        result = await ctx.api.suspend(_target(plan))
+        if result != "suspending":
+            record.missed = f"suspend answered {result!r}"
+        record.lifted_at = ctx.clock()  # suspended: from here on every message must wake it
+
+
+class DeleteReapply(Fault):
+    """Deleted through the admin API (storage retained: reclaimPolicy Retain), waited
+    for until it is gone (no container, GET 404), then the same manifest applied again:
+    a new workspace on the retained volume, its files still there."""
+
+    kind = "delete-reapply"
+    summary = "delete through the API, wait until it is gone, apply the same manifest again"
+    replaces_container = True
+    weight = 2
+    gone_timeout = 60.0
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        name = _target(plan)
+        await self._strike(ctx, plan, record, lifted=False)
+        status = await ctx.api.delete(name)
+        if status not in (200, 202):
+            record.missed = f"delete answered HTTP {status or 'nothing'}"
+            record.lifted_at = ctx.clock()
+            return
+        deadline = ctx.clock() + self.gone_timeout
+        while not await self._gone(ctx, name):
+            if ctx.clock() > deadline:  # not applied again: `converge` reports it
+                record.missed = f"{name} still there {self.gone_timeout:.0f}s after the delete"
+                record.lifted_at = ctx.clock()
+                return
+            await ctx.sleep(0.2)  # polling for the deletion to finish is part of the fault
+        record.notes.append(f"gone {ctx.clock() - (record.injected_at or 0.0):.1f}s after "
+                            "the delete")
+        ctx.deleted(name)
+        await ctx.api.apply([ctx.manifests[name]])
+        record.lifted_at = ctx.clock()
+
+    @staticmethod
+    async def _gone(ctx: FaultContext, name: str) -> bool:
+        wanted = ctx.workspace_id(name)
+        if any(c.workspace_id == wanted for c in await ctx.docker(ctx.engine.containers)):
+            return False
+        return await ctx.api.exists(name) is False
+
+
 # ------------------------------------------------------------------ agent (spec) faults
 
 
@@ -369,8 +434,8 @@ class DockerRestart(Fault):
 
 FAULTS: dict[str, Fault] = {f.kind: f for f in (
     KillContainer(), StopContainer(), RemoveContainer(), PauseContainer(), NetworkCut(),
-    TokenFault(), BadRegister(), CrashLoop(), ControllerCrash(), PostgresRestart(),
-    DockerRestart(),
+    TokenFault(), SuspendWake(), DeleteReapply(), BadRegister(), CrashLoop(), ControllerCrash(),
+    PostgresRestart(), DockerRestart(),
 )}
 
 

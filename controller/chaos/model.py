@@ -18,6 +18,7 @@ Scope = Literal["workspace", "fleet"]
 ONE_CONTAINER = "one-container"  # 8.1: one container, current config hash, Ready; no orphans
 TOKENS = "tokens"  # 8.2: one live token per workspace, older ones rejected
 ACTIVITY = "activity"  # 8.3: every acknowledged request has its activity row
+FILES = "files"  # every acknowledged write into a workspace's storage is still there
 SECRETS = "secrets"  # 8.4: no planted secret in logs, events, status, diagnostics
 DEGRADED_CAUSE = "degraded-cause"  # 8.5: every Degraded names the injected cause
 SINGLE_RUNNER = "single-runner"  # continuous: never two running containers for a workspace
@@ -27,7 +28,7 @@ CONVERGE = "converge"  # a fault was followed by convergence within the fault ti
 ANSWERS = "answers"  # no 5xx from the controller itself, fault or not (503+Retry-After is fine)
 INJECTED = "injected"  # at most MAX_NOT_INJECTED of the planned faults skipped or missed
 MAX_NOT_INJECTED = 0.05
-INVARIANTS = (ONE_CONTAINER, SERVES, ANSWERS, TOKENS, ACTIVITY, SECRETS, DEGRADED_CAUSE,
+INVARIANTS = (ONE_CONTAINER, SERVES, ANSWERS, TOKENS, ACTIVITY, FILES, SECRETS, DEGRADED_CAUSE,
               SINGLE_RUNNER, NO_FAILED, CONVERGE, INJECTED)
 
 

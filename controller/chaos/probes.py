@@ -37,6 +37,9 @@ from controller.chaos.ports import ChaosEngine, ContainerLike
 
 log = logging.getLogger("wsctl.chaos")
 
+DELETED = "Deleted"
+"""The timeline's phase for a workspace the list no longer has (a delete-reapply)."""
+
 
 class Observer:
     def __init__(self, api: AdminClient, engine: ChaosEngine,
@@ -106,6 +109,8 @@ class Observer:
             for name in self.names:
                 if name in by_name:
                     self._observe(name, by_name[name], now)
+                elif self.latest.pop(name, None) is not None:  # deleted (delete-reapply)
+                    self.phases.append(PhaseChange(now, name, DELETED, ""))
         await self._check_runners(now)
         self.samples += 1
         async with self._changed:

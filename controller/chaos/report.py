@@ -19,7 +19,8 @@ from controller.chaos.model import FaultRecord
 from controller.chaos.runner import RunResult
 
 PHASE_COLOURS = {"Online": "#3a9d5d", "Provisioning": "#7fb3e6", "Pending": "#c9c9c9",
-                 "Degraded": "#e8a33d", "Failed": "#d64545", "Stopped": "#8a8a8a"}
+                 "Degraded": "#e8a33d", "Failed": "#d64545", "Stopped": "#8a8a8a",
+                 "Suspended": "#9b7fd1", "Deleted": "#e6e6e6"}
 
 
 def convergence_stats(records: list[FaultRecord]) -> dict[str, dict[str, Any]]:
@@ -66,11 +67,25 @@ def to_json(result: RunResult, environment: dict[str, Any]) -> dict[str, Any]:
                                               if a.confirmed_at is not None),
                      "missing": len(workload.missing()),
                      "unacknowledged": dict(workload.stats.failures)},
+        "files": files_json(result),
         "timeline": {name: [[round(c.at, 2), c.phase, c.reason] for c in obs.phases
                             if c.workspace == name] for name in obs.names},
         "samples": obs.samples,
         "notes": result.notes,
     }
+
+
+def files_json(result: RunResult) -> dict[str, Any]:
+    """The `files` section: writes into the workspaces' storage and what came back."""
+    files = result.files
+    if files is None or not files.started:
+        return {"enabled": False}
+    st = files.stats
+    return {"enabled": True, "directory": files.directory, "interval": files.interval,
+            "written": st.written, "acknowledged": st.acked, "checked": st.checked,
+            "missing": st.missing, "changed": st.changed, "unreadable": st.unreadable,
+            "not_acknowledged": dict(st.failures),
+            "per_workspace": {name: len(acked) for name, acked in files.acked.items()}}
 
 
 def write(report_dir: Path, data: dict[str, Any]) -> tuple[Path, Path]:
@@ -109,6 +124,13 @@ def summary(data: dict[str, Any], html_path: Path | None = None) -> str:
     lines.append(f"workload: {w['sent']} sent, {w['acked']} acknowledged, "
                  f"{w['with_activity_row']} with activity row, {w['missing']} missing"
                  + (f" (not acknowledged: {failures})" if failures else ""))
+    f = data.get("files") or {}
+    if f.get("enabled"):
+        not_acked = ", ".join(f"{k} x{v}" for k, v in sorted(f["not_acknowledged"].items()))
+        lines.append(f"files: {f['written']} written, {f['acknowledged']} acknowledged, "
+                     f"{f['checked']} checked, {f['missing']} missing, {f['changed']} changed"
+                     + (f", {f['unreadable']} unreadable" if f["unreadable"] else "")
+                     + (f" (not acknowledged: {not_acked})" if not_acked else ""))
     violations = data["violations"]
     lines.append(f"violations: {len(violations)}")
     for v in violations[:12]:
@@ -264,6 +286,14 @@ def render_html(data: dict[str, Any]) -> str:
                                               *f["notes"]]))]
                      for f in data["faults"]])
     w = data["workload"]
+    f = data.get("files") or {}
+    files = (f"<p>{f['written']} numbered files written into the workspaces' storage "
+             f"({_e(f['directory'])}, one per workspace every {f['interval']}s), "
+             f"{f['acknowledged']} acknowledged (exec exited 0), {f['checked']} read back at "
+             f"the end: {f['missing']} missing, {f['changed']} with other content, "
+             f"{f['unreadable']} unreadable; not acknowledged: "
+             f"{_e(f['not_acknowledged'])}.</p>") if f.get("enabled") else \
+        "<p>No files written.</p>"
     notes = "".join(f"<li>{_e(n)}</li>" for n in data["notes"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>wsctl chaos report: {verdict}</title>
@@ -291,6 +321,8 @@ container with the current config hash. Black bar p50, red bar p99.</p>
 <h2>Workload</h2>
 <p>{w['sent']} message/send sent, {w['acked']} acknowledged, {w['with_activity_row']} found in
 the activity log, {w['missing']} missing; not acknowledged: {_e(w['unacknowledged'])}.</p>
+<h2>Files</h2>
+{files}
 <h2>Faults</h2>{faults}
 {f'<h2>Notes</h2><ul>{notes}</ul>' if notes else ''}
 </body></html>

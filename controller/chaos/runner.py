@@ -26,9 +26,11 @@ from controller.chaos import checks
 from controller.chaos.api import ApiError
 from controller.chaos.environment import SECRET_KEY, SECRET_NAME, Environment, SetupError
 from controller.chaos.faults import FAULTS, FaultContext, FaultSkipped, available
+from controller.chaos.files import FileWriter
 from controller.chaos.model import (
     ACTIVITY,
     CONVERGE,
+    FILES,
     INVARIANTS,
     ONE_CONTAINER,
     SECRETS,
@@ -70,6 +72,9 @@ class RunConfig:
     token_expiration: int | None = None
     """spec.tokenExpirationSeconds of every workspace: tokens are refreshed in place
     throughout the run, faults included."""
+    files_interval: float | None = 3.0
+    """Seconds between two numbered files written into one workspace's storage (the
+    `files` invariant); None: no files are written, `files` is skipped."""
 
 
 @dataclass
@@ -84,6 +89,7 @@ class RunResult:
     invariants: dict[str, str]
     notes: list[str] = field(default_factory=list)
     started_at: str = ""
+    files: FileWriter | None = None
 
     @property
     def passed(self) -> bool:
@@ -129,8 +135,13 @@ class Run:
         self.schedule = plan_for(env, config)
         self.observer = Observer(env.api, env.engine, env.blocking, self.clock, self.names,
                                  env.namespace)
-        self.workload = Workload(env.api, self.clock, self.names, secrets.token_hex(3),
+        run_id = secrets.token_hex(3)
+        self.workload = Workload(env.api, self.clock, self.names, run_id,
                                  interval=config.workload_interval)
+        self.files = FileWriter(
+            partial(env.blocking, env.engine.write_file),
+            partial(env.blocking, env.engine.file_digests), self._running_container,
+            self.clock.now, self.names, run_id, interval=config.files_interval or 1.0)
         self.records: list[FaultRecord] = []
         self.violations: list[Violation] = []
         self.tokens = TokenProbe(
@@ -148,7 +159,7 @@ class Run:
             clock=self.clock.now, wait_reason=self.observer.wait_reason,
             run_blocking=env.blocking, controller=env.controller,
             restart_postgres=env.restart_postgres if env.data_dir else None,
-            restart_docker=env.restart_docker)
+            restart_docker=env.restart_docker, deleted=self._deleted)
 
     # ------------------------------------------------------------ the run
 
@@ -161,11 +172,14 @@ class Run:
         try:
             if await self._fleet_up():
                 self.workload.start()
+                if self.config.files_interval is not None:
+                    self.files.start()
                 await self._faults()
                 self.say(f"all faults done; settling (up to {self.config.settle:.0f}s)")
                 settled = await self.observer.wait(self._fleet_converged, self.config.settle)
                 self.say("fleet converged" if settled else "fleet did not converge in time")
             await self.workload.stop()
+            await self.files.stop()
             probing.set()
             await prober
             await self._final_checks()
@@ -177,9 +191,26 @@ class Run:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.workload.stop()
+            await self.files.stop()
         return RunResult(self.config, self.schedule, self.records, self.violations,
                          self.observer, self.workload, self.clock.now(), self._invariants(),
-                         self.notes, self.clock.started.isoformat())
+                         self.notes, self.clock.started.isoformat(), self.files)
+
+    def _running_container(self, name: str) -> str | None:
+        """The workspace's running container as last sampled: the one its status
+        names, else the newest generation running."""
+        running = [c for c in self.observer.mine(name) if c.state == "running"]
+        current = ((self.observer.latest.get(name) or {}).get("status") or {}).get("containerID")
+        for c in running:
+            if c.id == current:
+                return c.id
+        return max(running, key=lambda c: c.token_generation).id if running else None
+
+    def _deleted(self, name: str) -> None:
+        """A delete-reapply fault deleted the workspace and is about to apply it again:
+        its tokens so far were purged with it (each must now be refused), and the
+        workspace applied again counts generations from 1 anew."""
+        self.tokens.ledger.deleted(name)
 
     def _fleet_converged(self) -> bool:
         return all(self.observer.converged(n) for n in self.names)
@@ -312,6 +343,7 @@ class Run:
         if self.config.token_expiration is not None:
             await self._note_token_refreshes()
         await self._check_activity()  # 8.3
+        await self._check_files()
         await self._check_secrets()  # 8.4
         seen = self.observer.degraded + self.observer.event_degraded()  # 8.5
         for violation in checks.attribute(seen, self.records, end) + checks.unreported(
@@ -334,8 +366,9 @@ class Run:
     def _check_answers(self) -> None:
         """The controller never fails a request itself: during a database or engine
         fault it answers 503 with Retry-After, never a 500."""
-        for violation in checks.server_errors(self.workload.failed, self.records,
-                                              self.clock.now()):
+        now = self.clock.now()
+        for violation in checks.server_errors(self.workload.failed, self.records, now) \
+                + checks.unanswered_wakes(self.workload.failed, self.records, now):
             self.violations.append(violation)
             self.say("VIOLATION " + violation.line())
 
@@ -408,6 +441,19 @@ class Run:
                           f"{len(missing)} acknowledged message/send without an activity "
                           f"row (e.g. {ids})")
 
+    async def _check_files(self) -> None:
+        """Every acknowledged file is in the workspace's storage with its content."""
+        if not self.files.started:
+            return
+        losses = await self.files.verify()
+        for violation in checks.lost_files(losses, self.records, self.clock.now()):
+            self.violations.append(violation)
+            self.say("VIOLATION " + violation.line())
+        if not self.files.stats.acked:
+            self._violate(FILES, None, None,
+                          f"none of {self.files.stats.written} writes into the workspaces' "
+                          f"storage was acknowledged ({dict(self.files.stats.failures)})")
+
     async def _check_secrets(self) -> None:
         texts = dict(self.env.log_texts())
         for name in self.names:
@@ -429,6 +475,8 @@ class Run:
         verdict = {name: "fail" if name in failed else "pass" for name in INVARIANTS}
         if self.env.registry is None and TOKENS not in failed:
             verdict[TOKENS] = "skipped"
+        if self.config.files_interval is None:
+            verdict[FILES] = "skipped"
         return verdict
 
 

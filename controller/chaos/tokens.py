@@ -39,14 +39,17 @@ class SeenToken:
     """When a newer token of the same generation (a refresh) was first seen."""
     answer: str | None = None
     """How the registry answered when it was presented ('401 stale_token', ...)."""
+    deleted: bool = False
+    """Its workspace was deleted (and maybe applied again, a new workspace whose
+    generations count from 1 anew): purged, so refused like a replaced one."""
 
     @property
     def label(self) -> str:
         suffix = f" refresh {self.refresh}" if self.refresh else ""
-        return f"{self.workspace} g{self.generation}{suffix}"
+        return f"{self.workspace} g{self.generation}{suffix}{' (deleted)' if self.deleted else ''}"
 
     def why_refused(self) -> str:
-        return "replaced" if self.replaced else "expired"
+        return "deleted" if self.deleted else "replaced" if self.replaced else "expired"
 
     def due_at(self, lifetime: float | None) -> float | None:
         """From when it must be refused (run-clock seconds); None: not (yet) known."""
@@ -63,6 +66,7 @@ class TokenLedger:
     def __init__(self, lifetime: float | None) -> None:
         self.lifetime = lifetime
         self._seen: dict[str, list[SeenToken]] = defaultdict(list)
+        self._deletions: dict[str, int] = defaultdict(int)
         self.unread: dict[tuple[str, int], str] = {}
         """(workspace, generation) -> why no token of it could ever be read."""
 
@@ -71,7 +75,7 @@ class TokenLedger:
         seen = self._seen[workspace]
         if any(t.token == token for t in seen):
             return False
-        same = [t for t in seen if t.generation == generation]
+        same = [t for t in seen if t.generation == generation and not t.deleted]
         for older in same:
             if older.superseded_at is None:
                 older.superseded_at = now
@@ -80,13 +84,25 @@ class TokenLedger:
         return True
 
     def read_failed(self, workspace: str, generation: int, why: str) -> None:
-        if not any(t.generation == generation for t in self._seen[workspace]):
+        if not any(t.generation == generation and not t.deleted
+                   for t in self._seen[workspace]):
             self.unread[(workspace, generation)] = why
 
     def current(self, workspace: str, generation: int) -> SeenToken | None:
-        """The newest token read for that generation."""
-        same = [t for t in self._seen[workspace] if t.generation == generation]
+        """The newest token read for that generation (of the workspace as it is now)."""
+        same = [t for t in self._seen[workspace] if t.generation == generation
+                and not t.deleted]
         return same[-1] if same else None
+
+    def deleted(self, workspace: str) -> None:
+        """The workspace was deleted: every token read from it must be refused from
+        now on, and generations read later belong to the workspace applied again."""
+        for t in self._seen[workspace]:
+            t.deleted = t.replaced = True
+        self._deletions[workspace] += 1
+        for key in [k for k in self.unread if k[0] == workspace]:
+            self.unread[(f"{workspace} (deleted #{self._deletions[workspace]})", key[1])] = \
+                self.unread.pop(key)
 
     def replaced_below(self, workspace: str, live_generation: int) -> None:
         """Generations older than the converged `live_generation` are revoked."""

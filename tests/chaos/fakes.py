@@ -66,14 +66,38 @@ class FakeEngine:
     def corrupt_token(self, container_id: str, garbage: str) -> None:
         self.calls.append(("corrupt_token", container_id))
 
+    def write_file(self, container_id: str, directory: str, name: str, content: str) -> None:
+        self.calls.append(("write_file", container_id, f"{directory}/{name}"))
+
+    def file_digests(self, container_id: str, directory: str) -> dict[str, str]:
+        self.calls.append(("file_digests", container_id, directory))
+        return {}
+
 
 @dataclass
 class FakeApi:
     applied: list[list[dict[str, Any]]] = field(default_factory=list)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    delete_status: int = 202
+    suspend_result: str = "suspending"
+    exists_answers: list[bool | None] = field(default_factory=list)
+    """What `exists` answers, in order (then False: gone)."""
 
     async def apply(self, objects: list[dict[str, Any]]) -> Any:
         self.applied.append(objects)
         return {"results": []}
+
+    async def delete(self, name: str) -> int:
+        self.calls.append(("delete", name))
+        return self.delete_status
+
+    async def exists(self, name: str) -> bool | None:
+        self.calls.append(("exists", name))
+        return self.exists_answers.pop(0) if self.exists_answers else False
+
+    async def suspend(self, name: str) -> str:
+        self.calls.append(("suspend", name))
+        return self.suspend_result
 
 
 @dataclass

@@ -108,12 +108,19 @@ def test_small_run_passes_with_every_fault_type_and_writes_the_report(tmp_path: 
     assert code == 0, output[-4000:]
     assert data["verdict"] == "pass" and data["violations"] == []
     assert set(data["invariants"].values()) == {"pass"}
-    kinds = {"kill", "stop", "remove", "pause", "network", "token", "bad-register",
-             "crash-loop", "controller-kill", "postgres-restart"}
+    kinds = {"kill", "stop", "remove", "pause", "network", "token", "suspend", "delete-reapply",
+             "bad-register", "crash-loop", "controller-kill", "postgres-restart"}
     assert set(data["convergence"]) == kinds
     for kind, stats in data["convergence"].items():
         assert stats["converged"] == stats["injected"] >= 1, kind
     assert data["workload"]["acked"] > 0 and data["workload"]["missing"] == 0
+    # Files written into every workspace's storage through kills, recreates, a
+    # suspension and a delete + re-apply: each acknowledged one read back intact.
+    files = data["files"]
+    assert files["checked"] == files["acknowledged"] > 0, files
+    assert files["missing"] == files["changed"] == files["unreadable"] == 0, files
+    assert all(n > 0 for n in files["per_workspace"].values()), files
+    assert "files: " in output and "files pass" in output
     refreshed = [n for n in data["notes"] if n.startswith("tokens expire after 10s: ")]
     assert refreshed and int(refreshed[0].split(": ")[1].split()[0]) > 0, data["notes"]
     page = (tmp_path / "report" / "report.html").read_text()
@@ -195,3 +202,4 @@ def test_a_ready_workspace_that_does_not_answer_fails_serves(tmp_path: Path) -> 
     assert {v["workspace"] for v in serves} == {"w01", "w02"}
     assert any("Online, but message/send answered HTTP 502" in v["detail"]
                for v in serves), serves
+

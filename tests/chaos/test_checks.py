@@ -144,3 +144,47 @@ def test_more_than_5_percent_not_injected_fails_the_run() -> None:
     assert violation.detail.startswith("3 of 40 faults not injected as planned (more than 5%)")
     assert "kill: controller never logged" in violation.detail
     assert "kill: no running container" in violation.detail
+
+
+def test_lost_files_name_the_files_and_the_faults_since_the_first_was_written() -> None:
+    from controller.chaos.checks import lost_files
+    from controller.chaos.files import FileLoss, WrittenFile
+
+    def written(seq: int, at: float) -> WrittenFile:
+        return WrittenFile("w01", seq, "d", at, at + 0.1, "c0ffee0123456789")
+
+    early = fault("kill", "w01", 2.0, 3.0, set())  # over before the first lost file
+    kill = fault("kill", "w01", 20.0, 21.0, set())
+    kill.plan = FaultPlan(2, "kill", "w01", 0.0)
+    other = fault("kill", "w02", 20.0, 21.0, set())
+    loss = FileLoss("w01", missing=(written(4, 12.0), written(5, 15.0)),
+                    changed=(written(7, 18.0),), acked=9)
+    (v,) = lost_files([loss, FileLoss("w02", acked=3)], [early, kill, other], 30.0)
+    assert (v.invariant, v.workspace, v.fault) == ("files", "w01", "#2 kill on w01")
+    assert v.detail == ("of 9 acknowledged files in /workspace/chaos: 2 missing (4.txt, "
+                        "5.txt); 1 with other content (7.txt); the first written at 12.0s "
+                        "into container c0ffee012345")
+    (unread,) = lost_files([FileLoss("w01", unreadable="no running container", acked=9)],
+                           [kill], 30.0)
+    assert unread.detail == "9 acknowledged file(s) could not be read back: no running container"
+
+
+def test_a_message_sent_to_a_suspended_workspace_must_be_answered() -> None:
+    from controller.chaos.checks import unanswered_wakes
+    from controller.chaos.workload import Failed
+
+    suspend = fault("suspend", "w01", 10.0, 14.0, set())
+    suspend.lifted_at = 10.2  # the API answered: suspended from here on
+    failed = [Failed("w01", 10.1, 10.3, "HTTP 502 agent_unreachable", False),  # in flight
+              Failed("w01", 12.0, 27.0, "no answer", False),
+              Failed("w01", 11.0, 11.1, "HTTP 409 agent_unavailable", False),
+              Failed("w02", 11.0, 11.1, "no answer", False),
+              Failed("w01", 30.0, 30.1, "no answer", False)]  # after it converged
+    (v,) = unanswered_wakes(failed, [suspend], 40.0)
+    assert (v.invariant, v.workspace, v.fault) == ("answers", "w01", "#1 suspend on w01")
+    assert v.detail == ("2 message/send to the suspended workspace not answered (HTTP 409 "
+                        "agent_unavailable, no answer), first sent at 11.0s: a message must "
+                        "wake it and be answered")
+    assert unanswered_wakes(failed[:1], [suspend], 40.0) == []
+    kill = fault("kill", "w01", 10.0, 14.0, set())
+    assert unanswered_wakes(failed, [kill], 40.0) == []

@@ -3,6 +3,8 @@ which Degraded it declares, and when it counts as lifted."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from controller.chaos.faults import (
@@ -92,6 +94,83 @@ async def test_token_fault_damages_the_file_then_restarts(variant: str, damage: 
     plan, rec = record("token", variant=variant)
     await FAULTS["token"].inject(ctx, plan, rec)
     assert [c[0] for c in engine.calls] == [damage, "restart"]
+
+
+async def test_suspend_goes_through_the_api_and_must_end_on_a_new_container() -> None:
+    api = FakeApi()
+    engine = fleet()
+    ctx, clock, _ = context(engine, api)
+    clock.now = 3.0
+    plan, rec = record("suspend")
+    await FAULTS["suspend"].inject(ctx, plan, rec)
+    assert api.calls == [("suspend", "w01")] and engine.calls == []
+    assert rec.before_container == f"id-{WS}-g2"
+    assert rec.injected_at == rec.lifted_at == 3.0 and rec.missed is None
+    assert FAULTS["suspend"].replaced(plan) == "w01"
+    # Suspended is a state, not a degradation: nothing may be reported Degraded.
+    assert FAULTS["suspend"].may_cause == frozenset()
+
+
+async def test_a_suspend_the_api_did_not_take_is_missed() -> None:
+    ctx, _, _ = context(fleet(), FakeApi(suspend_result="already suspended"))
+    plan, rec = record("suspend")
+    await FAULTS["suspend"].inject(ctx, plan, rec)
+    assert rec.missed == "suspend answered 'already suspended'"
+
+
+async def test_delete_reapply_waits_until_gone_then_applies_the_same_manifest() -> None:
+    engine = fleet()
+    deleted: list[str] = []
+    api = FakeApi(exists_answers=[True, True, None])  # deleting, deleting, no answer: then 404
+    ctx, clock, _ = context(engine, api)
+    ctx.deleted = deleted.append
+    order: list[str] = []
+    api_apply = api.apply
+
+    async def apply(objects: list[dict[str, Any]]) -> Any:
+        order.append(f"apply after deleted={deleted}")
+        return await api_apply(objects)
+
+    api.apply = apply  # type: ignore[method-assign]
+    slept = 0
+
+    async def sleep(seconds: float) -> None:  # the container goes away after two polls
+        nonlocal slept
+        slept += 1
+        clock.now += seconds
+        if slept == 2:
+            engine.views = [v for v in engine.views if v.workspace_id != WS]
+
+    ctx.sleep = sleep
+    plan, rec = record("delete-reapply")
+    await FAULTS["delete-reapply"].inject(ctx, plan, rec)
+    assert api.calls[0] == ("delete", "w01")
+    assert [c for c in api.calls if c[0] == "exists"] == [("exists", "w01")] * 4
+    assert order == ["apply after deleted=['w01']"]  # the run forgets, then applies
+    assert api.applied == [[ctx.manifests["w01"]]]
+    assert rec.before_container == f"id-{WS}-g2" and rec.missed is None
+    assert rec.injected_at == 0.0 and rec.lifted_at == pytest.approx(clock.now)
+    assert rec.notes and rec.notes[0].startswith("gone ")
+    assert FAULTS["delete-reapply"].replaced(plan) == "w01"
+    assert FAULTS["delete-reapply"].may_cause == frozenset()
+
+
+async def test_a_delete_that_never_finishes_is_missed_and_not_applied_again() -> None:
+    ctx, _, _ = context(fleet(), FakeApi())  # its container never goes away
+    deleted: list[str] = []
+    ctx.deleted = deleted.append
+    plan, rec = record("delete-reapply")
+    await FAULTS["delete-reapply"].inject(ctx, plan, rec)
+    assert rec.missed == "w01 still there 60s after the delete"
+    assert deleted == [] and ctx.api.applied == []  # type: ignore[attr-defined]
+
+
+async def test_a_refused_delete_is_missed() -> None:
+    api = FakeApi(delete_status=503)
+    ctx, _, _ = context(fleet(), api)
+    plan, rec = record("delete-reapply")
+    await FAULTS["delete-reapply"].inject(ctx, plan, rec)
+    assert rec.missed == "delete answered HTTP 503" and api.applied == []
 
 
 @pytest.mark.parametrize("kind, env, reason", [

@@ -78,3 +78,30 @@ async def test_nothing_counts_as_converged_while_the_controller_does_not_answer(
     api.down = False
     await probe.sample()
     assert probe.problems("w01") == before
+
+
+class DeletingApi(Api):
+    """Lists w01 until `gone`, as a workspace deleted and applied again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone = False
+
+    async def workspaces(self) -> list[dict[str, Any]]:
+        return [] if self.gone else await super().workspaces()
+
+
+async def test_a_deleted_workspace_is_gone_from_the_view_and_the_timeline_says_so() -> None:
+    api = DeletingApi()
+    probe = observer(FakeEngine([]), api)
+    api.gone = True
+    await probe.sample()  # not applied yet: nothing to say
+    assert probe.phases == []
+    api.gone = False
+    await probe.sample()
+    api.gone = True
+    await probe.sample()
+    assert probe.problems("w01") == ["workspace not found"]  # not its last view
+    api.gone = False
+    await probe.sample()
+    assert [c.phase for c in probe.phases] == ["Online", "Deleted", "Online"]

@@ -65,3 +65,30 @@ def test_json_html_and_summary(tmp_path: Path) -> None:
     assert "[converge] w02 / #3 kill on w02: not converged" in text
     assert "note: a note" in text and str(html_path) in text
     assert len(text.splitlines()) < 40  # one screen
+
+
+def test_the_files_section_says_what_was_written_acknowledged_and_checked(
+        tmp_path: Path) -> None:
+    from controller.chaos.files import FileWriter
+
+    run = made_up_run()
+    assert report.to_json(run, {})["files"] == {"enabled": False}
+
+    async def nothing(*_: Any) -> Any:
+        return None
+    files = FileWriter(nothing, nothing, lambda _: None, lambda: 0.0, ["w01", "w02"], "r")
+    files.started = True
+    files.stats.written, files.stats.acked, files.stats.checked = 12, 10, 10
+    files.stats.missing, files.stats.changed = 2, 1
+    files.stats.failures["exec failed"] = 2
+    run.files = files
+    data = report.to_json(run, {})
+    assert data["files"] == {
+        "enabled": True, "directory": "/workspace/chaos", "interval": 3.0, "written": 12,
+        "acknowledged": 10, "checked": 10, "missing": 2, "changed": 1, "unreadable": 0,
+        "not_acknowledged": {"exec failed": 2}, "per_workspace": {"w01": 0, "w02": 0}}
+    text = report.summary(data)
+    assert ("files: 12 written, 10 acknowledged, 10 checked, 2 missing, 1 changed "
+            "(not acknowledged: exec failed x2)") in text.splitlines()
+    _, html_path = report.write(tmp_path, data)
+    assert "12 numbered files written into the workspaces' storage" in html_path.read_text()

@@ -174,6 +174,38 @@ def test_generations_replaced_before_their_token_was_read_are_noted() -> None:
                for n in notes), notes
 
 
+def test_a_deleted_workspaces_tokens_are_refused_and_its_new_life_counts_anew() -> None:
+    world = World()
+    probe = world.probe()
+    for g in (1, 2):
+        world.generation(g, f"old-{g}")
+        run(probe.step(again=False))
+    probe.ledger.deleted("w01")  # delete-reapply: purged with the workspace
+    world.generation(1, "new-1")  # applied again: its first container is generation 1 anew
+    run(probe.step(again=False))
+    current = probe.ledger.current("w01", 1)
+    assert current is not None and current.token == "new-1"
+    run(probe.final(lambda _: None))
+    assert {"old-1", "old-2", "new-1"} <= set(world.registry.presented)
+    assert world.violations == []
+    labels = {t.token: (t.label, t.answer) for t in probe.ledger.all()}
+    assert labels["old-2"] == ("w01 g2 (deleted)", "401 stale_token")
+    assert labels["new-1"] == ("w01 g1", None)  # live: accepted at the end, never owed
+
+
+def test_a_deleted_workspaces_token_still_accepted_is_a_violation() -> None:
+    world = World()
+    probe = world.probe()
+    world.generation(1, "old-1")
+    run(probe.step(again=False))
+    probe.ledger.deleted("w01")
+    world.generation(1, "new-1")
+    world.registry.live = {"old-1", "new-1"}  # the purge forgot a token
+    run(probe.final(lambda _: None))
+    assert world.violations == [
+        ("w01", "token generation 1 (deleted) is still accepted: HTTP 200")]
+
+
 def test_a_token_read_while_a_newer_generation_is_created_is_not_attributed() -> None:
     """The containers share one config volume: a recreate writes g2's token into it
     while g1 still runs. Read from g1 then, the file holds g2's token; counted as g1's,
