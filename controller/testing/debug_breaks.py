@@ -15,6 +15,10 @@ root (runtime.py) applies them, by wrapping what it wires together:
   WSCTL_DEBUG_BREAK_DEGRADED_REASON=1   HeartbeatStale is reported as AgentUnhealthy
   WSCTL_DEBUG_BREAK_SERVES=1            the A2A proxy dials a port where no agent listens,
                                         so a Ready workspace does not answer
+  WSCTL_DEBUG_BREAK_STORAGE=1           every container but a workspace's first (recreates,
+                                        a suspension's standby) mounts a fresh volume of its
+                                        own at the storage mount path instead of the
+                                        workspace's: the agent runs, its files are gone
   WSCTL_DEBUG_STALL_AFTER_OP=OpName     after an op of that type (e.g. WriteToken), the
                                         executor hangs forever: crash tests then SIGKILL
                                         the controller at that point of a recreate
@@ -34,8 +38,17 @@ from typing import Any
 from controller.api.a2a import ActivityStore, AgentAddress
 from controller.api.registry import RegistryStore
 from controller.core.conditions import DegradedReason
+from controller.core.containerspec import Mount
 from controller.core.model import WorkspaceKey, WorkspaceStatus
-from controller.core.ops import Event, Op, Plan, RemoveContainer, StopContainer
+from controller.core.ops import (
+    CreateContainer,
+    Event,
+    Op,
+    Plan,
+    RemoveContainer,
+    StopContainer,
+)
+from controller.core.settings import CONFIG_MOUNT
 from controller.reconcile.execute import Executor
 from controller.reconcile.ports import DriverStore
 
@@ -44,7 +57,7 @@ log = logging.getLogger("wsctl.debug")
 PREFIX = "WSCTL_DEBUG_BREAK_"
 STALL = "WSCTL_DEBUG_STALL_AFTER_OP"
 KNOBS = ("RECREATE", "STOP_OLD", "TOKEN_REVOCATION", "TOKEN_EXPIRY", "ACTIVITY_WRITES",
-         "LOG_SECRET", "DEGRADED_REASON", "SERVES")
+         "LOG_SECRET", "DEGRADED_REASON", "SERVES", "STORAGE")
 _TRUE = {"1", "true", "yes"}
 _WRONG_FROM = DegradedReason.HEARTBEAT_STALE.value
 _WRONG_TO = DegradedReason.AGENT_UNHEALTHY.value
@@ -60,6 +73,7 @@ class DebugBreaks:
     log_secret: bool = False
     degraded_reason: bool = False
     serves: bool = False
+    storage: bool = False
     stall_after_op: str | None = None
 
     @classmethod
@@ -87,7 +101,7 @@ class DebugBreaks:
     def executor(self, executor: Executor) -> Executor:
         if self.stall_after_op:
             executor = dataclasses.replace(executor, after_op=self.stall)
-        if not (self.recreate or self.stop_old or self.degraded_reason):
+        if not (self.recreate or self.stop_old or self.degraded_reason or self.storage):
             return executor
         values = {f.name: getattr(executor, f.name) for f in dataclasses.fields(Executor)}
         return _BrokenExecutor(**values, breaks=self)
@@ -130,11 +144,33 @@ class _BrokenExecutor(Executor):
         if self.breaks.stop_old:
             plan = dataclasses.replace(plan, ops=tuple(
                 op for op in plan.ops if not isinstance(op, StopContainer | RemoveContainer)))
+        if self.breaks.storage and plan.action != "create":
+            plan = dataclasses.replace(plan, ops=_forget_storage(plan.ops))
         if self.breaks.degraded_reason:
             plan = dataclasses.replace(plan, events=tuple(
                 Event(e.type, _WRONG_TO, e.message) if e.reason == _WRONG_FROM else e
                 for e in plan.events))
         await super().run(key, plan)
+
+
+def _forget_storage(ops: tuple[Op, ...]) -> tuple[Op, ...]:
+    """A new container mounts a volume of its own generation at the storage mount path
+    (a fresh, empty one; Docker gives it the image directory's owner, so the agent
+    still runs and writes) instead of the workspace's storage volume (every volume
+    mount but the config volume)."""
+    changed: list[Op] = []
+    for op in ops:
+        if isinstance(op, CreateContainer):
+            mounts = tuple(
+                Mount(f"{m.source}-g{op.spec.token_generation}-forgotten", m.target)
+                if m.type == "volume" and m.target != CONFIG_MOUNT else m
+                for m in op.spec.mounts)
+            if mounts != op.spec.mounts:
+                log.warning("broken on purpose: %s mounts a fresh volume at the storage "
+                            "path", op.spec.name)
+            op = CreateContainer(dataclasses.replace(op.spec, mounts=mounts))
+        changed.append(op)
+    return tuple(changed)
 
 
 class _DroppedActivity:

@@ -203,3 +203,22 @@ def test_a_ready_workspace_that_does_not_answer_fails_serves(tmp_path: Path) -> 
     assert any("Online, but message/send answered HTTP 502" in v["detail"]
                for v in serves), serves
 
+
+def test_a_recreate_that_forgets_the_storage_loses_acknowledged_files(tmp_path: Path) -> None:
+    """With recreated containers mounting a fresh volume instead of the workspace's
+    (WSCTL_DEBUG_BREAK_STORAGE), the files written before a kill are gone: `files`
+    fails, naming the workspace, the kill and the files; nothing else does."""
+    code, output, data = chaos(
+        tmp_path / "report", "--workspaces", "2", "--faults", "2", "--only", "kill",
+        "--seed", "4", "--rate", "0.2", "--files-interval", "0.5", "--settle", "20",
+        env={"WSCTL_DEBUG_BREAK_STORAGE": "1"})
+    assert code == 1, output[-4000:]
+    assert failed(data) == {"files"}, data["violations"]
+    lost = [v for v in data["violations"] if v["invariant"] == "files"]
+    kills = {f["target"]: f["label"] for f in data["faults"] if f["injected_at"] is not None}
+    assert lost and {v["workspace"] for v in lost} <= set(kills)
+    for v in lost:
+        assert kills[v["workspace"]] in v["fault"].split(", ")
+        assert re.search(r"\d+ missing \(1\.txt, 2\.txt", v["detail"]), v["detail"]
+        assert f"[files] {v['workspace']} / {v['fault']}: of " in output
+    assert data["files"]["missing"] > 0

@@ -9,10 +9,22 @@ from typing import Any, cast
 
 import pytest
 
+from controller.core.containerspec import container_spec, storage_volume
 from controller.core.model import Condition, WorkspaceKey, WorkspaceStatus
-from controller.core.ops import Event, Plan, RemoveContainer, StartContainer, StopContainer
+from controller.core.ops import (
+    CreateContainer,
+    EnsureVolume,
+    Event,
+    Plan,
+    RemoveContainer,
+    StartContainer,
+    StopContainer,
+)
+from controller.core.projection import Projection
+from controller.core.settings import PlatformSettings
 from controller.reconcile.execute import Executor
 from controller.testing.debug_breaks import DebugBreaks
+from tests.unit.helpers import workspace
 
 KEY = WorkspaceKey("chaos", "w01")
 
@@ -75,6 +87,29 @@ async def test_degraded_reason_break_mislabels_events_and_status() -> None:
     await wrapped.write_status("chaos", "w01", status)
     written = driver_store.calls[0][1][2]
     assert written.conditions[0].reason == "AgentUnhealthy"
+
+
+async def test_storage_break_gives_a_recreated_container_a_fresh_volume() -> None:
+    ws = workspace("w01", model="MiniMax-M3")
+    settings = PlatformSettings()
+    volume = storage_volume(ws)
+
+    def plan(action: str, generation: int) -> Plan:
+        spec = container_spec(ws, Projection(env={}, config_hash="h"), settings, generation)
+        return Plan(action, "x", (EnsureVolume(volume), CreateContainer(spec)))
+
+    breaks = DebugBreaks.from_environ({"WSCTL_DEBUG_BREAK_STORAGE": "1"})
+    assert breaks.storage
+    ex, engine, _ = executor(breaks)
+    await ex.run(KEY, plan("create", 1))  # a first create (and a re-apply) is left alone
+    await ex.run(KEY, plan("recreate", 2))  # a recreate forgets the storage
+    await ex.run(KEY, plan("suspend", 3))  # and so does a suspension's standby (the wake)
+    created = [args[0] for name, args in engine.calls if name == "create"]
+    first, *others = ([(m.source, m.target) for m in spec.mounts] for spec in created)
+    assert first == [("wsctl-default.w01-configs", "/configs"),
+                     (volume.name, "/workspace")]
+    assert others == [[("wsctl-default.w01-configs", "/configs"),
+                       (f"{volume.name}-g{g}-forgotten", "/workspace")] for g in (2, 3)]
 
 
 @dataclass(frozen=True)
