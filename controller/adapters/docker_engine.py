@@ -1,4 +1,5 @@
-"""Docker engine adapter; with images, baseimage and chaos_docker the only `docker` importers.
+"""Docker engine adapter; with docker_streams, images, baseimage and chaos_docker the only
+`docker` importers.
 
 docker-py is blocking; `DockerEngine` exposes async methods that run each call
 in a thread of its own pool, whose size is the controller's Docker parallelism
@@ -20,7 +21,7 @@ import tarfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount as DockerMount
 
+from controller.adapters.docker_streams import ExecStream, LogFollower, follow_logs, open_exec
 from controller.core.containerspec import (
     LABEL_CONFIG_HASH,
     LABEL_INSTANCE,
@@ -507,6 +509,19 @@ class DockerEngine:
                 return None
             raise
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+    # ------------------------------------------------------------ streams
+
+    async def exec_open(self, container: str, command: Sequence[str], *, user: str,
+                        tty: bool, stdin: bool) -> ExecStream | None:
+        """Run `command` in the running `container` as `user`, attached (see
+        docker_streams); None when the container is gone or not running."""
+        return await open_exec(self._run, self.api, container, command, user=user, tty=tty,
+                               stdin=stdin)
+
+    async def follow_logs(self, container: str, tail: int) -> LogFollower | None:
+        """The container's logs as they are written; None when it is gone."""
+        return await follow_logs(self._run, self.api, container, tail)
 
     async def image_exists(self, image: str) -> bool:
         try:

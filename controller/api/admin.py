@@ -8,7 +8,10 @@ Routes (namespace from ?namespace=, default "default"):
   POST   /api/v1/workspaces/{name}/restart       bump spec.restartedAt
   GET    /api/v1/workspaces/{name}/describe      conditions, registration, events, diagnostics
   GET    /api/v1/workspaces/{name}/activity      activity log
-  GET    /api/v1/workspaces/{name}/logs          container logs
+  GET    /api/v1/workspaces/{name}/logs          container logs (?follow=true: as written)
+  GET    /api/v1/workspaces/{name}/exec          a command, over a WebSocket (exec.py)
+  GET    /api/v1/workspaces/{name}/files         tar of a path; PUT: unpack a tar (files.py)
+  GET    /api/v1/workspaces/{name}/files/stat    directory, file or missing (files.py)
   POST   /api/v1/workspaces/{name}/a2a           JSON-RPC message/send proxy
   GET    /healthz  /readyz  (no token)           GET /metrics (token)
 
@@ -132,13 +135,14 @@ def admin_auth(admin_token: str) -> Callable[..., Awaitable[web.StreamResponse]]
     return middleware
 
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FollowLogs = Callable[[web.Request, Workspace, int], Awaitable[web.StreamResponse]]
 
 
 def _working_for(where: str, handler: Handler) -> Handler:
     """`handler` with what it sends to the store counted under origin `where`."""
     @functools.wraps(handler)
-    async def attributed(request: web.Request) -> web.Response:
+    async def attributed(request: web.Request) -> web.StreamResponse:
         with origin.working_for(where):
             return await handler(request)
     return attributed
@@ -149,9 +153,12 @@ class AdminApi:
                  logs: Callable[[str, int], Awaitable[str | None]],
                  ready: Callable[[], bool], metrics: Callable[[], Awaitable[str]],
                  volumes: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+                 follow_logs: FollowLogs | None = None,
                  waker: Waker | None = None, activity: RecentActivity | None = None) -> None:
         self.store = store
         self.volumes = volumes
+        self.follow_logs = follow_logs
+        """`GET .../logs?follow=true` (streams.py); None: not served."""
         self.waker = waker
         """Wakes a suspended workspace on a message (None: suspension not supported)."""
         self.in_flight = activity or RecentActivity()
@@ -333,9 +340,13 @@ class AdminApi:
         # secret was known to the controller, or by an older version).
         return web.json_response({"items": redact.redact_json(_jsonable(rows))})
 
-    async def get_logs(self, request: web.Request) -> web.Response:
+    async def get_logs(self, request: web.Request) -> web.StreamResponse:
         ws = await self._workspace(request)
         tail = _int_query(request, "tail", 200, 10_000)
+        if _bool_query(request, "follow"):
+            if self.follow_logs is None:
+                return _error(501, "following logs is not available in this mode")
+            return await self.follow_logs(request, ws, tail)
         text = await self.logs(ws.key.id, tail)
         if text is None:
             return _error(404, f"workspace {ws.key} has no container")

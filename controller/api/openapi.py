@@ -57,6 +57,62 @@ def _schemas() -> dict[str, Any]:
     return schemas
 
 
+def _stream_paths(one: list[dict[str, Any]], bad: dict[str, Any],
+                  not_found: dict[str, Any]) -> dict[str, Any]:
+    """exec (a WebSocket: documented as the GET that asks for the upgrade) and copy."""
+    # The request line is read up to 8190 bytes: the lengths here keep a generated
+    # query (up to 12 characters per URL-encoded character) within it.
+    path = {"name": "path", "in": "query", "required": True,
+            "description": "an absolute path in the container",
+            "schema": {"type": "string", "pattern": "^/", "maxLength": 256}}
+    flag = {"enum": ["true", "false", "1", "0"]}
+    busy = _error("too many streams open (Retry-After)")
+    no_container = _error("the workspace has no running container")
+    tar = {"content": {"application/x-tar": {"schema": {"type": "string",
+                                                         "format": "binary"}}}}
+    failed = _error("tar (or sh) in the container failed; its message")
+    return {
+        "/api/v1/workspaces/{name}/exec": {"get": {
+            "operationId": "execInWorkspace",
+            "description": "WebSocket (subprotocol v1.exec.wsctl.dev; frames in "
+                           "controller/core/streams.py): the command runs as the agent's "
+                           "uid in the newest running container. A request without "
+                           "Upgrade: websocket is 400.",
+            "parameters": [
+                *one, {"name": "command", "in": "query", "required": True,
+                       "style": "form", "explode": True,
+                       "description": "the program, then each argument (repeated; "
+                                      "at most 7 KiB URL-encoded in all)",
+                       "schema": {"type": "array", "minItems": 1, "maxItems": 16,
+                                  "items": {"type": "string", "maxLength": 24}}},
+                {"name": "tty", "in": "query", "required": False, "schema": flag},
+                {"name": "stdin", "in": "query", "required": False, "schema": flag}],
+            "responses": {"101": {"description": "switching to the WebSocket"},
+                          "400": _error("bad query, or not a WebSocket upgrade"),
+                          "404": not_found, "409": no_container, "429": busy}}},
+        "/api/v1/workspaces/{name}/files": {
+            "get": {"operationId": "copyFromWorkspace", "parameters": [*one, path],
+                    "responses": {"200": {"description": "a tar of the path, streamed", **tar},
+                                  "400": bad, "404": _error("no such workspace or path"),
+                                  "409": no_container, "422": failed, "429": busy}},
+            "put": {"operationId": "copyToWorkspace", "parameters": [*one, path],
+                    "requestBody": {"required": True, **tar},
+                    "responses": {"200": _json({"type": "object", "required": ["path", "bytes"]},
+                                               "unpacked into the folder `path`"),
+                                  "400": bad, "403": _error("under /configs: refused"),
+                                  "404": _error("no such workspace or folder"),
+                                  "409": no_container, "422": failed, "429": busy}}},
+        "/api/v1/workspaces/{name}/files/stat": {"get": {
+            "operationId": "statInWorkspace", "parameters": [*one, path],
+            "responses": {"200": _json({"type": "object", "required": ["path", "type"],
+                                        "properties": {"type": {"enum": [
+                                            "directory", "file", "missing"]}}},
+                                       "what the path is, as the agent sees it"),
+                          "400": bad, "404": not_found, "409": no_container, "422": failed,
+                          "429": busy}}},
+    }
+
+
 def document() -> dict[str, Any]:
     namespace = {"name": "namespace", "in": "query", "required": False, "schema": NAME}
     name = {"name": "name", "in": "path", "required": True, "schema": NAME}
@@ -154,11 +210,16 @@ def document() -> dict[str, Any]:
             "/api/v1/workspaces/{name}/logs": {
                 "get": {"operationId": "workspaceLogs", "parameters": [
                     *one, {"name": "tail", "in": "query", "required": False,
-                           "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}],
+                           "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                    {"name": "follow", "in": "query", "required": False,
+                     "description": "stream the lines as they are written (chunked), until "
+                                    "the container stops or the client goes away",
+                     "schema": {"enum": ["true", "false", "1", "0"]}}],
                         "responses": {"200": {"description": "container log lines",
                                               "content": {"text/plain": {
                                                   "schema": {"type": "string"}}}},
-                                      "400": bad, "404": not_found}}},
+                                      "400": bad, "404": not_found,
+                                      "429": _error("too many streams open")}}},
             "/api/v1/workspaces/{name}/a2a": {
                 "post": {"operationId": "sendToAgent", "parameters": one,
                          "requestBody": {"required": True, "content": {"application/json": {
@@ -173,6 +234,7 @@ def document() -> dict[str, Any]:
                              "504": _error("a suspended workspace did not wake in time")}}},
         },
     }
+    spec["paths"].update(_stream_paths(one, bad, not_found))
     unauthorized = _error("admin token missing or wrong")
     unavailable = {**_error("the database is unavailable (class store_unavailable); "
                             "retry after Retry-After seconds"),

@@ -24,8 +24,11 @@ from controller.adapters.docker_engine import DockerEngine
 from controller.adapters.postgres import QUERY_COUNT, Store
 from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth, json_errors
+from controller.api.exec import ExecApi
+from controller.api.files import FilesApi
 from controller.api.metrics import ControllerMetrics, Counts, Levels, degraded_by_reason
 from controller.api.registry import Registry
+from controller.api.streams import Streams
 from controller.api.wake import Waker
 from controller.app.retention import RetentionTask
 from controller.app.wiring import (
@@ -108,11 +111,17 @@ class Controller:
                 degraded=degraded_by_reason(ws.status for ws in workspaces)))
 
         waker = Waker(store, driver.on_registry_event, observe=exporter.observe_wake)
+        # exec, cp and logs -f: the agent's uid in the newest running container. An exec
+        # or a copy wakes a suspended workspace, and keeps it from idling while it runs.
+        streams = Streams(store, lookups, busy=in_flight.request,
+                          wake=lambda ws: waker.ensure_awake(ws, "an exec or copy arrived"))
         admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics,
+                         follow_logs=streams.follow_logs,
                          volumes=lookups.volumes, waker=waker, activity=in_flight)
         admin_app = web.Application(middlewares=[json_errors, admin_auth(admin_token)],
                                     client_max_size=1024 * 1024)
         admin_app.add_routes(admin.routes())
+        admin_app.add_routes([*ExecApi(streams).routes(), *FilesApi(streams).routes()])
         registry_app = web.Application(client_max_size=64 * 1024)
         registry_app.add_routes(registry.routes())
 

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine, connect
+from controller.adapters.docker_streams import ExecStream, LogFollower
 from controller.adapters.images import ensure_agent_image
 from controller.adapters.postgres import Store
 from controller.adapters.secretbox import PrivateFileError, read_private_file
@@ -26,7 +27,7 @@ from controller.core import redact
 from controller.core import settings as defaults
 from controller.core.model import DEFAULT_IMAGE
 from controller.core.observed import ObservedContainer
-from controller.core.settings import PlatformSettings, Retention
+from controller.core.settings import AGENT_UID, PlatformSettings, Retention
 
 if TYPE_CHECKING:
     from controller.testing.debug_breaks import DebugBreaks
@@ -156,6 +157,25 @@ class EngineLookups:
             return None
         newest = max(mine, key=lambda c: c.token_generation)
         return await self.engine.logs(newest.id, tail)
+
+    async def running(self, workspace_id: str) -> bool:
+        return _newest_running(await self._mine(workspace_id), workspace_id) is not None
+
+    async def exec(self, workspace_id: str, command: Sequence[str], *, tty: bool,
+                   stdin: bool) -> ExecStream | None:
+        """`command` in the newest running container, as the agent's uid: never root."""
+        current = _newest_running(await self._mine(workspace_id), workspace_id)
+        if current is None:
+            return None
+        return await self.engine.exec_open(current.id, command, user=f"{AGENT_UID}:{AGENT_UID}",
+                                           tty=tty, stdin=stdin)
+
+    async def follow_logs(self, workspace_id: str, tail: int) -> LogFollower | None:
+        mine = await self._mine(workspace_id)
+        if not mine:
+            return None
+        newest = max(mine, key=lambda c: c.token_generation)
+        return await self.engine.follow_logs(newest.id, tail)
 
 
 @contextlib.asynccontextmanager
