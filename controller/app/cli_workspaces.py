@@ -256,6 +256,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    if args.follow:
+        from controller.app.cli_exec import follow_logs
+
+        return follow_logs(args)
     print(call(args, "GET", f"/api/v1/workspaces/{args.name}/logs", raw=True,
                query={"tail": str(args.tail)}), end="")
     return 0
@@ -314,6 +318,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add("logs", cmd_logs, "print the workspace container's logs")
     p.add_argument("name")
     p.add_argument("--tail", type=int, default=200)
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="print lines as they are written, until the container stops (Ctrl-C "
+                        "ends it)")
     p = add("activity", cmd_activity, "the workspace's activity log")
     p.add_argument("name")
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+
+    from controller.app.cli_exec import add_stream_commands  # it imports this module
+
+    add_stream_commands(add)

@@ -7,13 +7,16 @@ user never copies a token by hand.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from controller.core.errors import WsctlError
@@ -54,31 +57,47 @@ class Client:
     def request(self, method: str, path: str, body: Any = None,
                 query: dict[str, str] | None = None, headers: dict[str, str] | None = None,
                 raw: bool = False) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        sent = {"Content-Type": "application/json"} if data is not None else {}
+        with self.open(method, path, query, data, {**sent, **(headers or {})}) as response:
+            try:
+                payload = response.read()
+            except TimeoutError:
+                raise ClientError(f"{self.server} did not answer within "
+                                  f"{self.timeout:.0f}s") from None
+        if raw:
+            return payload.decode("utf-8", "replace")
+        return json.loads(payload) if payload else None
+
+    def open(self, method: str, path: str,
+             query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+             data: bytes | Iterable[bytes] | None = None, headers: Mapping[str, str] | None = None,
+             *, timeout: float | EllipsisType | None = ...) -> http.client.HTTPResponse:
+        """The answer to a request, open, for the caller to read as it comes and close
+        (`wsctl logs -f`, `wsctl cp`); `data` that is an iterable of chunks is sent as
+        it is produced (chunked). `timeout`: seconds a read may wait (default the
+        client's; None: no limit, for a stream that may be quiet for long)."""
         url = self.server + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        data = None if body is None else json.dumps(body).encode()
         if not url.startswith(("http://", "https://")):
             raise ClientError(f"server URL must be http(s): {self.server}")
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
         request.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
         for name, value in (headers or {}).items():
             request.add_header(name, value)
+        wait = self.timeout if isinstance(timeout, EllipsisType) else timeout
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                payload = response.read()
+            response: http.client.HTTPResponse = urllib.request.urlopen(  # noqa: S310
+                request, timeout=wait)
         except urllib.error.HTTPError as exc:
             raise ClientError(self._explain(exc)) from None
         except urllib.error.URLError as exc:
             raise ClientError(f"no wsctl server answers at {self.server} ({exc.reason}); "
                               "start one with `wsctl run` or set --server") from None
         except TimeoutError:
-            raise ClientError(f"{self.server} did not answer within {self.timeout:.0f}s") from None
-        if raw:
-            return payload.decode("utf-8", "replace")
-        return json.loads(payload) if payload else None
+            raise ClientError(f"{self.server} did not answer within {wait or 0:.0f}s") from None
+        return response
 
     @staticmethod
     def _explain(exc: urllib.error.HTTPError) -> str:
