@@ -10,6 +10,7 @@ time, however many callers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,11 +37,14 @@ class WakeError(HttpError):
 
 
 class Waker:
-    def __init__(self, store: WakeStore, kick: Callable[[str], None], *,
+    def __init__(self, store: WakeStore, kick: Callable[[str], None],
+                 reconciled: Callable[[str], Awaitable[None]], *,
                  observe: Callable[[float], None] | None = None) -> None:
         self.store = store
         self.kick = kick
         """Tell the reconciler now (a wake must not wait for the next resync)."""
+        self.reconciled = reconciled
+        """Trigger a reconcile and return once one that began after the call is done."""
         self.observe = observe
         """Seconds from the wake to the workspace Online (a metric)."""
         self._waking: dict[str, asyncio.Task[bool]] = {}
@@ -65,18 +69,21 @@ class Waker:
         if not await self.store.resume(key.id):
             return False
         started = time.monotonic()
-        generation = before.status.token_generation if before.status else 0
         timeout = before.spec.startup_timeout_seconds + WAKE_MARGIN_SECONDS
         log.info("%s: waking (%s while suspended)", key, why)
-        self.kick(key.id)
         deadline = started + timeout
+        # A status written before the suspension was cleared says nothing: the
+        # suspension may not have been acted on yet (then the workspace simply stays
+        # Online), or its plan may be running now (then the wake follows it). The
+        # first reconcile that begins after the clearing settles which.
+        with contextlib.suppress(TimeoutError):  # judged below, against the same deadline
+            await asyncio.wait_for(self.reconciled(key.id), timeout)
         while time.monotonic() < deadline:
             ws = await self.store.get_workspace(key.namespace, key.name)
             status = ws.status if ws is not None else None
             if ws is None or ws.metadata.deletion_timestamp is not None:
                 raise WakeError(404, "not_found", f"workspace {key} is gone")
-            if status is not None and status.phase == Phase.ONLINE \
-                    and status.token_generation > generation:
+            if status is not None and status.phase == Phase.ONLINE:
                 seconds = time.monotonic() - started
                 log.info("%s: awake in %.2fs", key, seconds)
                 if self.observe is not None:

@@ -110,7 +110,8 @@ class Controller:
                 workspaces=len(workspaces),
                 degraded=degraded_by_reason(ws.status for ws in workspaces)))
 
-        waker = Waker(store, driver.on_registry_event, observe=exporter.observe_wake)
+        waker = Waker(store, driver.on_registry_event, driver.reconciled,
+                      observe=exporter.observe_wake)
         # exec, cp and logs -f: the agent's uid in the newest running container. An exec
         # or a copy wakes a suspended workspace, and keeps it from idling while it runs.
         streams = Streams(store, lookups, busy=in_flight.request,

@@ -74,6 +74,10 @@ class WorkQueue(Generic[K]):
     def forget(self, key: K) -> None:
         self._failures.pop(key, None)
 
+    def processing(self, key: K) -> bool:
+        """A worker has the key now."""
+        return key in self._processing
+
     def failures(self, key: K) -> int:
         return self._failures.get(key, 0)
 

@@ -41,6 +41,13 @@ class DriverStats(TriggerStats):
     resyncs: int = 0
 
 
+
+@dataclass
+class _PassWaiter:
+    passes: int
+    """Reconcile passes of the key still to finish."""
+    done: asyncio.Future[None]
+
 class StandaloneDriver(EventTriggers):
     def __init__(self, store: DriverStore, engine: DriverEngine, reconciler: Reconciler,
                  executor: Executor, *, workers: int = defaults.WORKERS,
@@ -55,6 +62,8 @@ class StandaloneDriver(EventTriggers):
         self.stats = DriverStats()
         self._snapshot: Snapshot | None = None
         self._last_trigger: dict[WorkspaceKey, float] = {}
+        self._waiters: dict[WorkspaceKey, list[_PassWaiter]] = {}
+        """Callers of `reconciled` (a wake), until their pass is done: then removed."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_events = threading.Event()
         self._listener: object | None = None
@@ -66,6 +75,30 @@ class StandaloneDriver(EventTriggers):
         self._last_trigger[key] = time.monotonic()
         self.stats.count(source)
         self.queue.add(key)
+
+    async def reconciled(self, workspace_id: str) -> None:
+        """Trigger a reconcile and return when one that began after this call is done
+        (a wake must not judge a status written before the suspension was cleared).
+        A pass in progress began before: then it is the pass after it."""
+        key = WorkspaceKey.from_id(workspace_id)
+        waiter = _PassWaiter(2 if self.queue.processing(key) else 1,
+                             asyncio.get_running_loop().create_future())
+        self._waiters.setdefault(key, []).append(waiter)
+        self.trigger(key, "wake")
+        try:
+            await waiter.done
+        finally:
+            left = [w for w in self._waiters.get(key, []) if w is not waiter]
+            if left:
+                self._waiters[key] = left
+            else:
+                self._waiters.pop(key, None)
+
+    def _pass_done(self, key: WorkspaceKey) -> None:
+        for waiter in self._waiters.get(key, []):
+            waiter.passes -= 1
+            if waiter.passes <= 0 and not waiter.done.done():
+                waiter.done.set_result(None)
 
     def _on_desired_change(self, key: WorkspaceKey) -> None:
         self.trigger(key, "desired")
@@ -157,6 +190,7 @@ class StandaloneDriver(EventTriggers):
                             type(exc).__name__, exc, delay)
             finally:
                 self.queue.done(key)
+                self._pass_done(key)
 
     async def reconcile_key(self, key: WorkspaceKey) -> None:
         with origin.working_for(origin.RECONCILE):

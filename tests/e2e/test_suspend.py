@@ -101,3 +101,19 @@ def test_suspend_and_resume_by_hand(
     assert code == 0 and "resumed" in out, err
     assert phase(controller.get(name)) == "Online"  # resume waits until it is
     assert "was not suspended" in controller.cli("resume", name)[1]
+
+
+def test_a_message_right_after_a_suspend_is_answered(
+        controller: ControllerProcess, fake_llm: FakeLLMThread, cleanup: list[str]) -> None:
+    """The race the chaos harness found: suspend, then a message at once. Whether the
+    suspension was acted on yet or not, the message is answered, promptly."""
+    name = "jumpy"
+    cleanup.append(name)
+    controller.apply(workspace(name, fake_llm.port))
+    online(controller, name)
+    for i in range(8):
+        assert controller.cli("suspend", name)[0] == 0
+        started = time.monotonic()
+        code, out, err = controller.cli("send", name, f"still there {i}?")
+        assert code == 0 and f"fake-llm heard: still there {i}?" in out, (i, err)
+        assert time.monotonic() - started < 20, i
