@@ -48,6 +48,7 @@ log = logging.getLogger("wsctl.api")
 HEARTBEAT_SECONDS = 30.0
 """WebSocket pings; a client that stops answering is taken as gone."""
 GONE = "the client went away before the command ended"
+HANG_UP_PAUSE = 0.2
 MAX_MESSAGE = 1024 * 1024
 """A client frame (stdin data) at most; wsctl sends 64 KiB at most."""
 
@@ -142,6 +143,8 @@ async def bridge(socket: web.WebSocketResponse, process: ExecProcess, *, stdin: 
         await asyncio.gather(out, into, return_exceptions=True)
     if out.cancelled() or isinstance(out.exception(), ConnectionError):
         outcome.error = GONE
+        if tty and stdin:
+            await hang_up(process)
         return
     if (failure := out.exception()) is not None:
         raise failure
@@ -151,3 +154,14 @@ async def bridge(socket: web.WebSocketResponse, process: ExecProcess, *, stdin: 
             outcome.exit_code,
             None if outcome.exit_code is not None else "Docker did not report an exit code"))
         await socket.close()
+
+
+async def hang_up(process: ExecProcess) -> None:
+    """What a terminal does when its window closes, as far as Docker lets us: Docker
+    keeps an exec's terminal open after its client left (an interactive shell would
+    wait for input for ever, one per dropped session), so interrupt what runs in the
+    foreground, then type an end of input: a shell at its prompt exits."""
+    with contextlib.suppress(Exception):
+        if await process.write(b"\x03"):
+            await asyncio.sleep(HANG_UP_PAUSE)  # ^C flushes the terminal's input
+            await process.write(b"\x04")
