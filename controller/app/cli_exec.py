@@ -71,6 +71,7 @@ def _refused(status: int, namespace: str, name: str) -> str:
              f"failed or stopped? see wsctl describe {name})",
         429: "too many exec, copy and log streams are open on the controller; retry",
         503: "the controller cannot reach Docker or its database right now; retry",
+        504: f"workspace {namespace}/{name} was suspended and did not wake in time",
     }.get(status, f"the controller refused the exec ({status})")
 
 
@@ -113,6 +114,7 @@ async def _attached(socket: ClientWebSocketResponse, *, tty: bool, stdin: bool) 
                 await socket.send_bytes(proto.resize_frame(*size))
 
     status: tuple[int | None, str | None] | None = None
+    broken_pipe = False
     try:
         if tty:
             tasks.append(asyncio.ensure_future(resize()))
@@ -125,13 +127,17 @@ async def _attached(socket: ClientWebSocketResponse, *, tty: bool, stdin: bool) 
             if message.type != WSMsgType.BINARY:
                 continue
             channel, payload = proto.parse(message.data)
-            if channel == proto.STDOUT:
-                out.write(payload)
-                out.flush()
-            elif channel == proto.STDERR:
-                err.write(payload)
-                err.flush()
-            elif channel == proto.STATUS:
+            try:
+                if channel == proto.STDOUT:
+                    out.write(payload)
+                    out.flush()
+                elif channel == proto.STDERR:
+                    err.write(payload)
+                    err.flush()
+            except BrokenPipeError:  # `wsctl exec ... | head`: the reader is done
+                broken_pipe = True
+                break
+            if channel == proto.STATUS:
                 status = proto.parse_status(payload)
     finally:
         if tty:
@@ -140,6 +146,9 @@ async def _attached(socket: ClientWebSocketResponse, *, tty: bool, stdin: bool) 
             task.cancel()
         if restore is not None:
             restore()
+    if broken_pipe:
+        _quiet_stdout()
+        return 141  # as a shell reports a writer killed by SIGPIPE
     if status is None:
         raise CommandError("the connection to the controller ended before the command did "
                            "(the command may still be running)")
@@ -180,6 +189,14 @@ async def _send_stdin(socket: ClientWebSocketResponse) -> None:
         await socket.send_bytes(proto.frame(proto.CLOSE, bytes((proto.STDIN,))))
     except (ConnectionError, RuntimeError):
         pass  # the connection closed: the command ended
+
+
+def _quiet_stdout() -> None:
+    """Stdout's reader is gone: point it at /dev/null so that flushing it at exit
+    does not print a second error (what Python's docs advise)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _terminal_size() -> tuple[int, int] | None:
@@ -307,19 +324,28 @@ def _download(api: Client, namespace: str, src: Location, dst: str,
     import tarfile
 
     assert src.workspace is not None
+    try:
+        path = proto.container_path(src.path)
+    except proto.FrameError as exc:
+        raise CommandError(str(exc)) from None
     target = None if dst == "-" else Path(dst)
     if target is not None and not target.is_dir() and not target.parent.is_dir():
         raise CommandError(f"{target.parent} is not a folder here")
     response = api.open("GET", f"/api/v1/workspaces/{src.workspace}/files",
-                        {"namespace": namespace, "path": src.path}, timeout=COPY_READ_TIMEOUT)
+                        {"namespace": namespace, "path": path}, timeout=COPY_READ_TIMEOUT)
     stream = _Counted(response, progress)
     try:
         with response:
             if target is None:
-                shutil.copyfileobj(stream, sys.stdout.buffer, CHUNK)
-                sys.stdout.buffer.flush()
+                try:
+                    shutil.copyfileobj(stream, sys.stdout.buffer, CHUNK)
+                    sys.stdout.buffer.flush()
+                except BrokenPipeError:
+                    _quiet_stdout()
+                    raise CommandError("standard output was closed before the copy "
+                                       "ended") from None
                 return
-            folder, top = (target, posixpath.basename(src.path)) if target.is_dir() \
+            folder, top = (target, posixpath.basename(path)) if target.is_dir() \
                 else (target.parent, target.name)
             with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
                 # S202: every member passes tarfile's `data` filter (_safe)
@@ -462,6 +488,9 @@ def follow_logs(args: argparse.Namespace) -> int:
                 out.write(chunk)
                 out.flush()
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `wsctl logs -f NAME | grep -m1 ...`: the reader is done
+        _quiet_stdout()
         return 0
     except (http.client.HTTPException, OSError) as exc:
         raise CommandError(f"the log stream broke: {type(exc).__name__}") from None
