@@ -1,16 +1,19 @@
 """Issue 14: a workspace keeps its files through every heal, against a real `wsctl run`.
 
-One workspace goes through restart, spec change, `docker kill`, a lost token,
-a controller SIGKILL in the middle of a recreate, and delete + re-apply with
-reclaimPolicy Retain; after each, the file written at the start is still there
-with its content. `delete --purge` then removes the volume. The reference agent
-keeps its conversation on the volume: after a restart it sends the earlier turns.
+A file written with `wsctl exec` goes through restart, spec change, `docker kill`,
+a lost token (the agent's 401 replaces the container), a controller SIGKILL in
+the middle of a recreate, a liveness recreate, suspend/resume, and delete +
+re-apply with reclaimPolicy Retain; after each, `wsctl exec cat` reads it back.
+`delete --purge` then removes the volume. The reference agent keeps its
+conversation on the volume: after a restart it sends the earlier turns.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -45,12 +48,28 @@ def run_as_agent(container: Any, *command: str) -> str:
     return text
 
 
+def wsctl_exec(proc: ControllerProcess, name: str, *command: str) -> str:
+    """`wsctl exec NAME -- COMMAND` as a process of its own; its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "controller", "exec", name, "--server", proc.server,
+         "--data-dir", str(proc.data_dir), "--", *command],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"{command}: exit {done.returncode}: {done.stderr}"
+    return done.stdout
+
+
 def replaced(proc: ControllerProcess, name: str, old: str, timeout: float = 90
              ) -> dict[str, Any]:
     """The workspace Online on a container other than `old`."""
-    return wait_for(lambda: (lambda o: o if phase(o) == "Online"
-                             and o["status"].get("containerID") not in (None, old)
-                             else None)(proc.get(name)), timeout, f"{name} on a new container")
+    try:
+        return wait_for(lambda: (lambda o: o if phase(o) == "Online"
+                                 and o["status"].get("containerID") not in (None, old)
+                                 else None)(proc.get(name)), timeout,
+                        f"{name} on a new container")
+    except AssertionError as exc:
+        tail = "\n".join(proc.log().splitlines()[-25:])
+        raise AssertionError(f"{exc}\nstatus: {proc.get(name).get('status')}\n"
+                             f"controller log:\n{tail}") from None
 
 
 def test_files_survive_every_heal_and_go_only_with_purge(
@@ -61,7 +80,9 @@ def test_files_survive_every_heal_and_go_only_with_purge(
     name = "keeper"
     volume_name = f"wsctl-{proc.instance}-default.{name}-workspace"
     content = "notes " + secrets.token_hex(8)
-    proc.apply(workspace(name, fake_llm.port))
+    manifest = workspace(name, fake_llm.port)
+    manifest["spec"]["livenessTimeoutSeconds"] = 10
+    proc.apply(manifest)
     first = online(proc, name)
     container = container_of(proc, docker_client, name)
     # The volume: created before the first container, labelled, mounted rw, the agent's.
@@ -70,13 +91,12 @@ def test_files_survive_every_heal_and_go_only_with_purge(
     assert volume.attrs["Labels"]["wsctl.dev/workspace-uid"]
     (mount,) = [m for m in container.attrs["Mounts"] if m.get("Name") == volume_name]
     assert mount["Destination"] == "/workspace" and mount["RW"] is True
-    assert run_as_agent(container, "stat", "-c", "%u", "/workspace").strip() == "10001"
-    run_as_agent(container, "sh", "-c",
-                 f"mkdir -p /workspace/notes && printf '%s' '{content}' > /workspace/notes/a.txt")
+    assert wsctl_exec(proc, name, "stat", "-c", "%u", "/workspace").strip() == "10001"
+    wsctl_exec(proc, name, "sh", "-c",
+               f"mkdir -p /workspace/notes && printf '%s' '{content}' > /workspace/notes/a.txt")
 
     def still_there(why: str) -> None:
-        now = container_of(proc, docker_client, name)
-        text = run_as_agent(now, "cat", "/workspace/notes/a.txt")
+        text = wsctl_exec(proc, name, "cat", "/workspace/notes/a.txt")
         assert text == content, f"after {why}: {text!r}"
 
     current = first["status"]["containerID"]
@@ -85,7 +105,9 @@ def test_files_survive_every_heal_and_go_only_with_purge(
     current = replaced(proc, name, current)["status"]["containerID"]
     still_there("wsctl restart")
     # 2. spec change
-    proc.apply(workspace(name, fake_llm.port, env={"MOOD": "changed"}))
+    changed = workspace(name, fake_llm.port, env={"MOOD": "changed"})
+    changed["spec"]["livenessTimeoutSeconds"] = 10
+    proc.apply(changed)
     current = replaced(proc, name, current)["status"]["containerID"]
     still_there("a spec change")
     # 3. docker kill
@@ -107,6 +129,19 @@ def test_files_survive_every_heal_and_go_only_with_purge(
     proc.start()
     current = replaced(proc, name, current)["status"]["containerID"]
     still_there("a controller SIGKILL mid-recreate")
+    # 6. a liveness recreate: the agent frozen past livenessTimeoutSeconds
+    frozen = docker_client.containers.get(current)
+    frozen.pause()
+    after = replaced(proc, name, current, timeout=60)
+    assert after["status"]["lastRecreateReason"] == "LivenessFailed"
+    current = after["status"]["containerID"]
+    still_there("a liveness recreate")
+    # 7. suspend and resume
+    assert proc.cli("suspend", name)[0] == 0
+    wait_for(lambda: phase(proc.get(name)) == "Suspended", 30, "Suspended")
+    assert proc.cli("resume", name)[0] == 0
+    current = online(proc, name)["status"]["containerID"]
+    still_there("suspend and resume")
     # The agent remembers across those restarts: its history is on the volume.
     code, _, err = proc.cli("send", name, "my name is Ada")
     assert code == 0, err
@@ -116,7 +151,7 @@ def test_files_survive_every_heal_and_go_only_with_purge(
     assert code == 0, err
     last = fake_llm.llm.requests[-1]
     assert last.text == "what is my name?" and "my name is Ada" in last.earlier
-    # 6. delete with Retain, then the same namespace/name again
+    # 8. delete with Retain, then the same namespace/name again
     code, out, err = proc.cli("describe", name, "-o", "json")
     assert code == 0, err
     storage = json.loads(out)["storage"]
@@ -129,12 +164,12 @@ def test_files_survive_every_heal_and_go_only_with_purge(
     assert code == 0, err
     row = next(line for line in out.splitlines() if line.startswith(volume_name))
     assert f"default/{name}" in row and "retained" in row
-    proc.apply(workspace(name, fake_llm.port))
+    proc.apply(changed)
     online(proc, name)
     still_there("delete and re-apply with Retain")
     code, out, _ = proc.cli("describe", name)
     assert "VolumeReattached" in out and volume_name in out
-    # 7. delete --purge: the volume goes once the container is gone
+    # 9. delete --purge: the volume goes once the container is gone
     assert proc.cli("delete", name, "--purge")[0] == 0
     wait_for(lambda: proc.cli("get", name)[0] == 1, 30, "workspace deleted")
 
