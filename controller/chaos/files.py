@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from controller.chaos.model import cancel_all
 from controller.core.model import DEFAULT_MOUNT_PATH
 
 FILES_DIR = DEFAULT_MOUNT_PATH + "/chaos"
@@ -123,11 +124,7 @@ class FileWriter:
 
     async def stop(self) -> None:
         self._stop.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
 
     async def _loop(self, name: str, offset: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.chaos.api import AdminClient, ApiError
-from controller.chaos.model import RunClock
+from controller.chaos.model import RunClock, cancel_all
 
 ACTIVITY_WINDOW = 1000
 
@@ -90,11 +90,7 @@ class Workload:
 
     async def stop(self) -> None:
         self._stop.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
 
     async def _send_loop(self, name: str) -> None:
         n = 0

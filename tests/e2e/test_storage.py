@@ -48,6 +48,14 @@ def run_as_agent(container: Any, *command: str) -> str:
     return text
 
 
+def volume_gone(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.volumes.get(name)
+    except NotFound:
+        return True
+    return False
+
+
 def wsctl_exec(proc: ControllerProcess, name: str, *command: str) -> str:
     """`wsctl exec NAME -- COMMAND` as a process of its own; its stdout."""
     done = subprocess.run(
@@ -172,14 +180,8 @@ def test_files_survive_every_heal_and_go_only_with_purge(
     # 9. delete --purge: the volume goes once the container is gone
     assert proc.cli("delete", name, "--purge")[0] == 0
     wait_for(lambda: proc.cli("get", name)[0] == 1, 30, "workspace deleted")
-
-    def volume_gone() -> bool:
-        try:
-            docker_client.volumes.get(volume_name)
-        except NotFound:
-            return True
-        return False
-    wait_for(volume_gone, 30, "the volume removed by --purge")
+    wait_for(lambda: volume_gone(docker_client, volume_name), 30,
+             "the volume removed by --purge")
 
 
 def test_reclaim_policy_delete_removes_the_volume_with_the_workspace(
@@ -197,11 +199,5 @@ def test_reclaim_policy_delete_removes_the_volume_with_the_workspace(
     assert run_as_agent(container, "stat", "-c", "%u", "/home/agent/work").strip() == "10001"
     run_as_agent(container, "sh", "-c", "echo x > /home/agent/work/f")
     assert proc.cli("delete", "brief")[0] == 0
-
-    def volume_gone() -> bool:
-        try:
-            docker_client.volumes.get(volume_name)
-        except NotFound:
-            return True
-        return False
-    wait_for(volume_gone, 30, "the volume removed with its workspace")
+    wait_for(lambda: volume_gone(docker_client, volume_name), 30,
+             "the volume removed with its workspace")
