@@ -171,6 +171,7 @@ async def _run(options: Any, config: Any, report_dir: Path) -> int:
     from controller.core import redact
 
     say = _say_since(time.monotonic())
+    source = _source()  # at the start: the code this run loads, whatever lands meanwhile
     mode = "self-contained" if options.self_contained else "external"
     try:
         environment = self_contained if options.self_contained else external
@@ -191,7 +192,7 @@ async def _run(options: Any, config: Any, report_dir: Path) -> int:
     # quoting an answer must not carry one into a file.
     data = redact.redact_json(report.to_json(
         result, {"mode": mode, "heartbeat_seconds": options.heartbeat_seconds,
-                 "network": env.network, "namespace": env.namespace, **_source()}))
+                 "network": env.network, "namespace": env.namespace, **source}))
     _, html_path = report.write(report_dir, data)
     print(report.summary(data, html_path))
     return 0 if result.passed else 1
