@@ -144,6 +144,8 @@ class Run:
             self.clock.now, self.names, run_id, interval=config.files_interval or 1.0)
         self.records: list[FaultRecord] = []
         self.violations: list[Violation] = []
+        self.healed_in_place = 0
+        """Token faults a refresh healed on the same container (--token-expiration)."""
         self.tokens = TokenProbe(
             TokenLedger(config.token_expiration), self.names, mine=self.observer.mine,
             converged=self.observer.converged, workspace_id=self.observer.workspace_id,
@@ -270,16 +272,25 @@ class Run:
         if record.lifted_at is None:
             record.lifted_at = self.clock.now()
         replaced = fault.replaced(plan)
+        # With expiring tokens the controller rewrites the token file at each refresh:
+        # one that lands between the fault's delete and the agent's next read heals
+        # the workspace in place (the agent reads a live token), which is no failure.
+        healed_by_refresh = plan.kind == "token" and self.config.token_expiration is not None
+        lifted = record.lifted_at
 
         def done() -> bool:
             if not all(self.observer.converged(n) for n in affected):
                 return False
             return replaced is None or record.before_container is None or all(
-                c.id != record.before_container for c in self.observer.mine(replaced))
+                c.id != record.before_container for c in self.observer.mine(replaced)) \
+                or (healed_by_refresh and self.clock.now() - lifted >= 5.0)
 
         if await self.observer.wait(done, self.config.fault_timeout):
             record.converged_at = self.clock.now()
             self.say(f"{plan.label}: converged in {record.converge_seconds:.1f}s")
+            if replaced is not None and any(c.id == record.before_container
+                                            for c in self.observer.mine(replaced)):
+                self.healed_in_place += 1
             await self.tokens.read_tokens(affected)
             return
         for name in affected:
@@ -342,6 +353,11 @@ class Run:
         await self._check_tokens()  # 8.2
         if self.config.token_expiration is not None:
             await self._note_token_refreshes()
+            if self.healed_in_place:
+                self.notes.append(
+                    f"{self.healed_in_place} token fault(s) were healed in place: a token "
+                    "refresh rewrote the deleted or corrupted file before the agent read it, "
+                    "and the workspace stayed Ready on the same container")
         await self._check_activity()  # 8.3
         await self._check_files()
         await self._check_secrets()  # 8.4
