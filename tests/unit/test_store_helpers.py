@@ -60,3 +60,20 @@ def test_bad_migration_names_are_refused(tmp_path: Path) -> None:
     (tmp_path / "0001_again.sql").write_text("SELECT 1")
     with pytest.raises(MigrationError, match="used twice"):
         load_migrations(tmp_path)
+
+
+async def test_a_connection_caught_mid_shutdown_is_store_unavailable_not_a_500() -> None:
+    """asyncpg's InternalClientError ("cannot switch to state 12") during a PostgreSQL
+    restart answered the chaos workload 500; it means the database is going away."""
+    from asyncpg import InternalClientError
+
+    from controller.adapters.postgres.base import _translated
+    from controller.core.errors import StoreUnavailableError
+
+    @_translated
+    async def query() -> None:
+        raise InternalClientError("cannot switch to state 12; another operation (2) is in "
+                                  "progress")
+
+    with pytest.raises(StoreUnavailableError, match="database unavailable"):
+        await query()

@@ -52,6 +52,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
     asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+    # A pooled connection the server closed while it shut down, caught between two
+    # protocol states ("cannot switch to state 12; another operation is in progress"):
+    # seen in chaos runs during a PostgreSQL restart, and answered 500 until mapped here.
+    asyncpg.InternalClientError,
 )
 
 # ... and what opening a pool raises when the server is not one we can use.
