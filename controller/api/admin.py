@@ -363,25 +363,27 @@ class AdminApi:
                 await self.waker.ensure_awake(ws, "a message arrived")
             return web.json_response(await self.proxy.send(ws.key.id, caller, payload))
 
-    async def suspend(self, request: web.Request) -> web.Response:
+    async def _with_waker(self, request: web.Request, verb: str) -> tuple[Workspace, Waker]:
+        """The workspace of a suspend or resume, and the waker that does it."""
         ws = await self._workspace(request)
         if self.waker is None:
-            return _error(501, "suspend is not available in this mode")
+            raise web.HTTPNotImplemented(
+                text=json.dumps({"error": f"{verb} is not available in this mode"}),
+                content_type="application/json")
         if ws.metadata.deletion_timestamp is not None:
-            return _error(409, f"workspace {ws.key} is being deleted")
-        done = await self.waker.store.suspend(ws.key.id, "suspended by request")
-        if done:
-            self.waker.kick(ws.key.id)
-            log.info("%s: suspend requested", ws.key)
+            raise web.HTTPConflict(
+                text=json.dumps({"error": f"workspace {ws.key} is being deleted"}),
+                content_type="application/json")
+        return ws, self.waker
+
+    async def suspend(self, request: web.Request) -> web.Response:
+        ws, waker = await self._with_waker(request, "suspend")
+        done = await waker.suspend(ws, "suspended by request")
         return web.json_response({"workspace": str(ws.key),
                                   "result": "suspending" if done else "already suspended"})
 
     async def resume(self, request: web.Request) -> web.Response:
-        ws = await self._workspace(request)
-        if self.waker is None:
-            return _error(501, "resume is not available in this mode")
-        if ws.metadata.deletion_timestamp is not None:
-            return _error(409, f"workspace {ws.key} is being deleted")
-        woke = await self.waker.ensure_awake(ws, "resume requested")
+        ws, waker = await self._with_waker(request, "resume")
+        woke = await waker.ensure_awake(ws, "resume requested")
         return web.json_response({"workspace": str(ws.key),
                                   "result": "resumed" if woke else "was not suspended"})

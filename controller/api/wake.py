@@ -52,6 +52,14 @@ class Waker:
     def __len__(self) -> int:
         return len(self._waking)
 
+    async def suspend(self, ws: Workspace, reason: str) -> bool:
+        """Record the suspension and tell the reconciler; False if it already was."""
+        done = await self.store.suspend(ws.key.id, reason)
+        if done:
+            self.kick(ws.key.id)
+            log.info("%s: suspend requested", ws.key)
+        return done
+
     async def ensure_awake(self, ws: Workspace, why: str = "a request arrived") -> bool:
         """Wake the workspace if it is suspended and wait until it is Online.
         True if it had to be woken; raises WakeError if it did not come back.
