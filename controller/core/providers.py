@@ -5,8 +5,9 @@ the model, what the default base URL is, and whether a trailing `/v1` is
 stripped from the base URL (Anthropic-compatible SDKs append `/v1/messages`
 themselves, so `.../v1` would make them call `/v1/v1/messages`).
 
-For the LLM gateway (issue 15) a row also says in which header the provider
-expects the real key (`key_header`) and what the container's base URL adds after
+For the LLM gateway (issue 15) a row also says which API the endpoint speaks
+(`api`: the shape of its error answers), in which header the provider expects
+the real key (`key_header`) and what the container's base URL adds after
 `/llm/<provider>` (`gateway_suffix`: OpenAI-style clients expect their base URL
 to end in `/v1`, Anthropic-style ones append `/v1/...` themselves). `upstream_url`
 maps a gateway path back to the provider: the gateway must call exactly the URL
@@ -23,6 +24,9 @@ from urllib.parse import unquote
 
 ProviderName = Literal["anthropic", "minimax", "openai", "deepseek", "moonshot"]
 
+WireApi = Literal["anthropic", "openai"]
+"""Which API the provider's endpoint speaks, and so the shape of its error answers."""
+
 KeyHeader = Literal["x-api-key", "bearer"]
 """How the provider expects the key on the wire: `x-api-key: <key>` or
 `Authorization: Bearer <key>`."""
@@ -38,6 +42,7 @@ class Provider:
     default_base_url: str
     model_vars: tuple[str, ...]
     strip_v1: bool
+    api: WireApi
     key_header: KeyHeader
     gateway_suffix: str
     """What the container's gateway base URL adds after `/llm/<name>`: "" or "/v1"."""
@@ -101,6 +106,7 @@ PROVIDERS: dict[str, Provider] = {
         default_base_url="https://api.anthropic.com",
         model_vars=("ANTHROPIC_MODEL",),
         strip_v1=True,
+        api="anthropic",
         key_header="x-api-key",
         gateway_suffix="",
     ),
@@ -111,6 +117,7 @@ PROVIDERS: dict[str, Provider] = {
         default_base_url="https://api.minimax.io/anthropic",
         model_vars=("ANTHROPIC_MODEL", "MINIMAX_MODEL"),
         strip_v1=True,
+        api="anthropic",
         key_header="bearer",
         gateway_suffix="",
     ),
@@ -121,6 +128,7 @@ PROVIDERS: dict[str, Provider] = {
         default_base_url="https://api.deepseek.com/anthropic",
         model_vars=("ANTHROPIC_MODEL",),
         strip_v1=True,
+        api="anthropic",
         key_header="bearer",
         gateway_suffix="",
     ),
@@ -131,6 +139,7 @@ PROVIDERS: dict[str, Provider] = {
         default_base_url="https://api.moonshot.ai/anthropic",
         model_vars=("ANTHROPIC_MODEL",),
         strip_v1=True,
+        api="anthropic",
         key_header="bearer",
         gateway_suffix="",
     ),
@@ -142,6 +151,7 @@ PROVIDERS: dict[str, Provider] = {
         default_base_url="https://api.openai.com/v1",
         model_vars=("OPENAI_MODEL",),
         strip_v1=False,
+        api="openai",
         key_header="bearer",
         gateway_suffix="/v1",
     ),

@@ -25,6 +25,9 @@ def test_every_provider_has_the_gateway_columns() -> None:
     for provider in PROVIDERS.values():
         assert provider.key_header in ("x-api-key", "bearer")
         assert provider.gateway_suffix in ("", "/v1")
+        # Anthropic-compatible endpoints get /v1 from the SDK; OpenAI's is in the base.
+        assert (provider.api == "anthropic") == provider.strip_v1
+        assert (provider.api == "openai") == (provider.gateway_suffix == "/v1")
 
 
 @pytest.mark.parametrize(("name", "base"), [
