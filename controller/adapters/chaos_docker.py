@@ -232,6 +232,12 @@ class DockerChaos:
                                    f"{(stderr or b'').decode(errors='replace').strip()[:200]}")
         return (stdout or b"").decode(errors="replace")
 
+    def environment(self, container_id: str) -> list[str]:
+        """The container's environment as Docker holds it (`NAME=value`), as `docker
+        inspect` would show it to anyone with access to the engine."""
+        info = self._call("inspect", container_id, self.api.inspect_container, container_id)
+        return [str(e) for e in (info.get("Config") or {}).get("Env") or []]
+
     def _call(self, what: str, container_id: str, func: Any, *args: Any, **kw: Any) -> Any:
         try:
             return func(*args, **kw)

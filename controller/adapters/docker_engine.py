@@ -347,9 +347,19 @@ class DockerEngine:
                     host_config=host_config, hostname=spec.name[:63],
                 )
             except APIError as exc:
-                if exc.status_code == 409:
+                if exc.status_code != 409:
+                    raise EngineError(f"create {spec.name}: {exc.explanation}") from None
+                if spec.llm is None:  # a retried create: the container is the one wanted
                     return str(self.api.inspect_container(spec.name)["Id"])
-                raise EngineError(f"create {spec.name}: {exc.explanation}") from None
+                # Gateway mode: the one found holds the LLM credential of an attempt
+                # that no longer counts (the store has this attempt's): replace it.
+                self.api.remove_container(spec.name, force=True, v=True)
+                created = self.api.create_container(
+                    image=spec.image, name=spec.name, user=spec.user,
+                    environment={k: v.value for k, v in spec.env.items()},
+                    labels=dict(spec.labels), ports=[spec.agent_port],
+                    host_config=host_config, hostname=spec.name[:63],
+                )
             return str(created["Id"])
         result: str = await self._run("create", create)
         return result

@@ -27,7 +27,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -45,6 +45,11 @@ from controller.core.model import DEFAULT_NAMESPACE, DNS1123_LABEL, Workspace, W
 log = logging.getLogger("wsctl.api")
 
 MAX_BODY = 1024 * 1024
+USAGE_DAYS = 7
+"""`GET /api/v1/usage` without `days`: the last week."""
+USAGE_DAYS_MAX = 400
+USAGE_ROWS = 5000
+"""At most this many usage rows in one answer (workspaces x days x providers)."""
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
 
@@ -60,6 +65,8 @@ class AdminStore(Protocol):
     def list_events(self, workspace_id: str, limit: int = 50) -> Awaitable[list[Any]]: ...
     def latest_diagnostics(self, workspace_id: str) -> Awaitable[Any]: ...
     def list_activity(self, workspace_id: str, limit: int = 50) -> Awaitable[list[Any]]: ...
+    def llm_usage(self, workspace_id: str | None = None, *, since: date | None = None,
+                  limit: int = 1000) -> Awaitable[list[Any]]: ...
 
 
 def _error(status: int, reason: str, **extra: Any) -> web.Response:
@@ -177,6 +184,7 @@ class AdminApi:
             web.get("/metrics", _working_for(origin.METRICS, self.get_metrics)),
             web.get("/openapi.json", self.openapi),
             web.get("/api/v1/volumes", api(self.list_volumes)),
+            web.get("/api/v1/usage", api(self.usage)),
             web.get(base, api(self.list)),
             web.post(base, api(self.apply)),
             web.get(base + "/{name}", api(self.get)),
@@ -301,6 +309,24 @@ class AdminApi:
             ws = existing.get(str(volume["workspace"]))
             items.append({**volume, "status": "retained" if ws is None else "attached"})
         return web.json_response({"items": items})
+
+    async def usage(self, request: web.Request) -> web.Response:
+        """LLM use through the gateway per workspace, UTC day and provider, newest day
+        first: `?workspace=NAMESPACE.NAME` for one, `?days=N` for the last N days."""
+        workspace = request.query.get("workspace")
+        if workspace is not None:
+            try:
+                WorkspaceKey.from_id(workspace)
+            except ValueError as exc:
+                return _error(400, str(exc))
+        days = _int_query(request, "days", USAGE_DAYS, USAGE_DAYS_MAX)
+        since = datetime.now(UTC).date() - timedelta(days=days - 1)
+        rows = await self.store.llm_usage(workspace, since=since, limit=USAGE_ROWS)
+        return web.json_response({"items": [{
+            "workspace": r.workspace_id, "day": r.day.isoformat(), "provider": r.provider,
+            "requests": r.requests, "errors": r.errors, "inputTokens": r.input_tokens,
+            "outputTokens": r.output_tokens, "cacheCreationTokens": r.cache_creation_tokens,
+            "cacheReadTokens": r.cache_read_tokens} for r in rows]})
 
     async def restart(self, request: web.Request) -> web.Response:
         ws = await self._workspace(request)

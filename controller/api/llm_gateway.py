@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -179,7 +179,8 @@ class LlmGateway:
                  max_request_bytes: int = MAX_REQUEST_BYTES,
                  connect_timeout: float = CONNECT_TIMEOUT,
                  idle_timeout: float = IDLE_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS,
+                 host_aliases: Mapping[str, str] | None = None) -> None:
         self.credentials = credentials
         self.keys = keys
         self.usage = usage
@@ -191,6 +192,10 @@ class LlmGateway:
         self.timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout,
                                              sock_read=idle_timeout)
         self.max_connections = max_connections
+        self.host_aliases = dict(host_aliases or {})
+        """Upstream host -> the address the controller dials instead: a baseURL written
+        for containers (`host.docker.internal`) means the workspace network's gateway,
+        which is this host, as it does inside the container."""
         self._client: aiohttp.ClientSession | None = None
 
     def routes(self) -> list[web.RouteDef]:
@@ -279,6 +284,7 @@ class LlmGateway:
             url = provider.upstream_url(tail, row.base_url, request.rel_url.raw_query_string)
             if url is None:
                 raise GatewayRefusal(404, "not_found", "no such path", retry=False)
+            url = self._aliased(url)
             declared = request.content_length
             if declared is not None and declared > self.max_request_bytes:
                 raise self._too_large()
@@ -295,6 +301,11 @@ class LlmGateway:
         redact.remember(key)  # a second line of defence: never in any log line
         outcome.extra["generation"] = str(row.generation)
         return await self._forward(request, provider, url, key, outcome)
+
+    def _aliased(self, url: str) -> str:
+        parsed = URL(url, encoded=True)
+        alias = self.host_aliases.get(parsed.host or "")
+        return url if alias is None else str(parsed.with_host(alias))
 
     def _too_large(self) -> GatewayRefusal:
         return GatewayRefusal(413, "body_too_large",

@@ -149,6 +149,30 @@ def document() -> dict[str, Any]:
                             "type": "object", "required": ["name", "workspace", "status"],
                             "properties": {"status": {"enum": ["attached", "retained"]}}}}}},
                     "workspace storage volumes, attached or retained")}}},
+            "/api/v1/usage": {
+                "get": {"operationId": "llmUsage", "parameters": [
+                    {"name": "workspace", "in": "query", "required": False,
+                     "description": "one workspace (NAMESPACE.NAME)",
+                     "schema": {"type": "string"}},
+                    {"name": "days", "in": "query", "required": False,
+                     "description": "the last N UTC days (default 7)",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 400}}],
+                    "responses": {"200": _json(
+                        {"type": "object", "required": ["items"], "properties": {"items": {
+                            "type": "array", "items": {
+                                "type": "object",
+                                "required": ["workspace", "day", "provider", "requests",
+                                             "errors", "inputTokens", "outputTokens",
+                                             "cacheCreationTokens", "cacheReadTokens"],
+                                "properties": {
+                                    "workspace": {"type": "string"},
+                                    "day": {"type": "string", "format": "date"},
+                                    "provider": {"type": "string"},
+                                    **{k: {"type": "integer", "minimum": 0} for k in (
+                                        "requests", "errors", "inputTokens", "outputTokens",
+                                        "cacheCreationTokens", "cacheReadTokens")}}}}}},
+                        "LLM use through the gateway per workspace, UTC day and provider"),
+                        "400": bad}}},
             "/api/v1/workspaces": {
                 "get": {"operationId": "listWorkspaces", "parameters": [namespace],
                         "responses": {"200": _json({"$ref": "#/components/schemas/"

@@ -238,6 +238,22 @@ def cmd_volumes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    query = {"days": str(args.days)}
+    if args.name:
+        query["workspace"] = f"{args.namespace}.{args.name}"
+    items = call(args, "GET", "/api/v1/usage", query=query)["items"]
+    if args.output in ("json", "yaml"):
+        print(dump({"items": items}, args.output))
+        return 0
+    rows = [[u["workspace"].replace(".", "/", 1), u["day"], u["provider"], str(u["requests"]),
+             str(u["errors"]), str(u["inputTokens"]), str(u["outputTokens"]),
+             str(u["cacheCreationTokens"] + u["cacheReadTokens"])] for u in items]
+    print(table(rows, ["WORKSPACE", "DAY (UTC)", "PROVIDER", "REQUESTS", "ERRORS",
+                       "TOKENS IN", "TOKENS OUT", "CACHE"]))
+    return 0
+
+
 def reply_text(answer: dict[str, Any]) -> str:
     result = answer.get("result") or {}
     parts = result.get("parts") or ((result.get("status") or {}).get("message") or {}).get("parts")
@@ -310,6 +326,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="also remove the workspace's storage volume (its files are lost)")
     p = add("volumes", cmd_volumes, "workspace storage volumes: attached, or retained "
             "after their workspace was deleted")
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    p = add("usage", cmd_usage, "LLM use through the gateway: requests, errors and tokens "
+            "per workspace and UTC day")
+    p.add_argument("name", nargs="?", help="one workspace (default: all)")
+    p.add_argument("--days", type=int, default=7, help="the last N UTC days (default 7)")
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     p = add("send", cmd_send, "send a message to a workspace's agent (A2A message/send)")
     p.add_argument("name")

@@ -26,10 +26,13 @@ from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth, json_errors
 from controller.api.exec import ExecApi
 from controller.api.files import FilesApi
+from controller.api.llm_gateway import LlmGateway
+from controller.api.llm_metrics import GatewayMetrics
 from controller.api.metrics import ControllerMetrics, Counts, Levels, degraded_by_reason
 from controller.api.registry import Registry
 from controller.api.streams import Streams
 from controller.api.wake import Waker
+from controller.app.llm import LlmAccess, key_resolver
 from controller.app.retention import RetentionTask
 from controller.app.wiring import (
     SERVER_FILE,
@@ -41,7 +44,8 @@ from controller.app.wiring import (
 )
 from controller.core import manifests
 from controller.core.activity import RecentActivity
-from controller.core.secretsource import env_name
+from controller.core.model import Workspace, WorkspaceKey
+from controller.core.secretsource import env_name, resolve, secret_refs
 from controller.core.settings import PlatformSettings
 from controller.drivers.standalone import StandaloneDriver
 from controller.reconcile.execute import Executor
@@ -125,6 +129,21 @@ class Controller:
         admin_app.add_routes([*ExecApi(streams).routes(), *FilesApi(streams).routes()])
         registry_app = web.Application(client_max_size=64 * 1024)
         registry_app.add_routes(registry.routes())
+        # The LLM gateway: on the registry listener only (the one address containers
+        # reach), with the registry's failed-auth budget per source.
+        async def find(key: WorkspaceKey) -> Workspace | None:
+            return await store.get_workspace(key.namespace, key.name)
+
+        async def secrets_of(ws: Workspace) -> dict[tuple[str, str], str]:
+            return await resolve(secret_refs([ws]), opts.environ, store.get_secrets)
+
+        llm_access = LlmAccess(find, key_resolver(secrets_of), store,
+                               lambda key: driver.on_registry_event(key.id))
+        llm_gateway = LlmGateway(store, llm_access, llm_access, llm_access,
+                                 metrics=GatewayMetrics(exporter.registry),
+                                 limiter=registry.limiter,
+                                 host_aliases={"host.docker.internal": gateway})
+        registry_app.add_routes(llm_gateway.routes())
 
         # History and retired tokens pruned every few minutes, beside the reconciles.
         retention = RetentionTask(store, opts.retention,
@@ -155,6 +174,7 @@ class Controller:
             await retention.stop()
             await driver.stop()
             await proxy.close()
+            await llm_gateway.close()
             for runner in reversed(runners):
                 await runner.cleanup()
             with contextlib.suppress(FileNotFoundError):

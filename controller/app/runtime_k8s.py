@@ -26,9 +26,12 @@ from aiohttp import web
 from controller.adapters.docker_engine import DockerEngine
 from controller.adapters.postgres import QUERY_COUNT, Registration, Store, TokenRecord
 from controller.api.a2a import A2AProxy
+from controller.api.llm_gateway import LlmGateway
+from controller.api.llm_metrics import GatewayMetrics
 from controller.api.metrics import ControllerMetrics, Counts, Levels, degraded_by_reason
 from controller.api.metrics import routes as metrics_routes
 from controller.api.registry import Registry
+from controller.app.llm import LlmAccess, key_resolver
 from controller.app.retention import RetentionTask
 from controller.app.wiring import EngineLookups, RunOptions, engine_and_store
 from controller.core import settings as defaults
@@ -64,6 +67,12 @@ class KubernetesExecutorStore:
     async def revoke_tokens(self, workspace_id: str,
                             except_generation: int | None = None) -> int:
         return await self.store.revoke_tokens(workspace_id, except_generation)
+
+    async def put_llm_credential(self, workspace_id: str, generation: int,
+                                 credential_hash: str, provider: str,
+                                 base_url: str | None) -> object:
+        return await self.store.put_llm_credential(workspace_id, generation, credential_hash,
+                                                   provider, base_url)
 
     async def purge_workspace(self, namespace: str, name: str) -> bool:
         await self.store.forget_workspace(f"{namespace}.{name}")
@@ -176,6 +185,15 @@ class KubernetesController:
                                   interval=opts.retention_interval_seconds)
         registry_app = web.Application(client_max_size=64 * 1024)
         registry_app.add_routes(registry.routes())
+        # The LLM gateway, as in standalone mode; the key comes from the Kubernetes
+        # Secret (the operator's index) at each call.
+        llm_access = LlmAccess(operator.workspace, key_resolver(operator.resolve_secrets),
+                               store, lambda key: operator.trigger(key, "llm-budget"))
+        llm_gateway = LlmGateway(store, llm_access, llm_access, llm_access,
+                                 metrics=GatewayMetrics(exporter.registry),
+                                 limiter=registry.limiter,
+                                 host_aliases={"host.docker.internal": gateway})
+        registry_app.add_routes(llm_gateway.routes())
         http_app = web.Application(client_max_size=64 * 1024)
         http_app.add_routes(metrics_routes(
             render_metrics, lambda: ready.is_set() and not stop.is_set()))
@@ -203,6 +221,8 @@ class KubernetesController:
             await retention.stop()
             with contextlib.suppress(Exception):
                 await proxy.close()
+            with contextlib.suppress(Exception):
+                await llm_gateway.close()
             for runner in reversed(runners):
                 await runner.cleanup()
 

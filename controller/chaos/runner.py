@@ -45,6 +45,7 @@ from controller.chaos.probes import Observer
 from controller.chaos.schedule import make_schedule
 from controller.chaos.tokens import TokenLedger, TokenProbe
 from controller.chaos.workload import Workload
+from controller.core.errors import WsctlError
 from controller.core import redact
 
 Say = Callable[[str], None]
@@ -479,6 +480,15 @@ class Run:
                 self.notes.append(f"secret scan: describe {name} failed: {exc}")
         with contextlib.suppress(ApiError):
             texts["workspace list"] = json.dumps(await self.env.api.workspaces())
+        # The LLM gateway keeps the provider key out of the containers: what `docker
+        # inspect` shows of every container of the fleet must not hold it either.
+        for name in self.names:
+            for c in self.observer.mine(name):
+                try:
+                    env = await self.ctx.docker(self.env.engine.environment, c.id)
+                except WsctlError:  # the engine adapter's error: removed since the last look
+                    continue
+                texts[f"the environment of {name}'s container {c.id[:12]}"] = "\n".join(env)
         planted = dict(self.env.planted)
         for seen in self.tokens.ledger.all():
             planted[f"agent token {seen.label}"] = seen.token

@@ -24,6 +24,7 @@ class DegradedReason(StrEnum):
     RECREATE_FAILED = "RecreateFailed"
     STOPPED = "Stopped"
     SUSPENDED = "Suspended"
+    BUDGET_EXHAUSTED = "BudgetExhausted"
 
 
 @dataclass(frozen=True)

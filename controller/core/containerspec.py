@@ -6,11 +6,12 @@ adapter turns a `ContainerSpec` into engine calls; `wsctl render` prints it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 from controller.core.model import DEFAULT_IMAGE, DEFAULT_MOUNT_PATH, Workspace
-from controller.core.projection import EnvValue, Projection
+from controller.core.projection import EnvValue, LlmGrant, Projection
 from controller.core.settings import AGENT_UID, CONFIG_MOUNT, PlatformSettings
 
 LABEL_PREFIX = "wsctl.dev/"
@@ -115,6 +116,15 @@ class ContainerSpec:
     extra_hosts: dict[str, str] = field(
         default_factory=lambda: {"host.docker.internal": "host-gateway"}
     )
+    llm: LlmGrant | None = None
+    """Gateway mode: the executor mints this generation's LLM credential for it and
+    puts it where `env` holds the placeholder."""
+
+    def with_llm_credential(self, credential: str) -> ContainerSpec:
+        """The spec with the minted credential in place of every placeholder."""
+        env = {name: EnvValue(credential, secret=True) if v.llm_credential else v
+               for name, v in self.env.items()}
+        return dataclasses.replace(self, env=env)
 
     def shown(self) -> dict[str, object]:
         """Printable form: secret env values are shown as <set>, never their value."""
@@ -174,4 +184,5 @@ def container_spec(ws: Workspace, projection: Projection, settings: PlatformSett
         user=f"{AGENT_UID}:{AGENT_UID}",
         config_hash=projection.config_hash,
         token_generation=token_generation,
+        llm=projection.llm,
     )

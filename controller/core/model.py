@@ -134,10 +134,32 @@ class SecretSource(_Model):
     secret_ref: SecretKeyRef
 
 
+class LLMBudget(_Model):
+    """A cap on the tokens the workspace's LLM calls may use per UTC day (gateway mode:
+    the gateway counts them and refuses the call over it)."""
+
+    tokens_per_day: Annotated[int, Field(ge=1)]
+
+
+LLMAccess = Literal["gateway", "direct"]
+"""gateway (default): the container gets the controller's LLM gateway as its base URL
+and a per-generation workspace credential; the provider key stays in the controller.
+direct: the key itself is in the container's environment (the agent and anything it
+runs can read it)."""
+
+
 class LLMSpec(_Model):
     provider: ProviderName
     api_key: SecretSource | None = None
     base_url: Annotated[str | None, Field(alias="baseURL")] = None
+    access: LLMAccess = "gateway"
+    budget: LLMBudget | None = None
+
+    @model_validator(mode="after")
+    def _budget_needs_the_gateway(self) -> LLMSpec:
+        if self.budget is not None and self.access != "gateway":
+            raise ValueError("budget: counted by the LLM gateway, so it needs access: gateway")
+        return self
 
     @field_validator("base_url")
     @classmethod

@@ -102,6 +102,9 @@ class Observed:
     """Since when the registry has been able to hear agents without a break (the
     controller's start, or the end of the last database outage it saw): an agent
     silent before then is not held to its startup or liveness timeout."""
+    llm_tokens_today: int = 0
+    """LLM tokens the workspace's calls through the gateway used this UTC day (read
+    only when spec.llm.budget is set)."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ of an interrupted recreate and is removed.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 
 from controller.core.conditions import DegradedReason, Verdict, apply_verdict, phase_of
 from controller.core.containerspec import (
@@ -430,6 +431,9 @@ def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedConta
             ws, projection, [*others, c], observed, previous, now, settings,
             f"idle for {ws.spec.idle_timeout_seconds}s (spec.idleTimeoutSeconds)", mark=True)
     verdict, requeue, act = _health(ws, c, observed, previous, now, settings)
+    verdict, until_tomorrow = _budget(ws, observed, verdict, now)
+    if until_tomorrow is not None:
+        requeue = until_tomorrow if requeue is None else min(requeue, until_tomorrow)
     if act is not None:  # the agent is not heard from: replace its container
         why, detail = act
         recreate = _plan_recreate(ws, projection, observed, previous, [*others, c], why, now,
@@ -459,6 +463,24 @@ def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedConta
     if refresh_in is not None:
         requeue = refresh_in if requeue is None else min(requeue, refresh_in)
     return Plan(action, reason, tuple(ops), status, requeue_after=requeue)
+
+
+def _budget(ws: Workspace, observed: Observed, verdict: Verdict, now: datetime
+            ) -> tuple[Verdict, float | None]:
+    """A healthy workspace whose LLM calls used up spec.llm.budget today (UTC) is
+    Degraded BudgetExhausted (the gateway refuses its calls) until the next UTC day,
+    when a reconcile is due, or a budget raise; the container is left alone."""
+    budget = ws.spec.llm.budget if ws.spec.llm is not None else None
+    if budget is None or observed.llm_tokens_today < budget.tokens_per_day \
+            or verdict.degraded[0] == "True":
+        return verdict, None
+    today = now.astimezone(UTC).date()
+    midnight = datetime.combine(today + timedelta(days=1), dt_time(), UTC)
+    message = (f"the day's LLM budget of {budget.tokens_per_day} tokens is used up "
+               f"({today.isoformat()}, UTC); the gateway refuses calls until 00:00 UTC "
+               "or a budget raise (spec.llm.budget.tokensPerDay)")
+    return (replace(verdict, degraded=("True", DegradedReason.BUDGET_EXHAUSTED, message)),
+            (midnight - now).total_seconds() + 0.05)
 
 
 def _token_refresh(ws: Workspace, c: ObservedContainer, observed: Observed, now: datetime

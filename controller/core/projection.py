@@ -25,10 +25,25 @@ SecretLookup = Mapping[tuple[str, str], str]
 class EnvValue:
     value: str
     secret: bool = False
+    llm_credential: bool = False
+    """A placeholder: the executor puts the workspace LLM credential it mints for the
+    container's generation here (gateway mode); never part of the config hash."""
 
     def shown(self) -> str:
         """How the value may be printed: secret values never are."""
         return "<set>" if self.secret else self.value
+
+
+LLM_CREDENTIAL = EnvValue("", secret=True, llm_credential=True)
+
+
+@dataclass(frozen=True)
+class LlmGrant:
+    """Gateway mode: what a container generation's LLM credential lets it call."""
+
+    provider: str
+    base_url: str | None
+    """spec.llm.baseURL, or None for the provider's default."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,8 @@ class ProjectionError(WsctlError, ValueError):
 class Projection:
     env: dict[str, EnvValue] = field(default_factory=dict)
     config_hash: str = ""
+    llm: LlmGrant | None = None
+    """Set in gateway mode: the container gets a credential for this, not the key."""
 
     def plain_env(self) -> dict[str, str]:
         """Name -> value, for the container engine only: never log this."""
@@ -98,18 +115,22 @@ def project_env(ws: Workspace, secrets: SecretLookup,
 
     if spec.llm is not None:
         provider = PROVIDERS[spec.llm.provider]
-        base_url = provider.normalize_base_url(spec.llm.base_url or provider.default_base_url)
+        gateway = spec.llm.access == "gateway"
+        base_url = provider.gateway_base_url(settings.registry_url) if gateway else \
+            provider.normalize_base_url(spec.llm.base_url or provider.default_base_url)
         for name in provider.base_url_vars:
             env[name] = EnvValue(base_url)
         if spec.model:
             for name in provider.model_vars:
                 env[name] = EnvValue(spec.model)
         if spec.llm.api_key is not None:
+            # Resolved in both modes: a missing key is reported at apply time, not at
+            # the agent's first call. In gateway mode it goes no further.
             key = _resolve(spec.llm.api_key.secret_ref, "spec.llm.apiKey.secretRef",
                            secrets, missing)
             if key is not None:
                 for name in provider.key_vars:
-                    env[name] = EnvValue(key, secret=True)
+                    env[name] = LLM_CREDENTIAL if gateway else EnvValue(key, secret=True)
 
     if missing:
         raise ProjectionError(str(ws.key), missing)
@@ -130,26 +151,41 @@ def secret_digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def config_hash(ws: Workspace, env: Mapping[str, EnvValue]) -> str:
+def config_hash(ws: Workspace, env: Mapping[str, EnvValue],
+                llm: LlmGrant | None = None) -> str:
     """Hash of everything that, when changed, needs a new container.
 
-    Stable across dict order; secret values enter only as their SHA-256.
+    Stable across dict order; secret values enter only as their SHA-256. In gateway
+    mode the key enters not at all (a new key needs no new container: the gateway
+    reads it per call) but where the credential leads does (a credential is bound to
+    its provider and upstream).
     """
     spec = ws.spec
-    material = {
+    material: dict[str, object] = {
         "image": spec.image,
         "env": {
-            name: ("sha256:" + secret_digest(v.value)) if v.secret else v.value
+            name: "llm-credential" if v.llm_credential
+            else ("sha256:" + secret_digest(v.value)) if v.secret else v.value
             for name, v in sorted(env.items())
         },
         "memory": spec.resources.memory_bytes,
         "nanoCpus": spec.resources.nano_cpus,
         "restartedAt": spec.restarted_at.isoformat() if spec.restarted_at else None,
     }
+    if llm is not None:
+        material["llmGateway"] = {"provider": llm.provider, "baseURL": llm.base_url}
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def llm_grant(ws: Workspace) -> LlmGrant | None:
+    llm = ws.spec.llm
+    if llm is None or llm.access != "gateway":
+        return None
+    return LlmGrant(llm.provider, llm.base_url)
+
+
 def project(ws: Workspace, secrets: SecretLookup, settings: PlatformSettings) -> Projection:
     env = project_env(ws, secrets, settings)
-    return Projection(env=env, config_hash=config_hash(ws, env))
+    grant = llm_grant(ws)
+    return Projection(env=env, config_hash=config_hash(ws, env, grant), llm=grant)

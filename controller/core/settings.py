@@ -48,6 +48,8 @@ past its own expiry) is deleted this long after it stopped being usable; until t
 the registry still tells such a token apart (stale_token, expired_token) from an
 unknown one. The current token, a superseded one still before its expiry and each
 workspace's newest row are never deleted."""
+RETAIN_LLM_USAGE_DAYS = 400.0
+"""Days of per-workspace LLM usage kept (`wsctl usage`): a year and a bit."""
 RETENTION_INTERVAL_SECONDS = 300.0
 """Time between retention passes (`--retention-interval`)."""
 RETENTION_FIRST_DELAY_SECONDS = 10.0
@@ -123,12 +125,14 @@ class Retention:
     history_days: float = RETAIN_HISTORY_DAYS
     """Age limit of events and diagnostics."""
     token_grace_seconds: float = RETAIN_TOKEN_GRACE_SECONDS
+    """Also of revoked LLM credentials."""
+    llm_usage_days: float = RETAIN_LLM_USAGE_DAYS
     batch_rows: int = RETENTION_BATCH_ROWS
     max_batches: int = RETENTION_MAX_BATCHES
 
     def __post_init__(self) -> None:
         if min(self.activity_days, self.activity_rows, self.events, self.diagnostics,
-               self.history_days, self.token_grace_seconds) < 0:
+               self.history_days, self.token_grace_seconds, self.llm_usage_days) < 0:
             raise ValueError("retention limits cannot be negative")
         if self.batch_rows < 1 or self.max_batches < 1:
             raise ValueError("retention batch_rows and max_batches must be positive")

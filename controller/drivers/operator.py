@@ -140,6 +140,9 @@ class WorkspaceOperator(EventTriggers):
         self._locks: dict[WorkspaceKey, asyncio.Lock] = {}
         self._statuses: dict[str, WorkspaceStatus] = {}  # by uid: the last status written
         self._secret_users: dict[WorkspaceKey, frozenset[str]] = {}
+        self._specs: dict[WorkspaceKey, Workspace] = {}
+        """The last readable spec of each workspace this replica reconciled (the LLM
+        gateway's view of its provider, key reference and budget)."""
         self._secrets: Mapping[Any, Any] | None = None  # kopf index: (ns, name) -> values
         self._workspaces: Mapping[Any, Any] | None = None  # kopf index: workspace ids
         self._last_sweep = 0.0
@@ -233,6 +236,10 @@ class WorkspaceOperator(EventTriggers):
         if event is not None:
             event.set()
 
+    async def workspace(self, key: WorkspaceKey) -> Workspace | None:
+        """The workspace as this replica last reconciled it (None: not seen yet)."""
+        return self._specs.get(key)
+
     def knows(self, workspace_id: str) -> bool:
         """Whether a Workspace object with this id exists (as far as the watch has seen)."""
         if self._workspaces is not None:
@@ -305,6 +312,7 @@ class WorkspaceOperator(EventTriggers):
         self.stats.reconciles += 1
         try:
             ws = workspace_from_body(body)
+            self._specs[key] = ws
         except InvalidWorkspace as exc:
             status = invalid_status(previous, str(exc), meta.get("generation"),
                                     self.reconciler.clock())
@@ -387,6 +395,7 @@ class WorkspaceOperator(EventTriggers):
         self._due.pop(key, None)
         self._failures.pop(key, None)
         self._secret_users.pop(key, None)
+        self._specs.pop(key, None)
         self._locks.pop(key, None)
         log.info("%s: deleted; containers removed and tokens revoked", key)
 

@@ -106,6 +106,13 @@ class Executor:
                         f"{key} (uid {existing.get(LABEL_WORKSPACE_UID) or 'unknown'}); its "
                         f"files are at {volume.mount_path}")
             case CreateContainer(spec=spec):
+                if spec.llm is not None:  # gateway mode: a credential, never the key
+                    credential = tokens.mint()
+                    redact.remember_token(credential)
+                    await self.store.put_llm_credential(
+                        workspace_id, spec.token_generation, tokens.digest(credential),
+                        spec.llm.provider, spec.llm.base_url)
+                    spec = spec.with_llm_credential(credential)
                 scratch.container_ids[spec.name] = await self.engine.create(
                     spec, self.host_gateway)
             case WriteToken(container_name=name, generation=generation):

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from controller.core import redact
 from controller.core.activity import RecentActivity
@@ -96,9 +96,13 @@ class Reconciler:
         seen = await self.store.observe_registry(workspace_id, since)
         recent = None if self.activity is None else self.activity.last(workspace_id)
         last = max((t for t in (seen.last_activity_at, recent) if t is not None), default=None)
+        budgeted = ws.spec.llm is not None and ws.spec.llm.budget is not None
+        used = await self.store.llm_tokens_on(
+            workspace_id, self.clock().astimezone(UTC).date()) if budgeted else 0
         return dataclasses.replace(seen, containers=mine, last_activity_at=last,
                                    engine_outages=self.engine.outages(),
-                                   heartbeats_since=self.hearing_since())
+                                   heartbeats_since=self.hearing_since(),
+                                   llm_tokens_today=used)
 
     async def project(self, ws: Workspace) -> Projection | ProjectionError:
         refs = secret_refs([ws])

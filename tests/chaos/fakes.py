@@ -69,6 +69,9 @@ class FakeEngine:
     def write_file(self, container_id: str, directory: str, name: str, content: str) -> None:
         self.calls.append(("write_file", container_id, f"{directory}/{name}"))
 
+    def environment(self, container_id: str) -> list[str]:
+        return [f"WSCTL_WORKSPACE_ID={container_id}"]
+
     def file_digests(self, container_id: str, directory: str) -> dict[str, str]:
         self.calls.append(("file_digests", container_id, directory))
         return {}

@@ -23,6 +23,7 @@ from typing import Any
 from controller.adapters.postgres import (
     HEALTHY,
     ConflictError,
+    LlmCredentialRecord,
     Registration,
     TokenRecord,
     WorkspaceTerminatingError,
@@ -69,6 +70,8 @@ class FakeStore:
     calls: list[Call] = field(default_factory=list)
     workspaces: dict[tuple[str, str], Workspace] = field(default_factory=dict)
     tokens: list[TokenRecord] = field(default_factory=list)
+    llm_credentials: dict[str, LlmCredentialRecord] = field(default_factory=dict)
+    """By credential hash."""
     registrations: dict[str, Registration] = field(default_factory=dict)
     events: list[tuple[str, str, str, str]] = field(default_factory=list)
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
@@ -184,6 +187,7 @@ class FakeStore:
             raise ConflictError(f"token for {workspace_id} generation {generation}")
         now = self.clock()
         if revoke_others:
+            self._revoke_llm(workspace_id, generation)
             self.tokens = [replace(t, revoked_at=now) if t.workspace_id == workspace_id
                            and t.revoked_at is None and t.generation != generation else t
                            for t in self.tokens]
@@ -213,9 +217,36 @@ class FakeStore:
                 return record
         raise ConflictError(f"token for {workspace_id} generation {generation}: not current")
 
+    async def put_llm_credential(self, workspace_id: str, generation: int,
+                                 credential_hash: str, provider: str,
+                                 base_url: str | None) -> LlmCredentialRecord:
+        """As the real store: one row per (workspace, generation), a retry replaces it."""
+        self.calls.append(("store.put_llm_credential", workspace_id, generation))
+        if not _SHA256_HEX.match(credential_hash):
+            raise ValueError("credential_hash must be the sha256 hex digest")
+        record = LlmCredentialRecord(workspace_id, generation, provider, base_url,
+                                     self.clock(), None)
+        self.llm_credentials[credential_hash] = record
+        for other, row in list(self.llm_credentials.items()):
+            if other != credential_hash and (row.workspace_id, row.generation) \
+                    == (workspace_id, generation):
+                del self.llm_credentials[other]
+        return record
+
+    async def find_llm_credential(self, credential_hash: str) -> LlmCredentialRecord | None:
+        return self.llm_credentials.get(credential_hash)
+
+    def _revoke_llm(self, workspace_id: str, except_generation: int | None) -> None:
+        now = self.clock()
+        for digest, row in self.llm_credentials.items():
+            if row.workspace_id == workspace_id and row.revoked_at is None \
+                    and row.generation != except_generation:
+                self.llm_credentials[digest] = replace(row, revoked_at=now)
+
     async def revoke_tokens(self, workspace_id: str,
                             except_generation: int | None = None) -> int:
         self.calls.append(("store.revoke_tokens", workspace_id))
+        self._revoke_llm(workspace_id, except_generation)
         now = self.clock()
         count = 0
         for i, t in enumerate(self.tokens):

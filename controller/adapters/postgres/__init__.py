@@ -26,7 +26,7 @@ longer authenticate, after a grace period.
 Modules: `base` (errors, connection setup, text cleaning), `migrate` (the
 migrations runner), `listener` (LISTEN/NOTIFY), `rows` (records), one mixin
 per table family (`workspaces`, `secrets`, `tokens`, `registry`, `history`),
-`retention` (the pruning pass) and `store` (the `Store` they make up). Import
+`llm` (the LLM gateway's credentials and usage), `retention` (the pruning pass) and `store` (the `Store` they make up). Import
 from the package.
 """
 
@@ -57,6 +57,7 @@ from controller.adapters.postgres.migrate import (
     apply_migrations,
     load_migrations,
 )
+from controller.adapters.postgres.llm import LlmCredentialRecord, UsageRecord
 from controller.adapters.postgres.retention import PRUNED_TABLES
 from controller.adapters.postgres.rows import (
     ActivityRecord,
@@ -77,6 +78,7 @@ __all__ = [
     "CRASH_REASONS",
     "CRASH_RESET_REASONS",
     "HEALTHY",
+    "LlmCredentialRecord",
     "MIGRATIONS_DIR",
     "MIGRATION_LOCK_KEY",
     "NOTIFY_CHANNEL",
@@ -97,6 +99,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "TokenRecord",
+    "UsageRecord",
     "WorkspaceChangeCallback",
     "WorkspaceListener",
     "WorkspaceTerminatingError",

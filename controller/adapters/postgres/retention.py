@@ -28,7 +28,8 @@ from controller.core.settings import Retention
 if TYPE_CHECKING:
     from controller.adapters.postgres.base import _Pool
 
-PRUNED_TABLES = ("tokens", "activity", "events", "diagnostics")
+PRUNED_TABLES = ("tokens", "activity", "events", "diagnostics", "llm_credentials",
+                 "llm_usage")
 """The tables `prune` deletes from (the keys of its answer)."""
 
 _DAY = 86_400.0
@@ -44,6 +45,21 @@ _PRUNE_TOKENS = """
                         WHERE n.workspace_id = t.workspace_id
                           AND (n.generation, n.rotation) > (t.generation, t.rotation))
          LIMIT $2))
+"""
+
+
+# LLM credentials revoked `$1` seconds ago (their generation is over for good).
+_PRUNE_LLM_CREDENTIALS = """
+    DELETE FROM llm_credentials WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM llm_credentials
+         WHERE revoked_at < now() - make_interval(secs => $1) LIMIT $2))
+"""
+
+# Usage days older than `$1` days.
+_PRUNE_LLM_USAGE = """
+    DELETE FROM llm_usage WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM llm_usage
+         WHERE day < (now() AT TIME ZONE 'UTC')::date - $1::integer LIMIT $2))
 """
 
 
@@ -140,6 +156,13 @@ class RetentionMixin:
                 (_EVENTS, policy.history_days, policy.events),
                 (_DIAGNOSTICS, policy.history_days, policy.diagnostics)):
             pruned[history.table] = await self._prune_history(history, days, rows, policy)
+        credentials = _Pass(self._pool, policy)
+        await credentials.run(_PRUNE_LLM_CREDENTIALS, float(policy.token_grace_seconds))
+        pruned["llm_credentials"] = credentials.deleted
+        usage = _Pass(self._pool, policy)
+        if policy.llm_usage_days > 0:
+            await usage.run(_PRUNE_LLM_USAGE, int(policy.llm_usage_days))
+        pruned["llm_usage"] = usage.deleted
         return pruned
 
     async def _prune_history(self, history: _History, days: float, rows: int,

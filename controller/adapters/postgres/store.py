@@ -19,6 +19,7 @@ from controller.adapters.postgres.base import (
     describe_dsn,
 )
 from controller.adapters.postgres.history import HistoryMixin
+from controller.adapters.postgres.llm import LlmMixin
 from controller.adapters.postgres.listener import WorkspaceListener
 from controller.adapters.postgres.migrate import AppliedMigration, apply_migrations
 from controller.adapters.postgres.registry import RegistryMixin
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 
 class Store(WorkspacesMixin, SecretsMixin, TokensMixin, RegistryMixin, HistoryMixin,
-            RetentionMixin):
+            RetentionMixin, LlmMixin):
     """Async access to the wsctl database over an asyncpg pool."""
 
     def __init__(self, pool: _Pool, dsn: str, secret_key: KeySource | None = None) -> None:

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from controller.adapters.postgres.base import _Pool
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_REVOKE_LLM = ("UPDATE llm_credentials SET revoked_at = now() WHERE workspace_id = $1 "
+               "AND revoked_at IS NULL")
+"""Revokes a workspace's LLM credentials with its tokens (the generation test added)."""
 
 
 async def _token_statement(pool: _Pool, workspace_id: str, generation: int, sql: str,
@@ -64,10 +67,14 @@ class TokensMixin:
         revoke = ("UPDATE tokens SET revoked_at = now() WHERE workspace_id = $1 "
                   "AND revoked_at IS NULL AND generation <> $2 RETURNING 1"
                   if revoke_others else "SELECT 1 WHERE false")
+        # The LLM credentials of the other generations end with their tokens (a
+        # data-modifying WITH runs whether or not the INSERT reads it).
+        revoke_llm = (_REVOKE_LLM + " AND generation <> $2" if revoke_others
+                      else "SELECT 1 WHERE false")
         row = await _token_statement(
             self._pool, workspace_id, generation,
             f"""
-            WITH revoked AS ({revoke})
+            WITH revoked AS ({revoke}), llm AS ({revoke_llm})
             INSERT INTO tokens (workspace_id, generation, rotation, token_hash, container_id,
                                 expires_at)
             SELECT $1, $2, 0, $3, $4, $5 FROM (SELECT count(*) FROM revoked) AS done
@@ -119,10 +126,12 @@ class TokensMixin:
 
     @_translated
     async def revoke_tokens(self, workspace_id: str, except_generation: int | None = None) -> int:
-        """Revoke live tokens of the workspace (but `except_generation`); how many."""
+        """Revoke live tokens (and LLM credentials) of the workspace (but
+        `except_generation`); how many tokens."""
         result = await self._pool.execute(
+            f"WITH llm AS ({_REVOKE_LLM} AND ($2::integer IS NULL OR generation <> $2)) "
             "UPDATE tokens SET revoked_at = now() WHERE workspace_id = $1 "
-            "AND revoked_at IS NULL AND ($2::integer IS NULL OR generation <> $2)",
+            "AND revoked_at IS NULL AND ($2::integer IS NULL OR generation <> $2)",  # noqa: S608
             workspace_id, except_generation,
         )
         return int(result.rsplit(" ", 1)[-1])

@@ -139,6 +139,8 @@ class WorkspacesMixin:
             if row is None:
                 return False
             await conn.execute("DELETE FROM tokens WHERE workspace_id = $1", workspace_id)
+            await conn.execute("DELETE FROM llm_credentials WHERE workspace_id = $1",
+                               workspace_id)
             await conn.execute("DELETE FROM registrations WHERE workspace_id = $1", workspace_id)
             await conn.execute("DELETE FROM suspensions WHERE workspace_id = $1", workspace_id)
             return True
@@ -149,6 +151,8 @@ class WorkspacesMixin:
         elsewhere (Kubernetes mode: the Workspace object is gone); history is kept."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM tokens WHERE workspace_id = $1", workspace_id)
+            await conn.execute("DELETE FROM llm_credentials WHERE workspace_id = $1",
+                               workspace_id)
             await conn.execute("DELETE FROM registrations WHERE workspace_id = $1", workspace_id)
             await conn.execute("DELETE FROM suspensions WHERE workspace_id = $1", workspace_id)
 
