@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -102,7 +102,8 @@ class LlmCredential:
 
 
 class CredentialLookup(Protocol):
-    async def find_llm_credential(self, credential_hash: str) -> LlmCredentialRow | None:
+    def find_llm_credential(self, credential_hash: str
+                            ) -> Awaitable[LlmCredentialRow | None]:
         """The credential whose SHA-256 (hex, `tokens.digest`) this is, or None."""
 
 

@@ -45,8 +45,8 @@ from controller.chaos.probes import Observer
 from controller.chaos.schedule import make_schedule
 from controller.chaos.tokens import TokenLedger, TokenProbe
 from controller.chaos.workload import Workload
-from controller.core.errors import WsctlError
 from controller.core import redact
+from controller.core.errors import WsctlError
 
 Say = Callable[[str], None]
 

@@ -376,6 +376,13 @@ class FakeStore:
                               "error": error})
         return len(self.activity)
 
+    async def llm_usage(self, workspace_id: str | None = None, *, since: Any = None,
+                        limit: int = 1000) -> list[Any]:
+        return []
+
+    async def llm_tokens_on(self, workspace_id: str, day: Any) -> int:
+        return 0
+
     async def list_activity(self, workspace_id: str, limit: int = 50) -> list[Any]:
         return [a for a in reversed(self.activity) if a["workspace_id"] == workspace_id][:limit]
 

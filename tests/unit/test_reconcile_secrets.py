@@ -32,6 +32,9 @@ class SecretsStore:
                                         "encrypted with key aaaa, the current key is bbbb")
         return {ref: "sk-readable" for ref in refs}
 
+    async def llm_tokens_on(self, workspace_id: str, day: Any) -> int:
+        return 0
+
     async def observe_registry(self, *args: Any) -> Any:
         raise AssertionError("not used by project()")
 

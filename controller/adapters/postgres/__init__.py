@@ -25,9 +25,9 @@ longer authenticate, after a grace period.
 
 Modules: `base` (errors, connection setup, text cleaning), `migrate` (the
 migrations runner), `listener` (LISTEN/NOTIFY), `rows` (records), one mixin
-per table family (`workspaces`, `secrets`, `tokens`, `registry`, `history`),
-`llm` (the LLM gateway's credentials and usage), `retention` (the pruning pass) and `store` (the `Store` they make up). Import
-from the package.
+per table family (`workspaces`, `secrets`, `tokens`, `registry`, `history`, `llm`:
+the LLM gateway's credentials and usage), `retention` (the pruning pass) and `store`
+(the `Store` they make up). Import from the package.
 """
 
 from controller.adapters.postgres.base import (
@@ -49,6 +49,7 @@ from controller.adapters.postgres.listener import (
     WorkspaceChangeCallback,
     WorkspaceListener,
 )
+from controller.adapters.postgres.llm import LlmCredentialRecord, UsageRecord
 from controller.adapters.postgres.migrate import (
     MIGRATION_LOCK_KEY,
     MIGRATIONS_DIR,
@@ -57,7 +58,6 @@ from controller.adapters.postgres.migrate import (
     apply_migrations,
     load_migrations,
 )
-from controller.adapters.postgres.llm import LlmCredentialRecord, UsageRecord
 from controller.adapters.postgres.retention import PRUNED_TABLES
 from controller.adapters.postgres.rows import (
     ActivityRecord,
@@ -78,7 +78,6 @@ __all__ = [
     "CRASH_REASONS",
     "CRASH_RESET_REASONS",
     "HEALTHY",
-    "LlmCredentialRecord",
     "MIGRATIONS_DIR",
     "MIGRATION_LOCK_KEY",
     "NOTIFY_CHANNEL",
@@ -91,6 +90,7 @@ __all__ = [
     "EnvState",
     "EventRecord",
     "EventType",
+    "LlmCredentialRecord",
     "Migration",
     "MigrationError",
     "Registration",

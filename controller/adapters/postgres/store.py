@@ -19,8 +19,8 @@ from controller.adapters.postgres.base import (
     describe_dsn,
 )
 from controller.adapters.postgres.history import HistoryMixin
-from controller.adapters.postgres.llm import LlmMixin
 from controller.adapters.postgres.listener import WorkspaceListener
+from controller.adapters.postgres.llm import LlmMixin
 from controller.adapters.postgres.migrate import AppliedMigration, apply_migrations
 from controller.adapters.postgres.registry import RegistryMixin
 from controller.adapters.postgres.retention import RetentionMixin

@@ -129,9 +129,9 @@ class TokensMixin:
         """Revoke live tokens (and LLM credentials) of the workspace (but
         `except_generation`); how many tokens."""
         result = await self._pool.execute(
-            f"WITH llm AS ({_REVOKE_LLM} AND ($2::integer IS NULL OR generation <> $2)) "
+            f"WITH llm AS ({_REVOKE_LLM} AND ($2::integer IS NULL OR generation <> $2)) "  # noqa: S608 - constants
             "UPDATE tokens SET revoked_at = now() WHERE workspace_id = $1 "
-            "AND revoked_at IS NULL AND ($2::integer IS NULL OR generation <> $2)",  # noqa: S608
+            "AND revoked_at IS NULL AND ($2::integer IS NULL OR generation <> $2)",
             workspace_id, except_generation,
         )
         return int(result.rsplit(" ", 1)[-1])
