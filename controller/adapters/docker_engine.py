@@ -180,7 +180,7 @@ def probe_connect_back(client: docker.DockerClient, *, image: str, network: str,
     finally:
         if container is not None:
             with contextlib.suppress(DockerException):
-                container.remove(force=True)
+                container.remove(force=True, v=True)  # and the image's anonymous volumes
 
 
 def _one_line(exc: BaseException) -> str:
@@ -396,7 +396,9 @@ class DockerEngine:
 
     async def remove(self, container: str) -> None:
         try:
-            await self._run("remove", self.api.remove_container, container, force=True)
+            # v=True: an anonymous volume the image declares goes with its container
+            # (named volumes, the workspace's storage among them, are never removed so).
+            await self._run("remove", self.api.remove_container, container, force=True, v=True)
         except NotFound:
             pass
         except APIError as exc:
@@ -443,8 +445,8 @@ class DockerEngine:
                 raise EngineError(f"chown of volume {volume.name} to uid {AGENT_UID} "
                                   f"failed (exit {exit_code}): {tail}")
         finally:
-            with contextlib.suppress(DockerException):
-                self.api.remove_container(created["Id"], force=True)
+            with contextlib.suppress(DockerException):  # v: the image's anonymous /configs
+                self.api.remove_container(created["Id"], force=True, v=True)
 
     async def storage_volumes(self) -> list[dict[str, Any]]:
         """This instance's workspace storage volumes with their size on disk (Docker's
