@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import requests
@@ -58,14 +59,10 @@ class FakeApi:
         self.volumes_on_disk = [v for v in self.volumes_on_disk if v["Name"] != name]
 
 
-class FakeClient:
-    def __init__(self) -> None:
-        self.api = FakeApi()
-
-
 def engine() -> tuple[DockerEngine, FakeApi]:
-    client = FakeClient()
-    return DockerEngine(client), client.api  # type: ignore[arg-type]
+    """The adapter over the fake API (it reads only `client.api`)."""
+    api = FakeApi()
+    return DockerEngine(SimpleNamespace(api=api)), api  # type: ignore[arg-type]
 
 
 async def test_callers_at_once_share_one_walk() -> None:
