@@ -496,15 +496,18 @@ class DockerEngine:
                 "sizeBytes": size if isinstance(size, int) and size >= 0 else None,
                 "containers": data.get("RefCount")}
 
-    def _storage_usage(self) -> list[dict[str, Any]]:
-        rows = (self._storage_row(v) for v in self.api.df().get("Volumes") or [])
+    def _storage_rows(self, volumes: Sequence[Mapping[str, Any]] | None
+                      ) -> list[dict[str, Any]]:
+        rows = (self._storage_row(v) for v in volumes or [])
         return sorted((r for r in rows if r is not None), key=lambda r: str(r["name"]))
+
+    def _storage_usage(self) -> list[dict[str, Any]]:
+        return self._storage_rows(self.api.df().get("Volumes"))
 
     def _storage_list(self) -> list[dict[str, Any]]:
         listed = self.api.volumes(filters={"label": [*self.label_filter,
                                                       f"{LABEL_VOLUME}=workspace"]})
-        rows = (self._storage_row(v) for v in (listed or {}).get("Volumes") or [])
-        return sorted((r for r in rows if r is not None), key=lambda r: str(r["name"]))
+        return self._storage_rows((listed or {}).get("Volumes"))
 
     async def remove_volume(self, name: str) -> None:
         self._forget_storage()  # the last walk would still list it
