@@ -204,18 +204,16 @@ class StandaloneDriver(EventTriggers):
         self.stats.reconciles += 1
         ws = await self.store.get_workspace(key.namespace, key.name)
         containers = self._containers_for(key)
-        # The snapshot is used once; later passes look again.
-        if self._snapshot is not None and containers is not None:
-            self._last_trigger[key] = time.monotonic()
-        if ws is None:  # purged (or never existed): forget its failures too
-            await self._remove_leftovers(key, containers)
-            self.queue.forget(key)
-            return
         try:
+            if ws is None:  # purged (or never existed): forget its failures too
+                await self._remove_leftovers(key, containers)
+                self.queue.forget(key)
+                return
             result = await self.reconciler.reconcile(ws, ws.status, containers)
         finally:
-            # What this pass did (a container created, started, removed: no trigger of
-            # its own) is not in any snapshot taken before it ended.
+            # A snapshot serves one pass at most, and what this pass did (a container
+            # created, started, removed: no trigger of its own) is not in any snapshot
+            # taken before it ended.
             self._last_trigger[key] = time.monotonic()
         if result.status is not None and result.status != ws.status:
             await self.store.write_status(key.namespace, key.name, result.status)
