@@ -291,7 +291,10 @@ class Run:
 
         if await self.observer.wait(done, self.config.fault_timeout):
             record.converged_at = self.clock.now()
-            if stayed() and not healed_by_refresh:
+            kept = stayed()  # once: the observer samples meanwhile
+            if kept and healed_by_refresh:
+                self.healed_in_place += 1
+            if kept and not healed_by_refresh:
                 try:
                     why = await fault.stayed(self.ctx, plan, record)
                 except Exception:  # an unknown answer does not prove the container right
@@ -305,8 +308,6 @@ class Run:
                 self.say(f"{plan.label}: converged in place ({why})")
             else:
                 self.say(f"{plan.label}: converged in {record.converge_seconds:.1f}s")
-            if stayed() and healed_by_refresh:
-                self.healed_in_place += 1
             await self.tokens.read_tokens(affected)
             return
         for name in affected:
