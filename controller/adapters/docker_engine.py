@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import functools
 import io
+import logging
 import os
 import re
 import tarfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,10 @@ from controller.core.observed import ContainerDiagnostics, ObservedContainer
 from controller.core.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
 MAX_OUTAGES = 16
+DF_FRESH_SECONDS = 5.0
+"""A disk-usage walk younger than this answers describe and `wsctl volumes` again."""
+
+log = logging.getLogger("wsctl.docker")
 WATCHED_EVENTS = ("die", "oom", "destroy", "stop", "start", "pause", "unpause", "kill")
 
 
@@ -175,7 +180,7 @@ def probe_connect_back(client: docker.DockerClient, *, image: str, network: str,
     finally:
         if container is not None:
             with contextlib.suppress(DockerException):
-                container.remove(force=True)
+                container.remove(force=True, v=True)  # and the image's anonymous volumes
 
 
 def _one_line(exc: BaseException) -> str:
@@ -214,6 +219,9 @@ class DockerEngine:
         self.label_filter = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_INSTANCE}={instance}"]
         self.api = client.api
         self._inspect_cache: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._df_cache: tuple[float, list[dict[str, Any]]] | None = None
+        self._df_flight: asyncio.Future[list[dict[str, Any]]] | None = None
+        self._df_epoch = 0
         self._on_call = on_call
         self.calls = 0
         self.calls_by_name: dict[str, int] = {}
@@ -398,7 +406,9 @@ class DockerEngine:
 
     async def remove(self, container: str) -> None:
         try:
-            await self._run("remove", self.api.remove_container, container, force=True)
+            # v=True: an anonymous volume the image declares goes with its container
+            # (named volumes, the workspace's storage among them, are never removed so).
+            await self._run("remove", self.api.remove_container, container, force=True, v=True)
         except NotFound:
             pass
         except APIError as exc:
@@ -420,6 +430,8 @@ class DockerEngine:
                 self._chown_volume(volume)
             return None
         result: dict[str, str] | None = await self._run("ensure_volume", ensure)
+        if result is None:
+            self._forget_storage()  # a new volume: the last walk does not list it
         return result
 
     def _chown_volume(self, volume: VolumeSpec) -> None:
@@ -443,34 +455,72 @@ class DockerEngine:
                 raise EngineError(f"chown of volume {volume.name} to uid {AGENT_UID} "
                                   f"failed (exit {exit_code}): {tail}")
         finally:
-            with contextlib.suppress(DockerException):
-                self.api.remove_container(created["Id"], force=True)
+            with contextlib.suppress(DockerException):  # v: the image's anonymous /configs
+                self.api.remove_container(created["Id"], force=True, v=True)
 
     async def storage_volumes(self) -> list[dict[str, Any]]:
         """This instance's workspace storage volumes with their size on disk (Docker's
         disk-usage walk: it reads every volume, so it is for describe and `wsctl
-        volumes`, never for a reconcile)."""
-        def usage() -> list[dict[str, Any]]:
-            found = []
-            for v in self.api.df().get("Volumes") or []:
-                labels = v.get("Labels") or {}
-                if labels.get(LABEL_MANAGED_BY) != MANAGED_BY \
-                        or labels.get(LABEL_INSTANCE) != self.instance \
-                        or labels.get(LABEL_VOLUME) != "workspace":
-                    continue
-                data = v.get("UsageData") or {}
-                size = data.get("Size")
-                found.append({
-                    "name": v.get("Name"), "workspace": labels.get(LABEL_WORKSPACE, ""),
-                    "workspaceUID": labels.get(LABEL_WORKSPACE_UID) or None,
-                    "createdAt": v.get("CreatedAt"),
-                    "sizeBytes": size if isinstance(size, int) and size >= 0 else None,
-                    "containers": data.get("RefCount")})
-            return sorted(found, key=lambda v: str(v["name"]))
-        result: list[dict[str, Any]] = await self._run("df", usage)
-        return result
+        volumes`, never for a reconcile). Callers at the same time share one walk and
+        a walk younger than DF_FRESH_SECONDS is reused: Docker runs one at a time and
+        refuses a second with a 500. Refused anyway (another client's walk), the
+        volumes are listed without sizes rather than failing the request."""
+        cached = self._df_cache
+        if cached is not None and time.monotonic() - cached[0] < DF_FRESH_SECONDS:
+            return [dict(v) for v in cached[1]]
+        flight = self._df_flight
+        if flight is None or flight.done():
+            flight = self._df_flight = asyncio.ensure_future(self._walk_storage())
+        found = await asyncio.shield(flight)
+        return [dict(v) for v in found]
+
+    def _forget_storage(self) -> None:
+        """Volumes changed: no walk from before may be reused (one in flight is not)."""
+        self._df_cache, self._df_flight = None, None
+        self._df_epoch += 1
+
+    async def _walk_storage(self) -> list[dict[str, Any]]:
+        epoch = self._df_epoch
+        try:
+            found: list[dict[str, Any]] = await self._run("df", self._storage_usage)
+        except APIError as exc:
+            log.info("disk usage unavailable (%s); listing volumes without sizes",
+                     exc.explanation or exc)
+            listed: list[dict[str, Any]] = await self._run("volumes", self._storage_list)
+            return listed
+        if epoch == self._df_epoch:
+            self._df_cache = (time.monotonic(), found)
+        return found
+
+    def _storage_row(self, v: Mapping[str, Any]) -> dict[str, Any] | None:
+        labels = v.get("Labels") or {}
+        if labels.get(LABEL_MANAGED_BY) != MANAGED_BY \
+                or labels.get(LABEL_INSTANCE) != self.instance \
+                or labels.get(LABEL_VOLUME) != "workspace":
+            return None
+        data = v.get("UsageData") or {}
+        size = data.get("Size")
+        return {"name": v.get("Name"), "workspace": labels.get(LABEL_WORKSPACE, ""),
+                "workspaceUID": labels.get(LABEL_WORKSPACE_UID) or None,
+                "createdAt": v.get("CreatedAt"),
+                "sizeBytes": size if isinstance(size, int) and size >= 0 else None,
+                "containers": data.get("RefCount")}
+
+    def _storage_rows(self, volumes: Sequence[Mapping[str, Any]] | None
+                      ) -> list[dict[str, Any]]:
+        rows = (self._storage_row(v) for v in volumes or [])
+        return sorted((r for r in rows if r is not None), key=lambda r: str(r["name"]))
+
+    def _storage_usage(self) -> list[dict[str, Any]]:
+        return self._storage_rows(self.api.df().get("Volumes"))
+
+    def _storage_list(self) -> list[dict[str, Any]]:
+        listed = self.api.volumes(filters={"label": [*self.label_filter,
+                                                      f"{LABEL_VOLUME}=workspace"]})
+        return self._storage_rows((listed or {}).get("Volumes"))
 
     async def remove_volume(self, name: str) -> None:
+        self._forget_storage()  # the last walk would still list it
         with contextlib.suppress(NotFound):
             await self._run("remove_volume", self.api.remove_volume, name, force=True)
 

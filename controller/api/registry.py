@@ -158,7 +158,7 @@ class Registry:
         self.identity = identity
         self.notify = notify
         self.counters = RegistryCounters()
-        self.limiter = limiter or FailedAuthLimiter()
+        self.limiter = limiter if limiter is not None else FailedAuthLimiter()
         # Last heartbeat state per workspace: only transitions wake the reconciler.
         # Entries of workspaces that stopped beating (deleted ones) are forgotten.
         self._beats: dict[str, tuple[int | None, str, str | None, float]] = {}

@@ -257,11 +257,21 @@ def lost_files(losses: Iterable[FileLoss], records: Sequence[FaultRecord],
         if loss.changed:
             parts.append(f"{len(loss.changed)} with other content "
                          f"({_file_names(loss.changed)})")
-        first = lost[0]
+        first, last = lost[0], lost[-1]
         faults = _faults_since(records, loss.workspace, first.sent_at, end_of_run)
+        containers = list(dict.fromkeys(f.container[:12] for f in lost))
+        where = (f"the first written at {first.sent_at:.1f}s into container "
+                 f"{first.container[:12]}")
+        if last is not first:
+            where += (f", the last at {last.sent_at:.1f}s into {last.container[:12]} "
+                      f"({len(containers)} container(s): {', '.join(containers[:5])}"
+                      f"{', ...' if len(containers) > 5 else ''})")
+        if loss.kept_after is not None:
+            kept = loss.kept_after
+            where += (f"; {kept.name}, written at {kept.sent_at:.1f}s into "
+                      f"{kept.container[:12]}, is intact")
         violations.append(Violation(
             FILES, loss.workspace, fault_names(faults),
-            f"of {loss.acked} acknowledged files in {FILES_DIR}: {'; '.join(parts)}; "
-            f"the first written at {first.sent_at:.1f}s into container {first.container[:12]}",
+            f"of {loss.acked} acknowledged files in {FILES_DIR}: {'; '.join(parts)}; {where}",
             end_of_run))
     return violations

@@ -104,6 +104,8 @@ class Fault(ABC):
     may_cause: ClassVar[frozenset[str]] = frozenset()
     must_cause: ClassVar[frozenset[str]] = frozenset()
     replaces_container: ClassVar[bool] = False
+    may_stay: ClassVar[bool] = False
+    """The workspace may rightly converge on the container it had: `stayed()` says why."""
     requires: ClassVar[frozenset[str]] = frozenset()
     weight: ClassVar[int] = 3
     summary: ClassVar[str] = ""
@@ -122,6 +124,12 @@ class Fault(ABC):
 
     @abstractmethod
     async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None: ...
+
+    async def stayed(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord
+                     ) -> str | None:
+        """Why converging on the same container is right for this fault, or None (then
+        it is a violation: the fault should have replaced it)."""
+        return None
 
     @staticmethod
     def _mark(ctx: FaultContext, record: FaultRecord, *, lifted: bool = True) -> None:
@@ -243,14 +251,35 @@ class SuspendWake(Fault):
     kind = "suspend"
     summary = "suspend through the admin API under traffic; the next message wakes it"
     replaces_container = True
+    may_stay = True
     weight = 2
 
     async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        name = _target(plan)
+        record.suspensions_before = await _suspensions(ctx, name)
         await self._strike(ctx, plan, record, lifted=False)
-        result = await ctx.api.suspend(_target(plan))
+        result = await ctx.api.suspend(name)
         if result != "suspending":
             record.missed = f"suspend answered {result!r}"
         record.lifted_at = ctx.clock()  # suspended: from here on every message must wake it
+
+    async def stayed(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord
+                     ) -> str | None:
+        """A message that lands between the request and the reconcile that would carry
+        it out wakes the workspace before it ever stopped: the suspension is superseded
+        and the container rightly kept. Right only if no suspension took effect (the
+        workspace's `Suspended` event did not count up)."""
+        if record.suspensions_before is None:
+            return None
+        if await _suspensions(ctx, _target(plan)) != record.suspensions_before:
+            return None
+        return "a message arrived before the suspension took effect: woken in place"
+
+
+async def _suspensions(ctx: FaultContext, name: str) -> int:
+    """How many times the workspace was suspended, by its `Suspended` events."""
+    events = (await ctx.api.describe(name)).get("events") or []
+    return sum(int(e.get("count") or 1) for e in events if e.get("reason") == "Suspended")
 
 
 class DeleteReapply(Fault):

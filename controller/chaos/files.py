@@ -75,6 +75,9 @@ class FileLoss:
     unreadable: str | None = None
     """Why the storage could not be read (then every acknowledged file is unverified)."""
     acked: int = 0
+    kept_after: WrittenFile | None = None
+    """The first acknowledged file after the last lost one that is intact: between the
+    two lies the moment the storage lost them."""
 
 
 def content(run_id: str, workspace: str, seq: int) -> str:
@@ -178,7 +181,11 @@ class FileWriter:
             self.stats.missing += len(missing)
             self.stats.changed += len(changed)
             if missing or changed:
-                losses.append(FileLoss(name, tuple(missing), tuple(changed), acked=len(written)))
+                last = max(f.seq for f in (*missing, *changed))
+                lost = {f.seq for f in (*missing, *changed)}
+                kept = next((f for f in written if f.seq > last and f.seq not in lost), None)
+                losses.append(FileLoss(name, tuple(missing), tuple(changed), acked=len(written),
+                                       kept_after=kept))
         return losses
 
     async def _read(self, name: str) -> tuple[dict[str, str] | None, str]:

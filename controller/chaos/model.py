@@ -82,6 +82,8 @@ class FaultRecord:
     """Injected, but not as planned (e.g. the controller never reached the stall point)."""
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    suspensions_before: int | None = None
+    """suspend: the workspace's `Suspended` event count before the request."""
 
     @property
     def converge_seconds(self) -> float | None:

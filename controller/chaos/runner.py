@@ -277,21 +277,38 @@ class Run:
         # one that lands between the fault's delete and the agent's next read heals
         # the workspace in place (the agent reads a live token), which is no failure.
         healed_by_refresh = plan.kind == "token" and self.config.token_expiration is not None
+        may_stay = healed_by_refresh or fault.may_stay
         lifted = record.lifted_at
+
+        def stayed() -> bool:
+            return replaced is not None and any(c.id == record.before_container
+                                                for c in self.observer.mine(replaced))
 
         def done() -> bool:
             if not all(self.observer.converged(n) for n in affected):
                 return False
-            return replaced is None or record.before_container is None or all(
-                c.id != record.before_container for c in self.observer.mine(replaced)) \
-                or (healed_by_refresh and self.clock.now() - lifted >= 5.0)
+            return replaced is None or record.before_container is None or not stayed() \
+                or (may_stay and self.clock.now() - lifted >= 5.0)
 
         if await self.observer.wait(done, self.config.fault_timeout):
             record.converged_at = self.clock.now()
-            self.say(f"{plan.label}: converged in {record.converge_seconds:.1f}s")
-            if replaced is not None and any(c.id == record.before_container
-                                            for c in self.observer.mine(replaced)):
+            kept = stayed()  # once: the observer samples meanwhile
+            if kept and healed_by_refresh:
                 self.healed_in_place += 1
+            if kept and not healed_by_refresh:
+                try:
+                    why = await fault.stayed(self.ctx, plan, record)
+                except Exception:  # an unknown answer does not prove the container right
+                    why = None
+                if why is None:
+                    self._violate(CONVERGE, replaced, plan.label, "converged on the container "
+                                  f"it had ({str(record.before_container)[:12]}), which the "
+                                  "fault should have replaced")
+                    return
+                record.notes.append(why)
+                self.say(f"{plan.label}: converged in place ({why})")
+            else:
+                self.say(f"{plan.label}: converged in {record.converge_seconds:.1f}s")
             await self.tokens.read_tokens(affected)
             return
         for name in affected:

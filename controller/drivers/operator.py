@@ -67,6 +67,8 @@ GROUP = "wsctl.dev"
 VERSION = "v1alpha1"
 PLURAL = "workspaces"
 FINALIZER = "wsctl.dev/finalizer"
+WORKER_INSTANT_EXIT_SECONDS = 0.1
+WORKER_EXIT_POLL_SECONDS = 2.0
 ANNOTATION_PREFIX = "kopf.wsctl.dev"
 """kopf's own bookkeeping annotations; not "wsctl.dev", or kopf would ignore changes of
 wsctl.dev/restartedAt as its own."""
@@ -167,6 +169,13 @@ class WorkspaceOperator(EventTriggers):
         settings.posting.reporting_component = "wsctl"
         settings.posting.event_name_prefix = "wsctl-"
         settings.execution.default_backoff = 5.0
+        # A deleted workspace's worker (a kopf timer) must exit before the delete
+        # handler runs. kopf re-checks a worker still busy (mid-reconcile) only every
+        # `cancellation_polling` seconds, 60 by default: a delete that arrived during a
+        # reconcile then took a minute. Give an idle worker a moment to exit at once
+        # and re-check a busy one every couple of seconds (a reconcile is seconds long).
+        settings.background.instant_exit_timeout = WORKER_INSTANT_EXIT_SECONDS
+        settings.background.cancellation_polling = WORKER_EXIT_POLL_SECONDS
         settings.process.ultimate_exiting_timeout = opts.ultimate_exit_timeout
         return settings
 

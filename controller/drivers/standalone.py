@@ -33,6 +33,7 @@ class Snapshot:
     """The fleet as seen by the last resync's single list call."""
 
     taken_at: float
+    """When the list call began (monotonic)."""
     containers: list[ObservedContainer]
 
 
@@ -146,9 +147,12 @@ class StandaloneDriver(EventTriggers):
             await self._resync()
 
     async def _resync(self) -> None:
+        # Stamped before the list call: a trigger while Docker lists (an event the list
+        # may or may not reflect) makes the snapshot too old for that workspace.
+        started = time.monotonic()
         containers = await self.engine.list_containers()
         workspaces = await self.store.list_workspaces()
-        self._snapshot = snap = Snapshot(time.monotonic(), containers)
+        self._snapshot = snap = Snapshot(started, containers)
         # A trigger older than the snapshot counts as none (`_containers_for`): forget
         # those, so the map holds only keys touched since, not deleted workspaces.
         self._last_trigger = {k: t for k, t in self._last_trigger.items() if t > snap.taken_at}
@@ -200,14 +204,17 @@ class StandaloneDriver(EventTriggers):
         self.stats.reconciles += 1
         ws = await self.store.get_workspace(key.namespace, key.name)
         containers = self._containers_for(key)
-        # The snapshot is used once; later passes look again.
-        if self._snapshot is not None and containers is not None:
+        try:
+            if ws is None:  # purged (or never existed): forget its failures too
+                await self._remove_leftovers(key, containers)
+                self.queue.forget(key)
+                return
+            result = await self.reconciler.reconcile(ws, ws.status, containers)
+        finally:
+            # A snapshot serves one pass at most, and what this pass did (a container
+            # created, started, removed: no trigger of its own) is not in any snapshot
+            # taken before it ended.
             self._last_trigger[key] = time.monotonic()
-        if ws is None:  # purged (or never existed): forget its failures too
-            await self._remove_leftovers(key, containers)
-            self.queue.forget(key)
-            return
-        result = await self.reconciler.reconcile(ws, ws.status, containers)
         if result.status is not None and result.status != ws.status:
             await self.store.write_status(key.namespace, key.name, result.status)
         if result.error is not None:

@@ -83,6 +83,8 @@ class FakeApi:
     calls: list[tuple[str, str]] = field(default_factory=list)
     delete_status: int = 202
     suspend_result: str = "suspending"
+    suspensions: list[int] = field(default_factory=list)
+    """The `Suspended` event count each `describe` answers, in order (then 0)."""
     exists_answers: list[bool | None] = field(default_factory=list)
     """What `exists` answers, in order (then False: gone)."""
 
@@ -101,6 +103,13 @@ class FakeApi:
     async def suspend(self, name: str) -> str:
         self.calls.append(("suspend", name))
         return self.suspend_result
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        """Events as the controller dedupes them: one `Suspended` row with a count."""
+        self.calls.append(("describe", name))
+        count = self.suspensions.pop(0) if self.suspensions else 0
+        return {"events": [{"reason": "Ready", "count": 2},
+                           *([{"reason": "Suspended", "count": count}] if count else [])]}
 
 
 @dataclass

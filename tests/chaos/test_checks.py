@@ -163,7 +163,14 @@ def test_lost_files_name_the_files_and_the_faults_since_the_first_was_written() 
     assert (v.invariant, v.workspace, v.fault) == ("files", "w01", "#2 kill on w01")
     assert v.detail == ("of 9 acknowledged files in /workspace/chaos: 2 missing (4.txt, "
                         "5.txt); 1 with other content (7.txt); the first written at 12.0s "
-                        "into container c0ffee012345")
+                        "into container c0ffee012345, the last at 18.0s into c0ffee012345 "
+                        "(1 container(s): c0ffee012345)")
+    # Which intact file came first after the loss brackets the moment it happened.
+    later = WrittenFile("w01", 8, "d", 26.0, 26.1, "beef00112233aa")
+    (bracketed,) = lost_files([FileLoss("w01", missing=(written(4, 12.0),), acked=9,
+                                        kept_after=later)], [kill], 30.0)
+    assert bracketed.detail.endswith("into container c0ffee012345; 8.txt, written at 26.0s "
+                                     "into beef00112233, is intact")
     (unread,) = lost_files([FileLoss("w01", unreadable="no running container", acked=9)],
                            [kill], 30.0)
     assert unread.detail == "9 acknowledged file(s) could not be read back: no running container"

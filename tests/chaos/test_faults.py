@@ -103,12 +103,28 @@ async def test_suspend_goes_through_the_api_and_must_end_on_a_new_container() ->
     clock.now = 3.0
     plan, rec = record("suspend")
     await FAULTS["suspend"].inject(ctx, plan, rec)
-    assert api.calls == [("suspend", "w01")] and engine.calls == []
+    assert api.calls == [("describe", "w01"), ("suspend", "w01")] and engine.calls == []
     assert rec.before_container == f"id-{WS}-g2"
     assert rec.injected_at == rec.lifted_at == 3.0 and rec.missed is None
     assert FAULTS["suspend"].replaced(plan) == "w01"
     # Suspended is a state, not a degradation: nothing may be reported Degraded.
     assert FAULTS["suspend"].may_cause == frozenset()
+
+
+@pytest.mark.parametrize("before, after, in_place", [(0, 0, True), (2, 2, True),
+                                                     (0, 1, False), (2, 3, False)])
+async def test_a_suspend_may_end_on_its_container_only_if_it_never_took_effect(
+        before: int, after: int, in_place: bool) -> None:
+    """A message between the request and the reconcile wakes the workspace before it
+    stopped: the container is rightly kept, unless a suspension did happen."""
+    api = FakeApi(suspensions=[before, after])
+    ctx, _, _ = context(fleet(), api)
+    plan, rec = record("suspend")
+    await FAULTS["suspend"].inject(ctx, plan, rec)
+    assert FAULTS["suspend"].may_stay and rec.suspensions_before == before
+    why = await FAULTS["suspend"].stayed(ctx, plan, rec)
+    assert (why is not None) == in_place, why
+    assert not FAULTS["kill"].may_stay
 
 
 async def test_a_suspend_the_api_did_not_take_is_missed() -> None:

@@ -80,6 +80,14 @@ async def test_every_acknowledged_file_is_read_back_from_the_running_container()
     assert loss.workspace == "w01" and loss.acked == 3
     assert [f.name for f in loss.missing] == ["1.txt", "2.txt"]
     assert [f.name for f in loss.changed] == ["3.txt"]
+    assert loss.kept_after is None  # nothing intact after the last lost file
+
+    # Lost early, intact later: the first intact file after the loss brackets it.
+    await files.write_one("w01")
+    storage.files["w01"] = {"4.txt": storage.files["w01"]["4.txt"]}
+    (loss,) = await files.verify()
+    assert [f.name for f in loss.missing] == ["1.txt", "2.txt", "3.txt"]
+    assert loss.kept_after is not None and loss.kept_after.name == "4.txt"
 
 
 async def test_storage_that_cannot_be_read_is_a_loss_not_a_skip() -> None:

@@ -3,7 +3,9 @@ Docker containers (issue 4). Each test names its own workspaces."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -231,6 +233,39 @@ def test_delete_runs_finalizer_removing_container_and_tokens(
     assert call(operator, store.live_token(f"{NAMESPACE}.foxtrot")) is None
     assert call(operator, store.get_registration(f"{NAMESPACE}.foxtrot")) is None
     assert has_event(kubectl, "foxtrot", "Deleting")
+
+
+def test_delete_during_a_reconcile_is_not_held_back_by_the_worker(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delete that lands while the workspace's worker is mid-reconcile (here: a pass
+    made 3 s slow, which changes nothing) waits for that pass, not for kopf's default
+    60 s re-check of a busy worker: seen as a teardown that timed out under load."""
+    ensure_secret(kubectl, "llm", KEY_1)
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace("oscar"))
+    ready(kubectl, "oscar")
+    assert operator.controller is not None and operator.controller.operator is not None
+    reconciler = operator.controller.operator.reconciler
+    real = reconciler.reconcile
+    slowed = threading.Event()
+
+    async def slow_once(ws: Any, previous: Any) -> Any:
+        if ws.metadata.name == "oscar" and not slowed.is_set():
+            slowed.set()
+            await asyncio.sleep(3)
+        return await real(ws, previous)
+
+    monkeypatch.setattr(reconciler, "reconcile", slow_once)
+    kubectl.patch(WORKSPACES, "workspaces", NAMESPACE, "oscar",
+                  {"metadata": {"labels": {"touched": "yes"}}})
+    assert slowed.wait(EVENT_DRIVEN), "the touch woke oscar's worker"
+    started = time.monotonic()
+    kubectl.delete(WORKSPACES, "workspaces", NAMESPACE, "oscar")
+    wait_for(lambda: kubectl.find(WORKSPACES, "workspaces", NAMESPACE, "oscar") is None,
+             90, "oscar gone")
+    took = time.monotonic() - started
+    assert took < 15, f"the delete took {took:.1f}s"
+    assert managed(docker_client, "oscar") == []
 
 
 def test_register_failure_is_degraded_with_event_naming_the_class(

@@ -670,3 +670,11 @@ def test_limiter_table_is_bounded_least_recently_used_first() -> None:
     for i in range(10_000):
         limiter.spend(f"10.0.{i // 256}.{i % 256}")
     assert len(limiter) == 3
+
+
+def test_a_limiter_passed_in_is_the_one_used_even_while_empty() -> None:
+    """An empty limiter has len() 0: `limiter or FailedAuthLimiter()` threw away the
+    one passed in (one limiter shared with the LLM gateway would not be shared)."""
+    shared = FailedAuthLimiter(burst=2, clock=Clock())
+    assert len(shared) == 0
+    assert Registry(FakeStore(), identity, lambda _: None, limiter=shared).limiter is shared
