@@ -31,6 +31,8 @@ class EnvValue:
 
     def shown(self) -> str:
         """How the value may be printed: secret values never are."""
+        if self.llm_credential:
+            return "<llm-credential>"
         return "<set>" if self.secret else self.value
 
 
@@ -123,14 +125,18 @@ def project_env(ws: Workspace, secrets: SecretLookup,
         if spec.model:
             for name in provider.model_vars:
                 env[name] = EnvValue(spec.model)
+        key = None
         if spec.llm.api_key is not None:
             # Resolved in both modes: a missing key is reported at apply time, not at
             # the agent's first call. In gateway mode it goes no further.
             key = _resolve(spec.llm.api_key.secret_ref, "spec.llm.apiKey.secretRef",
                            secrets, missing)
-            if key is not None:
-                for name in provider.key_vars:
-                    env[name] = LLM_CREDENTIAL if gateway else EnvValue(key, secret=True)
+        if gateway:  # always a credential, so a call without a key gets the gateway's answer
+            for name in provider.key_vars:
+                env[name] = LLM_CREDENTIAL
+        elif key is not None:
+            for name in provider.key_vars:
+                env[name] = EnvValue(key, secret=True)
 
     if missing:
         raise ProjectionError(str(ws.key), missing)

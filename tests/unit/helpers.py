@@ -14,9 +14,12 @@ def workspace(name: str = "alice", **spec: Any) -> Workspace:
     )
 
 
-def minimax(name: str = "alice", base_url: str | None = None, **spec: Any) -> Workspace:
+def minimax(name: str = "alice", base_url: str | None = None, access: str | None = None,
+            **spec: Any) -> Workspace:
     llm: dict[str, Any] = {"provider": "minimax",
                            "apiKey": {"secretRef": {"name": "minimax", "key": "api-key"}}}
+    if access is not None:
+        llm["access"] = access
     if base_url is not None:
         llm["baseURL"] = base_url
     return workspace(name, model="MiniMax-M3", llm=llm, **spec)

@@ -71,6 +71,7 @@ async def test_recreate_runs_ops_in_plan_order() -> None:
         ("engine.diagnostics", "c1"),
         ("store.add_diagnostics", WS_ID, "c1", "ConfigChanged"),
         ("engine.ensure_volume", "wsctl-default.alice-workspace"),
+        ("store.put_llm_credential", WS_ID, 2),  # gateway mode: before the container exists
         ("engine.create", NEW, GATEWAY),
         ("engine.put_token", NEW_ID),          # into the created container, before start
         ("store.insert_token", WS_ID, 2, NEW_ID),
@@ -80,8 +81,9 @@ async def test_recreate_runs_ops_in_plan_order() -> None:
         *[("store.add_event", WS_ID, e.type, e.reason) for e in p.events],
     ]
     assert p.events  # the recreate announces itself
-    assert engine.containers[NEW_ID] == next(
-        op.spec for op in p.ops if isinstance(op, CreateContainer))
+    planned = next(op.spec for op in p.ops if isinstance(op, CreateContainer))
+    assert engine.containers[NEW_ID] == planned.with_llm_credential(
+        engine.containers[NEW_ID].env["ANTHROPIC_AUTH_TOKEN"].value)
 
 
 @pytest.mark.parametrize(("found_uid", "first", "announced"), [
@@ -121,6 +123,36 @@ async def test_token_in_container_is_the_one_activated() -> None:
     assert token not in repr(store)  # only the hash is stored
 
 
+async def test_gateway_mode_container_gets_a_fresh_credential_stored_only_as_its_hash() -> None:
+    w = ws()
+    seen = set()
+    for _ in range(2):
+        engine, store, _ = ports()
+        await Executor(engine, store, host_gateway=GATEWAY).run(w.key, recreate_plan(w))
+        env = engine.containers[NEW_ID].env
+        credential = env["ANTHROPIC_AUTH_TOKEN"].value
+        assert env["MINIMAX_API_KEY"].value == credential and env["MINIMAX_API_KEY"].secret
+        assert len(base64.urlsafe_b64decode(credential + "=")) == 32
+        assert all(SECRETS[("minimax", "api-key")] not in v.value for v in env.values())
+        ((digest, stored),) = store.llm_credentials.items()
+        assert digest == hashlib.sha256(credential.encode()).hexdigest()
+        assert (stored.workspace_id, stored.generation, stored.provider, stored.base_url) \
+            == (WS_ID, 2, "minimax", None)
+        assert credential not in repr(store)
+        assert credential not in redact.redact(f"x {credential} y")
+        seen.add(credential)
+    assert len(seen) == 2  # per generation, per run: never reused
+
+
+async def test_direct_mode_mints_no_credential() -> None:
+    w = ws(access="direct")
+    engine, store, calls = ports()
+    await Executor(engine, store, host_gateway=GATEWAY).run(w.key, recreate_plan(w))
+    assert not any(c[0] == "store.put_llm_credential" for c in calls)
+    assert engine.containers[NEW_ID].env["ANTHROPIC_AUTH_TOKEN"].value == \
+        SECRETS[("minimax", "api-key")]
+
+
 async def test_every_run_mints_a_fresh_token() -> None:
     w = ws()
     p = recreate_plan(w)
@@ -141,10 +173,10 @@ async def test_diagnostics_of_a_vanished_container_are_skipped() -> None:
 
 
 @pytest.mark.parametrize(("method", "op_type", "done_before"), [
-    ("create", CreateContainer, 3),
-    ("put_token", WriteToken, 4),
-    ("stop", StopContainer, 6),
-    ("start", StartContainer, 8),
+    ("create", CreateContainer, 4),
+    ("put_token", WriteToken, 5),
+    ("stop", StopContainer, 7),
+    ("start", StartContainer, 9),
 ])
 async def test_failing_op_raises_naming_it_and_stops(method: str, op_type: type,
                                                      done_before: int) -> None:

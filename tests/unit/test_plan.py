@@ -236,6 +236,52 @@ def test_online_when_registered_and_fresh() -> None:
     assert [e.reason for e in p.events] == ["Online"]
 
 
+def budgeted(tokens_per_day: int) -> Workspace:
+    w = ws()
+    llm = {**w.to_wire()["spec"]["llm"], "budget": {"tokensPerDay": tokens_per_day}}
+    return Workspace.model_validate(
+        {**w.to_wire(), "spec": {**w.to_wire()["spec"], "llm": llm}})
+
+
+@pytest.mark.parametrize(("used", "degraded"), [(999, False), (1000, True), (5000, True)])
+def test_a_spent_budget_is_degraded_until_the_next_utc_day(used: int, degraded: bool) -> None:
+    w = budgeted(1000)
+    now = datetime(2026, 12, 3, 23, 0, tzinfo=UTC)
+    p = run(w, Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                        agent=registered(1, at=now), llm_tokens_today=used), now=now)
+    assert p.ops == ()  # the container is left alone: only its calls are refused
+    assert cond(p, "Ready") == ("True", "Registered")
+    if degraded:
+        assert cond(p, "Degraded") == ("True", "BudgetExhausted")
+        assert p.status is not None
+        message = p.status.condition("Degraded").message  # type: ignore[union-attr]
+        assert "1000 tokens" in message and "2026-12-03" in message
+        assert p.requeue_after is not None and p.requeue_after <= 3600.05
+    else:
+        assert cond(p, "Degraded") == ("False", "Healthy")
+
+
+def test_a_budget_raise_clears_budget_exhausted() -> None:
+    w = budgeted(1000)
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    observed = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                        agent=registered(1, at=now), llm_tokens_today=1500)
+    spent = run(w, observed, now=now)
+    assert cond(spent, "Degraded") == ("True", "BudgetExhausted")
+    raised = run(budgeted(2000), observed, previous=spent.status, now=now)
+    assert cond(raised, "Degraded") == ("False", "Healthy")
+    assert raised.ops == ()  # a budget is read by the gateway: no new container for it
+
+
+def test_a_sick_agent_keeps_its_own_reason_over_budget_exhausted() -> None:
+    w = budgeted(10)
+    p = run(w, Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1),
+                        agent=replace(registered(1), heartbeat_status="unhealthy"),
+                        llm_tokens_today=50))
+    assert cond(p, "Degraded")[0] == "True"
+    assert cond(p, "Degraded")[1] != "BudgetExhausted"
+
+
 def test_slow_boot_is_progressing_until_deadline_then_startup_timeout() -> None:
     w = ws(startupTimeoutSeconds=60)
     obs = Observed(containers=(container(w, 1),), tokens=ObservedTokens(1, None, 1))

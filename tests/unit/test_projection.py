@@ -7,7 +7,14 @@ from typing import get_args
 import pytest
 
 from controller.core.model import Workspace
-from controller.core.projection import MissingSecret, ProjectionError, config_hash, project
+from controller.core.projection import (
+    LLM_CREDENTIAL,
+    LlmGrant,
+    MissingSecret,
+    ProjectionError,
+    config_hash,
+    project,
+)
 from controller.core.providers import PROVIDERS, ProviderName
 from controller.core.settings import PlatformSettings
 from tests.unit.helpers import minimax, workspace
@@ -17,8 +24,9 @@ KEY = "sk-test-7f3a9c"
 SECRETS = {("llm", "key"): KEY, ("minimax", "api-key"): KEY}
 
 
-def with_provider(provider: str, base_url: str | None = None) -> Workspace:
-    llm: dict[str, object] = {"provider": provider,
+def with_provider(provider: str, base_url: str | None = None,
+                  access: str = "direct") -> Workspace:
+    llm: dict[str, object] = {"provider": provider, "access": access,
                               "apiKey": {"secretRef": {"name": "llm", "key": "key"}}}
     if base_url is not None:
         llm["baseURL"] = base_url
@@ -75,7 +83,7 @@ def test_provider_row(provider: str) -> None:
     ("https://proxy.example/v10", "https://proxy.example/v10"),
 ])
 def test_anthropic_style_base_url_loses_trailing_v1(given: str, projected: str) -> None:
-    env = project(minimax(base_url=given), SECRETS, SETTINGS).env
+    env = project(minimax(base_url=given, access="direct"), SECRETS, SETTINGS).env
     assert env["ANTHROPIC_BASE_URL"].value == projected
     assert not (env["ANTHROPIC_BASE_URL"].value + "/v1/messages").count("/v1/v1")
 
@@ -112,7 +120,7 @@ def test_missing_secrets_are_all_named_with_their_field() -> None:
 
 
 def test_no_api_key_projects_no_key_var() -> None:
-    ws = workspace(llm={"provider": "minimax"})
+    ws = workspace(llm={"provider": "minimax", "access": "direct"})
     env = project(ws, {}, SETTINGS).env
     assert "ANTHROPIC_AUTH_TOKEN" not in env and "MINIMAX_API_KEY" not in env
     assert env["ANTHROPIC_BASE_URL"].value == "https://api.minimax.io/anthropic"
@@ -147,7 +155,7 @@ def test_hash_changes_with_every_input(change: dict[str, object]) -> None:
 
 
 def test_hash_changes_with_secret_value_and_holds_only_its_digest() -> None:
-    ws = minimax()
+    ws = minimax(access="direct")
     one = project(ws, SECRETS, SETTINGS)
     two = project(ws, {("minimax", "api-key"): "sk-other"}, SETTINGS)
     assert one.config_hash != two.config_hash
@@ -159,3 +167,52 @@ def test_hash_ignores_unrelated_metadata() -> None:
     b = Workspace.model_validate({**a.to_wire(), "metadata": {"name": "alice",
                                                               "labels": {"team": "x"}}})
     assert project(a, SECRETS, SETTINGS).config_hash == project(b, SECRETS, SETTINGS).config_hash
+
+
+# ------------------------------------------------------------------ gateway mode
+
+
+@pytest.mark.parametrize("provider", sorted(EXPECTED))
+def test_gateway_mode_projects_the_gateway_and_a_credential_never_the_key(provider: str) -> None:
+    key_vars, url_vars, model_vars = EXPECTED[provider]
+    projection = project(with_provider(provider, access="gateway"), SECRETS, SETTINGS)
+    env = projection.env
+    for name in key_vars:
+        assert env[name] is LLM_CREDENTIAL, name  # the executor mints it per generation
+    expected_url = f"{SETTINGS.registry_url}/llm/{provider}" + \
+        ("/v1" if provider == "openai" else "")
+    for name in url_vars:
+        assert env[name].value == expected_url
+    for name in model_vars:
+        assert env[name].value == "m-1"
+    assert all(KEY not in v.value for v in env.values())
+    assert projection.llm == LlmGrant(provider, None)
+
+
+def test_gateway_mode_is_the_default() -> None:
+    projection = project(minimax(base_url="https://api.minimax.io/anthropic/v1/"),
+                         SECRETS, SETTINGS)
+    assert projection.llm == LlmGrant("minimax", "https://api.minimax.io/anthropic/v1/")
+    assert projection.env["ANTHROPIC_BASE_URL"].value == \
+        "http://host.docker.internal:8081/llm/minimax"
+    assert projection.env["ANTHROPIC_AUTH_TOKEN"] is LLM_CREDENTIAL
+
+
+def test_gateway_mode_without_a_key_still_gets_a_credential() -> None:
+    env = project(workspace(llm={"provider": "minimax"}), {}, SETTINGS).env
+    assert env["ANTHROPIC_AUTH_TOKEN"] is LLM_CREDENTIAL  # the gateway then says "no key"
+
+
+def test_gateway_mode_still_reports_a_missing_key_secret() -> None:
+    with pytest.raises(ProjectionError, match="spec.llm.apiKey.secretRef"):
+        project(minimax(), {}, SETTINGS)
+
+
+def test_gateway_mode_hash_ignores_the_key_but_not_where_the_credential_leads() -> None:
+    base = project(minimax(), SECRETS, SETTINGS)
+    assert project(minimax(), {("minimax", "api-key"): "sk-other"}, SETTINGS).config_hash \
+        == base.config_hash  # a rotated key needs no new container
+    for other in (minimax(base_url="https://proxy.example/anthropic"),
+                  minimax(access="direct")):
+        assert project(other, SECRETS, SETTINGS).config_hash != base.config_hash
+    assert KEY not in base.config_hash

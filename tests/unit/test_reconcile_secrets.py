@@ -58,7 +58,8 @@ async def test_unreadable_secret_is_a_projection_error_naming_it() -> None:
 async def test_a_workspace_with_other_secrets_is_unaffected() -> None:
     store = SecretsStore()
     ws = workspace("bob", model="MiniMax-M3", llm={
-        "provider": "minimax", "apiKey": {"secretRef": {"name": "other", "key": "k"}}})
+        "provider": "minimax", "access": "direct",
+        "apiKey": {"secretRef": {"name": "other", "key": "k"}}})
     result = await reconciler(store).project(ws)
     assert isinstance(result, Projection)
     assert result.env["MINIMAX_API_KEY"].value == "sk-readable"
@@ -68,7 +69,7 @@ async def test_a_workspace_with_other_secrets_is_unaffected() -> None:
 async def test_secrets_from_the_environment_override_and_spare_the_store_read() -> None:
     store = SecretsStore()
     env = {"WSCTL_SECRET_MINIMAX_API_KEY": "sk-from-env"}
-    result = await reconciler(store, env).project(minimax())
+    result = await reconciler(store, env).project(minimax(access="direct"))
     assert isinstance(result, Projection)  # the unreadable stored copy is not even read
     assert result.env["MINIMAX_API_KEY"].value == "sk-from-env"
     assert store.asked == []

@@ -24,8 +24,9 @@ def test_render_shows_projection_without_secret_values(
     assert doc["workspace"] == "default/alice"
     assert container["image"] == "wsctl/agent:latest"
     env = container["env"]
-    assert env["MINIMAX_API_KEY"] == "<set>" and env["ANTHROPIC_AUTH_TOKEN"] == "<set>"
-    assert env["ANTHROPIC_BASE_URL"] == "https://api.minimax.io/anthropic"
+    # gateway mode (the default): a credential minted per container, the gateway's URL
+    assert env["MINIMAX_API_KEY"] == env["ANTHROPIC_AUTH_TOKEN"] == "<llm-credential>"
+    assert env["ANTHROPIC_BASE_URL"] == "http://host.docker.internal:8081/llm/minimax"
     assert env["ANTHROPIC_MODEL"] == "MiniMax-M3"
     assert container["labels"]["wsctl.dev/workspace"] == "default.alice"
     assert container["labels"]["wsctl.dev/config-hash"] == container["configHash"]
