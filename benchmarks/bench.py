@@ -11,6 +11,10 @@
     # wake-to-answer only (suspended workspace vs `docker start` of a stopped container):
     python -m benchmarks.bench --only wake --quick --out benchmarks/results/quick
 
+    # the LLM gateway's added latency only (direct calls to a fake provider vs through
+    # the gateway; benchmarks/gateway.py):
+    python -m benchmarks.bench --only gateway --quick --out /tmp/gwbench
+
 Every figure is a ratio or a count measured in the same run as its baseline.
 Results: benchmarks/results/{results.json,results.md,*.png}.
 """
@@ -46,6 +50,7 @@ from benchmarks.fleet import (
     postmaster_pid,
     proc_stats,
 )
+from benchmarks.gateway import bench_gateway, gateway_table
 from controller.adapters.images import DEFAULT_TAG, ensure_agent_image
 from controller.core.a2a import message_send
 from controller.core.containerspec import ContainerSpec, container_spec
@@ -701,10 +706,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small N; checks the suite works")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", choices=["all", "bringup", "wake"], default="all",
+    parser.add_argument("--only", choices=["all", "bringup", "wake", "gateway"],
+                        default="all",
                         help="bringup: only the cold bring-up, at --sizes, --trials times; "
                         "writes bringup.{json,md} to --out, not results.*; wake: only "
-                        "wake-to-answer, --samples times; writes wake[-quick].{json,md}")
+                        "wake-to-answer, --samples times; writes wake[-quick].{json,md}; "
+                        "gateway: only the LLM gateway's added latency; writes "
+                        "gateway[-quick].{json,md}")
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")],
                         help="comma-separated N for bring-up (default 10,50,200; 3 with --quick)")
     parser.add_argument("--samples", type=int,
@@ -730,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
     wakes = args.samples or (3 if args.quick else 20)
     if args.only == "wake":
         return wake_only(args, client, wakes)
+    if args.only == "gateway":
+        return gateway_only(args, client)
     baselines.ensure_compose()
     restarts, kills = (3, 3) if args.quick else (20, 20)
     started = time.monotonic()
@@ -743,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
                             for n in sizes]
         results["reaction"] = bench_reaction(fleet, kills)
         results["wake"] = bench_wake(fleet, wakes)
+        results["gateway"] = bench_gateway(fleet, args.quick, say)
     results["duration_seconds"] = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / ("results-quick.json" if args.quick else "results.json")).write_text(
@@ -750,7 +761,10 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.report import write_report
 
     table = write_report(results, args.out, quick=args.quick)
-    print(table)
+    gateway = gateway_table(results["gateway"])
+    with (args.out / ("results-quick.md" if args.quick else "results.md")).open("a") as md:
+        md.write("\n" + gateway)
+    print(table + "\n" + gateway)
     return 0
 
 
@@ -790,6 +804,25 @@ def wake_only(args: argparse.Namespace, client: docker.DockerClient, samples: in
     (args.out / f"wake{suffix}.json").write_text(json.dumps(doc, indent=2))
     text = wake_table(doc)
     (args.out / f"wake{suffix}.md").write_text(text)
+    print(text)
+    return 0
+
+
+def gateway_only(args: argparse.Namespace, client: docker.DockerClient) -> int:
+    doc: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "quick": args.quick, "source": source(), "machine": machine(client)}
+    started = time.monotonic()
+    with fleet_environment(client) as fleet:
+        doc["gateway"] = bench_gateway(fleet, args.quick, say)
+    doc["duration_seconds"] = time.monotonic() - started
+    suffix = "-quick" if args.quick else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"gateway{suffix}.json").write_text(json.dumps(doc, indent=2))
+    from benchmarks.report import machine_line, source_line
+
+    text = "\n".join([machine_line(doc), "", source_line(doc["source"]), "",
+                      gateway_table(doc["gateway"])])
+    (args.out / f"gateway{suffix}.md").write_text(text)
     print(text)
     return 0
 

@@ -23,7 +23,8 @@ Answers of its own, in the provider's error shape (`llm_wire`), by class:
 - 413 `body_too_large`: over `max_request_bytes`, declared or streamed;
 - 429 `budget_exhausted` (`x-should-retry: false`): the workspace's budget says no;
 - 403 `no_provider_key`: the workspace's key is not set (not retryable, and not a
-  401: the agent's own credential is fine);
+  401: the agent's own credential is fine); 403 `provider_key_unreadable`: it is
+  stored but does not decrypt with the controller's secret key;
 - 503 `store_unavailable` (+ Retry-After): the database is away;
 - 502 `upstream_unreachable`, 504 `upstream_timeout`: no answer from the provider.
 The provider's own answers pass through with their status; they are classed
@@ -55,7 +56,7 @@ from controller.api.llm_metrics import GatewayMetrics
 from controller.api.llm_wire import GatewayRefusal, request_headers, response_headers
 from controller.api.registry import FailedAuthLimiter
 from controller.core import redact, tokens
-from controller.core.errors import StoreUnavailableError
+from controller.core.errors import SecretUnreadableError, StoreUnavailableError
 from controller.core.providers import PROVIDERS, Provider, WireApi
 from controller.core.usage import ZERO, NoUsage, Usage, UsageObserver, observer_for
 
@@ -135,8 +136,6 @@ class _Outcome:
     status: int = 500
     cls: str = "internal_error"
     usage: Usage = ZERO
-    attempted: bool = False
-    """The call went (or was tried) upstream: it is recorded against the workspace."""
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -241,8 +240,7 @@ class LlmGateway:
             response = GatewayRefusal(500, "internal_error", "internal error").response(api)
         seconds = time.monotonic() - started
         self._account(outcome, seconds)
-        if outcome.workspace is not None and (outcome.attempted
-                                              or outcome.cls == "budget_exhausted"):
+        if outcome.workspace is not None:  # every call of a known workspace, refusals too
             try:
                 await self.usage.record(outcome.workspace, outcome.provider, outcome.usage,
                                         outcome.status,
@@ -293,6 +291,10 @@ class LlmGateway:
                 raise GatewayRefusal(429, "budget_exhausted", "the workspace's LLM token "
                                      "budget is spent", retry=False)
             key = await self.keys.key_for(row.workspace_id)
+        except SecretUnreadableError:  # a wrong secret key: the workspace's own problem
+            raise GatewayRefusal(403, "provider_key_unreadable", "the controller cannot read "
+                                 "the workspace's provider key; `wsctl describe` says why",
+                                 retry=False) from None
         except StoreUnavailableError:
             raise GatewayRefusal(503, "store_unavailable", "the database is unavailable; "
                                  "retry later", retry_after=STORE_RETRY_AFTER_SECONDS) from None
@@ -351,7 +353,6 @@ class LlmGateway:
         body = _CappedBody(request, self.max_request_bytes) if request.body_exists else None
         headers = request_headers(request.headers, provider.key_headers(key),
                                   keep_length=request.content_length is not None)
-        outcome.attempted = True
         try:
             upstream = await self._session().request(
                 request.method, URL(url, encoded=True), headers=headers,

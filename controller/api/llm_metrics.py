@@ -7,15 +7,18 @@ prometheus_client's process-global default).
   `upstream_unreachable`, `upstream_server_error`, ...). Requests refused before a
   credential is known count under workspace `-`; an unknown provider in the path
   under provider `unknown`, so a caller cannot create label values at will.
-- `wsctl_llm_request_duration_seconds{provider}`: the time from the request to
-  the end of the answer (a stream's whole length).
+- `wsctl_llm_request_duration_seconds{workspace, provider}`: the time from the
+  request to the end of the answer (a stream's whole length).
 - `wsctl_llm_tokens_total{workspace, provider, kind}`: kind `input`, `output`,
   `cache_creation`, `cache_read`, as `controller.core.usage.Usage` counts them.
+
+Label sets of a workspace that no longer exists are dropped (`forget_unknown`, run
+by the composition root on each scrape), so the series stay bounded by the fleet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import Metric
@@ -45,7 +48,8 @@ class GatewayMetrics:
                                 ["workspace", "provider", "class"], registry=None)
         self.duration = Histogram("wsctl_llm_request_duration_seconds",
                                   "LLM gateway requests: time to the end of the answer.",
-                                  ["provider"], buckets=DURATION_BUCKETS, registry=None)
+                                  ["workspace", "provider"], buckets=DURATION_BUCKETS,
+                                  registry=None)
         self.tokens = Counter("wsctl_llm_tokens", "Tokens reported by the provider through "
                               "the LLM gateway, by kind (input excludes cache reads).",
                               ["workspace", "provider", "kind"], registry=None)
@@ -56,8 +60,23 @@ class GatewayMetrics:
                 usage: Usage) -> None:
         ws = workspace or NO_WORKSPACE
         self.requests.labels(ws, provider, cls).inc()
-        self.duration.labels(provider).observe(seconds)
+        self.duration.labels(ws, provider).observe(seconds)
         for kind in ("input", "output", "cache_creation", "cache_read"):
             count = getattr(usage, kind)
             if count:
                 self.tokens.labels(ws, provider, kind).inc(count)
+
+    def forget_unknown(self, exists: Callable[[str], bool]) -> int:
+        """Drop every label set of a workspace for which `exists(id)` is false (deleted);
+        the count of dropped label sets."""
+        dropped = 0
+        for metric, names in ((self.requests, ("workspace", "provider", "class")),
+                              (self.duration, ("workspace", "provider")),
+                              (self.tokens, ("workspace", "provider", "kind"))):
+            present = {tuple(sample.labels[n] for n in names)
+                       for family in metric.collect() for sample in family.samples}
+            for labels in present:
+                if labels[0] != NO_WORKSPACE and not exists(labels[0]):
+                    metric.remove(*labels)
+                    dropped += 1
+        return dropped

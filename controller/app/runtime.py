@@ -108,8 +108,11 @@ class Controller:
             reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,
             db_queries=QUERY_COUNT, resyncs=driver.stats.resyncs)
 
+        llm_metrics = GatewayMetrics(exporter.registry)
+
         async def render_metrics() -> str:
             workspaces = await store.list_workspaces()
+            llm_metrics.forget_unknown({ws.key.id for ws in workspaces}.__contains__)
             return exporter.render(Levels(
                 workspaces=len(workspaces),
                 degraded=degraded_by_reason(ws.status for ws in workspaces)))
@@ -140,7 +143,7 @@ class Controller:
         llm_access = LlmAccess(find, key_resolver(secrets_of), store,
                                lambda key: driver.on_registry_event(key.id))
         llm_gateway = LlmGateway(store, llm_access, llm_access, llm_access,
-                                 metrics=GatewayMetrics(exporter.registry),
+                                 metrics=llm_metrics,
                                  limiter=registry.limiter,
                                  host_aliases={"host.docker.internal": gateway})
         registry_app.add_routes(llm_gateway.routes())

@@ -173,7 +173,10 @@ class KubernetesController:
             reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,
             db_queries=QUERY_COUNT, resyncs=None)
 
+        llm_metrics = GatewayMetrics(exporter.registry)
+
         async def render_metrics() -> str:
+            llm_metrics.forget_unknown(operator.knows)
             return exporter.render(Levels(
                 workspaces=operator.known_workspaces(),
                 degraded=degraded_by_reason(operator.known_statuses())))
@@ -190,7 +193,7 @@ class KubernetesController:
         llm_access = LlmAccess(operator.workspace, key_resolver(operator.resolve_secrets),
                                store, lambda key: operator.trigger(key, "llm-budget"))
         llm_gateway = LlmGateway(store, llm_access, llm_access, llm_access,
-                                 metrics=GatewayMetrics(exporter.registry),
+                                 metrics=llm_metrics,
                                  limiter=registry.limiter,
                                  host_aliases={"host.docker.internal": gateway})
         registry_app.add_routes(llm_gateway.routes())

@@ -120,6 +120,10 @@ class ContainerSpec:
     """Gateway mode: the executor mints this generation's LLM credential for it and
     puts it where `env` holds the placeholder."""
 
+    @property
+    def wants_llm_credential(self) -> bool:
+        return self.llm is not None and any(v.llm_credential for v in self.env.values())
+
     def with_llm_credential(self, credential: str) -> ContainerSpec:
         """The spec with the minted credential in place of every placeholder."""
         env = {name: EnvValue(credential, secret=True) if v.llm_credential else v

@@ -136,7 +136,7 @@ class SecretSource(_Model):
 
 class LLMBudget(_Model):
     """A cap on the tokens the workspace's LLM calls may use per UTC day (gateway mode:
-    the gateway counts them and refuses the call over it)."""
+    the gateway counts them and, once the day's total reaches it, refuses calls)."""
 
     tokens_per_day: Annotated[int, Field(ge=1)]
 
@@ -152,7 +152,10 @@ class LLMSpec(_Model):
     provider: ProviderName
     api_key: SecretSource | None = None
     base_url: Annotated[str | None, Field(alias="baseURL")] = None
-    access: LLMAccess = "gateway"
+    access: Annotated[LLMAccess, Field(description=(
+        "gateway (default): the container gets the controller's LLM gateway as its base "
+        "URL and a credential minted per container; the provider key stays in the "
+        "controller. direct: the key itself is in the container's environment."))] = "gateway"
     budget: LLMBudget | None = None
 
     @model_validator(mode="after")

@@ -131,12 +131,9 @@ def project_env(ws: Workspace, secrets: SecretLookup,
             # the agent's first call. In gateway mode it goes no further.
             key = _resolve(spec.llm.api_key.secret_ref, "spec.llm.apiKey.secretRef",
                            secrets, missing)
-        if gateway:  # always a credential, so a call without a key gets the gateway's answer
+        if key is not None:  # no key, no credential: the agent says so (AgentUnhealthy)
             for name in provider.key_vars:
-                env[name] = LLM_CREDENTIAL
-        elif key is not None:
-            for name in provider.key_vars:
-                env[name] = EnvValue(key, secret=True)
+                env[name] = LLM_CREDENTIAL if gateway else EnvValue(key, secret=True)
 
     if missing:
         raise ProjectionError(str(ws.key), missing)

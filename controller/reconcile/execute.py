@@ -106,7 +106,8 @@ class Executor:
                         f"{key} (uid {existing.get(LABEL_WORKSPACE_UID) or 'unknown'}); its "
                         f"files are at {volume.mount_path}")
             case CreateContainer(spec=spec):
-                if spec.llm is not None:  # gateway mode: a credential, never the key
+                if spec.wants_llm_credential:  # gateway mode: a credential, never the key
+                    assert spec.llm is not None
                     credential = tokens.mint()
                     redact.remember_token(credential)
                     await self.store.put_llm_credential(

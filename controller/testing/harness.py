@@ -60,10 +60,10 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
 class FakeLLMThread:
     """The fake Anthropic-compatible API, served from a background event loop."""
 
-    def __init__(self, host: str, api_key: str) -> None:
+    def __init__(self, host: str, api_key: str, prefix: str = "") -> None:
         self.host = host
         self.port = free_port(host)
-        self.llm = FakeLLM(api_key=api_key)
+        self.llm = FakeLLM(api_key=api_key, prefix=prefix)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True, name="fake-llm")

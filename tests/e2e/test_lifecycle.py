@@ -34,8 +34,11 @@ TOKENS_SEEN: list[str] = []  # agent tokens read during the run: they must not l
 
 
 def workspace(name: str, llm_port: int | None = None, *, api_key: bool = True,
-              env: dict[str, str] | None = None, startup: int = 60) -> dict[str, Any]:
+              env: dict[str, str] | None = None, startup: int = 60,
+              access: str | None = None) -> dict[str, Any]:
     llm: dict[str, Any] = {"provider": "minimax"}
+    if access is not None:
+        llm["access"] = access
     if llm_port is not None:
         llm["baseURL"] = f"http://host.docker.internal:{llm_port}/v1/"
     if api_key:
@@ -102,13 +105,18 @@ def side_controller(gateway: str, docker_client: docker.DockerClient,
 def test_provision_minimax_projects_env_without_v1(
         controller: ControllerProcess, fake_llm: FakeLLMThread,
         docker_client: docker.DockerClient, cleanup: list[str]) -> None:
+    """access: direct (the documented trade-off): the key itself, the provider's URL
+    with no trailing /v1. The default (gateway) is tests/e2e/test_llm_gateway_run.py."""
     cleanup.append("prov")
-    controller.apply(workspace("prov", fake_llm.port))
+    controller.apply(workspace("prov", fake_llm.port, access="direct"))
     obj = online(controller, "prov")
     env = container_env(docker_client, obj["status"]["containerID"])
     assert env["MINIMAX_API_KEY"] == PLANTED_KEY
     assert env["ANTHROPIC_AUTH_TOKEN"] == PLANTED_KEY
     assert env["ANTHROPIC_BASE_URL"] == f"http://host.docker.internal:{fake_llm.port}"
+    code, out, err = controller.cli("send", "prov", "direct call")
+    assert code == 0 and "fake-llm heard: direct call" in out, err
+    assert fake_llm.llm.requests[-1].key_ok
     assert condition(obj, "Ready")["status"] == "True"
     assert condition(obj, "Degraded")["status"] == "False"
     code, out, _ = controller.cli("get")
@@ -180,7 +188,13 @@ def test_restart_keeps_env_rotates_token_never_degraded_then_send(
     assert "Degraded" not in phases and "Failed" not in phases, phases
     assert after["status"]["restartCount"] == 1
     new_id = after["status"]["containerID"]
-    assert container_env(docker_client, new_id) == old_env
+    new_env = container_env(docker_client, new_id)
+    credential_vars = {"MINIMAX_API_KEY", "ANTHROPIC_AUTH_TOKEN"}  # gateway mode: minted
+    assert {k: v for k, v in new_env.items() if k not in credential_vars} == \
+        {k: v for k, v in old_env.items() if k not in credential_vars}
+    assert new_env.keys() == old_env.keys()
+    assert new_env["ANTHROPIC_AUTH_TOKEN"] != old_env["ANTHROPIC_AUTH_TOKEN"]
+    TOKENS_SEEN.extend(old_env[k] for k in credential_vars)
     new_token = read_token(docker_client, new_id)
     TOKENS_SEEN.append(new_token)
     assert new_token != old_token

@@ -35,6 +35,7 @@ from controller.api.llm_gateway import LlmCredential, LlmGateway
 from controller.api.llm_metrics import GatewayMetrics
 from controller.api.registry import FailedAuthLimiter
 from controller.core import tokens
+from controller.core.errors import SecretUnreadableError
 from controller.core.usage import Usage
 from tests.exposition import parse
 
@@ -42,6 +43,7 @@ ALICE, MINI, OAI = "default.alice", "default.mini", "default.oai"
 REAL_KEYS = {ALICE: "sk-ant-REAL-alice-0123456789", MINI: "mm-REAL-mini-0123456789",
              OAI: "sk-openai-REAL-oai-0123456789"}
 
+UNREADABLE = "<stored under another secret key>"
 SDK_TIMEOUT = 10.0
 """The SDK clients' timeout: a gateway that holds an answer back fails a test, not
 hangs it (the SDKs' default is 600 s)."""
@@ -224,6 +226,8 @@ class Memory:
         return self.rows.get(credential_hash)
 
     async def key_for(self, workspace_id: str) -> str | None:
+        if self.keys.get(workspace_id) == UNREADABLE:
+            raise SecretUnreadableError(f"secret of {workspace_id} cannot be decrypted")
         return self.keys.get(workspace_id)
 
     async def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
@@ -499,6 +503,18 @@ async def test_a_workspace_without_a_key(env: Env, secrets_in: None) -> None:
     assert env.upstream.seen == []
 
 
+async def test_a_key_that_does_not_decrypt_is_a_clear_refusal(env: Env,
+                                                              secrets_in: None) -> None:
+    env.memory.keys[ALICE] = UNREADABLE
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        await env.anthropic().messages.create(
+            model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert refused.value.status_code == 403
+    assert "wsctl describe" in str(refused.value.body)
+    assert env.upstream.seen == []
+    assert env.memory.recorded[-1].error_class == "provider_key_unreadable"
+
+
 async def test_the_providers_own_error_passes_through(env: Env, secrets_in: None) -> None:
     """The real key refused by the provider: its own 401, classed upstream_auth."""
     env.memory.keys[ALICE] = "sk-ant-wrong-key-000000"
@@ -711,6 +727,14 @@ async def test_metrics(env: Env, secrets_in: None) -> None:
                             kind="input") == 21
     assert exposition.value("wsctl_llm_tokens_total", workspace=ALICE, provider="anthropic",
                             kind="cache_read") == 4
-    assert exposition.value("wsctl_llm_request_duration_seconds_count",
-                            provider="anthropic") == 2
+    for workspace in (ALICE, "-"):
+        assert exposition.value("wsctl_llm_request_duration_seconds_count",
+                                workspace=workspace, provider="anthropic") == 1
     assert not any(name.endswith("_created") for name, _ in exposition.values)
+    # alice is deleted: her series go at the next scrape, the refused ones stay
+    assert env.metrics.forget_unknown(lambda workspace: workspace != ALICE) > 0
+    after = parse(generate_latest(env.metrics.registry).decode())
+    assert not any(dict(labels).get("workspace") == ALICE for _, labels in after.values)
+    assert after.value("wsctl_llm_requests_total", workspace="-", provider="anthropic",
+                       **{"class": "stale_credential"}) == 1
+    assert env.metrics.forget_unknown(lambda workspace: workspace != ALICE) == 0

@@ -136,12 +136,14 @@ def secret(name: str, values: dict[str, str]) -> dict[str, Any]:
 
 def workspace(name: str, *, secret_name: str = "llm",  # noqa: S107 (a name)
               env: dict[str, str] | None = None,
-              startup: int = 60, **spec: Any) -> dict[str, Any]:
+              startup: int = 60, llm: dict[str, Any] | None = None,
+              **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": WORKSPACES, "kind": "Workspace", "metadata": {"name": name},
         "spec": {"model": "MiniMax-M3",
                  "llm": {"provider": "minimax",
-                         "apiKey": {"secretRef": {"name": secret_name, "key": "api-key"}}},
+                         "apiKey": {"secretRef": {"name": secret_name, "key": "api-key"}},
+                         **(llm or {})},
                  "startupTimeoutSeconds": startup,
                  "env": [{"name": k, "value": v} for k, v in (env or {}).items()], **spec},
     }

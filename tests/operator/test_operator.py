@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anthropic
 import docker
 import pytest
 
 from controller.api.metrics import CONTENT_TYPE
+from controller.testing.harness import FakeLLMThread
 from tests.exposition import Exposition, never_decreased, parse
 from tests.operator.conftest import INSTANCE, NAMESPACE
 from tests.operator.harness import (
@@ -153,10 +155,11 @@ def test_spec_change_recreates_once_and_advances_observed_generation(
 def test_secret_value_change_recreates_with_new_projected_key(
         operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
         cleanup: list[str]) -> None:
+    """access: direct: the key is in the container, so a new key needs a new one."""
     ensure_secret(kubectl, "llm-rotating", KEY_1)
     cleanup.append("charlie")
     kubectl.create(WORKSPACES, "workspaces", NAMESPACE,
-                   workspace("charlie", secret_name="llm-rotating"))
+                   workspace("charlie", secret_name="llm-rotating", llm={"access": "direct"}))
     before = ready(kubectl, "charlie")
     old_id = before["status"]["containerID"]
     assert container_env(docker_client, old_id)["MINIMAX_API_KEY"] == KEY_1
@@ -169,6 +172,59 @@ def test_secret_value_change_recreates_with_new_projected_key(
     assert len(managed(docker_client, "charlie")) == 1
     shown = str(after) + str(events(kubectl, "charlie"))
     assert KEY_1 not in shown and KEY_2 not in shown
+
+
+@pytest.fixture(scope="module")
+def upstream(gateway: str) -> Iterator[FakeLLMThread]:
+    server = FakeLLMThread(gateway, KEY_1, prefix="/anthropic").start()
+    yield server
+    server.stop()
+
+
+def test_gateway_mode_key_stays_in_the_secret_and_a_new_one_needs_no_recreate(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        upstream: FakeLLMThread, cleanup: list[str]) -> None:
+    """The default (gateway): the container has a credential, the Kubernetes Secret the
+    key; the operator's gateway reads it at each call, so a changed Secret is used by
+    the next call, in the same container."""
+    ensure_secret(kubectl, "llm-gw", KEY_1)
+    cleanup.append("gwop")
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace(
+        "gwop", secret_name="llm-gw",
+        llm={"baseURL": f"http://host.docker.internal:{upstream.port}/anthropic/v1/"}))
+    cid = ready(kubectl, "gwop")["status"]["containerID"]
+    env = container_env(docker_client, cid)
+    assert not [n for n, v in env.items() if KEY_1 in v]
+    assert env["ANTHROPIC_BASE_URL"] == \
+        f"http://host.docker.internal:{operator.registry_port}/llm/minimax"
+    client = anthropic.Anthropic(base_url=f"{operator.registry}/llm/minimax",
+                                 auth_token=env["ANTHROPIC_AUTH_TOKEN"], max_retries=0,
+                                 timeout=20.0)
+
+    def ask(text: str) -> str:
+        answer = client.messages.create(model="MiniMax-M3", max_tokens=32,
+                                        messages=[{"role": "user", "content": text}])
+        return "".join(b.text for b in answer.content if b.type == "text")
+
+    assert ask("first") == "fake-llm heard: first"
+    assert (upstream.llm.requests[-1].path, upstream.llm.requests[-1].key_ok) == \
+        ("/anthropic/v1/messages", True)
+    upstream.llm.api_key = KEY_2
+    try:
+        ensure_secret(kubectl, "llm-gw", KEY_2)
+
+        def rotated() -> bool:
+            try:
+                return ask("second") == "fake-llm heard: second"
+            except anthropic.AuthenticationError:  # the watch has not seen the Secret yet
+                return False
+        wait_for(rotated, EVENT_DRIVEN, "the new key used")
+    finally:
+        upstream.llm.api_key = KEY_1
+    time.sleep(1)  # a recreate, had the Secret change caused one, starts within this
+    obj = get(kubectl, "gwop")
+    assert obj["status"]["containerID"] == cid and obj["status"].get("restartCount", 0) == 0
+    assert [c.id for c in managed(docker_client, "gwop")] == [cid]
 
 
 def test_missing_secret_is_failed_naming_the_field_then_recovers(

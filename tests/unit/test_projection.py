@@ -198,13 +198,14 @@ def test_gateway_mode_is_the_default() -> None:
     assert projection.env["ANTHROPIC_AUTH_TOKEN"] is LLM_CREDENTIAL
 
 
-def test_gateway_mode_without_a_key_still_gets_a_credential() -> None:
-    env = project(workspace(llm={"provider": "minimax"}), {}, SETTINGS).env
-    assert env["ANTHROPIC_AUTH_TOKEN"] is LLM_CREDENTIAL  # the gateway then says "no key"
+def test_gateway_mode_without_a_key_gets_no_credential() -> None:
+    projection = project(workspace(llm={"provider": "minimax"}), {}, SETTINGS)
+    assert "ANTHROPIC_AUTH_TOKEN" not in projection.env  # the agent reports it missing
+    assert not any(v.llm_credential for v in projection.env.values())
 
 
 def test_gateway_mode_still_reports_a_missing_key_secret() -> None:
-    with pytest.raises(ProjectionError, match="spec.llm.apiKey.secretRef"):
+    with pytest.raises(ProjectionError, match=r"spec\.llm\.apiKey\.secretRef"):
         project(minimax(), {}, SETTINGS)
 
 
