@@ -19,6 +19,9 @@ root (runtime.py) applies them, by wrapping what it wires together:
                                         a suspension's standby) mounts a fresh volume of its
                                         own at the storage mount path instead of the
                                         workspace's: the agent runs, its files are gone
+  WSCTL_DEBUG_BREAK_KEY_IN_CONTAINER=1  a gateway-mode container gets a provider key from
+                                        the controller's WSCTL_SECRET_* environment in
+                                        its credential variables, as in access: direct
   WSCTL_DEBUG_STALL_AFTER_OP=OpName     after an op of that type (e.g. WriteToken), the
                                         executor hangs forever: crash tests then SIGKILL
                                         the controller at that point of a recreate
@@ -57,7 +60,7 @@ log = logging.getLogger("wsctl.debug")
 PREFIX = "WSCTL_DEBUG_BREAK_"
 STALL = "WSCTL_DEBUG_STALL_AFTER_OP"
 KNOBS = ("RECREATE", "STOP_OLD", "TOKEN_REVOCATION", "TOKEN_EXPIRY", "ACTIVITY_WRITES",
-         "LOG_SECRET", "DEGRADED_REASON", "SERVES", "STORAGE")
+         "LOG_SECRET", "DEGRADED_REASON", "SERVES", "STORAGE", "KEY_IN_CONTAINER")
 _TRUE = {"1", "true", "yes"}
 _WRONG_FROM = DegradedReason.HEARTBEAT_STALE.value
 _WRONG_TO = DegradedReason.AGENT_UNHEALTHY.value
@@ -74,12 +77,17 @@ class DebugBreaks:
     degraded_reason: bool = False
     serves: bool = False
     storage: bool = False
+    key_in_container: bool = False
     stall_after_op: str | None = None
+    keys: tuple[str, ...] = ()
+    """The WSCTL_SECRET_* values of the environment (for key_in_container)."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> DebugBreaks:
         breaks = cls(**{k.lower(): environ.get(PREFIX + k, "").lower() in _TRUE for k in KNOBS},
-                     stall_after_op=environ.get(STALL) or None)
+                     stall_after_op=environ.get(STALL) or None,
+                     keys=tuple(v for k, v in sorted(environ.items())
+                                if k.startswith("WSCTL_SECRET_") and v))
         for knob in KNOBS:
             if getattr(breaks, knob.lower()):
                 log.warning("TEST-ONLY %s%s is set: this controller is broken on purpose",
@@ -101,7 +109,8 @@ class DebugBreaks:
     def executor(self, executor: Executor) -> Executor:
         if self.stall_after_op:
             executor = dataclasses.replace(executor, after_op=self.stall)
-        if not (self.recreate or self.stop_old or self.degraded_reason or self.storage):
+        if not (self.recreate or self.stop_old or self.degraded_reason or self.storage
+                or self.key_in_container):
             return executor
         values = {f.name: getattr(executor, f.name) for f in dataclasses.fields(Executor)}
         return _BrokenExecutor(**values, breaks=self)
@@ -146,6 +155,8 @@ class _BrokenExecutor(Executor):
                 op for op in plan.ops if not isinstance(op, StopContainer | RemoveContainer)))
         if self.breaks.storage and plan.action != "create":
             plan = dataclasses.replace(plan, ops=_forget_storage(plan.ops))
+        if self.breaks.key_in_container and self.breaks.keys:
+            plan = dataclasses.replace(plan, ops=_key_in_container(plan.ops, self.breaks.keys[0]))
         if self.breaks.degraded_reason:
             plan = dataclasses.replace(plan, events=tuple(
                 Event(e.type, _WRONG_TO, e.message) if e.reason == _WRONG_FROM else e
@@ -169,6 +180,17 @@ def _forget_storage(ops: tuple[Op, ...]) -> tuple[Op, ...]:
                 log.warning("broken on purpose: %s mounts a fresh volume at the storage "
                             "path", op.spec.name)
             op = CreateContainer(dataclasses.replace(op.spec, mounts=mounts))
+        changed.append(op)
+    return tuple(changed)
+
+
+def _key_in_container(ops: tuple[Op, ...], key: str) -> tuple[Op, ...]:
+    """The key where a gateway-mode container's credential would go."""
+    changed: list[Op] = []
+    for op in ops:
+        if isinstance(op, CreateContainer) and op.spec.wants_llm_credential:
+            log.warning("broken on purpose: %s gets the provider key", op.spec.name)
+            op = CreateContainer(op.spec.with_llm_credential(key))
         changed.append(op)
     return tuple(changed)
 

@@ -140,7 +140,7 @@ def test_broken_recreate_activity_and_secret_are_each_reported(tmp_path: Path) -
         tmp_path / "report", "--workspaces", "2", "--faults", "2", "--only", "kill",
         "--seed", "1", "--fault-timeout", "8", "--settle", "3",
         env={"WSCTL_DEBUG_BREAK_RECREATE": "1", "WSCTL_DEBUG_BREAK_ACTIVITY_WRITES": "1",
-             "WSCTL_DEBUG_BREAK_LOG_SECRET": "1"})
+             "WSCTL_DEBUG_BREAK_LOG_SECRET": "1", "WSCTL_DEBUG_BREAK_KEY_IN_CONTAINER": "1"})
     assert code == 1, output[-4000:]
     assert {"converge", "one-container", "activity", "secrets"} <= failed(data)
     killed = [f for f in data["faults"] if f["injected_at"] is not None]
@@ -152,8 +152,9 @@ def test_broken_recreate_activity_and_secret_are_each_reported(tmp_path: Path) -
         assert f"[converge] {fault['target']} / {fault['label']}: not converged" in output
     assert any(v["invariant"] == "activity" and "without an activity row" in v["detail"]
                for v in data["violations"])
-    secret = next(v for v in data["violations"] if v["invariant"] == "secrets")
-    assert secret["detail"].startswith("llm-api-key appears in ")
+    secrets = [v["detail"] for v in data["violations"] if v["invariant"] == "secrets"]
+    assert all(d.startswith("llm-api-key appears in ") for d in secrets), secrets
+    assert any("appears in the environment of" in d for d in secrets), secrets  # the knob
     assert "sk-chaos-PLANTED" not in json.dumps(data)  # the report names it, never shows it
 
 
