@@ -17,6 +17,8 @@ import io
 import json
 import secrets
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -231,3 +233,19 @@ def test_a_spent_budget_refuses_calls_and_degrades_until_raised(
     wait_for(lambda: degraded_reason(controller, "bud") == "", 30, "Degraded cleared")
     code, out = send(controller, "bud", "raised")
     assert code == 0 and "fake-llm heard: raised" in out, out
+
+
+def test_the_gateway_is_not_on_the_admin_listener(controller: ControllerProcess,
+                                                 upstream: FakeLLMThread) -> None:
+    """Only the registry listener (the address containers reach) serves /llm/."""
+    admin_token = (controller.data_dir / "admin.token").read_text().strip()
+    before = len(upstream.llm.requests)
+    request = urllib.request.Request(
+        f"http://{controller.server}/llm/minimax/v1/messages", method="POST",
+        data=b'{"model":"m","max_tokens":1,"messages":[]}',
+        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json",
+                 "anthropic-version": "2023-06-01"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 404
+    assert len(upstream.llm.requests) == before
