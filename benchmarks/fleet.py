@@ -86,10 +86,12 @@ class Fleet:
     image: str = "wsctl/agent:latest"
 
     def workspace(self, name: str) -> dict[str, Any]:
+        """access: direct, as the raw docker-py baseline's containers must be (it has no
+        gateway to call); the gateway's own cost is measured in benchmarks/gateway.py."""
         return {
             "apiVersion": "wsctl.dev/v1alpha1", "kind": "Workspace", "metadata": {"name": name},
             "spec": {"model": "bench", "resources": {"memory": "128Mi", "cpus": "0.25"},
-                     "llm": {"provider": "minimax",
+                     "llm": {"provider": "minimax", "access": "direct",
                              "baseURL": f"http://host.docker.internal:{self.llm.port}",
                              "apiKey": {"secretRef": {"name": "bench", "key": "api-key"}}}},
         }

@@ -410,15 +410,25 @@ def container_env(fleet: Fleet, proc: ControllerProcess) -> dict[str, str]:
     return dict(str(p).split("=", 1) for p in pairs if "=" in str(p))
 
 
-def gateway_classes(proc: ControllerProcess) -> dict[str, float]:
-    """The controller's own count of gateway requests by class (its /metrics)."""
+def counted(proc: ControllerProcess, family: str, label: str) -> dict[str, float]:
+    """One counter family of the controller's /metrics, summed by one label's value
+    (`wsctl_llm_requests_total` by `class`, `wsctl_db_queries_total` by `origin`)."""
     text = proc.client().request("GET", "/metrics", raw=True)
     out: dict[str, float] = {}
-    for m in re.finditer(r'^wsctl_llm_requests_total\{([^}]*)\} ([0-9.e+-]+)$', text, re.M):
-        cls = re.search(r'class="([^"]*)"', m[1])
-        key = cls[1] if cls else "?"
+    for m in re.finditer(rf"^{family}\{{([^}}]*)\}} ([0-9.e+-]+)$", text, re.M):
+        value = re.search(rf'{label}="([^"]*)"', m[1])
+        key = value[1] if value else "?"
         out[key] = out.get(key, 0.0) + float(m[2])
     return out
+
+
+def snapshot(proc: ControllerProcess) -> dict[str, dict[str, float]]:
+    return {"requests": counted(proc, "wsctl_llm_requests_total", "class"),
+            "sql": counted(proc, "wsctl_db_queries_total", "origin")}
+
+
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
 
 
 def bench_gateway(fleet: Fleet, quick: bool,
@@ -447,19 +457,24 @@ def bench_gateway(fleet: Fleet, quick: bool,
                 raise Failed(f"unexpected ANTHROPIC_BASE_URL {base.geturl()}")
             # What the container calls; host.docker.internal is the network's gateway.
             through = f"http://{fleet.gateway}:{base.port}{base.path}/v1/messages"
-            before = gateway_classes(proc)
+            before = snapshot(proc)
             started = time.monotonic()
             result = asyncio.run(measure(Side("direct", upstream.url, KEY),
                                          Side("gateway", through, credential), sizes,
                                          progress))
-            after = gateway_classes(proc)
+            after = snapshot(proc)
     finally:
         upstream.stop()
+    requests = delta(before["requests"], after["requests"])
+    # The gateway's statements (unattributed: origin `other`) and the rest of the
+    # controller's in the window (heartbeats, resyncs), the scrapes' own left out.
+    sql = {k: v for k, v in delta(before["sql"], after["sql"]).items() if k != "metrics"}
     result.update(
         sizes=sizes.__dict__, seconds=time.monotonic() - started,
         direct_url=upstream.url, gateway_url=through,
-        gateway_requests_by_class={k: v - before.get(k, 0.0) for k, v in after.items()
-                                   if v != before.get(k, 0.0)},
+        gateway_requests_by_class=requests,
+        sql_statements_by_origin=sql,
+        sql_statements_per_request=sum(sql.values()) / max(1.0, sum(requests.values())),
         goal=f"p99 added latency < {GOAL_MS:g} ms (gateway p99 - direct p99; non-streamed "
              "calls and streamed time to first byte); every concurrent stream completes, "
              "none stalls",
@@ -530,7 +545,9 @@ def gateway_table(g: dict[str, Any]) -> str:
     ]
     classes = ", ".join(f"{k} {v:.0f}" for k, v in sorted(
         g.get("gateway_requests_by_class", {}).items()))
-    lines += ["", f"Gateway requests by class (the controller's /metrics): {classes or '-'}"]
+    lines += ["", f"Gateway requests by class (the controller's /metrics): {classes or '-'}; "
+              f"SQL statements per gateway request: {g['sql_statements_per_request']:.2f} "
+              "(every statement the controller sent in the window, its scrapes' aside)"]
     return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -49,11 +50,16 @@ def parse(text: str) -> Exposition:
     return Exposition(types, helps, values)
 
 
-def never_decreased(before: Exposition, after: Exposition) -> list[str]:
-    """Counter and histogram samples of `before` that are gone or smaller in `after`."""
+def never_decreased(before: Exposition, after: Exposition,
+                    gone: Callable[[str], bool] = lambda workspace: False) -> list[str]:
+    """Counter and histogram samples of `before` that are gone or smaller in `after`;
+    a series of a workspace for which `gone(id)` holds (deleted) may go."""
     problems = []
     for key, old in before.monotonic().items():
         new = after.values.get(key)
+        workspace = dict(key[1]).get("workspace")
+        if new is None and workspace is not None and gone(workspace):
+            continue
         if new is None or new < old:
             problems.append(f"{key}: {old} -> {new}")
     return problems

@@ -115,9 +115,10 @@ class KeySource(Protocol):
 
 
 class UsageSink(Protocol):
-    async def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
-                     error_class: str | None, seconds: float) -> None:
-        """One forwarded (or budget-refused) call; `error_class` None when it succeeded."""
+    def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
+               error_class: str | None, seconds: float) -> None:
+        """One call of a known workspace; `error_class` None when it succeeded. Must not
+        block: the write to the store happens off the call's path."""
 
 
 class Budget(Protocol):
@@ -241,13 +242,9 @@ class LlmGateway:
         seconds = time.monotonic() - started
         self._account(outcome, seconds)
         if outcome.workspace is not None:  # every call of a known workspace, refusals too
-            try:
-                await self.usage.record(outcome.workspace, outcome.provider, outcome.usage,
-                                        outcome.status,
-                                        None if outcome.cls == "ok" else outcome.cls, seconds)
-            except Exception as exc:  # the answer is already sent; do not lose the log
-                log.warning("%s: LLM usage not recorded (%s)", outcome.workspace,
-                            type(exc).__name__)
+            self.usage.record(outcome.workspace, outcome.provider, outcome.usage,
+                              outcome.status, None if outcome.cls == "ok" else outcome.cls,
+                              seconds)
         return response
 
     def _account(self, outcome: _Outcome, seconds: float) -> None:

@@ -8,10 +8,22 @@ secret set`, a changed Kubernetes Secret) takes effect on the next call with no
 recreate. Budgets count the tokens of the current UTC day in the store; a workspace
 at or over its budget gets a reconcile (Degraded BudgetExhausted) on the call that
 reached it and on each refused call.
+
+Off the call's path, because each SQL round trip is about a third of a millisecond
+here (`make bench`, LLM gateway): the workspace itself is looked up at most once per
+`WORKSPACE_TTL` seconds per workspace, unless `forget` hears of a change first
+(`wsctl run` forgets on the store's change notifications, so a budget raise is
+seen by the next call; the credential, checked per call in the store, is what ends
+a deleted or recreated workspace's access), and usage is written after the answer by
+a background task, its tokens counted as pending toward the budget until written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Protocol
@@ -19,7 +31,14 @@ from typing import Protocol
 from controller.core.model import Workspace, WorkspaceKey
 from controller.core.usage import Usage
 
+log = logging.getLogger("wsctl.llm_gateway")
+
 FindWorkspace = Callable[[WorkspaceKey], Awaitable[Workspace | None]]
+WORKSPACE_TTL = 1.0
+MAX_CACHED_WORKSPACES = 4096
+MAX_PENDING_WRITES = 1024
+"""Usage writes in flight at most; beyond, a call's write waits for a free slot (so a
+slow database slows the answers' end, and memory stays bounded)."""
 ResolveKey = Callable[[Workspace], Awaitable[str | None]]
 
 
@@ -38,19 +57,37 @@ class LlmAccess:
 
     def __init__(self, find: FindWorkspace, key: ResolveKey, usage: UsageStore,
                  wake: Callable[[WorkspaceKey], None],
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 workspace_ttl: float = WORKSPACE_TTL,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.find = find
         self.key = key
         self.usage = usage
         self.wake = wake
         """Ask for a reconcile of the workspace (its Degraded BudgetExhausted)."""
         self.clock = clock
+        self.workspace_ttl = workspace_ttl
+        self.monotonic = monotonic
+        self._workspaces: OrderedDict[str, tuple[float, Workspace | None]] = OrderedDict()
+        self._pending: dict[tuple[str, date], int] = {}
+        """Tokens recorded but not yet written, per (workspace, day)."""
+        self._writes: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_PENDING_WRITES)
 
     async def _workspace(self, workspace_id: str) -> Workspace | None:
+        now = self.monotonic()
+        cached = self._workspaces.get(workspace_id)
+        if cached is not None and now - cached[0] < self.workspace_ttl:
+            return cached[1]
         try:
-            return await self.find(WorkspaceKey.from_id(workspace_id))
+            ws = await self.find(WorkspaceKey.from_id(workspace_id))
         except ValueError:
-            return None
+            ws = None
+        self._workspaces[workspace_id] = (now, ws)
+        self._workspaces.move_to_end(workspace_id)
+        while len(self._workspaces) > MAX_CACHED_WORKSPACES:
+            self._workspaces.popitem(last=False)
+        return ws
 
     async def key_for(self, workspace_id: str) -> str | None:
         ws = await self._workspace(workspace_id)
@@ -63,25 +100,66 @@ class LlmAccess:
         budget = ws.spec.llm.budget if ws is not None and ws.spec.llm is not None else None
         return None if budget is None else budget.tokens_per_day
 
+    def forget(self, workspace_id: str | None = None) -> None:
+        """The workspace changed (None: any may have): look it up again at its next call."""
+        if workspace_id is None:
+            self._workspaces.clear()
+        else:
+            self._workspaces.pop(workspace_id, None)
+
+    async def _used(self, workspace_id: str, day: date) -> int:
+        """The day's tokens: written, and recorded but not yet written."""
+        written = await self.usage.llm_tokens_on(workspace_id, day)
+        return written + self._pending.get((workspace_id, day), 0)
+
     async def allowed(self, workspace_id: str) -> bool:
         limit = await self._limit(workspace_id)
         if limit is None:
             return True
-        if await self.usage.llm_tokens_on(workspace_id, utc_day(self.clock())) < limit:
+        if await self._used(workspace_id, utc_day(self.clock())) < limit:
             return True
         self.wake(WorkspaceKey.from_id(workspace_id))
         return False
 
-    async def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
-                     error_class: str | None, seconds: float) -> None:
+    def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
+               error_class: str | None, seconds: float) -> None:
+        """Counted as pending at once; written by a background task (`close` waits)."""
         day = utc_day(self.clock())
-        await self.usage.record_llm_usage(workspace_id, day, provider, usage,
-                                          error=error_class is not None)
+        slot = (workspace_id, day)
+        self._pending[slot] = self._pending.get(slot, 0) + usage.total
+        task = asyncio.get_running_loop().create_task(
+            self._write(workspace_id, day, provider, usage, error_class is not None))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, workspace_id: str, day: date, provider: str, usage: Usage,
+                     error: bool) -> None:
+        slot = (workspace_id, day)
+        try:
+            async with self._slots:
+                await self.usage.record_llm_usage(workspace_id, day, provider, usage,
+                                                  error=error)
+        except Exception as exc:  # the answer is sent; the loss is logged, never raised
+            log.warning("%s: LLM usage not recorded (%s)", workspace_id, type(exc).__name__)
+        finally:
+            left = self._pending.get(slot, 0) - usage.total
+            if left > 0:
+                self._pending[slot] = left
+            else:
+                self._pending.pop(slot, None)
         if not usage.total:
             return
-        limit = await self._limit(workspace_id)
-        if limit is not None and await self.usage.llm_tokens_on(workspace_id, day) >= limit:
-            self.wake(WorkspaceKey.from_id(workspace_id))
+        try:
+            limit = await self._limit(workspace_id)
+            if limit is not None and await self._used(workspace_id, day) >= limit:
+                self.wake(WorkspaceKey.from_id(workspace_id))
+        except Exception as exc:
+            log.warning("%s: LLM budget not checked (%s)", workspace_id, type(exc).__name__)
+
+    async def close(self) -> None:
+        """Wait for the usage writes still in flight."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
 
 
 def key_resolver(resolve_secrets: Callable[[Workspace], Awaitable[dict[tuple[str, str], str]]]

@@ -142,6 +142,9 @@ class Controller:
 
         llm_access = LlmAccess(find, key_resolver(secrets_of), store,
                                lambda key: driver.on_registry_event(key.id))
+        # A changed workspace (a budget raise) is seen by its next call, not a TTL later.
+        await store.listen_workspace_changes(lambda key: llm_access.forget(key.id),
+                                             on_reconnect=llm_access.forget)
         llm_gateway = LlmGateway(store, llm_access, llm_access, llm_access,
                                  metrics=llm_metrics,
                                  limiter=registry.limiter,
@@ -180,6 +183,7 @@ class Controller:
             await llm_gateway.close()
             for runner in reversed(runners):
                 await runner.cleanup()
+            await llm_access.close()  # the usage of the last calls, written
             with contextlib.suppress(FileNotFoundError):
                 (opts.data_dir / SERVER_FILE).unlink()
 

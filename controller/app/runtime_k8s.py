@@ -190,8 +190,10 @@ class KubernetesController:
         registry_app.add_routes(registry.routes())
         # The LLM gateway, as in standalone mode; the key comes from the Kubernetes
         # Secret (the operator's index) at each call.
+        # The operator's view of the objects is in memory and current: nothing to cache.
         llm_access = LlmAccess(operator.workspace, key_resolver(operator.resolve_secrets),
-                               store, lambda key: operator.trigger(key, "llm-budget"))
+                               store, lambda key: operator.trigger(key, "llm-budget"),
+                               workspace_ttl=0.0)
         llm_gateway = LlmGateway(store, llm_access, llm_access, llm_access,
                                  metrics=llm_metrics,
                                  limiter=registry.limiter,
@@ -228,6 +230,8 @@ class KubernetesController:
                 await llm_gateway.close()
             for runner in reversed(runners):
                 await runner.cleanup()
+            with contextlib.suppress(Exception):
+                await llm_access.close()  # the usage of the last calls, written
 
 
 def operator_options(args: Mapping[str, Any]) -> OperatorOptions:

@@ -41,7 +41,8 @@ def test_secret_set_list_render_delete(data_dir: Path, monkeypatch: pytest.Monke
     code, out, err = run(["render", "-f", str(EXAMPLE), *where], capsys)
     assert code == 0, err
     (doc,) = list(yaml.safe_load_all(out))
-    assert doc["container"]["env"]["MINIMAX_API_KEY"] == "<set>"
+    assert doc["container"]["env"]["MINIMAX_API_KEY"] == "<llm-credential>"  # gateway mode
+    assert doc["container"]["configHash"]  # the key resolved: rendering did not fail
 
     absent = tmp_path / "absent.yaml"
     absent.write_text(EXAMPLE.read_text().replace("name: minimax, key", "name: absent, key"))

@@ -98,7 +98,10 @@ def test_apply_creates_container_and_status_ready(
     containers = managed(docker_client, "alpha")
     assert [c.id for c in containers] == [status["containerID"]]
     env = container_env(docker_client, status["containerID"])
-    assert env["MINIMAX_API_KEY"] == KEY_1 == env["ANTHROPIC_AUTH_TOKEN"]
+    # gateway mode, the default: a credential of its own, the key stays in the Secret
+    assert env["MINIMAX_API_KEY"] == env["ANTHROPIC_AUTH_TOKEN"] != KEY_1
+    assert not [name for name, value in env.items() if KEY_1 in value]
+    assert env["ANTHROPIC_BASE_URL"].endswith(f":{operator.registry_port}/llm/minimax")
     assert "wsctl.dev/finalizer" in obj["metadata"]["finalizers"]
     assert set(obj["status"]) <= {"phase", "observedGeneration", "containerID", "configHash",
                                   "tokenGeneration", "restartCount", "lastRegisterFailure",
