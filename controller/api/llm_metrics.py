@@ -18,27 +18,15 @@ by the composition root on each scrape), so the series stay bounded by the fleet
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics_core import Metric
 
+from controller.api.metrics import WithoutCreated
 from controller.core.usage import Usage
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 NO_WORKSPACE = "-"
-
-
-class _WithoutCreated:
-    """A metric's samples without `_created` (the rest of /metrics has none)."""
-
-    def __init__(self, metric: Counter | Histogram) -> None:
-        self.metric = metric
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self.metric.collect():
-            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
-            yield family
 
 
 class GatewayMetrics:
@@ -54,7 +42,7 @@ class GatewayMetrics:
                               "the LLM gateway, by kind (input excludes cache reads).",
                               ["workspace", "provider", "kind"], registry=None)
         for metric in (self.requests, self.duration, self.tokens):
-            self.registry.register(_WithoutCreated(metric))
+            self.registry.register(WithoutCreated(metric))
 
     def observe(self, workspace: str | None, provider: str, cls: str, seconds: float,
                 usage: Usage) -> None:

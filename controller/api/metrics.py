@@ -28,6 +28,7 @@ from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     generate_latest,
@@ -142,15 +143,15 @@ class _CountsCollector:
                        c.heartbeats)
 
 
-class _HistogramCollector:
-    """The reconcile-duration histogram without its `_created` sample (a timestamp
-    series the hand-written exposition never had)."""
+class WithoutCreated:
+    """A metric without its `_created` samples (timestamp series the hand-written
+    exposition never had, and the rest of /metrics has none)."""
 
-    def __init__(self, histogram: Histogram) -> None:
-        self.histogram = histogram
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self.metric = metric
 
     def collect(self) -> Iterator[Metric]:
-        for family in self.histogram.collect():
+        for family in self.metric.collect():
             family.samples = [s for s in family.samples if not s.name.endswith("_created")]
             yield family
 
@@ -167,13 +168,13 @@ class ControllerMetrics:
         self.reconcile_duration = Histogram(
             "wsctl_reconcile_duration_seconds", "Time for one reconcile of one workspace.",
             buckets=BUCKETS, registry=None)
-        self.registry.register(_HistogramCollector(self.reconcile_duration))
+        self.registry.register(WithoutCreated(self.reconcile_duration))
         self.wake_duration = Histogram(
             "wsctl_wake_seconds", "Time from a request waking a suspended workspace to the "
             "workspace Online again (the request is then forwarded).",
             buckets=WAKE_BUCKETS, registry=None)
         if queue_depth is not None:
-            self.registry.register(_HistogramCollector(self.wake_duration))
+            self.registry.register(WithoutCreated(self.wake_duration))
         self.registry.register(_CountsCollector(self))
         self.degraded = Gauge("wsctl_degraded_workspaces",
                               "Workspaces with Degraded=True, by reason.", ["reason"],

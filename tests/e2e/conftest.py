@@ -67,3 +67,12 @@ def controller(agent_image: str, gateway: str, fake_llm: FakeLLMThread,
     yield proc
     proc.stop()
     remove_dir(data_dir)
+
+
+@pytest.fixture
+def cleanup(controller: ControllerProcess) -> Iterator[list[str]]:
+    """Names of workspaces the test made: deleted after it."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        controller.cli("delete", name)

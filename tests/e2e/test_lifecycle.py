@@ -70,14 +70,6 @@ def managed(client: docker.DockerClient, name: str,
 
 
 @pytest.fixture
-def cleanup(controller: ControllerProcess) -> Iterator[list[str]]:
-    names: list[str] = []
-    yield names
-    for name in names:
-        controller.cli("delete", name)
-
-
-@pytest.fixture
 def side_controller(gateway: str, docker_client: docker.DockerClient,
                     log_files: list[Path]) -> Iterator[Callable[[str], ControllerProcess]]:
     """Controllers of their own (data dir, instance) for tests that stop or kill them."""

@@ -19,7 +19,6 @@ import pytest
 from controller.core.model import MIN_LIVENESS_TIMEOUT_SECONDS
 from controller.testing.harness import ControllerProcess, FakeLLMThread, condition, phase, wait_for
 from tests.e2e.test_lifecycle import (
-    cleanup,
     docker_time,
     managed,
     online,
@@ -28,7 +27,7 @@ from tests.e2e.test_lifecycle import (
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
-__all__ = ["cleanup", "side_controller"]  # the fixtures, used by name
+__all__ = ["side_controller"]  # the fixture, used by name
 
 LIVENESS = MIN_LIVENESS_TIMEOUT_SECONDS  # 10 s, the least the spec allows
 

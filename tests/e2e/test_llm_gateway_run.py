@@ -47,14 +47,6 @@ def upstream(gateway: str) -> Iterator[FakeLLMThread]:
     server.stop()
 
 
-@pytest.fixture
-def names(controller: ControllerProcess) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for name in made:
-        controller.cli("delete", name)
-
-
 def set_secret(controller: ControllerProcess, value: str, monkeypatch: pytest.MonkeyPatch,
                capsys: pytest.CaptureFixture[str]) -> None:
     """`wsctl secret set` as a user runs it beside the controller (same data dir)."""
@@ -97,11 +89,11 @@ def send(controller: ControllerProcess, name: str, text: str) -> tuple[int, str]
 
 
 def test_the_key_stays_in_the_controller_through_restart_and_rotation(
-        controller: ControllerProcess, upstream: FakeLLMThread, names: list[str],
+        controller: ControllerProcess, upstream: FakeLLMThread, cleanup: list[str],
         docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     set_secret(controller, KEY_ONE, monkeypatch, capsys)
-    names.append("gw")
+    cleanup.append("gw")
     controller.apply(manifest("gw", upstream.port))
     first = online(controller, "gw")["status"]["containerID"]
     env = container_env(docker_client, first)
@@ -201,10 +193,10 @@ def degraded_reason(controller: ControllerProcess, name: str) -> str:
 
 
 def test_a_spent_budget_refuses_calls_and_degrades_until_raised(
-        controller: ControllerProcess, upstream: FakeLLMThread, names: list[str],
+        controller: ControllerProcess, upstream: FakeLLMThread, cleanup: list[str],
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     set_secret(controller, KEY_ONE, monkeypatch, capsys)
-    names.append("bud")
+    cleanup.append("bud")
     controller.apply(manifest("bud", upstream.port, budget={"tokensPerDay": 20}))
     online(controller, "bud")
     # 5 words in, 7 out: 12 of 20

@@ -13,10 +13,9 @@ import docker
 import pytest
 
 from controller.testing.harness import ControllerProcess, FakeLLMThread, condition, phase, wait_for
-from tests.e2e.test_lifecycle import cleanup, managed, online, workspace
+from tests.e2e.test_lifecycle import managed, online, workspace
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
-__all__ = ["cleanup"]  # the fixture, used by name
 
 AGENT = "10001:10001"
 

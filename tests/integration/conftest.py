@@ -5,6 +5,8 @@ Fixtures:
 * `data_dir`   (test): an empty folder for a wsctl data dir (see `new_data_dir`).
 * `store`      (test): a migrated `Store` on `fresh_dsn`, closed after the test; its
   secret key is a key file in a temp folder (`secret_key_file`).
+* `db`         (test): a direct asyncpg connection to the `store`'s database, for
+  reading raw rows and ageing them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from controller.adapters.postgres import Store
@@ -43,3 +46,12 @@ async def store(fresh_dsn: str, secret_key_file: Path) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def db(store: Store) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+    conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(store.dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()

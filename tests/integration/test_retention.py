@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -23,16 +22,6 @@ HOUR = timedelta(hours=1)
 
 def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-@pytest.fixture
-async def db(store: Store) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
-    """A direct connection, for counting rows and ageing them."""
-    conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(store.dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def count(db: asyncpg.Connection[asyncpg.Record], table: str, workspace_id: str) -> int:

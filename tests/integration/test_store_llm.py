@@ -7,7 +7,6 @@ provider; pruned after `Retention.llm_usage_days`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
@@ -25,16 +24,6 @@ WS = "default.alice"
 OTHER = "default.bob"
 BASE_URL = "https://api.example.test/anthropic"
 DAY = date(2030, 1, 1)
-
-
-@pytest.fixture
-async def db(store: Store) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
-    """A direct connection, for reading raw rows and ageing them."""
-    conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(store.dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def raw_rows(db: asyncpg.Connection[asyncpg.Record]) -> list[str]:
