@@ -49,7 +49,7 @@ from controller.core.containerspec import (
 )
 from controller.core.errors import EngineUnavailableError, WsctlError
 from controller.core.observed import ContainerDiagnostics, ObservedContainer
-from controller.core.settings import AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
+from controller.core.settings import A2A_CREDENTIAL_PATH, AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
 MAX_OUTAGES = 16
 DF_FRESH_SECONDS = 5.0
@@ -372,21 +372,27 @@ class DockerEngine:
         result: str = await self._run("create", create)
         return result
 
-    async def put_token(self, container: str, token: str) -> None:
-        """Write the token file into the config volume of a created container.
+    async def put_token(self, container: str, token: str, *,
+                        a2a_credential: str | None = None) -> None:
+        """Write the token file (and, before start, the A2A credential file) into the
+        config volume of a container, 0600 and owned by the agent's uid.
 
         Uses the archive API, so it works when the controller does not share a
         filesystem with the Docker host.
         """
-        data = token.encode()
+        files = {TOKEN_PATH: token}
+        if a2a_credential is not None:
+            files[A2A_CREDENTIAL_PATH] = a2a_credential
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            info = tarfile.TarInfo(TOKEN_PATH.rsplit("/", 1)[1])
-            info.size = len(data)
-            info.mode = 0o600
-            info.uid = info.gid = AGENT_UID
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
+            for path, value in files.items():
+                data = value.encode()
+                info = tarfile.TarInfo(path.rsplit("/", 1)[1])
+                info.size = len(data)
+                info.mode = 0o600
+                info.uid = info.gid = AGENT_UID
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(data))
         def put() -> None:
             if not self.api.put_archive(container, CONFIG_MOUNT, buffer.getvalue()):
                 raise EngineError(f"writing the token into {container} failed")

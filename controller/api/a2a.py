@@ -1,7 +1,8 @@
 """A2A proxy: POST /api/v1/workspaces/{name}/a2a and restart-context delivery.
 
 The proxy dials only the address Docker published for the workspace's current
-container (127.0.0.1:<port>), never a URL an agent claimed. Every forwarded
+container (127.0.0.1:<port>), never a URL an agent claimed, and presents that
+container's A2A credential (`Authorization: Bearer`): the agent answers nobody else. Every forwarded
 call is appended to the activity log before it is acknowledged; callers that
 are not workspaces (`user`, `system:*`, `webhook:*`) are stored with a NULL
 source_id and a source_kind.
@@ -18,7 +19,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 
@@ -28,8 +29,15 @@ from controller.core.a2a import message_send
 
 log = logging.getLogger("wsctl.a2a")
 
-AgentAddress = Callable[[str], Awaitable[tuple[str, int] | None]]
-"""workspace id -> (host, port) of its running container's published A2A port."""
+class AgentTarget(NamedTuple):
+    host: str
+    port: int
+    credential: str
+    """What the agent of this container checks in `Authorization: Bearer`."""
+
+
+AgentAddress = Callable[[str], Awaitable[AgentTarget | None]]
+"""workspace id -> its running container's published A2A port and credential."""
 
 RESTART_CONTEXT_SOURCE = "system:restart-context"
 MAX_ANSWER = 1024 * 1024
@@ -73,13 +81,14 @@ class A2AProxy:
         if target is None:
             # 409, not 503: the API is fine, the workspace is not in a state to answer.
             raise ProxyError(409, "agent_unavailable", f"{workspace_id} has no running container")
-        host, port = target
+        host, port, credential = target
         method = str(payload.get("method"))
         request = redact.redact_json(payload)
         try:
             # Never follow a redirect: an agent must not steer the proxy elsewhere (SSRF).
-            async with self._client().post(f"http://{host}:{port}/", json=payload,
-                                           allow_redirects=False) as resp:
+            async with self._client().post(
+                    f"http://{host}:{port}/", json=payload, allow_redirects=False,
+                    headers={"Authorization": f"Bearer {credential}"}) as resp:
                 raw = await read_capped(resp.content, MAX_ANSWER, resp.content_length)
                 status = resp.status
             answer = redact.redact_json(json.loads(raw))

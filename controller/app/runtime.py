@@ -78,14 +78,15 @@ class Controller:
                           gateway: str, admin_token: str, stop: asyncio.Event) -> None:
         opts = self.options
 
-        lookups = EngineLookups(engine)
+        a2a_key = await store.controller_key("a2a")
+        lookups = EngineLookups(engine, a2a_key)
         # Test knobs (controller.testing) are imported only when one is set.
         breaks = debug_knobs(opts.environ)
         proxy = A2AProxy(breaks.activity_store(store) if breaks else store,
                          breaks.agent_address(lookups.agent_address) if breaks
                          else lookups.agent_address)
         executor = Executor(engine, store, host_gateway=gateway,
-                            deliver=proxy.deliver_restart_context)
+                            deliver=proxy.deliver_restart_context, a2a_key=a2a_key)
         executor = breaks.executor(executor) if breaks else executor
         exporter = ControllerMetrics(queue_depth=lambda: driver.queue.depth)
         in_flight = RecentActivity()

@@ -152,10 +152,11 @@ class KubernetesController:
         # No admin API here to carry a message that would wake a suspended workspace.
         settings = dataclasses.replace(settings, idle_suspend=False)
 
-        lookups = EngineLookups(engine)
+        a2a_key = await store.controller_key("a2a")
+        lookups = EngineLookups(engine, a2a_key)
         proxy = A2AProxy(store, lookups.agent_address)
         executor = Executor(engine, KubernetesExecutorStore(store), host_gateway=gateway,
-                            deliver=proxy.deliver_restart_context)
+                            deliver=proxy.deliver_restart_context, a2a_key=a2a_key)
         exporter = ControllerMetrics()  # no work queue: each workspace has its own worker
         reconciler = Reconciler(store, engine, executor, settings, opts.environ,
                                 clock=lambda: datetime.now(UTC),

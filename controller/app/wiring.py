@@ -23,7 +23,8 @@ from controller.adapters.docker_streams import ExecStream, LogFollower
 from controller.adapters.images import ensure_agent_image
 from controller.adapters.postgres import Store
 from controller.adapters.secretbox import PrivateFileError, read_private_file
-from controller.core import redact
+from controller.api.a2a import AgentTarget
+from controller.core import redact, tokens
 from controller.core import settings as defaults
 from controller.core.model import DEFAULT_IMAGE
 from controller.core.observed import ObservedContainer
@@ -129,18 +130,23 @@ def _newest_running(containers: list[ObservedContainer], workspace_id: str
 class EngineLookups:
     """What the API layer asks of Docker about one workspace (both modes)."""
 
-    def __init__(self, engine: DockerEngine) -> None:
+    def __init__(self, engine: DockerEngine, a2a_key: bytes) -> None:
         self.engine = engine
+        self.a2a_key = a2a_key
 
     async def _mine(self, workspace_id: str) -> list[ObservedContainer]:
         return await self.engine.list_containers(workspace_id)
 
-    async def agent_address(self, workspace_id: str) -> tuple[str, int] | None:
-        """The Docker-published A2A port of the running container: never a claimed URL."""
+    async def agent_address(self, workspace_id: str) -> AgentTarget | None:
+        """The Docker-published A2A port of the running container (never a claimed URL)
+        and the credential its agent was given before it started."""
         current = _newest_running(await self.engine.list_containers(workspace_id), workspace_id)
         if current is None or current.host_port is None:
             return None
-        return "127.0.0.1", current.host_port
+        credential = tokens.a2a_credential(self.a2a_key, workspace_id,
+                                           current.token_generation, current.id)
+        redact.remember_token(credential)
+        return AgentTarget("127.0.0.1", current.host_port, credential)
 
     async def identity(self, workspace_id: str) -> tuple[set[str], set[str]]:
         """Names and network addresses an agent of this workspace may claim."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from controller.core.errors import WsctlError
 from controller.core.model import SecretKeyRef, Workspace
 from controller.core.providers import PROVIDERS
-from controller.core.settings import TOKEN_PATH, PlatformSettings
+from controller.core.settings import A2A_CREDENTIAL_PATH, TOKEN_PATH, PlatformSettings
 
 SecretLookup = Mapping[tuple[str, str], str]
 """(secret name, key) -> value."""
@@ -145,6 +145,7 @@ def project_env(ws: Workspace, secrets: SecretLookup,
         "WSCTL_AGENT_PORT": EnvValue(str(settings.agent_port)),
         "WSCTL_HEARTBEAT_SECONDS": EnvValue(str(settings.heartbeat_seconds)),
         "WSCTL_TOKEN_FILE": EnvValue(TOKEN_PATH),
+        "WSCTL_A2A_CREDENTIAL_FILE": EnvValue(A2A_CREDENTIAL_PATH),
         "WSCTL_WORKSPACE_DIR": EnvValue(ws.spec.storage.mount_path),
     })
     return dict(sorted(env.items()))

@@ -61,6 +61,8 @@ RETENTION_MAX_BATCHES = 100
 
 AGENT_PORT = 8000
 TOKEN_PATH = "/configs/.auth_token"
+A2A_CREDENTIAL_PATH = "/configs/.a2a_credential"
+"""What the agent must see in `Authorization: Bearer` on its A2A port (per container)."""
 CONFIG_MOUNT = "/configs"
 AGENT_UID = 10001
 

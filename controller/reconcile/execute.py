@@ -9,6 +9,7 @@ into the container's config volume; the store gets its hash).
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,10 @@ class Executor:
     """Awaited after each op succeeded. Unset in production; the composition root
     plugs in the test knobs' stall here (controller.testing.debug_breaks)."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    a2a_key: bytes = field(default_factory=lambda: secrets.token_bytes(tokens.A2A_KEY_BYTES),
+                           repr=False)
+    """The controller's A2A key (the store's, so every process and replica shares it):
+    each new container gets its credential, `tokens.a2a_credential`, with its token."""
 
     def _expiry(self, lifetime: int | None) -> datetime | None:
         return None if lifetime is None else self.clock() + timedelta(seconds=lifetime)
@@ -119,7 +124,10 @@ class Executor:
             case WriteToken(container_name=name, generation=generation):
                 token = tokens.mint()
                 redact.remember_token(token)
-                await self.engine.put_token(scratch.container_ids.get(name, name), token)
+                cid = scratch.container_ids.get(name, name)
+                credential = tokens.a2a_credential(self.a2a_key, workspace_id, generation, cid)
+                redact.remember_token(credential)
+                await self.engine.put_token(cid, token, a2a_credential=credential)
                 scratch.minted[generation] = token
             case ActivateToken(container_name=name, generation=generation,
                                expiration_seconds=lifetime):

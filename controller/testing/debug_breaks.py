@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api.a2a import ActivityStore, AgentAddress
+from controller.api.a2a import ActivityStore, AgentAddress, AgentTarget
 from controller.api.registry import RegistryStore
 from controller.core.conditions import DegradedReason
 from controller.core.containerspec import Mount
@@ -119,9 +119,9 @@ class DebugBreaks:
         if not self.serves:
             return lookup
 
-        async def nowhere(workspace_id: str) -> tuple[str, int] | None:
+        async def nowhere(workspace_id: str) -> AgentTarget | None:
             found = await lookup(workspace_id)
-            return None if found is None else (found[0], 9)  # discard: nobody listens
+            return None if found is None else found._replace(port=9)  # discard: nobody
         return nowhere
 
     def activity_store(self, store: ActivityStore) -> ActivityStore:

@@ -394,6 +394,7 @@ class FakeEngine:
     calls: list[Call] = field(default_factory=list)
     containers: dict[str, ContainerSpec] = field(default_factory=dict)
     token_files: dict[str, str] = field(default_factory=dict)
+    a2a_credentials: dict[str, str] = field(default_factory=dict)
     known: set[str] = field(default_factory=set)
     engine_outages: tuple[tuple[datetime, datetime], ...] = ()
     """Ids that exist before the test (diagnostics find them)."""
@@ -418,8 +419,11 @@ class FakeEngine:
         self.containers[container_id] = spec
         return container_id
 
-    async def put_token(self, container: str, token: str) -> None:
+    async def put_token(self, container: str, token: str, *,
+                        a2a_credential: str | None = None) -> None:
         self._call("put_token", container)
+        if a2a_credential is not None:
+            self.a2a_credentials[container] = a2a_credential
         self.token_files[container] = token
 
     async def start(self, container: str) -> None:

@@ -7,6 +7,7 @@ the store's listeners. The methods per table live in the mixins.
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -97,6 +98,21 @@ class Store(WorkspacesMixin, SecretsMixin, TokensMixin, RegistryMixin, HistoryMi
             await listener.close()
         self._listeners.clear()
         await self._pool.close()
+
+    @_translated
+    async def controller_key(self, name: str, size: int = 32) -> bytes:
+        """The controller's key for `name`, made (random, `size` bytes) by the first
+        process that asks; every later call, here or in another process, reads it."""
+        value = await self._pool.fetchval(
+            "WITH made AS (INSERT INTO controller_keys (name, value) VALUES ($1, $2) "
+            "ON CONFLICT (name) DO NOTHING RETURNING value) "
+            "SELECT value FROM made UNION ALL "
+            "SELECT value FROM controller_keys WHERE name = $1 LIMIT 1",
+            name, secrets.token_bytes(size))
+        if value is None:  # another process inserted it after this statement's snapshot
+            value = await self._pool.fetchval(
+                "SELECT value FROM controller_keys WHERE name = $1", name)
+        return bytes(value)
 
     @_translated
     async def applied_migrations(self) -> list[AppliedMigration]:
