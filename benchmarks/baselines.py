@@ -23,14 +23,19 @@ from docker.types import Mount
 
 from controller.core.containerspec import ContainerSpec
 
+RAW_A2A = "bench-raw-a2a-" + secrets.token_urlsafe(24)
+"""The A2A credential the hand-written script gives its agents (the agent answers only
+its holder, as the controller's agents answer only the controller)."""
+
 
 def _token_tar(token: str) -> bytes:
-    data = token.encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(".auth_token")
-        info.size, info.mode, info.uid, info.gid = len(data), 0o600, 10001, 10001
-        tar.addfile(info, io.BytesIO(data))
+        for name, value in ((".auth_token", token), (".a2a_credential", RAW_A2A)):
+            data = value.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid = len(data), 0o600, 10001, 10001
+            tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -59,9 +64,10 @@ def agent_answers(client: docker.DockerClient, cid: str) -> bool:
     ports = client.api.inspect_container(cid)["NetworkSettings"]["Ports"].get("8000/tcp") or []
     if not ports:
         return False
+    request = urllib.request.Request(f"http://127.0.0.1:{ports[0]['HostPort']}/healthz",
+                                     headers={"Authorization": f"Bearer {RAW_A2A}"})
     try:
-        with urllib.request.urlopen(
-                f"http://127.0.0.1:{ports[0]['HostPort']}/healthz", timeout=1) as response:
+        with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310
             return bool(response.status == 200)
     except OSError:
         return False
@@ -80,7 +86,7 @@ def send_message(port: int, payload: dict[str, Any], timeout: float = 30.0
     controller's proxy sends it (POST /, JSON-RPC); None while nothing answers."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/", data=json.dumps(payload).encode(), method="POST",
-        headers={"Content-Type": "application/json"})
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {RAW_A2A}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             answer = json.loads(response.read())

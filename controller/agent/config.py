@@ -27,6 +27,9 @@ class Config:
     bind_host: str = "0.0.0.0"  # noqa: S104 - the agent must be reachable from the host
     heartbeat_seconds: float = 5.0
     token_file: str = "/configs/.auth_token"
+    a2a_credential_file: str = "/configs/.a2a_credential"
+    """What a caller of the A2A port must present as `Authorization: Bearer` (written by
+    the controller before the container starts; the agent answers nobody else)."""
     log_level: str = "info"
     anthropic_base_url: str = DEFAULT_ANTHROPIC_BASE_URL
     anthropic_auth_token: str | None = None
@@ -102,6 +105,7 @@ class Config:
             bind_host=opt("AGENT_BIND_HOST") or "0.0.0.0",  # noqa: S104
             heartbeat_seconds=max(heartbeat if heartbeat is not None else 5.0, 0.05),
             token_file=opt("WSCTL_TOKEN_FILE") or "/configs/.auth_token",
+            a2a_credential_file=opt("WSCTL_A2A_CREDENTIAL_FILE") or "/configs/.a2a_credential",
             log_level=(opt("LOG_LEVEL") or "info").lower(),
             anthropic_base_url=opt("ANTHROPIC_BASE_URL") or DEFAULT_ANTHROPIC_BASE_URL,
             anthropic_auth_token=opt("ANTHROPIC_AUTH_TOKEN"),

@@ -256,7 +256,12 @@ class RegistryClient:
         while not self.stop.is_set():
             self.refresh_token()
             body = self.heartbeat_body()
+            refused = self.state.take_a2a_refused()
+            if refused:
+                body["a2a_refused"] = refused
             resp = self.post("/registry/heartbeat", body)
+            if refused and not resp.ok:
+                self.state.give_back_a2a_refused(refused)
             outcome = (resp.status, str(body["status"]))
             if resp.ok:
                 emit = log.info if outcome != last else log.debug

@@ -1,7 +1,14 @@
-"""HTTP side of the agent: health, agent card, and A2A JSON-RPC ``message/send``."""
+"""HTTP side of the agent: health, agent card, and A2A JSON-RPC ``message/send``.
+
+Every request must carry the controller's credential for this container,
+``Authorization: Bearer <the contents of WSCTL_A2A_CREDENTIAL_FILE>``: anything else
+(another workspace, a local process on the published port) gets 401 and is counted
+in the next heartbeat (``a2a_refused``). Without the file every request is refused.
+"""
 
 from __future__ import annotations
 
+import hmac
 import json
 import uuid
 from collections.abc import Callable
@@ -41,6 +48,7 @@ class AgentServer(ThreadingHTTPServer):
         self.completer = completer
         self.history = History(config.workspace_dir)
         self.card_url = ""
+        self._credential: bytes | None = None
         super().__init__((config.bind_host, config.port), _Handler)
         self.card_url = config.claimed_url(self.port)
 
@@ -50,6 +58,25 @@ class AgentServer(ThreadingHTTPServer):
 
     def card(self) -> dict[str, Any]:
         return agent_card(self.config, self.card_url)
+
+    def credential(self) -> bytes | None:
+        """The file's contents, read once it exists (the controller writes it before the
+        container starts; it never changes in a container's life)."""
+        if self._credential is None:
+            try:
+                with open(self.config.a2a_credential_file, "rb") as fh:
+                    value = fh.read().strip()
+            except OSError:
+                return None
+            self._credential = value or None
+        return self._credential
+
+    def authorized(self, header: str | None) -> bool:
+        expected = self.credential()
+        scheme, _, presented = (header or "").partition(" ")
+        if expected is None or scheme.lower() != "bearer" or not presented.strip():
+            return False
+        return hmac.compare_digest(presented.strip().encode(), expected)
 
 
 def rpc_error(req_id: Any, code: int, message: str) -> dict[str, Any]:
@@ -125,15 +152,32 @@ class _Handler(BaseHTTPRequestHandler):
         # Per-request access logs at debug only; health probes would flood stdout.
         log.debug("http_request", method=self.command, path=self.path)
 
-    def _send_json(self, status: int, body: Any) -> None:
+    def _send_json(self, status: int, body: Any, *, close: bool = False) -> None:
         data = json.dumps(body).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if close:  # a body left unread must not be taken for the next request
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
+    def _refused(self) -> bool:
+        """401 unless the controller's credential is presented (the caller is counted)."""
+        if self.server.authorized(self.headers.get("Authorization")):
+            return False
+        self.server.state.a2a_refused()
+        log.warning("a2a_refused", path=self.path.split("?", 1)[0],
+                    credential_file="present" if self.server.credential() else "missing")
+        self._send_json(401, {"error": {"class": "unauthorized",
+                                        "message": "the controller's credential is required"}},
+                        close=True)
+        return True
+
     def do_GET(self) -> None:
+        if self._refused():
+            return
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
             status, detail = self.server.state.health()
@@ -144,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": {"class": "not_found", "message": path}})
 
     def do_POST(self) -> None:
+        if self._refused():
+            return
         path = self.path.split("?", 1)[0]
         if path not in ("/", "/a2a"):
             self._send_json(404, {"error": {"class": "not_found", "message": path}})

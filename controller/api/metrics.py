@@ -62,6 +62,7 @@ class Counts:
     """None: not exported (Kubernetes mode has no fleet-wide resync pass)."""
     auth_rate_limited: int = 0
     token_refreshes: int = 0
+    a2a_refused: int = 0
 
     @classmethod
     def of(cls, reconcile: ReconcileMetrics, registry: RegistryCounters, *,
@@ -76,7 +77,8 @@ class Counts:
                    reconcile_errors=reconcile.errors, docker_calls=dict(docker_calls),
                    db_queries=dict(db_queries), heartbeats=registry.heartbeats, resyncs=resyncs,
                    auth_rate_limited=registry.auth_rate_limited,
-                   token_refreshes=reconcile.token_refreshes)
+                   token_refreshes=reconcile.token_refreshes,
+                   a2a_refused=registry.a2a_refused)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ class _CountsCollector:
             yield _counter("wsctl_resyncs_total", "Full resync passes.", c.resyncs)
         yield _counter("wsctl_agent_heartbeats_total", "Accepted agent heartbeats.",
                        c.heartbeats)
+        yield _counter("wsctl_agent_a2a_refused_total", "Requests agents refused on their "
+                       "A2A port for want of the controller's credential (from heartbeats).",
+                       c.a2a_refused)
 
 
 class WithoutCreated:

@@ -81,6 +81,9 @@ class RegistryCounters:
     auth_rate_limited: int = 0
     registers: int = 0
     heartbeats: int = 0
+    a2a_refused: int = 0
+    """Requests agents refused on their A2A port (no controller credential), as their
+    heartbeats reported them."""
 
 
 class FailedAuthLimiter:
@@ -305,8 +308,13 @@ class Registry:
             detail = redact.redact(detail)[:1000] if isinstance(detail, str) and detail else None
             tasks = body.get("active_tasks")
             uptime = body.get("uptime_seconds")
+            refused = body.get("a2a_refused", 0)
         except Refusal as refusal:
             return refusal.response()
+        if isinstance(refused, int) and not isinstance(refused, bool) and 0 < refused < 2**31:
+            self.counters.a2a_refused += refused
+            log.warning("%s: its agent refused %d request(s) without the controller's "
+                        "credential on its A2A port", workspace_id, refused)
         await self.store.record_heartbeat(
             workspace_id, status, error_detail=detail,
             active_tasks=tasks if isinstance(tasks, int) and not isinstance(tasks, bool)

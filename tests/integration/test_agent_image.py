@@ -41,6 +41,7 @@ from controller.core.settings import default_cache_dir
 pytestmark = pytest.mark.docker
 
 TOKEN = "itest-token-" + "c" * 40
+A2A = "itest-a2a-credential-" + "d" * 32
 AGENT_UID = 10001
 
 
@@ -65,14 +66,15 @@ def agent_image(docker_client: docker.DockerClient, cache_dir: Path) -> ImageBui
 def _token_tar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = TOKEN.encode() + b"\n"
-        info = tarfile.TarInfo(".auth_token")
-        info.size = len(data)
-        info.mode = 0o600
-        info.uid = info.gid = AGENT_UID
-        info.uname = info.gname = "agent"
-        info.mtime = int(time.time())
-        tar.addfile(info, io.BytesIO(data))
+        for name, value in ((".auth_token", TOKEN + "\n"), (".a2a_credential", A2A)):
+            data = value.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o600
+            info.uid = info.gid = AGENT_UID
+            info.uname = info.gname = "agent"
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -114,8 +116,12 @@ def _published_port(container: Container) -> int:
     return int(bindings[0]["HostPort"])
 
 
-def _get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+def _get_json(url: str, timeout: float = 2.0, credential: str | None = A2A
+              ) -> tuple[int, Any]:
+    request = urllib.request.Request(url)
+    if credential is not None:
+        request.add_header("Authorization", f"Bearer {credential}")
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         return resp.status, json.loads(resp.read())
 
 
@@ -180,6 +186,9 @@ def test_container_runs_as_agent_and_serves_healthz(agent_container: Container) 
 
     status, card = _get_json(f"http://127.0.0.1:{port}/.well-known/agent.json")
     assert status == 200 and card["name"] == "itest"
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the port is the controller's
+        _get_json(f"http://127.0.0.1:{port}/.well-known/agent.json", credential=None)
+    assert refused.value.code == 401
 
     uid_line = next(
         ln

@@ -681,3 +681,15 @@ async def test_events_fold_repeats(store: Store) -> None:
     assert await store.list_events("default.none", 10) == []
     with pytest.raises(ValueError, match="Normal or Warning"):
         await store.add_event(ws, "Error", "X")  # type: ignore[arg-type]
+
+
+async def test_a_controller_key_is_made_once_and_shared(store: Store) -> None:
+    first = await store.controller_key("a2a")
+    assert len(first) == 32
+    other = await Store.connect(store.dsn)  # another process, or a replica
+    try:
+        assert await other.controller_key("a2a") == first
+        assert await other.controller_key("other") not in (first, b"")
+    finally:
+        await other.close()
+    assert await store.controller_key("a2a") == first

@@ -16,7 +16,7 @@ from aiohttp import StreamReader, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from controller.api._http import STORE_RETRY_AFTER_SECONDS
-from controller.api.a2a import MAX_ANSWER, A2AProxy
+from controller.api.a2a import MAX_ANSWER, A2AProxy, AgentTarget
 from controller.api.admin import (
     MAX_BODY,
     AdminApi,
@@ -31,6 +31,7 @@ from tests.unit.fakes import FakeStore
 from tests.unit.helpers import minimax
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
+AGENT_CREDENTIAL = "a2a-credential-of-alices-container"
 BASE = "/api/v1/workspaces"
 
 
@@ -69,8 +70,9 @@ async def env() -> AsyncIterator[AdminEnv]:
     ready = [True]
     addresses: dict[str, tuple[str, int]] = {}
 
-    async def address(workspace_id: str) -> tuple[str, int] | None:
-        return addresses.get(workspace_id)
+    async def address(workspace_id: str) -> AgentTarget | None:
+        found = addresses.get(workspace_id)
+        return None if found is None else AgentTarget(*found, credential=AGENT_CREDENTIAL)
 
     async def logs(workspace_id: str, tail: int) -> str | None:
         return f"{workspace_id} log, tail {tail}\n"
@@ -320,7 +322,7 @@ async def test_a2a_round_trip_is_logged_with_the_caller(env: AdminEnv) -> None:
 
     async def agent(request: web.Request) -> web.Response:
         body = await request.json()
-        seen.append(body)
+        seen.append({**body, "authorization": request.headers.get("Authorization")})
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {
             "kind": "message", "role": "agent", "parts": [{"kind": "text", "text": "pong"}]}})
 
@@ -333,6 +335,7 @@ async def test_a2a_round_trip_is_logged_with_the_caller(env: AdminEnv) -> None:
                                         headers={"X-Wsctl-Caller": "webhook:github"})
         assert status == 200 and answer["result"]["parts"][0]["text"] == "pong"
         assert seen[0]["method"] == "message/send"
+        assert seen[0]["authorization"] == f"Bearer {AGENT_CREDENTIAL}"  # its container's
         (row,) = await env.store.list_activity("default.alice")
         assert (row["source"], row["method"], row["status"]) == (
             "webhook:github", "message/send", "ok")

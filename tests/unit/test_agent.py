@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parents[2]
 AGENT_DIR = REPO / "controller" / "agent"
 DEADLINE = 10.0
 TOKEN = "tok-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+A2A = "a2a-cccccccccccccccccccccccccccccccccccccccc"
+"""The controller's credential for this container, in /configs/.a2a_credential."""
 NEW_TOKEN = "tok-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 REFRESHED = "refreshed-" + "c" * 33  # the shape the controller mints (43 characters)
 LLM_KEY = "sk-test-llm-secret-0123456789"
@@ -182,6 +184,7 @@ def token_file(tmp_path: Path) -> Path:
     path = tmp_path / "configs" / ".auth_token"
     path.parent.mkdir()
     path.write_text(TOKEN + "\n")
+    (path.parent / ".a2a_credential").write_text(A2A)
     return path
 
 
@@ -194,6 +197,7 @@ def make_config(registry_url: str, token_file: Path, **overrides: Any) -> Config
         bind_host="127.0.0.1",
         heartbeat_seconds=0.05,
         token_file=str(token_file),
+        a2a_credential_file=str(token_file.parent / ".a2a_credential"),
         advertise_url="http://wsctl-default-alice:8000",
     )
     return replace(base, **overrides)
@@ -214,11 +218,15 @@ def run_agent(logs: LogCapture) -> Iterator[Callable[[Config], Agent]]:
         agent.shutdown()
 
 
-def http_json(url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+def http_json(url: str, body: Any = None, raw: bytes | None = None,
+              credential: str | None = A2A) -> tuple[int, Any]:
+    """A request to the agent, as the controller makes it (`credential` None: without)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     method = "POST" if data is not None else "GET"
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Content-Type", "application/json")
+    if credential is not None:
+        req.add_header("Authorization", f"Bearer {credential}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -426,6 +434,44 @@ def test_heartbeat_reports_missing_llm_credential(
     status, health = http_json(f"http://127.0.0.1:{agent.port}/healthz")
     assert status == 200
     assert health == {"status": "unhealthy", "error_detail": NO_LLM_CREDENTIAL}
+
+
+@pytest.mark.parametrize("authorization", [
+    None, "Bearer wrong-credential", f"Basic {A2A}", f"Bearer {A2A}x", f"bearer {TOKEN}"])
+def test_a2a_port_refuses_all_but_the_controllers_credential_and_counts_it(
+    authorization: str | None, registry: FakeServer, token_file: Path,
+    run_agent: Callable[[Config], Agent]
+) -> None:
+    agent = run_agent(make_config(registry.url, token_file))
+    base = f"http://127.0.0.1:{agent.port}"
+    for path, body in (("/a2a", {"jsonrpc": "2.0", "id": 1, "method": "message/send"}),
+                       ("/.well-known/agent.json", None), ("/healthz", None)):
+        req = urllib.request.Request(base + path, method="POST" if body else "GET",
+                                     data=json.dumps(body).encode() if body else None)
+        if authorization is not None:
+            req.add_header("Authorization", authorization)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 401
+        assert refused.value.headers["Connection"] == "close"  # an unread body is dropped
+    def reported() -> int:
+        return sum((r.body or {}).get("a2a_refused", 0) for r in registry.requests
+                   if r.path == "/registry/heartbeat")
+
+    deadline = time.monotonic() + DEADLINE
+    while reported() < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert http_json(base + "/healthz")[0] == 200  # the controller's own still passes
+    registry.wait_for("/registry/heartbeat", count=len(registry.requests) + 2)
+    assert reported() == 3  # each refusal in exactly one heartbeat
+
+
+def test_without_the_credential_file_every_request_is_refused(
+    registry: FakeServer, token_file: Path, run_agent: Callable[[Config], Agent]
+) -> None:
+    (token_file.parent / ".a2a_credential").unlink()
+    agent = run_agent(make_config(registry.url, token_file))
+    assert http_json(f"http://127.0.0.1:{agent.port}/healthz")[0] == 401
 
 
 @pytest.mark.parametrize("cred", ["anthropic_auth_token", "anthropic_api_key"])

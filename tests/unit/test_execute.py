@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from controller.adapters.postgres import TokenRecord
-from controller.core import redact
+from controller.core import redact, tokens
 from controller.core.containerspec import LABEL_WORKSPACE_UID, storage_volume
 from controller.core.model import Workspace, WorkspaceKey, WorkspaceStatus
 from controller.core.observed import Observed, ObservedContainer, ObservedTokens
@@ -151,6 +151,29 @@ async def test_direct_mode_mints_no_credential() -> None:
     assert not any(c[0] == "store.put_llm_credential" for c in calls)
     assert engine.containers[NEW_ID].env["ANTHROPIC_AUTH_TOKEN"].value == \
         SECRETS[("minimax", "api-key")]
+
+
+async def test_the_container_gets_its_a2a_credential_with_its_token() -> None:
+    w = ws()
+    key = b"k" * 32
+    engine, store, _ = ports()
+    await Executor(engine, store, host_gateway=GATEWAY, a2a_key=key).run(w.key,
+                                                                         recreate_plan(w))
+    assert engine.a2a_credentials == {
+        NEW_ID: tokens.a2a_credential(key, WS_ID, 2, NEW_ID)}  # what the proxy presents
+    assert engine.a2a_credentials[NEW_ID] not in redact.redact(engine.a2a_credentials[NEW_ID])
+
+
+def test_a2a_credentials_differ_per_container_generation_workspace_and_key() -> None:
+    key = b"k" * 32
+    one = tokens.a2a_credential(key, WS_ID, 2, "c-one")
+    assert one == tokens.a2a_credential(key, WS_ID, 2, "c-one")  # the proxy recomputes it
+    others = {tokens.a2a_credential(key, WS_ID, 2, "c-two"),
+              tokens.a2a_credential(key, WS_ID, 3, "c-one"),
+              tokens.a2a_credential(key, "default.bob", 2, "c-one"),
+              tokens.a2a_credential(b"j" * 32, WS_ID, 2, "c-one")}
+    assert one not in others and len(others) == 4
+    assert len(base64.urlsafe_b64decode(one + "=")) == 32
 
 
 async def test_every_run_mints_a_fresh_token() -> None:

@@ -49,6 +49,7 @@ FAMILIES = {
     "wsctl_db_queries_total": ("counter", {"origin"}),
     "wsctl_resyncs_total": ("counter", set()),
     "wsctl_agent_heartbeats_total": ("counter", set()),
+    "wsctl_agent_a2a_refused_total": ("counter", set()),
     "wsctl_wake_seconds": ("histogram", set()),
 }
 

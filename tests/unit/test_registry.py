@@ -434,6 +434,13 @@ async def test_heartbeat_ignores_out_of_range_counters(env: Env, tasks: Any,
     assert r.active_tasks in (None, 1) and r.uptime_seconds in (None, 1.0)
 
 
+async def test_refusals_an_agent_reports_are_counted_and_nonsense_is_not(env: Env) -> None:
+    for refused in (3, 0, -5, True, "7", 2**40, None, 4):
+        status, _ = await env.beat(a2a_refused=refused)
+        assert status == 200  # a heartbeat is never refused for this field
+    assert env.registry.counters.a2a_refused == 7
+
+
 async def test_register_failure_marker_cleared_only_by_healthy_beat_or_register(env: Env
                                                                                 ) -> None:
     status, _ = await env.register(url="http://10.1.1.1/")
