@@ -22,7 +22,7 @@ from controller.adapters.embedded import (
     pgdata_for,
 )
 from controller.adapters.postgres import Store, StoreUnavailableError
-from controller.api.a2a import A2AProxy
+from controller.api.a2a import A2AProxy, AgentTarget
 from controller.api.admin import AdminApi, admin_auth, json_errors
 from controller.api.registry import Registry
 from controller.core import tokens
@@ -219,7 +219,7 @@ async def test_apis_answer_503_while_the_database_restarts(data_dir: Path) -> No
         async def identity(workspace_id: str) -> tuple[set[str], set[str]]:
             return set(), {"127.0.0.1"}
 
-        async def no_agent(workspace_id: str) -> tuple[str, int] | None:
+        async def no_agent(workspace_id: str) -> AgentTarget | None:
             return None
 
         async def no_logs(workspace_id: str, tail: int) -> str | None:

@@ -508,7 +508,7 @@ async def test_an_answer_of_exactly_1_mib_passes(env: AdminEnv) -> None:
 async def test_a2a_while_the_engine_is_away_is_503_with_retry_after(env: AdminEnv) -> None:
     """The proxy asks Docker where the agent is; an engine restarting is a 503 to
     retry (the chaos workload counts any other 5xx as a violation)."""
-    async def gone(workspace_id: str) -> tuple[str, int] | None:
+    async def gone(workspace_id: str) -> AgentTarget | None:
         raise EngineUnavailableError("the Docker engine does not answer (list)")
 
     env.api.proxy.address = gone

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller.adapters.postgres import base
-from controller.api.a2a import A2AProxy
+from controller.api.a2a import A2AProxy, AgentTarget
 from controller.api.admin import AdminApi, admin_auth, json_errors
 from controller.api.metrics import ControllerMetrics, Counts, Levels
 from controller.api.registry import Registry, RegistryCounters
@@ -151,7 +151,7 @@ async def test_admin_requests_count_as_api_and_scrapes_as_metrics() -> None:
     await inner.apply_workspace(minimax("alice"))
     store = CountingStore(inner)
 
-    async def no_address(workspace_id: str) -> tuple[str, int] | None:
+    async def no_address(workspace_id: str) -> AgentTarget | None:
         return None
 
     async def logs(workspace_id: str, tail: int) -> str | None:

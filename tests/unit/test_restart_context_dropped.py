@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.api.a2a import A2AProxy
+from controller.api.a2a import A2AProxy, AgentTarget
 
 
 class Activity:
@@ -21,7 +21,7 @@ class Activity:
 async def test_no_running_container_means_nobody_to_tell() -> None:
     lookups: list[str] = []
 
-    async def address(workspace_id: str) -> tuple[str, int] | None:
+    async def address(workspace_id: str) -> AgentTarget | None:
         lookups.append(workspace_id)
         return None
 
