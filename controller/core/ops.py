@@ -64,10 +64,14 @@ class CreateContainer:
 
 @dataclass(frozen=True)
 class WriteToken:
-    """Mint a token, write it into the (not yet started) container's config volume."""
+    """Mint a token, write it into the (not yet started) container's config volume,
+    with the container's A2A credential (made from its id)."""
 
     container_name: str
     generation: int
+    container_id: str | None = None
+    """The container's id when it exists before the plan (a wake's standby); else the
+    id comes from the plan's own CreateContainer."""
 
 
 @dataclass(frozen=True)

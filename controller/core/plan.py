@@ -381,7 +381,7 @@ def _plan_wake(ws: Workspace, standby: ObservedContainer, containers: list[Obser
     """Wake a suspended workspace on its standby: a fresh token, then start."""
     generation = standby.token_generation
     others = [c for c in containers if c is not standby]
-    ops: list[Op] = [WriteToken(standby.name, generation),
+    ops: list[Op] = [WriteToken(standby.name, generation, standby.id),
                      ActivateToken(standby.name, generation, ws.spec.token_expiration_seconds),
                      *_stop_and_remove(others, settings), StartContainer(standby.name)]
     message = f"starting container ({RecreateReason.WOKEN.value})"

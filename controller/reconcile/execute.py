@@ -121,13 +121,16 @@ class Executor:
                     spec = spec.with_llm_credential(credential)
                 scratch.container_ids[spec.name] = await self.engine.create(
                     spec, self.host_gateway)
-            case WriteToken(container_name=name, generation=generation):
+            case WriteToken(container_name=name, generation=generation, container_id=known):
                 token = tokens.mint()
                 redact.remember_token(token)
-                cid = scratch.container_ids.get(name, name)
-                credential = tokens.a2a_credential(self.a2a_key, workspace_id, generation, cid)
+                target = scratch.container_ids.get(name) or known
+                if target is None:  # the credential is made from the id the proxy will see
+                    raise ValueError(f"no container id for {name}: created in another plan")
+                credential = tokens.a2a_credential(self.a2a_key, workspace_id, generation,
+                                                   target)
                 redact.remember_token(credential)
-                await self.engine.put_token(cid, token, a2a_credential=credential)
+                await self.engine.put_token(target, token, a2a_credential=credential)
                 scratch.minted[generation] = token
             case ActivateToken(container_name=name, generation=generation,
                                expiration_seconds=lifetime):

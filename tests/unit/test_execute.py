@@ -164,6 +164,20 @@ async def test_the_container_gets_its_a2a_credential_with_its_token() -> None:
     assert engine.a2a_credentials[NEW_ID] not in redact.redact(engine.a2a_credentials[NEW_ID])
 
 
+async def test_a_woken_standby_gets_the_credential_of_its_own_id() -> None:
+    """The standby exists before the wake's plan: its id comes with the op, because
+    the proxy makes the credential from the id it lists, never from a name."""
+    w = ws()
+    key = b"k" * 32
+    engine, store, _ = ports(known=("c4",))
+    plan_ = Plan("recreate", "Woken", (WriteToken("wsctl-default.alice-g4", 4, "c4"),))
+    await Executor(engine, store, host_gateway=GATEWAY, a2a_key=key).run(w.key, plan_)
+    assert engine.a2a_credentials == {"c4": tokens.a2a_credential(key, WS_ID, 4, "c4")}
+    with pytest.raises(ExecuteError, match="no container id"):
+        await Executor(engine, store, host_gateway=GATEWAY, a2a_key=key).run(
+            w.key, Plan("recreate", "Woken", (WriteToken("wsctl-default.alice-g4", 4),)))
+
+
 def test_a2a_credentials_differ_per_container_generation_workspace_and_key() -> None:
     key = b"k" * 32
     one = tokens.a2a_credential(key, WS_ID, 2, "c-one")

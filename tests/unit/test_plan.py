@@ -770,7 +770,7 @@ def test_suspended_keeps_a_standby_and_wakes_on_it_as_woken_not_a_restart() -> N
     # The suspension is cleared: a fresh token into the standby, then start it.
     woken = run(w, replace(with_standby, suspended_at=None), previous=p.status)
     assert woken.recreate_reason == RecreateReason.WOKEN
-    assert woken.ops == (WriteToken(standby.name, 4),
+    assert woken.ops == (WriteToken(standby.name, 4, standby.id),  # its id: its A2A credential
                          ActivateToken(standby.name, 4, None),
                          StartContainer(standby.name))
     assert woken.status is not None
