@@ -58,7 +58,15 @@ from controller.api.registry import FailedAuthLimiter
 from controller.core import redact, tokens
 from controller.core.errors import SecretUnreadableError, StoreUnavailableError
 from controller.core.providers import PROVIDERS, Provider, WireApi
-from controller.core.usage import ZERO, NoUsage, Usage, UsageObserver, observer_for
+from controller.core.usage import (
+    STREAM_USAGE_PATHS,
+    ZERO,
+    NoUsage,
+    Usage,
+    UsageObserver,
+    asking_for_stream_usage,
+    observer_for,
+)
 
 log = logging.getLogger("wsctl.llm_gateway")
 
@@ -345,15 +353,35 @@ class LlmGateway:
                    "expired_credential": "credential expired"}[cls]
         raise GatewayRefusal(401, cls, message, retry=False)
 
+    async def _openai_stream_usage(self, request: web.Request, provider: Provider,
+                                   url: str) -> bytes | None:
+        """An OpenAI chat/completions stream is made to report its usage (else it would
+        pass the budget uncounted): the body is read whole (it is bounded) and, when
+        it streams without asking, sent asking. None: forward the body as it comes."""
+        if provider.api != "openai" or request.method != "POST" or not request.body_exists \
+                or not URL(url, encoded=True).path.endswith(STREAM_USAGE_PATHS):
+            return None
+        raw = bytearray()
+        try:
+            async for chunk in _CappedBody(request, self.max_request_bytes).chunks():
+                raw.extend(chunk)
+        except _CappedBody.TooLarge:
+            raise self._too_large() from None
+        return asking_for_stream_usage(bytes(raw)) or bytes(raw)
+
     async def _forward(self, request: web.Request, provider: Provider, url: str, key: str,
                        outcome: _Outcome) -> web.StreamResponse:
-        body = _CappedBody(request, self.max_request_bytes) if request.body_exists else None
+        whole = await self._openai_stream_usage(request, provider, url)
+        body = _CappedBody(request, self.max_request_bytes) \
+            if request.body_exists and whole is None else None
         headers = request_headers(request.headers, provider.key_headers(key),
-                                  keep_length=request.content_length is not None)
+                                  keep_length=request.content_length is not None
+                                  and whole is None)
         try:
             upstream = await self._session().request(
                 request.method, URL(url, encoded=True), headers=headers,
-                data=body.chunks() if body else None, allow_redirects=False)
+                data=whole if whole is not None else body.chunks() if body else None,
+                allow_redirects=False)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if body is not None and body.too_large:
                 raise self._too_large() from None

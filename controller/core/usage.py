@@ -260,3 +260,28 @@ def observer_for(content_type: str | None, content_encoding: str | None = None
     if kind == "application/json" or kind.endswith("+json"):
         return JsonUsageCollector()
     return NoUsage()
+
+
+STREAM_USAGE_PATHS = ("/chat/completions", "/completions")
+"""OpenAI endpoints whose streams report usage only when asked
+(`stream_options.include_usage`); the Responses API always does."""
+
+
+def asking_for_stream_usage(body: bytes) -> bytes | None:
+    """An OpenAI streaming request body that does not ask for usage, made to ask (the
+    final chunk then carries it, so a budget cannot be dodged by streaming); None
+    when there is nothing to change (not JSON, not an object, not streaming, or
+    already asking)."""
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(request, dict) or request.get("stream") is not True:
+        return None
+    options = request.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        return None  # the provider will say what is wrong with it
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return None
+    request["stream_options"] = {**(options or {}), "include_usage": True}
+    return json.dumps(request, separators=(",", ":")).encode()

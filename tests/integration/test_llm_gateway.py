@@ -440,6 +440,20 @@ async def test_openai_calls(env: Env, secrets_in: None) -> None:
     assert env.memory.recorded[-1] == Recorded(OAI, "openai", Usage(32, 9, 0, 8), 200, None)
 
 
+async def test_an_openai_stream_that_does_not_ask_for_usage_is_counted_anyway(
+        env: Env, secrets_in: None) -> None:
+    """Else an agent could stream past its budget: the gateway asks for the usage."""
+    stream = await env.openai().chat.completions.create(
+        model="gpt-x", messages=[{"role": "user", "content": "hi"}], stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "Hi there"
+    assert chunks[-1].usage is not None  # the provider was asked, so it said
+    assert env.memory.recorded[-1] == Recorded(OAI, "openai", Usage(32, 9, 0, 8), 200, None)
+    seen = env.upstream.seen[-1]
+    assert seen.header("content-length") == str(seen.body_bytes)  # re-counted
+
+
 async def test_unknown_and_revoked_credentials_are_authentication_errors(
         env: Env, secrets_in: None, _no_secret_in_logs: list[str]) -> None:
     unknown = tokens.mint()

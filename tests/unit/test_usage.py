@@ -13,6 +13,7 @@ from controller.core.usage import (
     NoUsage,
     SseUsageParser,
     Usage,
+    asking_for_stream_usage,
     observer_for,
     usage_from_json,
 )
@@ -201,3 +202,27 @@ def test_observer_for_content_types() -> None:
 def test_usage_adds_up() -> None:
     assert Usage(1, 2, 3, 4) + Usage(10, 20, 30, 40) == Usage(11, 22, 33, 44)
     assert Usage(1, 2, 3, 4).total == 10
+
+
+@pytest.mark.parametrize(("body", "asks"), [
+    (b'{"stream": true, "messages": []}', True),
+    (b'{"stream": true, "stream_options": {"include_usage": false}}', True),
+    (b'{"stream": true, "stream_options": {"foo": 1}}', True),
+    (b'{"stream": true, "stream_options": {"include_usage": true}}', None),
+    (b'{"stream": false}', None),
+    (b'{"messages": []}', None),
+    (b'{"stream": true, "stream_options": "x"}', None),
+    (b'[1, 2]', None),
+    (b'not json', None),
+])
+def test_an_openai_stream_is_made_to_ask_for_usage(body: bytes, asks: bool | None) -> None:
+    changed = asking_for_stream_usage(body)
+    if asks is None:
+        assert changed is None
+    else:
+        request = json.loads(changed or b"")
+        assert request["stream_options"]["include_usage"] is True
+        assert {k: v for k, v in request.items() if k != "stream_options"} == \
+            {k: v for k, v in json.loads(body).items() if k != "stream_options"}
+        assert request["stream_options"].get("foo") == json.loads(body).get(
+            "stream_options", {}).get("foo")
