@@ -48,8 +48,10 @@ def remember_token(token: str) -> None:
     if len(token) < MIN_LENGTH:
         return
     with _lock:
+        if token in _tokens:  # known (the A2A proxy's per-call credential): no news
+            _tokens.move_to_end(token)
+            return
         _tokens[token] = None
-        _tokens.move_to_end(token)
         while len(_tokens) > MAX_TOKENS:
             _tokens.popitem(last=False)
         _ordered = None

@@ -80,3 +80,18 @@ def test_minted_tokens_are_bounded_but_secrets_are_never_evicted(
         assert "token-number-2" not in redact.redact("token-number-2")
     finally:
         redact.forget_all()
+
+
+def test_a_token_remembered_again_keeps_the_sorted_cache() -> None:
+    """The A2A proxy remembers its per-container credential on every message: a value
+    already known must not make the next redaction sort every value again."""
+    try:
+        redact.remember_token("a2a-credential-0123456789")
+        before = redact._values()
+        redact.remember_token("a2a-credential-0123456789")
+        assert redact._values() is before
+        redact.remember_token("another-token-0123456789")  # news: a new cache
+        assert redact._values() is not before
+        assert "another-token-0123456789" not in redact.redact("another-token-0123456789")
+    finally:
+        redact.forget_all()
