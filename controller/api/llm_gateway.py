@@ -123,10 +123,10 @@ class KeySource(Protocol):
 
 
 class UsageSink(Protocol):
-    def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
-               error_class: str | None, seconds: float) -> None:
-        """One call of a known workspace; `error_class` None when it succeeded. Must not
-        block: the write to the store happens off the call's path."""
+    async def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
+                     error_class: str | None, seconds: float) -> None:
+        """One call of a known workspace (after its answer); `error_class` None when it
+        succeeded. Should not wait for the store: write it off the call's path."""
 
 
 class Budget(Protocol):
@@ -250,9 +250,9 @@ class LlmGateway:
         seconds = time.monotonic() - started
         self._account(outcome, seconds)
         if outcome.workspace is not None:  # every call of a known workspace, refusals too
-            self.usage.record(outcome.workspace, outcome.provider, outcome.usage,
-                              outcome.status, None if outcome.cls == "ok" else outcome.cls,
-                              seconds)
+            await self.usage.record(outcome.workspace, outcome.provider, outcome.usage,
+                                    outcome.status,
+                                    None if outcome.cls == "ok" else outcome.cls, seconds)
         return response
 
     def _account(self, outcome: _Outcome, seconds: float) -> None:

@@ -37,8 +37,8 @@ FindWorkspace = Callable[[WorkspaceKey], Awaitable[Workspace | None]]
 WORKSPACE_TTL = 1.0
 MAX_CACHED_WORKSPACES = 4096
 MAX_PENDING_WRITES = 1024
-"""Usage writes in flight at most; beyond, a call's write waits for a free slot (so a
-slow database slows the answers' end, and memory stays bounded)."""
+"""Usage writes in flight at most; beyond, a call's record waits for a free slot (so a
+slow database slows the end of the gateway's handlers, and memory stays bounded)."""
 ResolveKey = Callable[[Workspace], Awaitable[str | None]]
 
 
@@ -121,9 +121,12 @@ class LlmAccess:
         self.wake(WorkspaceKey.from_id(workspace_id))
         return False
 
-    def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
-               error_class: str | None, seconds: float) -> None:
-        """Counted as pending at once; written by a background task (`close` waits)."""
+    async def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
+                     error_class: str | None, seconds: float) -> None:
+        """Counted as pending at once; written by a background task (`close` waits).
+        Returns at once unless MAX_PENDING_WRITES writes are in flight: then when one
+        ends, so the tasks (and their memory) stay bounded."""
+        await self._slots.acquire()
         day = utc_day(self.clock())
         slot = (workspace_id, day)
         self._pending[slot] = self._pending.get(slot, 0) + usage.total
@@ -136,12 +139,12 @@ class LlmAccess:
                      error: bool) -> None:
         slot = (workspace_id, day)
         try:
-            async with self._slots:
-                await self.usage.record_llm_usage(workspace_id, day, provider, usage,
-                                                  error=error)
+            await self.usage.record_llm_usage(workspace_id, day, provider, usage,
+                                              error=error)
         except Exception as exc:  # the answer is sent; the loss is logged, never raised
             log.warning("%s: LLM usage not recorded (%s)", workspace_id, type(exc).__name__)
         finally:
+            self._slots.release()
             left = self._pending.get(slot, 0) - usage.total
             if left > 0:
                 self._pending[slot] = left

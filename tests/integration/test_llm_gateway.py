@@ -230,8 +230,8 @@ class Memory:
             raise SecretUnreadableError(f"secret of {workspace_id} cannot be decrypted")
         return self.keys.get(workspace_id)
 
-    def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
-               error_class: str | None, seconds: float) -> None:
+    async def record(self, workspace_id: str, provider: str, usage: Usage, status: int,
+                     error_class: str | None, seconds: float) -> None:
         assert seconds >= 0
         self.recorded.append(Recorded(workspace_id, provider, usage, status, error_class))
 

@@ -106,7 +106,7 @@ async def test_an_unknown_id_is_no_workspace() -> None:
 async def test_usage_counts_toward_the_budget_before_it_is_written() -> None:
     env = Env(budgeted(100))
     env.store.gate.clear()  # the database is slow
-    env.access.record(WS, "minimax", Usage(input=60, output=40), 200, None, 0.1)
+    await env.access.record(WS, "minimax", Usage(input=60, output=40), 200, None, 0.1)
     assert not await env.access.allowed(WS)  # 100 pending of 100: the next call is refused
     assert env.woken == [WorkspaceKey.from_id(WS)]
     assert env.store.written == []
@@ -120,17 +120,17 @@ async def test_usage_counts_toward_the_budget_before_it_is_written() -> None:
 
 async def test_reaching_the_budget_wakes_the_workspace_once_written() -> None:
     env = Env(budgeted(100))
-    env.access.record(WS, "minimax", Usage(input=30, output=20), 200, None, 0.1)
+    await env.access.record(WS, "minimax", Usage(input=30, output=20), 200, None, 0.1)
     await env.access.close()
     assert env.woken == [] and await env.access.allowed(WS)
-    env.access.record(WS, "minimax", Usage(input=30, output=20), 200, None, 0.1)
+    await env.access.record(WS, "minimax", Usage(input=30, output=20), 200, None, 0.1)
     await env.access.close()
     assert env.woken == [WorkspaceKey.from_id(WS)]  # for its Degraded BudgetExhausted
 
 
 async def test_a_refusal_is_an_error_with_no_tokens_and_wakes_nobody() -> None:
     env = Env(budgeted(None))
-    env.access.record(WS, "minimax", Usage(), 429, "budget_exhausted", 0.0)
+    await env.access.record(WS, "minimax", Usage(), 429, "budget_exhausted", 0.0)
     await env.access.close()
     assert [(u.total, e) for _, _, _, u, e in env.store.written] == [(0, True)]
     assert env.woken == []
@@ -141,7 +141,7 @@ async def test_a_failed_write_is_logged_and_releases_its_pending_tokens(
     env = Env(budgeted(100))
     env.store.fail = True
     with caplog.at_level(logging.WARNING, "wsctl.llm_gateway"):
-        env.access.record(WS, "minimax", Usage(input=500), 200, None, 0.1)
+        await env.access.record(WS, "minimax", Usage(input=500), 200, None, 0.1)
         await env.access.close()
     assert "default.alice: LLM usage not recorded (ConnectionError)" in caplog.text
     assert env.access._pending == {}
@@ -149,14 +149,16 @@ async def test_a_failed_write_is_logged_and_releases_its_pending_tokens(
 
 
 async def test_writes_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow database makes calls wait for a slot, never piles up tasks."""
     env = Env(budgeted(None))
     env.access._slots = asyncio.Semaphore(2)
     env.store.gate.clear()
+    calls = [asyncio.ensure_future(env.access.record(WS, "minimax", Usage(input=1), 200,
+                                                     None, 0.1)) for _ in range(5)]
     for _ in range(5):
-        env.access.record(WS, "minimax", Usage(input=1), 200, None, 0.1)
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert env.access._slots.locked()
+        await asyncio.sleep(0)
+    assert sum(c.done() for c in calls) == 2 and len(env.access._writes) == 2
     env.store.gate.set()
+    await asyncio.gather(*calls)
     await env.access.close()
     assert len(env.store.written) == 5
