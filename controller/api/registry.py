@@ -74,6 +74,13 @@ class RegistryStore(Protocol):
                                   generation: int | None) -> Awaitable[None]: ...
 
 
+def _count(value: object) -> int | None:
+    """A heartbeat's count as an int4 >= 0, or None (absent, a bool, text, out of range)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+        return value
+    return None
+
+
 @dataclass
 class RegistryCounters:
     register_failures: dict[str, int] = field(default_factory=dict)
@@ -306,19 +313,18 @@ class Registry:
                 raise Refusal(400, "invalid_body", "status must be healthy or unhealthy")
             detail = body.get("error_detail")
             detail = redact.redact(detail)[:1000] if isinstance(detail, str) and detail else None
-            tasks = body.get("active_tasks")
+            tasks = _count(body.get("active_tasks"))  # the column is an int4 >= 0
             uptime = body.get("uptime_seconds")
-            refused = body.get("a2a_refused", 0)
+            refused = _count(body.get("a2a_refused"))
         except Refusal as refusal:
             return refusal.response()
-        if isinstance(refused, int) and not isinstance(refused, bool) and 0 < refused < 2**31:
+        if refused:
             self.counters.a2a_refused += refused
             log.warning("%s: its agent refused %d request(s) without the controller's "
                         "credential on its A2A port", workspace_id, refused)
         await self.store.record_heartbeat(
             workspace_id, status, error_detail=detail,
-            active_tasks=tasks if isinstance(tasks, int) and not isinstance(tasks, bool)
-            and 0 <= tasks < 2**31 else None,  # the column is an int4 >= 0
+            active_tasks=tasks,
             uptime_seconds=float(uptime) if isinstance(uptime, int | float)
             and abs(uptime) < 1e300 else None,  # float() of a huge int raises
             generation=generation)
