@@ -99,22 +99,60 @@ def connect(timeout: int = 60) -> docker.DockerClient:
     return client
 
 
-def ensure_network(api: Any, name: str) -> str:
-    """Create the workspace network if missing (blocking); return its gateway address."""
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+BRIDGE_OPTION = "com.docker.network.bridge.name"
+
+
+def _not_isolated(net: dict[str, Any]) -> str | None:
+    """Why a network is no workspace boundary (None: it is one)."""
+    if not net.get("Internal"):
+        return "it is not internal: its containers have a route off this host"
+    if (net.get("Options") or {}).get(ICC_OPTION) != "false":
+        return "inter-container traffic is enabled: workspaces reach each other"
+    return None
+
+
+def ensure_network(api: Any, name: str, labels: Mapping[str, str] | None = None) -> str:
+    """Create the workspace network if missing (blocking); return its gateway address.
+
+    The network is the first half of the workspace boundary: `internal` (no route
+    off this host: no internet, no LAN, no cloud metadata address; external names do
+    not resolve) with inter-container traffic disabled (no workspace reaches
+    another). The host is still reachable through the bridge; `HostFirewall` closes
+    that but for the registry port. An existing network that is not such is refused,
+    naming the fix: wsctl never runs workspaces on an open network by accident.
+    """
     try:
         net = api.inspect_network(name)
     except NotFound:
         try:
-            api.create_network(name, driver="bridge", labels={LABEL_MANAGED_BY: MANAGED_BY})
+            api.create_network(name, driver="bridge", internal=True,
+                               options={ICC_OPTION: "false"},
+                               labels=dict(labels or {LABEL_MANAGED_BY: MANAGED_BY}))
         except APIError as exc:  # created concurrently by another process
             if exc.status_code != 409:
                 raise
         net = api.inspect_network(name)
+    problem = _not_isolated(net)
+    if problem is not None:
+        raise EngineError(
+            f"network {name} cannot hold workspaces: {problem} (made by hand or by an "
+            f"older wsctl). Fix: stop wsctl, remove the containers on it (docker ps -a "
+            f"--filter network={name}) and `docker network rm {name}`; wsctl makes it "
+            f"again, isolated, and recreates the workspaces (their files stay), or "
+            f"pass --network with a new name")
     configs = (net.get("IPAM") or {}).get("Config") or []
     for config in configs:
         if config.get("Gateway"):
             return str(config["Gateway"])
     raise EngineError(f"network {name} has no IPv4 gateway")
+
+
+def network_bridge(api: Any, name: str) -> str:
+    """The host interface of a bridge network (Docker's `br-<id>` unless named)."""
+    net = api.inspect_network(name)
+    named = (net.get("Options") or {}).get(BRIDGE_OPTION)
+    return str(named) if named else f"br-{str(net['Id'])[:12]}"
 
 
 @dataclass(frozen=True)
@@ -257,6 +295,10 @@ class DockerEngine:
         result: str = await self._run("network", ensure_network, self.api, name)
         return result
 
+    async def network_bridge(self, name: str) -> str:
+        result: str = await self._run("network", network_bridge, self.api, name)
+        return result
+
     # ------------------------------------------------------------ observe
 
     async def list_containers(self, workspace_id: str | None = None) -> list[ObservedContainer]:
@@ -330,8 +372,9 @@ class DockerEngine:
     async def create(self, spec: ContainerSpec, host_gateway: str) -> str:
         """Create (not start) the container; an existing one of that name is reused."""
         def create() -> str:
+            # No published port: an internal network has none; the controller dials
+            # the container's address on the network (the agent answers only it).
             host_config = self.api.create_host_config(
-                port_bindings={spec.agent_port: ("127.0.0.1", None)},
                 mounts=[DockerMount(target=m.target, source=m.source, type=m.type,
                                     read_only=m.read_only, no_copy=m.no_copy)
                         for m in spec.mounts],

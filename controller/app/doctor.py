@@ -267,11 +267,19 @@ class Doctor:
         busy = hostnet.check_bindable(host, port)
         if busy is not None and (busy.reason != "in use" or self._controller_pid is None):
             return skip(name, f"needs {host}:{port} free, or served by this data dir's controller")
-        from controller.adapters.docker_engine import probe_connect_back
+        from controller.adapters.docker_engine import network_bridge, probe_connect_back
+        from controller.adapters.host_firewall import FirewallError, HostFirewall
 
+        firewall = HostFirewall(network_bridge(self.client.api, self.options.network))
         with contextlib.ExitStack() as stack:
             # Our own listener when the port is free; else the running controller's.
             accepted = stack.enter_context(_accepting(host, port)) if busy is None else None
+            if busy is None:  # the port, as `wsctl run` opens it in the host's fence
+                try:
+                    firewall.allow(port)
+                except FirewallError as exc:
+                    return fail(name, str(exc), "run wsctl as root, with iptables installed")
+                stack.callback(firewall.disallow, port)
             reached, detail = probe_connect_back(
                 self.client, image=image, network=self.options.network, gateway=gateway,
                 port=port)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine, connect
 from controller.adapters.docker_streams import ExecStream, LogFollower
+from controller.adapters.host_firewall import FirewallError, HostFirewall
 from controller.adapters.images import ensure_agent_image
 from controller.adapters.postgres import Store
 from controller.adapters.secretbox import PrivateFileError, read_private_file
@@ -138,15 +139,16 @@ class EngineLookups:
         return await self.engine.list_containers(workspace_id)
 
     async def agent_address(self, workspace_id: str) -> AgentTarget | None:
-        """The Docker-published A2A port of the running container (never a claimed URL)
-        and the credential its agent was given before it started."""
+        """The running container's own address on the workspace network, as Docker
+        reports it (never a claimed URL), its A2A port, and the credential its agent
+        was given before it started."""
         current = _newest_running(await self.engine.list_containers(workspace_id), workspace_id)
-        if current is None or current.host_port is None:
+        if current is None or current.ip_address is None:
             return None
         credential = tokens.a2a_credential(self.a2a_key, workspace_id,
                                            current.token_generation, current.id)
         redact.remember_token(credential)
-        return AgentTarget("127.0.0.1", current.host_port, credential)
+        return AgentTarget(current.ip_address, defaults.AGENT_PORT, credential)
 
     async def identity(self, workspace_id: str) -> tuple[set[str], set[str]]:
         """Names and network addresses an agent of this workspace may claim."""
@@ -188,8 +190,19 @@ class EngineLookups:
 async def engine_and_store(opts: RunOptions, progress: Callable[[str], None]
                            ) -> AsyncIterator[tuple[DockerEngine, str, PlatformSettings, Store]]:
     """The engine (with network and image), the workspace network's gateway, the
-    platform settings, and the migrated store, for the life of the block."""
+    platform settings, and the migrated store, for the life of the block. The
+    network is fenced off from the host but for the registry port (`HostFirewall`)
+    while the block runs; the fence stays after it."""
     engine, gateway, settings = await prepare_engine(opts, progress)
-    async with open_store(opts.data_dir, opts.database_url, progress,
-                          keep_running=False, environ=opts.environ) as store:
-        yield engine, gateway, settings, store
+    firewall = HostFirewall(await engine.network_bridge(opts.network))
+    try:
+        await asyncio.to_thread(firewall.allow, opts.registry_port)
+    except FirewallError as exc:
+        progress(f"WARNING: {exc}")
+    try:
+        async with open_store(opts.data_dir, opts.database_url, progress,
+                              keep_running=False, environ=opts.environ) as store:
+            yield engine, gateway, settings, store
+    finally:
+        with contextlib.suppress(FirewallError):
+            await asyncio.to_thread(firewall.disallow, opts.registry_port)
