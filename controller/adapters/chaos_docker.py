@@ -24,6 +24,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
+from controller.adapters.docker_engine import EngineError, ensure_network
 from controller.adapters.embedded import POSTGRES_BIN_PATH, pgdata_for
 from controller.core.containerspec import (
     LABEL_CONFIG_HASH,
@@ -249,17 +250,12 @@ class DockerChaos:
     # ------------------------------------------------------------ environment
 
     def ensure_network(self, name: str) -> str:
-        """Create a bridge network (if missing) and return its IPv4 gateway."""
+        """Create the workspace network as wsctl makes it (isolated), if missing, and
+        return its IPv4 gateway."""
         try:
-            net = self.api.inspect_network(name)
-        except NotFound:
-            self.api.create_network(name, driver="bridge",
-                                    labels={LABEL_MANAGED_BY: "wsctl-chaos"})
-            net = self.api.inspect_network(name)
-        for config in (net.get("IPAM") or {}).get("Config") or []:
-            if config.get("Gateway"):
-                return str(config["Gateway"])
-        raise ChaosEngineError(f"network {name} has no IPv4 gateway")
+            return ensure_network(self.api, name, {LABEL_MANAGED_BY: "wsctl-chaos"})
+        except EngineError as exc:
+            raise ChaosEngineError(str(exc)) from None
 
     def gateway(self, network: str) -> str | None:
         try:

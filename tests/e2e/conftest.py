@@ -12,6 +12,7 @@ import docker
 import pytest
 from docker.errors import DockerException, NotFound
 
+from controller.adapters.docker_engine import ensure_network
 from controller.testing.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
 
 NETWORK = f"wsctl-e2e-{os.getpid()}"
@@ -22,10 +23,9 @@ PLANTED_KEY = "sk-e2e-PLANTED-" + secrets.token_hex(12)
 
 @pytest.fixture(scope="session")
 def gateway(docker_client: docker.DockerClient) -> Iterator[str]:
-    network = docker_client.networks.create(NETWORK, driver="bridge",
-                                            labels={"wsctl.dev/managed-by": "wsctl-e2e"})
-    network.reload()
-    yield str(network.attrs["IPAM"]["Config"][0]["Gateway"])
+    # As wsctl makes it: internal, no traffic between containers.
+    yield ensure_network(docker_client.api, NETWORK, {"wsctl.dev/managed-by": "wsctl-e2e"})
+    network = docker_client.networks.get(NETWORK)
     for container in docker_client.containers.list(
             all=True, filters={"label": f"wsctl.dev/instance={INSTANCE}"}):
         container.remove(force=True)

@@ -27,6 +27,7 @@ import docker
 import pytest
 from docker.errors import DockerException
 
+from controller.adapters.docker_engine import ensure_network
 from controller.testing.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
 from tests.e2e.conftest import PLANTED_KEY
 from tests.e2e.test_lifecycle import online, workspace
@@ -46,10 +47,8 @@ CHECKS = ("not_a_controller_error,status_code_conformance,content_type_conforman
 @pytest.fixture(scope="module")
 def fuzzed(agent_image: str, docker_client: docker.DockerClient,
            fake_llm: FakeLLMThread) -> Iterator[ControllerProcess]:
-    network = docker_client.networks.create(NETWORK, driver="bridge",
-                                            labels={"wsctl.dev/managed-by": "wsctl-e2e"})
-    network.reload()
-    gateway = str(network.attrs["IPAM"]["Config"][0]["Gateway"])
+    gateway = ensure_network(docker_client.api, NETWORK, {"wsctl.dev/managed-by": "wsctl-e2e"})
+    network = docker_client.networks.get(NETWORK)
     data_dir = new_dir("wsctl-fuzz-")
     proc = ControllerProcess(data_dir=data_dir, network=NETWORK, instance=INSTANCE,
                              gateway=gateway,

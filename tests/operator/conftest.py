@@ -20,6 +20,7 @@ import pytest
 import yaml
 from docker.errors import DockerException, NotFound
 
+from controller.adapters.docker_engine import ensure_network
 from controller.core.crd import draft4_schema
 from controller.core.settings import default_cache_dir
 from tests.operator.harness import OperatorThread, new_dir, remove_dir
@@ -76,10 +77,8 @@ def remove_managed(client: docker.DockerClient) -> None:
 
 @pytest.fixture(scope="session")
 def gateway(docker_client: docker.DockerClient) -> Iterator[str]:
-    network = docker_client.networks.create(NETWORK, driver="bridge",
-                                            labels={"wsctl.dev/managed-by": "wsctl-op-tests"})
-    network.reload()
-    yield str(network.attrs["IPAM"]["Config"][0]["Gateway"])
+    yield ensure_network(docker_client.api, NETWORK, {"wsctl.dev/managed-by": "wsctl-op-tests"})
+    network = docker_client.networks.get(NETWORK)
     remove_managed(docker_client)
     with contextlib.suppress(NotFound, DockerException):
         network.remove()
