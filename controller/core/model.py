@@ -258,6 +258,42 @@ class StorageSpec(_Model):
         return value
 
 
+EgressMode = Literal["none", "allowlist", "open"]
+_EGRESS_HOST = re.compile(
+    r"(\*\.)?(?=.{1,253}(:|$))([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
+    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(:[0-9]{1,5})?")
+
+
+class EgressSpec(_Model):
+    """Where the workspace may connect beyond the controller (issue 16).
+
+    none (default): nothing leaves but through the controller (registry, LLM gateway).
+    allowlist: HTTP and HTTPS to the hosts in `allow` through the controller's egress
+    proxy (host names, `*.domain` wildcards, `host:port`). open: an ordinary Docker
+    network, with a route to what the host reaches (opt-in, shown as such)."""
+
+    mode: EgressMode = "none"
+    allow: Annotated[list[str], Field(max_length=256)] = Field(default_factory=list)
+
+    @field_validator("allow")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for i, entry in enumerate(value):
+            if not _EGRESS_HOST.fullmatch(entry.lower()):
+                raise ValueError(f"allow[{i}] {entry!r} is not a host name, *.domain or "
+                                 "host:port")
+            port = entry.rpartition(":")[2] if ":" in entry else None
+            if port is not None and not 0 < int(port) < 65536:
+                raise ValueError(f"allow[{i}] {entry!r}: port out of range")
+        return [entry.lower() for entry in value]
+
+    @model_validator(mode="after")
+    def _allow_needs_allowlist(self) -> EgressSpec:
+        if self.allow and self.mode != "allowlist":
+            raise ValueError(f"allow: only read with mode: allowlist (mode is {self.mode})")
+        return self
+
+
 class WorkspaceSpec(_Model):
     image: Annotated[str, Field(min_length=1, max_length=255)] = DEFAULT_IMAGE
     model: Annotated[str | None, Field(max_length=255)] = None
@@ -288,6 +324,7 @@ class WorkspaceSpec(_Model):
     workspace (stops its container; files stay); the next message or exec wakes it.
     Unset: never."""
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    egress: EgressSpec = Field(default_factory=EgressSpec)
 
     @model_validator(mode="before")
     @classmethod
