@@ -146,7 +146,7 @@ def test_workspace_container_is_hardened(
     # Only the workspace's own volumes: its token and its storage; never a host path.
     assert sorted((m["Type"], m["Destination"], m.get("RW")) for m in info["Mounts"]) == [
         ("volume", "/configs", True), ("volume", "/workspace", True)]
-    assert all(b["HostIp"] == "127.0.0.1" for b in host["PortBindings"]["8000/tcp"])
+    assert not host.get("PortBindings")  # nothing published: the controller dials in
     mode, uid = token_file_mode(docker_client, info["Id"])
     assert (mode, uid) == (0o600, 10001)
 
