@@ -148,6 +148,23 @@ def ensure_network(api: Any, name: str, labels: Mapping[str, str] | None = None)
     raise EngineError(f"network {name} has no IPv4 gateway")
 
 
+def ensure_open_network(api: Any, name: str) -> None:
+    """The ordinary bridge network an `open` workspace joins beside the isolated one
+    (a route to what the host reaches; Docker's isolation between networks holds)."""
+    try:
+        net = api.inspect_network(name)
+    except NotFound:
+        try:
+            api.create_network(name, driver="bridge", labels={LABEL_MANAGED_BY: MANAGED_BY})
+        except APIError as exc:  # created concurrently by another process
+            if exc.status_code != 409:
+                raise
+        net = api.inspect_network(name)
+    if net.get("Internal"):
+        raise EngineError(f"network {name} is internal: `open` workspaces would have no "
+                          f"route; remove it (docker network rm {name}) and wsctl makes it")
+
+
 def network_bridge(api: Any, name: str) -> str:
     """The host interface of a bridge network (Docker's `br-<id>` unless named)."""
     net = api.inspect_network(name)
@@ -256,6 +273,9 @@ class DockerEngine:
         # user's other controller) is never adopted or removed as an orphan.
         self.label_filter = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_INSTANCE}={instance}"]
         self.api = client.api
+        self.network: str | None = None
+        """The workspace network (set by `ensure_network`): a container's address there
+        is the one the controller dials and the egress proxy knows it by."""
         self._inspect_cache: dict[str, tuple[str, dict[str, Any]]] = {}
         self._df_cache: tuple[float, list[dict[str, Any]]] | None = None
         self._df_flight: asyncio.Future[list[dict[str, Any]]] | None = None
@@ -293,7 +313,11 @@ class DockerEngine:
     async def ensure_network(self, name: str) -> str:
         """Create the workspace network if missing; return its gateway address."""
         result: str = await self._run("network", ensure_network, self.api, name)
+        self.network = name
         return result
+
+    async def ensure_open_network(self, name: str) -> None:
+        await self._run("network", ensure_open_network, self.api, name)
 
     async def network_bridge(self, name: str) -> str:
         result: str = await self._run("network", network_bridge, self.api, name)
@@ -338,14 +362,15 @@ class DockerEngine:
         """Drop the cached inspect of a container (on its Docker events)."""
         self._inspect_cache.pop(container_id, None)
 
-    @staticmethod
-    def _observe(info: dict[str, Any]) -> ObservedContainer:
+    def _observe(self, info: dict[str, Any]) -> ObservedContainer:
         labels = info["Config"].get("Labels") or {}
         state = info.get("State") or {}
         ports = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get("8000/tcp") or []
         host_port = int(ports[0]["HostPort"]) if ports and ports[0].get("HostPort") else None
         networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
-        ip = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
+        ip = (networks.get(self.network) or {}).get("IPAddress") if self.network else None
+        ip = ip or next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")),
+                        None)
         try:
             generation = int(labels.get(LABEL_TOKEN_GENERATION, "0"))
         except ValueError:
@@ -390,28 +415,34 @@ class DockerEngine:
                 network_mode=spec.network,
                 restart_policy={"Name": "no"},
             )
-            try:
+            def make() -> str:
                 created = self.api.create_container(
                     image=spec.image, name=spec.name, user=spec.user,
                     environment={k: v.value for k, v in spec.env.items()},
                     labels=dict(spec.labels), ports=[spec.agent_port],
                     host_config=host_config, hostname=spec.name[:63],
                 )
+                return str(created["Id"])
+            try:
+                container_id = make()
             except APIError as exc:
                 if exc.status_code != 409:
                     raise EngineError(f"create {spec.name}: {exc.explanation}") from None
                 if spec.llm is None:  # a retried create: the container is the one wanted
-                    return str(self.api.inspect_container(spec.name)["Id"])
-                # Gateway mode: the one found holds the LLM credential of an attempt
-                # that no longer counts (the store has this attempt's): replace it.
-                self.api.remove_container(spec.name, force=True, v=True)
-                created = self.api.create_container(
-                    image=spec.image, name=spec.name, user=spec.user,
-                    environment={k: v.value for k, v in spec.env.items()},
-                    labels=dict(spec.labels), ports=[spec.agent_port],
-                    host_config=host_config, hostname=spec.name[:63],
-                )
-            return str(created["Id"])
+                    container_id = str(self.api.inspect_container(spec.name)["Id"])
+                else:
+                    # Gateway mode: the one found holds the LLM credential of an attempt
+                    # that no longer counts (the store has this attempt's): replace it.
+                    self.api.remove_container(spec.name, force=True, v=True)
+                    container_id = make()
+            for network in spec.extra_networks:  # before start: no moment without it
+                try:
+                    self.api.connect_container_to_network(container_id, network)
+                except APIError as exc:
+                    if "already" not in str(exc.explanation):
+                        raise EngineError(f"create {spec.name}: joining {network}: "
+                                          f"{exc.explanation}") from None
+            return container_id
         result: str = await self._run("create", create)
         return result
 

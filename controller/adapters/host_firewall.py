@@ -13,13 +13,15 @@ traffic coming in on that bridge:
     -A INPUT -i <bridge> -j WSCTL-<bridge>
     -A WSCTL-<bridge> -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
     -A WSCTL-<bridge> -p tcp --dport <registry port> -j ACCEPT    (one per controller)
+    -A WSCTL-<bridge> -p tcp --dport <egress proxy port> -j ACCEPT
     -A WSCTL-<bridge> -j DROP
 
 Answers to connections the host opened (the A2A proxy dialling an agent, docker
 exec is not IP) pass as ESTABLISHED; a container may open a connection to the
 registry/LLM-gateway port and nothing else. The rules stay when the controller
 stops (the containers keep running and must stay fenced); `disallow` removes one
-controller's port. `iptables` (Debian's, the one Docker uses) and root are needed;
+controller's ports. A chain whose bridge is gone (its network removed) is removed
+at the next start (`prune`). `iptables` (Debian's, the one Docker uses) and root are needed;
 without them `FirewallError` says so.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from controller.core.errors import WsctlError
 
@@ -40,6 +43,10 @@ class FirewallError(WsctlError):
 def _run(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=30,
                           check=False)
+
+
+def _interface_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
 
 
 class HostFirewall:
@@ -64,8 +71,8 @@ class HostFirewall:
                 f"iptables {' '.join(add)} failed ({done.stderr.strip() or done.returncode}): "
                 "workspaces could reach every service of this host; run wsctl as root")
 
-    def allow(self, port: int) -> None:
-        """Fence the bridge (idempotent), opening `port` (tcp) to its containers."""
+    def allow(self, *ports: int) -> None:
+        """Fence the bridge (idempotent), opening `ports` (tcp) to its containers."""
         created = self._ipt("-N", self.chain)
         if created.returncode != 0 and "exists" not in created.stderr.lower():
             raise FirewallError(
@@ -74,11 +81,32 @@ class HostFirewall:
         established = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
         self._ensure([self.chain, *established], ["-I", self.chain, "1", *established])
         self._ensure([self.chain, "-j", "DROP"], ["-A", self.chain, "-j", "DROP"])
-        opened = ["-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]
-        self._ensure([self.chain, *opened], ["-I", self.chain, "2", *opened])
+        for port in ports:
+            opened = ["-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]
+            self._ensure([self.chain, *opened], ["-I", self.chain, "2", *opened])
         jump = ["-i", self.bridge, "-j", self.chain]
         self._ensure(["INPUT", *jump], ["-I", "INPUT", "1", *jump])
 
-    def disallow(self, port: int) -> None:
-        """Close `port` again (this controller stops); the fence itself stays."""
-        self._ipt("-D", self.chain, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT")
+    def disallow(self, *ports: int) -> None:
+        """Close `ports` again (this controller stops); the fence itself stays."""
+        for port in ports:
+            self._ipt("-D", self.chain, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT")
+
+    def prune(self, exists: Callable[[str], bool] | None = None) -> list[str]:
+        """Remove the fence of every bridge that no longer exists (its network was
+        removed); the chains removed."""
+        exists = exists or _interface_exists
+        listed = self._ipt("-S", "INPUT")
+        removed = []
+        for line in listed.stdout.splitlines():
+            words = line.split()
+            if words[:2] != ["-A", "INPUT"] or "-j" not in words or "-i" not in words:
+                continue
+            chain, bridge = words[words.index("-j") + 1], words[words.index("-i") + 1]
+            if not chain.startswith("WSCTL-") or exists(bridge):
+                continue
+            self._ipt("-D", "INPUT", "-i", bridge, "-j", chain)
+            self._ipt("-F", chain)
+            self._ipt("-X", chain)
+            removed.append(chain)
+        return removed

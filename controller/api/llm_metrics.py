@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from controller.api.metrics import WithoutCreated
+from controller.api.metrics import WithoutCreated, forget_workspaces
 from controller.core.usage import Usage
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -57,14 +57,7 @@ class GatewayMetrics:
     def forget_unknown(self, exists: Callable[[str], bool]) -> int:
         """Drop every label set of a workspace for which `exists(id)` is false (deleted);
         the count of dropped label sets."""
-        dropped = 0
-        for metric, names in ((self.requests, ("workspace", "provider", "class")),
-                              (self.duration, ("workspace", "provider")),
-                              (self.tokens, ("workspace", "provider", "kind"))):
-            present = {tuple(sample.labels[n] for n in names)
-                       for family in metric.collect() for sample in family.samples}
-            for labels in present:
-                if labels[0] != NO_WORKSPACE and not exists(labels[0]):
-                    metric.remove(*labels)
-                    dropped += 1
-        return dropped
+        return sum(forget_workspaces(metric, names, exists, NO_WORKSPACE)
+                   for metric, names in ((self.requests, ("workspace", "provider", "class")),
+                                         (self.duration, ("workspace", "provider")),
+                                         (self.tokens, ("workspace", "provider", "kind"))))

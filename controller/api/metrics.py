@@ -161,6 +161,21 @@ class WithoutCreated:
             yield family
 
 
+def forget_workspaces(metric: Counter | Histogram, names: tuple[str, ...],
+                      exists: Callable[[str], bool], keep: str = "-") -> int:
+    """Remove every label set of `metric` whose first label (`names[0]`, a workspace
+    id) names a workspace for which `exists` is false; the count removed. `keep` is
+    the placeholder for "no workspace", never removed."""
+    present = {tuple(sample.labels[n] for n in names)
+               for family in metric.collect() for sample in family.samples}
+    dropped = 0
+    for labels in present:
+        if labels[0] != keep and not exists(labels[0]):
+            metric.remove(*labels)
+            dropped += 1
+    return dropped
+
+
 class ControllerMetrics:
     """The metrics of one controller, in a registry of its own."""
 

@@ -244,6 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, cache_dir=args.cache_dir,
         listen_host=args.listen[0], listen_port=args.listen[1],
         registry_host=checks.registry_host, registry_port=checks.registry_port,
+        egress_port=args.egress_port,
         database_url=checks.database_url, resync_seconds=args.resync_seconds,
         heartbeat_seconds=args.heartbeat_seconds, build_image=not args.no_build,
         demo=args.demo, network=args.network, instance=args.instance, workers=args.workers,
@@ -338,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--registry-listen", type=_host_port, default=None,
                        help="agent registry address (default: workspace network gateway:"
                             f"{defaults.REGISTRY_PORT})")
+        p.add_argument("--egress-port", type=int, default=None,
+                       help="egress proxy port, on the registry's address, for allowlist "
+                            "workspaces (default: the registry port + 1)")
         p.add_argument("--network", default=defaults.NETWORK,
                        help=f"Docker network for workspaces (default {defaults.NETWORK})")
 
@@ -397,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peering", action="store_true",
                    help="with --kubernetes: a single replica, no peering object needed")
     p.add_argument("--liveness", metavar="URL",
-                   help="with --kubernetes: serve a liveness probe, e.g. http://0.0.0.0:8082/healthz")
+                   help="with --kubernetes: serve a liveness probe, e.g. http://0.0.0.0:8089/healthz")
 
     p = add("doctor", cmd_doctor, "check this machine for wsctl: engine, limits, image base, "
             "agent image, data dir and key files, ports, the registry from a container, "

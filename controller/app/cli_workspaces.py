@@ -66,7 +66,16 @@ def row(obj: dict[str, Any], now: datetime) -> list[str]:
         reason = ready.get("reason", "")
     return [obj["metadata"]["name"], status.get("phase", "Pending"),
             ready.get("status", "Unknown"), reason or "-", str(status.get("restartCount", 0)),
+            egress_shown((obj.get("spec") or {}).get("egress")),
             _age(obj["metadata"].get("creationTimestamp"), now)]
+
+
+def egress_shown(egress: dict[str, Any] | None) -> str:
+    """none | allowlist(N) | OPEN (upper case: the opt-in with a route off the host)."""
+    mode = (egress or {}).get("mode", "none")
+    if mode == "allowlist":
+        return f"allowlist({len((egress or {}).get('allow') or [])})"
+    return "OPEN" if mode == "open" else str(mode)
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -115,7 +124,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         print("No workspaces found.", file=sys.stderr)
         return 0
     print(table([row(o, now) for o in objects],
-                ["NAME", "PHASE", "READY", "REASON", "RESTARTS", "AGE"]))
+                ["NAME", "PHASE", "READY", "REASON", "RESTARTS", "EGRESS", "AGE"]))
     return 0
 
 
@@ -138,6 +147,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
         f" (observed {status.get('observedGeneration', '-')})",
         f"Image:         {spec.get('image')}",
         f"Provider:      {llm.get('provider', '-')}  apiKey: {key_shown}",
+        f"Egress:        {egress_shown(spec.get('egress'))}"
+        + "".join(f"\n  allow:       {entry}"
+                  for entry in (spec.get("egress") or {}).get("allow") or [])
+        + ("  (a route off this host: reaches what the host reaches)"
+           if (spec.get("egress") or {}).get("mode") == "open" else ""),
         f"Phase:         {status.get('phase', 'Pending')}",
         f"Container:     {(status.get('containerID') or '-')[:12]}",
         f"Config hash:   {status.get('configHash', '-')}",

@@ -24,6 +24,7 @@ from controller.adapters.docker_engine import DockerEngine
 from controller.adapters.postgres import QUERY_COUNT, Store
 from controller.api.a2a import A2AProxy
 from controller.api.admin import AdminApi, admin_auth, json_errors
+from controller.api.egress_proxy import EgressMetrics, EgressProxy
 from controller.api.exec import ExecApi
 from controller.api.files import FilesApi
 from controller.api.llm_gateway import LlmGateway
@@ -32,6 +33,8 @@ from controller.api.metrics import ControllerMetrics, Counts, Levels, degraded_b
 from controller.api.registry import Registry
 from controller.api.streams import Streams
 from controller.api.wake import Waker
+from controller.app.egress import EgressAccess
+from controller.app.egress import resolver as egress_resolver
 from controller.app.llm import LlmAccess, key_resolver
 from controller.app.retention import RetentionTask
 from controller.app.wiring import (
@@ -113,7 +116,9 @@ class Controller:
 
         async def render_metrics() -> str:
             workspaces = await store.list_workspaces()
-            llm_metrics.forget_unknown({ws.key.id for ws in workspaces}.__contains__)
+            known = {ws.key.id for ws in workspaces}.__contains__
+            llm_metrics.forget_unknown(known)
+            egress.metrics.forget_unknown(known)
             return exporter.render(Levels(
                 workspaces=len(workspaces),
                 degraded=degraded_by_reason(ws.status for ws in workspaces)))
@@ -151,6 +156,11 @@ class Controller:
                                  limiter=registry.limiter,
                                  host_aliases={"host.docker.internal": gateway})
         registry_app.add_routes(llm_gateway.routes())
+        # The egress proxy (allowlist workspaces), beside the registry on the gateway.
+        egress = EgressAccess(find, engine.list_containers, store,
+                              EgressMetrics(exporter.registry))
+        egress_proxy = EgressProxy(egress.lookup, egress.observe,
+                                   resolve=egress_resolver(opts.environ))
 
         # History and retired tokens pruned every few minutes, beside the reconciles.
         retention = RetentionTask(store, opts.retention,
@@ -165,6 +175,7 @@ class Controller:
                 await runner.setup()
                 runners.append(runner)
                 await web.TCPSite(runner, host, port).start()
+            await egress_proxy.start(opts.registry_host or gateway, opts.egress_proxy_port)
             if opts.demo:
                 runners.append(await self._start_demo(store, gateway))
             self._write_server_file(opts)
@@ -182,9 +193,11 @@ class Controller:
             await driver.stop()
             await proxy.close()
             await llm_gateway.close()
+            await egress_proxy.close()
             for runner in reversed(runners):
                 await runner.cleanup()
             await llm_access.close()  # the usage of the last calls, written
+            await egress.close()
             with contextlib.suppress(FileNotFoundError):
                 (opts.data_dir / SERVER_FILE).unlink()
 

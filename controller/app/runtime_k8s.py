@@ -26,11 +26,14 @@ from aiohttp import web
 from controller.adapters.docker_engine import DockerEngine
 from controller.adapters.postgres import QUERY_COUNT, Registration, Store, TokenRecord
 from controller.api.a2a import A2AProxy
+from controller.api.egress_proxy import EgressMetrics, EgressProxy
 from controller.api.llm_gateway import LlmGateway
 from controller.api.llm_metrics import GatewayMetrics
 from controller.api.metrics import ControllerMetrics, Counts, Levels, degraded_by_reason
 from controller.api.metrics import routes as metrics_routes
 from controller.api.registry import Registry
+from controller.app.egress import EgressAccess
+from controller.app.egress import resolver as egress_resolver
 from controller.app.llm import LlmAccess, key_resolver
 from controller.app.retention import RetentionTask
 from controller.app.wiring import EngineLookups, RunOptions, engine_and_store
@@ -178,6 +181,7 @@ class KubernetesController:
 
         async def render_metrics() -> str:
             llm_metrics.forget_unknown(operator.knows)
+            egress.metrics.forget_unknown(operator.knows)
             return exporter.render(Levels(
                 workspaces=operator.known_workspaces(),
                 degraded=degraded_by_reason(operator.known_statuses())))
@@ -200,6 +204,10 @@ class KubernetesController:
                                  limiter=registry.limiter,
                                  host_aliases={"host.docker.internal": gateway})
         registry_app.add_routes(llm_gateway.routes())
+        egress = EgressAccess(operator.workspace, engine.list_containers, store,
+                              EgressMetrics(exporter.registry), cache_seconds=1.0)
+        egress_proxy = EgressProxy(egress.lookup, egress.observe,
+                                   resolve=egress_resolver(opts.environ))
         http_app = web.Application(client_max_size=64 * 1024)
         http_app.add_routes(metrics_routes(
             render_metrics, lambda: ready.is_set() and not stop.is_set()))
@@ -215,6 +223,7 @@ class KubernetesController:
                 await runner.setup()
                 runners.append(runner)
                 await web.TCPSite(runner, host, port, reuse_port=reuse).start()
+            await egress_proxy.start(opts.registry_host or gateway, opts.egress_proxy_port)
             self.progress(f"wsctl operator starting: registry http://"
                           f"{opts.registry_host or gateway}:{opts.registry_port} "
                           f"(containers: {settings.registry_url}), metrics http://"
@@ -229,10 +238,14 @@ class KubernetesController:
                 await proxy.close()
             with contextlib.suppress(Exception):
                 await llm_gateway.close()
+            with contextlib.suppress(Exception):
+                await egress_proxy.close()
             for runner in reversed(runners):
                 await runner.cleanup()
             with contextlib.suppress(Exception):
                 await llm_access.close()  # the usage of the last calls, written
+            with contextlib.suppress(Exception):
+                await egress.close()
 
 
 def operator_options(args: Mapping[str, Any]) -> OperatorOptions:

@@ -46,6 +46,8 @@ class RunOptions:
     listen_port: int = defaults.API_PORT
     registry_host: str | None = None  # default: the workspace network's gateway
     registry_port: int = defaults.REGISTRY_PORT
+    egress_port: int | None = None
+    """The egress proxy's port on the registry's address; None: the registry port + 1."""
     database_url: str | None = None
     network: str = defaults.NETWORK
     instance: str = defaults.INSTANCE
@@ -65,6 +67,10 @@ class RunOptions:
     """Also serve the fake LLM on the gateway and apply examples/demo.yaml."""
     demo_llm_port: int = 8090
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @property
+    def egress_proxy_port(self) -> int:
+        return self.egress_port if self.egress_port is not None else self.registry_port + 1
 
 
 def ensure_admin_token(data_dir: Path) -> str:
@@ -104,8 +110,10 @@ async def prepare_engine(opts: RunOptions, progress: Callable[[str], None]
                                 cache_dir=opts.cache_dir, progress=progress)
     settings = PlatformSettings(
         registry_url=f"http://host.docker.internal:{opts.registry_port}",
+        egress_proxy_url=f"http://host.docker.internal:{opts.egress_proxy_port}",
         network=opts.network, heartbeat_seconds=opts.heartbeat_seconds,
         instance=opts.instance, crash_loop_threshold=opts.crash_loop_threshold)
+    await engine.ensure_open_network(settings.open_network)
     return engine, gateway, settings
 
 
@@ -195,8 +203,10 @@ async def engine_and_store(opts: RunOptions, progress: Callable[[str], None]
     while the block runs; the fence stays after it."""
     engine, gateway, settings = await prepare_engine(opts, progress)
     firewall = HostFirewall(await engine.network_bridge(opts.network))
+    ports = (opts.registry_port, opts.egress_proxy_port)
     try:
-        await asyncio.to_thread(firewall.allow, opts.registry_port)
+        await asyncio.to_thread(firewall.prune)
+        await asyncio.to_thread(firewall.allow, *ports)
     except FirewallError as exc:
         progress(f"WARNING: {exc}")
     try:
@@ -205,4 +215,4 @@ async def engine_and_store(opts: RunOptions, progress: Callable[[str], None]
             yield engine, gateway, settings, store
     finally:
         with contextlib.suppress(FirewallError):
-            await asyncio.to_thread(firewall.disallow, opts.registry_port)
+            await asyncio.to_thread(firewall.disallow, *ports)

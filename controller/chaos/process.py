@@ -32,6 +32,7 @@ class RunProcess:
     env: dict[str, str]
     listen_port: int = 0
     registry_port: int = 0
+    egress_port: int = 0
     log_files: list[Path] = field(default_factory=list)
     """Every start's log file (a list a test may share among several processes)."""
     proc: subprocess.Popen[bytes] | None = None
@@ -41,6 +42,7 @@ class RunProcess:
     def __post_init__(self) -> None:
         self.listen_port = self.listen_port or free_port("127.0.0.1")
         self.registry_port = self.registry_port or free_port(self.gateway)
+        self.egress_port = self.egress_port or free_port(self.gateway)
 
     @property
     def listen(self) -> str:
@@ -62,6 +64,7 @@ class RunProcess:
                 [sys.executable, "-m", "controller", "run", "--data-dir", str(self.data_dir),
                  "--listen", self.listen,
                  "--registry-listen", f"{self.gateway}:{self.registry_port}",
+                 "--egress-port", str(self.egress_port),
                  "--network", self.network, "--instance", self.instance, "--no-build",
                  *flags],
                 stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd,

@@ -116,6 +116,8 @@ class ContainerSpec:
     extra_hosts: dict[str, str] = field(
         default_factory=lambda: {"host.docker.internal": "host-gateway"}
     )
+    extra_networks: tuple[str, ...] = ()
+    """Joined as well before start: egress `open` (an ordinary bridge, a route off)."""
     llm: LlmGrant | None = None
     """Gateway mode: the executor mints this generation's LLM credential for it and
     puts it where `env` holds the placeholder."""
@@ -143,8 +145,8 @@ class ContainerSpec:
                  **({"noCopy": True} if m.no_copy else {})}
                 for m in self.mounts
             ],
-            "network": self.network,
-            "ports": {f"{self.agent_port}/tcp": "127.0.0.1:<ephemeral>"},
+            "networks": [self.network, *self.extra_networks],
+            "agentPort": self.agent_port,
             "limits": {
                 "memoryBytes": self.memory_bytes,
                 "nanoCpus": self.nano_cpus,
@@ -181,6 +183,7 @@ def container_spec(ws: Workspace, projection: Projection, settings: PlatformSett
                 Mount(source=storage_volume_name(workspace_id, settings.instance),
                       target=ws.spec.storage.mount_path, no_copy=not _owned_by_agent(ws))),
         network=settings.network,
+        extra_networks=(settings.open_network,) if ws.spec.egress.mode == "open" else (),
         agent_port=settings.agent_port,
         memory_bytes=ws.spec.resources.memory_bytes,
         nano_cpus=ws.spec.resources.nano_cpus,

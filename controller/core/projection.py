@@ -138,6 +138,12 @@ def project_env(ws: Workspace, secrets: SecretLookup,
     if missing:
         raise ProjectionError(str(ws.key), missing)
 
+    if spec.egress.mode == "allowlist":  # what HTTP clients read, both spellings
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[name] = EnvValue(settings.egress_proxy_url)
+        for name in ("NO_PROXY", "no_proxy"):  # the registry and the LLM gateway
+            env[name] = EnvValue("host.docker.internal,localhost,127.0.0.1")
+
     env.update({
         "WSCTL_WORKSPACE_ID": EnvValue(ws.key.id),
         "WSCTL_WORKSPACE_NAME": EnvValue(ws.metadata.name),
@@ -176,6 +182,8 @@ def config_hash(ws: Workspace, env: Mapping[str, EnvValue],
         "nanoCpus": spec.resources.nano_cpus,
         "restartedAt": spec.restarted_at.isoformat() if spec.restarted_at else None,
     }
+    if spec.egress.mode != "none":  # the networks it joins (allow is read per connection)
+        material["egress"] = spec.egress.mode
     if llm is not None:
         material["llmGateway"] = {"provider": llm.provider, "baseURL": llm.base_url}
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))

@@ -60,6 +60,8 @@ RETENTION_MAX_BATCHES = 100
 """Statements per table per pass at most; what is left waits for the next pass."""
 
 AGENT_PORT = 8000
+EGRESS_PORT = REGISTRY_PORT + 1
+"""The egress proxy, beside the registry on the gateway (`--egress-port`)."""
 TOKEN_PATH = "/configs/.auth_token"
 A2A_CREDENTIAL_PATH = "/configs/.a2a_credential"
 """What the agent must see in `Authorization: Bearer` on its A2A port (per container)."""
@@ -76,7 +78,16 @@ class PlatformSettings:
     """Controller instance: scopes container names, volumes and the labels it lists."""
 
     network: str = NETWORK
-    """Docker network every workspace container joins."""
+    """Docker network every workspace container joins (internal, no inter-container
+    traffic: the workspace boundary)."""
+
+    egress_proxy_url: str = f"http://host.docker.internal:{EGRESS_PORT}"
+    """The egress proxy, as an `allowlist` workspace's HTTP(S)_PROXY."""
+
+    @property
+    def open_network(self) -> str:
+        """The ordinary bridge network an `open` workspace joins as well."""
+        return f"{self.network}-open"
 
     agent_port: int = AGENT_PORT
     """Port the agent serves A2A on inside its container."""

@@ -110,7 +110,7 @@ class OperatorOptions:
     watch_connect_timeout: float = 30.0
 
     liveness_endpoint: str | None = None
-    """e.g. http://0.0.0.0:8082/healthz for the pod's liveness probe."""
+    """e.g. http://0.0.0.0:8089/healthz for the pod's liveness probe."""
 
     error_backoff_seconds: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
     """Delays before retrying a workspace whose reconcile failed."""

@@ -34,6 +34,8 @@ def gateway(docker_client: docker.DockerClient) -> Iterator[str]:
         crashed.remove(force=True)
     with contextlib.suppress(NotFound, DockerException):
         network.remove()
+    with contextlib.suppress(NotFound, DockerException):  # made by wsctl for `open`
+        docker_client.networks.get(f"{NETWORK}-open").remove()
     for volume in docker_client.volumes.list():
         if volume.name.startswith(f"wsctl-{INSTANCE}"):
             volume.remove(force=True)

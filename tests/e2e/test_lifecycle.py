@@ -98,22 +98,33 @@ def test_provision_minimax_projects_env_without_v1(
         controller: ControllerProcess, fake_llm: FakeLLMThread,
         docker_client: docker.DockerClient, cleanup: list[str]) -> None:
     """access: direct (the documented trade-off): the key itself, the provider's URL
-    with no trailing /v1. The default (gateway) is tests/e2e/test_llm_gateway_run.py."""
+    with no trailing /v1. The default (gateway) is tests/e2e/test_llm_gateway_run.py.
+    The agent calls the provider itself, so it needs a route: egress open (the
+    provider here listens on the open network's gateway, a host address)."""
     cleanup.append("prov")
-    controller.apply(workspace("prov", fake_llm.port, access="direct"))
-    obj = online(controller, "prov")
-    env = container_env(docker_client, obj["status"]["containerID"])
-    assert env["MINIMAX_API_KEY"] == PLANTED_KEY
-    assert env["ANTHROPIC_AUTH_TOKEN"] == PLANTED_KEY
-    assert env["ANTHROPIC_BASE_URL"] == f"http://host.docker.internal:{fake_llm.port}"
-    code, out, err = controller.cli("send", "prov", "direct call")
-    assert code == 0 and "fake-llm heard: direct call" in out, err
-    assert fake_llm.llm.requests[-1].key_ok
+    open_gateway = docker_client.api.inspect_network(f"{NETWORK}-open")["IPAM"]["Config"][0][
+        "Gateway"]
+    provider = FakeLLMThread(open_gateway, PLANTED_KEY).start()
+    try:
+        obj = workspace("prov", access="direct")
+        obj["spec"]["llm"]["baseURL"] = f"http://{open_gateway}:{provider.port}/v1/"
+        obj["spec"]["egress"] = {"mode": "open"}
+        controller.apply(obj)
+        obj = online(controller, "prov")
+        env = container_env(docker_client, obj["status"]["containerID"])
+        assert env["MINIMAX_API_KEY"] == PLANTED_KEY
+        assert env["ANTHROPIC_AUTH_TOKEN"] == PLANTED_KEY
+        assert env["ANTHROPIC_BASE_URL"] == f"http://{open_gateway}:{provider.port}"
+        code, out, err = controller.cli("send", "prov", "direct call")
+        assert code == 0 and "fake-llm heard: direct call" in out, err
+        assert provider.llm.requests[-1].key_ok
+    finally:
+        provider.stop()
     assert condition(obj, "Ready")["status"] == "True"
     assert condition(obj, "Degraded")["status"] == "False"
     code, out, _ = controller.cli("get")
     assert code == 0
-    assert re.search(r"^prov\s+Online\s+True\s+-\s+0\s+\d+s$", out, re.M), out
+    assert re.search(r"^prov\s+Online\s+True\s+-\s+0\s+OPEN\s+\d+s$", out, re.M), out
     code, out, _ = controller.cli("logs", "prov")
     assert code == 0 and "register_ok" in out
     code, out, _ = controller.cli("get", "prov", "-o", "json")

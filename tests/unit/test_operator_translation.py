@@ -89,12 +89,12 @@ def test_run_flags_become_operator_options() -> None:
     args = build_parser().parse_args([
         "run", "--kubernetes", "--namespace", "a", "--namespace", "b",
         "--peering-priority", "7", "--resync-seconds", "12",
-        "--liveness", "http://0.0.0.0:8082/healthz"])
+        "--liveness", "http://0.0.0.0:8089/healthz"])
     options = operator_options(vars(args))
     assert args.kubernetes and options.namespaces == ("a", "b")
     assert options.priority == 7 and not options.standalone
     assert options.resync_seconds == 12.0
-    assert options.liveness_endpoint == "http://0.0.0.0:8082/healthz"
+    assert options.liveness_endpoint == "http://0.0.0.0:8089/healthz"
     single = operator_options(vars(build_parser().parse_args(
         ["run", "--kubernetes", "--no-peering"])))
     assert single.standalone and single.namespaces == () and single.priority > 0
