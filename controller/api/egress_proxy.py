@@ -133,13 +133,15 @@ class EgressProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._open) >= self._max:
-            await _answer(writer, 503, "the egress proxy is at its connection limit")
-            return
-        self._open.add(task)
         try:
+            if len(self._open) >= self._max:
+                await _answer(writer, 503, "the egress proxy is at its connection limit")
+                return
+            self._open.add(task)
             await self._serve(reader, writer)
         except (OSError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        except asyncio.CancelledError:  # closing: the connection ends here, quietly
             pass
         finally:
             self._open.discard(task)

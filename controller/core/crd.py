@@ -65,6 +65,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Reason", "type": "string",
      "jsonPath": '.status.conditions[?(@.type=="Degraded")].reason'},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restartCount"},
+    {"name": "Egress", "type": "string", "jsonPath": ".spec.egress.mode"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

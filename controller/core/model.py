@@ -265,7 +265,7 @@ _EGRESS_HOST = re.compile(
 
 
 class EgressSpec(_Model):
-    """Where the workspace may connect beyond the controller (issue 16).
+    """Where the workspace may connect beyond the controller.
 
     none (default): nothing leaves but through the controller (registry, LLM gateway).
     allowlist: HTTP and HTTPS to the hosts in `allow` through the controller's egress
