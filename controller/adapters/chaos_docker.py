@@ -239,6 +239,16 @@ class DockerChaos:
         info = self._call("inspect", container_id, self.api.inspect_container, container_id)
         return [str(e) for e in (info.get("Config") or {}).get("Env") or []]
 
+    def addresses(self, container_id: str) -> dict[str, str]:
+        """The container's address on each network it is on (network -> address)."""
+        info = self._call("inspect", container_id, self.api.inspect_container, container_id)
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        return {str(n): str(v["IPAddress"]) for n, v in networks.items() if v.get("IPAddress")}
+
+    def probe(self, container_id: str, script: str, args: list[str]) -> str:
+        """Run a Python script in the container as the agent's user; its stdout."""
+        return self._exec(container_id, ["python3", "-c", script, *args], "probe")
+
     def _call(self, what: str, container_id: str, func: Any, *args: Any, **kw: Any) -> Any:
         try:
             return func(*args, **kw)
@@ -275,8 +285,9 @@ class DockerChaos:
                 with contextlib.suppress(NotFound, APIError):
                     self.api.remove_volume(volume["Name"], force=True)
         if network is not None:
-            with contextlib.suppress(NotFound, APIError):
-                self.api.remove_network(network)
+            for made in (network, f"{network}-open"):  # the second: wsctl's, for `open`
+                with contextlib.suppress(NotFound, APIError):
+                    self.api.remove_network(made)
 
     def ensure_agent_image(self, cache_dir: Path, progress: Any) -> None:
         from controller.adapters.images import DEFAULT_TAG, ensure_agent_image

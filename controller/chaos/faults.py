@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import random
 import secrets
 from abc import ABC, abstractmethod
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
+from controller.chaos import lateral
 from controller.chaos.model import FaultPlan, FaultRecord, Scope
 from controller.chaos.ports import Api, ChaosEngine, ContainerLike, ControllerHandle, Sleep
 from controller.core.conditions import DegradedReason
@@ -70,6 +72,8 @@ class FaultContext:
     controller: ControllerHandle | None = None
     restart_postgres: Callable[[], Awaitable[None]] | None = None
     restart_docker: Callable[[], Awaitable[None]] | None = None
+    egress_port: int | None = None
+    """The controller's egress proxy port (known when the harness started it)."""
     deleted: Callable[[str], None] = lambda name: None
     """Told that a workspace is gone, before it is applied again: what the run holds of
     its previous life (tokens read) belongs to a workspace that no longer exists."""
@@ -461,10 +465,50 @@ class DockerRestart(Fault):
         record.lifted_at = ctx.clock()
 
 
+# ------------------------------------------------------------------ the boundary
+
+
+class Lateral(Fault):
+    """The target tries every lateral path (controller/chaos/lateral.py), under the
+    run's traffic; each one that works is a breach of `isolation`. Nothing is broken,
+    so nothing is to be reported and the workspace keeps its container."""
+
+    kind = "lateral"
+    summary = "a workspace tries other workspaces, the host and a non-allowed host"
+    weight = 2
+
+    async def inject(self, ctx: FaultContext, plan: FaultPlan, record: FaultRecord) -> None:
+        name = _target(plan)
+        me = await self._strike(ctx, plan, record)
+        others: dict[str, tuple[str, list[str]]] = {}
+        for c in await ctx.docker(ctx.engine.containers):
+            if c.running and c.workspace_id != me.workspace_id:
+                addresses = await ctx.docker(ctx.engine.addresses, c.id)
+                others[c.workspace_id] = (c.name, sorted(addresses.values()))
+        networks = await ctx.docker(ctx.engine.addresses, me.id)
+        gateways = [await ctx.docker(ctx.engine.gateway, n) for n in (*networks, "bridge")]
+        hosts = [g for g in gateways if g] + ["host.docker.internal"]
+        bait_host = next((g for g in gateways if g), "host.docker.internal")
+        proxy = f"host.docker.internal:{ctx.egress_port}" if ctx.egress_port else None
+        async with lateral.Bait().open() as bait:
+            tried = lateral.targets(others, hosts, bait.port, proxy, bait_host)
+            output = await ctx.docker(ctx.engine.probe, me.id, lateral.SCRIPT,
+                                      [json.dumps([t.as_json() for t in tried]),
+                                       str(lateral.ATTEMPT_SECONDS)])
+            outcomes = lateral.parse(output, tried)
+        record.breaches = lateral.breaches(tried, outcomes)
+        if bait.accepted:
+            record.breaches.append(f"the bait on the host accepted {bait.accepted} "
+                                   "connection(s)")
+        record.notes.append(f"{name}: {len(tried)} lateral path(s) tried, "
+                            f"{len(record.breaches)} reached"
+                            + ("" if proxy else "; no egress port known: proxy not tried"))
+
+
 FAULTS: dict[str, Fault] = {f.kind: f for f in (
     KillContainer(), StopContainer(), RemoveContainer(), PauseContainer(), NetworkCut(),
     TokenFault(), SuspendWake(), DeleteReapply(), BadRegister(), CrashLoop(), ControllerCrash(),
-    PostgresRestart(), DockerRestart(),
+    PostgresRestart(), DockerRestart(), Lateral(),
 )}
 
 

@@ -29,10 +29,11 @@ NO_FAILED = "no-failed"  # continuous: phase never Failed without an injected ca
 SERVES = "serves"  # 8.1 read strictly: a converged workspace answers message/send
 CONVERGE = "converge"  # a fault was followed by convergence within the fault timeout
 ANSWERS = "answers"  # no 5xx from the controller itself, fault or not (503+Retry-After is fine)
+ISOLATION = "isolation"  # no lateral path works (the `lateral` fault's probes)
 INJECTED = "injected"  # at most MAX_NOT_INJECTED of the planned faults skipped or missed
 MAX_NOT_INJECTED = 0.05
 INVARIANTS = (ONE_CONTAINER, SERVES, ANSWERS, TOKENS, ACTIVITY, FILES, SECRETS, DEGRADED_CAUSE,
-              SINGLE_RUNNER, NO_FAILED, CONVERGE, INJECTED)
+              ISOLATION, SINGLE_RUNNER, NO_FAILED, CONVERGE, INJECTED)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class FaultRecord:
     """Injected, but not as planned (e.g. the controller never reached the stall point)."""
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    breaches: list[str] = field(default_factory=list)
+    """lateral: the paths that worked (each a violation of `isolation`)."""
     suspensions_before: int | None = None
     """suspend: the workspace's `Suspended` event count before the request."""
 

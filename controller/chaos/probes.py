@@ -34,6 +34,7 @@ from controller.chaos.model import (
     Violation,
 )
 from controller.chaos.ports import ChaosEngine, ContainerLike
+from controller.core.conditions import DegradedReason
 
 log = logging.getLogger("wsctl.chaos")
 
@@ -164,10 +165,13 @@ class Observer:
                     self.events[event["id"]] = {**event, "workspace": name}
 
     def event_degraded(self) -> list[DegradedSeen]:
-        """Warning events: the controller records one per Degraded transition."""
+        """Warning events of a Degraded reason: the controller records one per Degraded
+        transition (other Warning events, such as EgressRefused, report no condition;
+        the status samples see every Degraded reason, known or not)."""
         seen = []
+        reasons = {r.value for r in DegradedReason}
         for event in self.events.values():
-            if event.get("type") != "Warning":
+            if event.get("type") != "Warning" or event.get("reason") not in reasons:
                 continue
             times = {event.get("first_at"), event.get("at")} - {None}
             for when in times:

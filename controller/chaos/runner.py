@@ -32,6 +32,7 @@ from controller.chaos.model import (
     CONVERGE,
     FILES,
     INVARIANTS,
+    ISOLATION,
     ONE_CONTAINER,
     SECRETS,
     SERVES,
@@ -162,7 +163,8 @@ class Run:
             clock=self.clock.now, wait_reason=self.observer.wait_reason,
             run_blocking=env.blocking, controller=env.controller,
             restart_postgres=env.restart_postgres if env.data_dir else None,
-            restart_docker=env.restart_docker, deleted=self._deleted)
+            restart_docker=env.restart_docker, deleted=self._deleted,
+            egress_port=env.controller.egress_port if env.controller else None)
 
     # ------------------------------------------------------------ the run
 
@@ -379,6 +381,7 @@ class Run:
         await self._check_activity()  # 8.3
         await self._check_files()
         await self._check_secrets()  # 8.4
+        self._check_isolation()  # 8.7
         seen = self.observer.degraded + self.observer.event_degraded()  # 8.5
         for violation in checks.attribute(seen, self.records, end) + checks.unreported(
                 self.records):
@@ -513,6 +516,11 @@ class Run:
             workspace = which.split()[2] if which.startswith("agent token") else None
             self._violate(SECRETS, workspace, None, f"{which} appears in {where}")
 
+    def _check_isolation(self) -> None:
+        for record in self.records:
+            for breach in record.breaches:
+                self._violate(ISOLATION, record.plan.target, record.plan.label, breach)
+
     def _invariants(self) -> dict[str, str]:
         failed = {v.invariant for v in self.violations}
         verdict = {name: "fail" if name in failed else "pass" for name in INVARIANTS}
@@ -520,6 +528,9 @@ class Run:
             verdict[TOKENS] = "skipped"
         if self.config.files_interval is None:
             verdict[FILES] = "skipped"
+        if ISOLATION not in failed and not any(
+                r.plan.kind == "lateral" and r.injected_at is not None for r in self.records):
+            verdict[ISOLATION] = "skipped"
         return verdict
 
 

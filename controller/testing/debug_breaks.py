@@ -22,6 +22,8 @@ root (runtime.py) applies them, by wrapping what it wires together:
   WSCTL_DEBUG_BREAK_KEY_IN_CONTAINER=1  a gateway-mode container gets a provider key from
                                         the controller's WSCTL_SECRET_* environment in
                                         its credential variables, as in access: direct
+  WSCTL_DEBUG_BREAK_OPEN_NETWORK=1      every container also joins the `open` network
+                                        (an ordinary bridge), whatever its spec.egress
   WSCTL_DEBUG_STALL_AFTER_OP=OpName     after an op of that type (e.g. WriteToken), the
                                         executor hangs forever: crash tests then SIGKILL
                                         the controller at that point of a recreate
@@ -60,7 +62,8 @@ log = logging.getLogger("wsctl.debug")
 PREFIX = "WSCTL_DEBUG_BREAK_"
 STALL = "WSCTL_DEBUG_STALL_AFTER_OP"
 KNOBS = ("RECREATE", "STOP_OLD", "TOKEN_REVOCATION", "TOKEN_EXPIRY", "ACTIVITY_WRITES",
-         "LOG_SECRET", "DEGRADED_REASON", "SERVES", "STORAGE", "KEY_IN_CONTAINER")
+         "LOG_SECRET", "DEGRADED_REASON", "SERVES", "STORAGE", "KEY_IN_CONTAINER",
+         "OPEN_NETWORK")
 _TRUE = {"1", "true", "yes"}
 _WRONG_FROM = DegradedReason.HEARTBEAT_STALE.value
 _WRONG_TO = DegradedReason.AGENT_UNHEALTHY.value
@@ -78,6 +81,7 @@ class DebugBreaks:
     serves: bool = False
     storage: bool = False
     key_in_container: bool = False
+    open_network: bool = False
     stall_after_op: str | None = None
     keys: tuple[str, ...] = ()
     """The WSCTL_SECRET_* values of the environment (for key_in_container)."""
@@ -110,7 +114,7 @@ class DebugBreaks:
         if self.stall_after_op:
             executor = dataclasses.replace(executor, after_op=self.stall)
         if not (self.recreate or self.stop_old or self.degraded_reason or self.storage
-                or self.key_in_container):
+                or self.key_in_container or self.open_network):
             return executor
         values = {f.name: getattr(executor, f.name) for f in dataclasses.fields(Executor)}
         return _BrokenExecutor(**values, breaks=self)
@@ -157,6 +161,8 @@ class _BrokenExecutor(Executor):
             plan = dataclasses.replace(plan, ops=_forget_storage(plan.ops))
         if self.breaks.key_in_container and self.breaks.keys:
             plan = dataclasses.replace(plan, ops=_key_in_container(plan.ops, self.breaks.keys[0]))
+        if self.breaks.open_network:
+            plan = dataclasses.replace(plan, ops=_open_network(plan.ops))
         if self.breaks.degraded_reason:
             plan = dataclasses.replace(plan, events=tuple(
                 Event(e.type, _WRONG_TO, e.message) if e.reason == _WRONG_FROM else e
@@ -180,6 +186,20 @@ def _forget_storage(ops: tuple[Op, ...]) -> tuple[Op, ...]:
                 log.warning("broken on purpose: %s mounts a fresh volume at the storage "
                             "path", op.spec.name)
             op = CreateContainer(dataclasses.replace(op.spec, mounts=mounts))
+        changed.append(op)
+    return tuple(changed)
+
+
+def _open_network(ops: tuple[Op, ...]) -> tuple[Op, ...]:
+    """Every new container on the open network too, as if its egress were `open`."""
+    changed: list[Op] = []
+    for op in ops:
+        if isinstance(op, CreateContainer):
+            opened = f"{op.spec.network}-open"
+            if opened not in op.spec.extra_networks:
+                log.warning("broken on purpose: %s joins %s", op.spec.name, opened)
+                op = CreateContainer(dataclasses.replace(
+                    op.spec, extra_networks=(*op.spec.extra_networks, opened)))
         changed.append(op)
     return tuple(changed)
 

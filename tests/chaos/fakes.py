@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ class FakeEngine:
     calls: list[tuple[str, ...]] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)
+    reach: dict[str, str] = field(default_factory=dict)
+    """probe: outcome by target label (default unreachable)."""
     """Listed as running, but inspect says the process is gone (the list trails)."""
 
     def containers(self) -> list[Any]:
@@ -75,6 +78,17 @@ class FakeEngine:
     def file_digests(self, container_id: str, directory: str) -> dict[str, str]:
         self.calls.append(("file_digests", container_id, directory))
         return {}
+
+    def addresses(self, container_id: str) -> dict[str, str]:
+        return {"wsctl": "10.9.0." + str(1 + sum(map(ord, container_id)) % 200)}
+
+    def gateway(self, network: str) -> str | None:
+        return {"wsctl": "10.9.0.1", "bridge": "172.17.0.1"}.get(network)
+
+    def probe(self, container_id: str, script: str, args: list[str]) -> str:
+        self.calls.append(("probe", container_id))
+        tried = json.loads(args[0])
+        return json.dumps([self.reach.get(t[0], "unreachable: TimeoutError") for t in tried])
 
 
 @dataclass

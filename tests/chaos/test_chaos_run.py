@@ -95,7 +95,7 @@ def failed(data: dict[str, Any]) -> set[str]:
 
 def test_small_run_passes_with_every_fault_type_and_writes_the_report(tmp_path: Path) -> None:
     # 10 s tokens: refreshed in place every ~5 s, through every fault type.
-    args = ["--workspaces", "3", "--faults", "12", "--seed", "2", "--settle", "90",
+    args = ["--workspaces", "3", "--faults", "13", "--seed", "2", "--settle", "90",
             "--token-expiration", "10"]
     code, output, data = chaos(tmp_path / "report", *args, "--keep",
                                env={PLANTED_ENV: PLANTED})
@@ -109,7 +109,7 @@ def test_small_run_passes_with_every_fault_type_and_writes_the_report(tmp_path: 
     assert data["verdict"] == "pass" and data["violations"] == []
     assert set(data["invariants"].values()) == {"pass"}
     kinds = {"kill", "stop", "remove", "pause", "network", "token", "suspend", "delete-reapply",
-             "bad-register", "crash-loop", "controller-kill", "postgres-restart"}
+             "bad-register", "crash-loop", "controller-kill", "postgres-restart", "lateral"}
     assert set(data["convergence"]) == kinds
     for kind, stats in data["convergence"].items():
         assert stats["converged"] == stats["injected"] >= 1, kind
@@ -223,3 +223,27 @@ def test_a_recreate_that_forgets_the_storage_loses_acknowledged_files(tmp_path: 
         assert re.search(r"\d+ missing \(1\.txt, 2\.txt", v["detail"]), v["detail"]
         assert f"[files] {v['workspace']} / {v['fault']}: of " in output
     assert data["files"]["missing"] > 0
+
+
+def test_a_workspace_on_an_open_network_fails_isolation(tmp_path: Path) -> None:
+    """With every container also on the open network (WSCTL_DEBUG_BREAK_OPEN_NETWORK),
+    the lateral probe reaches the other workspace and the host: `isolation` fails,
+    naming each path; nothing else does. Without the knob the same run passes."""
+    args = ["--workspaces", "2", "--faults", "2", "--only", "lateral", "--seed", "1",
+            "--settle", "10"]
+    code, output, data = chaos(tmp_path / "broken", *args,
+                               env={"WSCTL_DEBUG_BREAK_OPEN_NETWORK": "1"})
+    assert code == 1, output[-4000:]
+    assert failed(data) == {"isolation"}, [
+        v for v in data["violations"] if v["invariant"] != "isolation"]
+    breaches = [v["detail"] for v in data["violations"] if v["invariant"] == "isolation"]
+    assert any(re.match(r"chaos\.w0[12] at [0-9.]+ \([0-9.]+:8000\): reached", d)
+               for d in breaches), breaches
+    assert any(d.startswith("the host at ") for d in breaches), breaches
+    assert any(d.startswith("the bait on the host accepted") for d in breaches), breaches
+
+    code, output, data = chaos(tmp_path / "sound", *args)
+    assert code == 0, output[-4000:]
+    assert data["invariants"]["isolation"] == "pass"
+    notes = [n for f in data["faults"] for n in f.get("notes", [])]
+    assert any(re.search(r"\d+ lateral path\(s\) tried, 0 reached", n) for n in notes), notes

@@ -285,3 +285,29 @@ def test_a_mid_recreate_controller_kill_may_also_cause_crash_looping() -> None:
     _, mid_recreate = record("controller-kill", None, stall="WriteToken", workspace="w01")
     assert fault.causes(random_moment.plan) == {"HeartbeatStale"}
     assert fault.causes(mid_recreate.plan) == {"HeartbeatStale", "CrashLooping"}
+
+
+async def test_lateral_tries_every_neighbour_the_host_and_the_proxy() -> None:
+    engine = fleet()
+    ctx, _, _ = context(engine)
+    ctx.egress_port = 9999
+    plan, rec = record("lateral")
+    await FAULTS["lateral"].inject(ctx, plan, rec)
+    assert engine.calls == [("probe", f"id-{WS}-g2")]
+    assert rec.breaches == [] and rec.injected_at is not None
+    assert "6 lateral path(s) tried, 0 reached" in rec.notes[0]
+    assert FAULTS["lateral"].replaced(plan) is None and FAULTS["lateral"].may_cause == set()
+
+
+async def test_lateral_reports_each_path_that_worked() -> None:
+    engine = fleet()
+    engine.reach = {"chaos.w02 by name": "reached",
+                    "the host through the egress proxy": "reached",
+                    "the host at 172.17.0.1": "refused: HTTP/1.1 403 Forbidden"}
+    ctx, _, _ = context(engine)
+    ctx.egress_port = 9999
+    plan, rec = record("lateral")
+    await FAULTS["lateral"].inject(ctx, plan, rec)
+    assert [b.split(" (")[0] for b in rec.breaches] == [
+        "chaos.w02 by name", "the host through the egress proxy"]
+    assert "via host.docker.internal:9999" in rec.breaches[1]
