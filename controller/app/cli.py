@@ -214,7 +214,8 @@ def _doctor_options(args: argparse.Namespace) -> DoctorOptions:
     registry_host, registry_port = args.registry_listen or (None, defaults.REGISTRY_PORT)
     return DoctorOptions(
         data_dir=args.data_dir, listen_host=args.listen[0], listen_port=args.listen[1],
-        registry_host=registry_host, registry_port=registry_port, network=args.network,
+        registry_host=registry_host, registry_port=registry_port,
+        egress_port=args.egress_port, network=args.network,
         database_url=os.environ.get("DATABASE_URL"))
 
 

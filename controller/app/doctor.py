@@ -72,6 +72,7 @@ class DoctorOptions:
     listen_port: int = defaults.API_PORT
     registry_host: str | None = None  # default: the workspace network's gateway
     registry_port: int = defaults.REGISTRY_PORT
+    egress_port: int | None = None  # default: the registry port + 1
     network: str = defaults.NETWORK
     image: str = DEFAULT_IMAGE
     database_url: str | None = None
@@ -221,6 +222,16 @@ class Doctor:
         return self._port("registry port", host, o.registry_port, "--registry-listen HOST:PORT",
                           controller_may_hold)
 
+    def egress_port(self, *, controller_may_hold: bool = True) -> CheckResult:
+        o = self.options
+        host = o.registry_host or self._gateway()
+        port = o.egress_port if o.egress_port is not None else o.registry_port + 1
+        if host is None:
+            return skip("egress port", "needs the docker engine (the egress proxy listens "
+                        "on the workspace network's gateway)")
+        return self._port("egress port", host, port, "--egress-port PORT",
+                          controller_may_hold)
+
     def _port(self, name: str, host: str, port: int, flag: str,
               controller_may_hold: bool) -> CheckResult:
         busy = hostnet.check_bindable(host, port)
@@ -329,6 +340,7 @@ class Doctor:
         yield self.admin_token()
         yield self.api_port(controller_may_hold=controller_may_hold)
         yield self.registry_port(controller_may_hold=controller_may_hold)
+        yield self.egress_port(controller_may_hold=controller_may_hold)
 
     def all(self) -> Iterator[CheckResult]:
         yield from self.cheap(controller_may_hold=True)

@@ -21,7 +21,7 @@ def wsctl(controller: ControllerProcess, command: str) -> subprocess.CompletedPr
         [sys.executable, "-m", "controller", command, "--data-dir", str(controller.data_dir),
          "--listen", controller.server,
          "--registry-listen", f"{controller.gateway}:{controller.registry_port}",
-         "--network", NETWORK],
+         "--egress-port", str(controller.egress_port), "--network", NETWORK],
         capture_output=True, text=True, timeout=120, cwd=controller.repo,
         env={**os.environ, **controller.env})
 
@@ -35,6 +35,8 @@ def test_doctor_counts_the_running_controller_as_healthy(controller: ControllerP
     assert (f"ok   api port: {controller.server} is served by the running wsctl controller of "
             f"{controller.data_dir} (pid {pid})") in lines
     assert (f"ok   registry port: {controller.gateway}:{controller.registry_port} is served by "
+            f"the running wsctl controller of {controller.data_dir} (pid {pid})") in lines
+    assert (f"ok   egress port: {controller.gateway}:{controller.egress_port} is served by "
             f"the running wsctl controller of {controller.data_dir} (pid {pid})") in lines
     assert (f"ok   registry from a container: a container on network {NETWORK} reached "
             f"host.docker.internal:{controller.registry_port} ({controller.gateway}, the running "

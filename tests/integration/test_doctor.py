@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
 REPO = Path(__file__).resolve().parents[2]
 NETWORK = "wsctl-test-doctor"
-CHECKS = 11
+CHECKS = 12
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -48,7 +48,7 @@ def where(gateway: str) -> Iterator[dict[str, object]]:
     """A fresh data dir and free ports: nothing here is a user's controller's."""
     data_dir = new_data_dir()
     yield {"data_dir": data_dir, "api": free_port(), "registry": free_port(gateway),
-           "gateway": gateway}
+           "egress": free_port(gateway), "gateway": gateway}
     subprocess.run(["rm", "-rf", str(data_dir)], check=False)
 
 
@@ -57,7 +57,7 @@ def wsctl(command: str, where: dict[str, object], *extra: str,
     args = [sys.executable, "-m", "controller", command, "--data-dir", str(where["data_dir"]),
             "--listen", f"127.0.0.1:{where['api']}",
             "--registry-listen", f"{where['gateway']}:{where['registry']}",
-            "--network", NETWORK, *extra]
+            "--egress-port", str(where["egress"]), "--network", NETWORK, *extra]
     base = {k: v for k, v in os.environ.items()
             if k not in ("DATABASE_URL", "WSCTL_SECRET_KEY", "WSCTL_DEBUG")}
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO,
@@ -122,6 +122,15 @@ def test_registry_port_taken(where: dict[str, object]) -> None:
         f"FAIL registry port: {where['gateway']}:{where['registry']} is in use by pid "
         f"{os.getpid()} ({Path('/proc/self/comm').read_text().strip()}); fix: stop that process, "
         "or pass --registry-listen HOST:PORT"]
+
+
+def test_egress_port_taken(where: dict[str, object]) -> None:
+    with socket.socket() as holder:
+        holder.bind((str(where["gateway"]), int(str(where["egress"]))))
+        holder.listen(1)
+        line = assert_one_failure(*wsctl("doctor", where), "egress port")
+    assert line.endswith("; fix: stop that process, or pass --egress-port PORT")
+    assert f"{where['gateway']}:{where['egress']} is in use" in line
 
 
 def test_group_readable_secret_key(where: dict[str, object]) -> None:
