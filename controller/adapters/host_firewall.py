@@ -14,15 +14,16 @@ traffic coming in on that bridge:
     -A WSCTL-<bridge> -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
     -A WSCTL-<bridge> -p tcp --dport <registry port> -j ACCEPT    (one per controller)
     -A WSCTL-<bridge> -p tcp --dport <egress proxy port> -j ACCEPT
-    -A WSCTL-<bridge> -j DROP
+    -A WSCTL-<bridge> -p tcp -j REJECT --reject-with tcp-reset
+    -A WSCTL-<bridge> -j REJECT --reject-with icmp-port-unreachable
 
 Answers to connections the host opened (the A2A proxy dialling an agent, docker
 exec is not IP) pass as ESTABLISHED; a container may open a connection to the
 registry/LLM-gateway port and nothing else. The rules stay when the controller
 stops (the containers keep running and must stay fenced); `disallow` removes one
 controller's ports. A chain whose bridge is gone (its network removed) is removed
-at the next start (`prune`). `iptables` (Debian's, the one Docker uses) and root are needed;
-without them `FirewallError` says so.
+at the next start (`prune`). `iptables` (Debian's, the one Docker uses) and root
+are needed; without them `FirewallError` says so.
 """
 
 from __future__ import annotations
@@ -80,7 +81,12 @@ class HostFirewall:
                 "could reach every service of this host; run wsctl as root")
         established = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
         self._ensure([self.chain, *established], ["-I", self.chain, "1", *established])
-        self._ensure([self.chain, "-j", "DROP"], ["-A", self.chain, "-j", "DROP"])
+        # Refused at once (a reset, an ICMP error), not dropped: a client in a workspace
+        # fails now instead of after its connect timeout. The DROP of older versions goes.
+        self._ipt("-D", self.chain, "-j", "DROP")
+        for last in (["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
+                     ["-j", "REJECT", "--reject-with", "icmp-port-unreachable"]):
+            self._ensure([self.chain, *last], ["-A", self.chain, *last])
         for port in ports:
             opened = ["-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]
             self._ensure([self.chain, *opened], ["-I", self.chain, "2", *opened])

@@ -118,8 +118,11 @@ class EgressProxy:
     def connections(self) -> int:
         return len(self._open)
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._accept, host, port, limit=HEAD_LIMIT)
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Listen; `reuse_port`: a standby replica on the same node binds it too (HA),
+        as the registry does in Kubernetes mode."""
+        self._server = await asyncio.start_server(self._accept, host, port, limit=HEAD_LIMIT,
+                                                  reuse_port=reuse_port)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -216,7 +219,8 @@ class EgressProxy:
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             while True:
                 try:
-                    data = await asyncio.wait_for(src.read(CHUNK), self._idle)
+                    async with asyncio.timeout(self._idle):  # no task per read
+                        data = await src.read(CHUNK)
                 except TimeoutError:
                     if time.monotonic() - last[0] < self._idle:
                         continue  # the other way is busy: a long download, say

@@ -1,10 +1,13 @@
 """What the egress proxy needs from the rest of the controller, in both modes.
 
 - `lookup`: source address -> the workspace whose container has it on the
-  workspace network (Docker's own listing, cached for a second; a miss lists
-  again at most every `relist_seconds`) and that workspace's current spec.egress
-  (the store, or the operator's view: a spec change holds for the next
-  connection).
+  workspace network (Docker's own listing, cached for `cache_seconds`; a miss
+  lists again at most every `relist_seconds`) and that workspace's current
+  spec.egress (the store, cached for `workspace_ttl` and forgotten at once on the
+  store's change notification, or the operator's in-memory view: a spec change
+  holds for the next connection). Docker gives a freed address to a new container
+  only after the rest of the subnet (serial allocation), so a cached address does
+  not name another workspace's container.
 - `observe`: every decision is counted (`EgressMetrics`); a refusal is recorded as
   a Warning event (`EgressRefused`) and an activity row, with the host name
   redacted (a name can carry a secret: `<token>.attacker.example`). Writes run in
@@ -38,8 +41,9 @@ ListContainers = Callable[[], Awaitable[list[ObservedContainer]]]
 
 class EgressAccess:
     def __init__(self, find: FindWorkspace, containers: ListContainers, sink: Store,
-                 metrics: EgressMetrics, *, cache_seconds: float = 1.0,
-                 relist_seconds: float = 0.5, quiet_seconds: float = 60.0) -> None:
+                 metrics: EgressMetrics, *, cache_seconds: float = 5.0,
+                 relist_seconds: float = 0.5, quiet_seconds: float = 60.0,
+                 workspace_ttl: float = 1.0) -> None:
         self._find = find
         self._containers = containers
         self._sink = sink
@@ -47,6 +51,10 @@ class EgressAccess:
         self._cache_seconds = cache_seconds
         self._relist_seconds = relist_seconds
         self._quiet_seconds = quiet_seconds
+        self._workspace_ttl = workspace_ttl
+        self._specs: dict[str, tuple[float, EgressSpec | None]] = {}
+        """workspace id -> (read at, its egress; None: no such workspace). Bounded by
+        the containers listed: entries of ids no longer listed go at each listing."""
         self._by_address: dict[str, str] = {}
         self._listed_at = float("-inf")
         self._listing: asyncio.Lock = asyncio.Lock()
@@ -64,18 +72,35 @@ class EgressAccess:
                 self._by_address = {c.ip_address: c.workspace_id for c in listed
                                     if c.ip_address and c.workspace_id}
                 self._listed_at = time.monotonic()
+                alive = set(self._by_address.values())
+                for gone in [w for w in self._specs if w not in alive]:
+                    del self._specs[gone]
         return self._by_address.get(address)
 
     async def lookup(self, address: str) -> tuple[str, EgressSpec] | None:
         workspace_id = await self._workspace_at(address)
         if workspace_id is None:
             return None
-        try:
-            key = WorkspaceKey.from_id(workspace_id)
-        except ValueError:
-            return None
-        ws = await self._find(key)
-        return None if ws is None else (workspace_id, ws.spec.egress)
+        cached = self._specs.get(workspace_id)
+        if cached is not None and time.monotonic() - cached[0] < self._workspace_ttl:
+            egress = cached[1]
+        else:
+            try:
+                key = WorkspaceKey.from_id(workspace_id)
+            except ValueError:
+                return None
+            ws = await self._find(key)
+            egress = None if ws is None else ws.spec.egress
+            if self._workspace_ttl > 0:
+                self._specs[workspace_id] = (time.monotonic(), egress)
+        return None if egress is None else (workspace_id, egress)
+
+    def forget(self, workspace_id: str | None = None) -> None:
+        """A workspace changed (None: any may have): its next connection reads it anew."""
+        if workspace_id is None:
+            self._specs.clear()
+        else:
+            self._specs.pop(workspace_id, None)
 
     def observe(self, decision: Decision) -> None:
         self.metrics.observe(decision)

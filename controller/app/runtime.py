@@ -148,19 +148,23 @@ class Controller:
 
         llm_access = LlmAccess(find, key_resolver(secrets_of), store,
                                lambda key: driver.on_registry_event(key.id))
-        # A changed workspace (a budget raise) is seen by its next call, not a TTL later.
-        await store.listen_workspace_changes(lambda key: llm_access.forget(key.id),
-                                             on_reconnect=llm_access.forget)
-        llm_gateway = LlmGateway(store, llm_access, llm_access, llm_access,
-                                 metrics=llm_metrics,
-                                 limiter=registry.limiter,
-                                 host_aliases={"host.docker.internal": gateway})
-        registry_app.add_routes(llm_gateway.routes())
         # The egress proxy (allowlist workspaces), beside the registry on the gateway.
         egress = EgressAccess(find, engine.list_containers, store,
                               EgressMetrics(exporter.registry))
         egress_proxy = EgressProxy(egress.lookup, egress.observe,
                                    resolve=egress_resolver(opts.environ))
+
+        # A changed workspace (a budget raise, a narrower allow list) is seen by its
+        # next call or connection, not a TTL later.
+        def changed(key: WorkspaceKey | None = None) -> None:
+            llm_access.forget(None if key is None else key.id)
+            egress.forget(None if key is None else key.id)
+        await store.listen_workspace_changes(changed, on_reconnect=changed)
+        llm_gateway = LlmGateway(store, llm_access, llm_access, llm_access,
+                                 metrics=llm_metrics,
+                                 limiter=registry.limiter,
+                                 host_aliases={"host.docker.internal": gateway})
+        registry_app.add_routes(llm_gateway.routes())
 
         # History and retired tokens pruned every few minutes, beside the reconciles.
         retention = RetentionTask(store, opts.retention,

@@ -205,7 +205,7 @@ class KubernetesController:
                                  host_aliases={"host.docker.internal": gateway})
         registry_app.add_routes(llm_gateway.routes())
         egress = EgressAccess(operator.workspace, engine.list_containers, store,
-                              EgressMetrics(exporter.registry), cache_seconds=1.0)
+                              EgressMetrics(exporter.registry), workspace_ttl=0.0)
         egress_proxy = EgressProxy(egress.lookup, egress.observe,
                                    resolve=egress_resolver(opts.environ))
         http_app = web.Application(client_max_size=64 * 1024)
@@ -223,7 +223,8 @@ class KubernetesController:
                 await runner.setup()
                 runners.append(runner)
                 await web.TCPSite(runner, host, port, reuse_port=reuse).start()
-            await egress_proxy.start(opts.registry_host or gateway, opts.egress_proxy_port)
+            await egress_proxy.start(opts.registry_host or gateway, opts.egress_proxy_port,
+                                     reuse_port=True)
             self.progress(f"wsctl operator starting: registry http://"
                           f"{opts.registry_host or gateway}:{opts.registry_port} "
                           f"(containers: {settings.registry_url}), metrics http://"

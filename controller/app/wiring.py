@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.adapters import hostnet
 from controller.adapters.database import open_store
 from controller.adapters.docker_engine import DockerEngine, connect
 from controller.adapters.docker_streams import ExecStream, LogFollower
@@ -199,8 +200,9 @@ async def engine_and_store(opts: RunOptions, progress: Callable[[str], None]
                            ) -> AsyncIterator[tuple[DockerEngine, str, PlatformSettings, Store]]:
     """The engine (with network and image), the workspace network's gateway, the
     platform settings, and the migrated store, for the life of the block. The
-    network is fenced off from the host but for the registry port (`HostFirewall`)
-    while the block runs; the fence stays after it."""
+    network is fenced off from the host but for the registry and egress ports
+    (`HostFirewall`) while the block runs; the fence stays after it, and a port
+    another process still serves (a replica on the same port) stays open."""
     engine, gateway, settings = await prepare_engine(opts, progress)
     firewall = HostFirewall(await engine.network_bridge(opts.network))
     ports = (opts.registry_port, opts.egress_proxy_port)
@@ -214,5 +216,7 @@ async def engine_and_store(opts: RunOptions, progress: Callable[[str], None]
                               keep_running=False, environ=opts.environ) as store:
             yield engine, gateway, settings, store
     finally:
+        host = opts.registry_host or gateway
+        unserved = [p for p in ports if hostnet.check_bindable(host, p) is None]
         with contextlib.suppress(FirewallError):
-            await asyncio.to_thread(firewall.disallow, *ports)
+            await asyncio.to_thread(firewall.disallow, *unserved)

@@ -44,7 +44,7 @@ def test_crd_shape() -> None:
     version = spec["versions"][0]
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Phase", "Ready", "Reason", "Restarts", "Age"]
+        "Phase", "Ready", "Reason", "Restarts", "Egress", "Age"]
     conditions = version["schema"]["openAPIV3Schema"]["properties"]["status"][
         "properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"

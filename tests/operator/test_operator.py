@@ -158,11 +158,13 @@ def test_spec_change_recreates_once_and_advances_observed_generation(
 def test_secret_value_change_recreates_with_new_projected_key(
         operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
         cleanup: list[str]) -> None:
-    """access: direct: the key is in the container, so a new key needs a new one."""
+    """access: direct: the key is in the container, so a new key needs a new one. The
+    agent calls its provider itself, so it needs a route (egress open)."""
     ensure_secret(kubectl, "llm-rotating", KEY_1)
     cleanup.append("charlie")
     kubectl.create(WORKSPACES, "workspaces", NAMESPACE,
-                   workspace("charlie", secret_name="llm-rotating", llm={"access": "direct"}))
+                   workspace("charlie", secret_name="llm-rotating", llm={"access": "direct"},
+                             egress={"mode": "open"}))
     before = ready(kubectl, "charlie")
     old_id = before["status"]["containerID"]
     assert container_env(docker_client, old_id)["MINIMAX_API_KEY"] == KEY_1

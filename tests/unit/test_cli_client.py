@@ -67,14 +67,14 @@ def test_age_accepts_the_wire_format_and_missing() -> None:
 
 def test_row_of_a_new_workspace() -> None:
     assert row(wire(created=NOW - timedelta(seconds=5)), NOW) \
-        == ["alice", "Pending", "Unknown", "-", "0", "5s"]
+        == ["alice", "Pending", "Unknown", "-", "0", "none", "5s"]
 
 
 def test_row_online() -> None:
     obj = wire({"phase": "Online", "restartCount": 2, "conditions": [
         condition("Ready", "True", "Registered"), condition("Degraded", "False", "Healthy")]},
         created=NOW - timedelta(hours=3))
-    assert row(obj, NOW) == ["alice", "Online", "True", "-", "2", "3h"]
+    assert row(obj, NOW) == ["alice", "Online", "True", "-", "2", "none", "3h"]
 
 
 def test_row_shows_the_degraded_reason_first() -> None:
@@ -258,3 +258,12 @@ def test_the_server_a_running_controller_announced_is_found(
     for broken in ("not json", '["a list"]', '{"url": "file:///etc/passwd"}'):
         (tmp_path / "server.json").write_text(broken)
         assert Client.from_environment(None, tmp_path).server == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize(("egress", "shown"), [
+    (None, "none"), ({"mode": "none"}, "none"), ({"mode": "open"}, "OPEN"),
+    ({"mode": "allowlist", "allow": ["a.example", "b.example"]}, "allowlist(2)"),
+    ({"mode": "allowlist"}, "allowlist(0)")])
+def test_egress_column(egress: dict[str, Any] | None, shown: str) -> None:
+    from controller.app.cli_workspaces import egress_shown
+    assert egress_shown(egress) == shown

@@ -38,13 +38,14 @@ def ws(name: str, egress: dict[str, Any]) -> Workspace:
 
 def access(sink: Sink, listed: list[ObservedContainer], **kw: Any) -> EgressAccess:
     known = {"default.a": ws("a", {"mode": "allowlist", "allow": ["x.example"]})}
-    calls = {"list": 0}
+    calls = {"list": 0, "find": 0}
 
     async def containers() -> list[ObservedContainer]:
         calls["list"] += 1
         return listed
 
     async def find(key: WorkspaceKey) -> Workspace | None:
+        calls["find"] += 1
         return known.get(key.id)
 
     made = EgressAccess(find, containers, sink,  # type: ignore[arg-type]
@@ -137,3 +138,25 @@ async def test_the_quiet_map_is_bounded(monkeypatch: Any) -> None:
         egress.observe(refused(f"h{i}.example"))
     await egress.close()
     assert len(egress._quiet) == 3
+
+
+async def test_the_spec_is_cached_briefly_and_forgotten_on_change() -> None:
+    listed = [container("10.0.0.2", "default.a")]
+    egress = access(Sink(), listed, workspace_ttl=60.0)
+    calls = egress.calls  # type: ignore[attr-defined]
+    for _ in range(3):
+        assert await egress.lookup("10.0.0.2") is not None
+    assert calls["find"] == 1
+    egress.forget("default.other")
+    assert await egress.lookup("10.0.0.2") is not None and calls["find"] == 1
+    egress.forget("default.a")  # the store's change notification
+    assert await egress.lookup("10.0.0.2") is not None and calls["find"] == 2
+    egress.forget()  # a reconnect: anything may have changed
+    assert await egress.lookup("10.0.0.2") is not None and calls["find"] == 3
+
+
+async def test_no_cache_reads_every_time() -> None:
+    egress = access(Sink(), [container("10.0.0.2", "default.a")], workspace_ttl=0.0)
+    for _ in range(3):
+        await egress.lookup("10.0.0.2")
+    assert egress.calls["find"] == 3  # type: ignore[attr-defined]
