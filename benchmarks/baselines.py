@@ -1,5 +1,16 @@
 """The alternatives wsctl is measured against, doing the same work for the same image and env:
-raw docker-py calls, and Debian's docker-compose `up -d`."""
+raw docker-py calls, and Debian's docker-compose `up -d`.
+
+Their containers are built from the controller's own ContainerSpec of the same workspace
+(`benchmarks.bench.specs_for`), and so are the controller's: the same settings, the
+same networks (the isolated workspace network; `<network>-open` as well, joined before
+the start, when the spec is `egress: open`, as wsctl does), no port published (wsctl
+publishes none: its controller dials the container's address on the workspace
+network, and so does this script). A hand-written script could put them on one
+ordinary network instead; it would then be measured doing less than wsctl (one
+network endpoint instead of two for an open workspace), and the ratios would show the
+isolation's cost, not the controller's. What the boundary itself costs is not measured
+here."""
 
 from __future__ import annotations
 
@@ -22,6 +33,7 @@ import yaml
 from docker.types import Mount
 
 from controller.core.containerspec import ContainerSpec
+from controller.core.settings import AGENT_PORT
 
 RAW_A2A = "bench-raw-a2a-" + secrets.token_urlsafe(24)
 """The A2A credential the hand-written script gives its agents (the agent answers only
@@ -41,10 +53,11 @@ def _token_tar(token: str) -> bytes:
 
 def create_start(client: docker.DockerClient, spec: ContainerSpec, gateway: str,
                  label: dict[str, str]) -> str:
-    """What a hand-written script does: create with the same settings, write the token, start."""
+    """What a hand-written script does: create with the same settings (on the same
+    networks, the extra ones joined before the start, as the controller does), write the
+    token, start."""
     api = client.api
     host_config = api.create_host_config(
-        port_bindings={spec.agent_port: ("127.0.0.1", None)},
         mounts=[Mount(target=m.target, source=m.source, type=m.type) for m in spec.mounts],
         mem_limit=spec.memory_bytes, nano_cpus=spec.nano_cpus, pids_limit=spec.pids_limit,
         read_only=spec.read_only_rootfs, tmpfs=dict(spec.tmpfs), cap_drop=list(spec.cap_drop),
@@ -55,16 +68,27 @@ def create_start(client: docker.DockerClient, spec: ContainerSpec, gateway: str,
         environment={k: v.value for k, v in spec.env.items()},
         labels={**spec.labels, **label}, ports=[spec.agent_port],
         host_config=host_config)["Id"])
+    for network in spec.extra_networks:
+        api.connect_container_to_network(cid, network)
     api.put_archive(cid, "/configs", _token_tar(secrets.token_urlsafe(32)))
     api.start(cid)
     return cid
 
 
-def agent_answers(client: docker.DockerClient, cid: str) -> bool:
-    ports = client.api.inspect_container(cid)["NetworkSettings"]["Ports"].get("8000/tcp") or []
-    if not ports:
+def agent_address(client: docker.DockerClient, cid: str, network: str) -> str | None:
+    """The container's address on `network` (the workspace network: where the controller
+    dials its agents too); None while it has none (not started)."""
+    networks = client.api.inspect_container(cid)["NetworkSettings"]["Networks"] or {}
+    address = (networks.get(network) or {}).get("IPAddress")
+    return str(address) if address else None
+
+
+def agent_answers(client: docker.DockerClient, cid: str, network: str,
+                  port: int = AGENT_PORT) -> bool:
+    address = agent_address(client, cid, network)
+    if address is None:
         return False
-    request = urllib.request.Request(f"http://127.0.0.1:{ports[0]['HostPort']}/healthz",
+    request = urllib.request.Request(f"http://{address}:{port}/healthz",
                                      headers={"Authorization": f"Bearer {RAW_A2A}"})
     try:
         with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310
@@ -73,39 +97,33 @@ def agent_answers(client: docker.DockerClient, cid: str) -> bool:
         return False
 
 
-def published_port(client: docker.DockerClient, cid: str) -> int | None:
-    """The host port Docker published for the agent (a new one at every start)."""
-    ports = client.api.inspect_container(cid)["NetworkSettings"]["Ports"] or {}
-    bound = ports.get("8000/tcp") or []
-    return int(bound[0]["HostPort"]) if bound else None
-
-
-def send_message(port: int, payload: dict[str, Any], timeout: float = 30.0
+def send_message(address: str, port: int, payload: dict[str, Any], timeout: float = 30.0
                  ) -> dict[str, Any] | None:
-    """One A2A `message/send` straight to the agent's published port, as the
-    controller's proxy sends it (POST /, JSON-RPC); None while nothing answers."""
+    """One A2A `message/send` straight to the agent's address on the workspace network,
+    as the controller's proxy sends it (POST /, JSON-RPC); None while nothing answers."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/", data=json.dumps(payload).encode(), method="POST",
+        f"http://{address}:{port}/", data=json.dumps(payload).encode(), method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {RAW_A2A}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             answer = json.loads(response.read())
     except (OSError, http.client.HTTPException, ValueError):
-        # Refused, or reset by docker-proxy while the agent is not listening yet.
+        # Refused, or reset, while the agent is not listening yet.
         return None
     return answer if isinstance(answer, dict) else None
 
 
-def answer_after_start(client: docker.DockerClient, cid: str, payload: dict[str, Any],
-                       timeout: float = 60.0, interval: float = 0.01) -> dict[str, Any]:
+def answer_after_start(client: docker.DockerClient, cid: str, spec: ContainerSpec,
+                       payload: dict[str, Any], timeout: float = 60.0,
+                       interval: float = 0.01) -> dict[str, Any]:
     """Poll the just-started container with `payload` until its agent answers it
     (every `interval` s): the floor's end point. An answer that is a JSON-RPC error
     is raised, not counted (the controller's side must answer with a result too)."""
     deadline = time.monotonic() + timeout
-    port = None
+    address = None
     while time.monotonic() < deadline:
-        port = port or published_port(client, cid)
-        answer = None if port is None else send_message(port, payload)
+        address = address or agent_address(client, cid, spec.network)
+        answer = None if address is None else send_message(address, spec.agent_port, payload)
         if answer is not None:
             if "result" not in answer:
                 raise RuntimeError(f"the raw agent answered an error: {answer}")
@@ -142,11 +160,17 @@ def ensure_compose() -> str:
     return found
 
 
-def compose_file(specs: list[ContainerSpec], gateway: str, network: str) -> Path:
-    """A folder with the docker-compose.yml of these services (the file a user has)."""
+def compose_file(specs: list[ContainerSpec], gateway: str) -> Path:
+    """A folder with the docker-compose.yml of these services (the file a user has): the
+    same settings and networks as the specs' (external: the benchmark made them), no
+    port published."""
     folder = Path(tempfile.mkdtemp(prefix="wsctl-bench-compose-"))
     services = {}
+    networks: dict[str, str] = {}
     for spec in specs:
+        joined = [spec.network, *spec.extra_networks]
+        for network in joined:
+            networks.setdefault(network, f"net{len(networks)}")
         services[spec.name.replace(".", "-")] = {
             "image": spec.image, "user": spec.user,
             "environment": {k: v.value for k, v in spec.env.items()},
@@ -154,13 +178,14 @@ def compose_file(specs: list[ContainerSpec], gateway: str, network: str) -> Path
             "pids_limit": spec.pids_limit, "read_only": True, "tmpfs": list(spec.tmpfs),
             "cap_drop": list(spec.cap_drop), "security_opt": list(spec.security_opt),
             "extra_hosts": [f"host.docker.internal:{gateway}"],
-            "ports": [f"127.0.0.1::{spec.agent_port}"],
+            "networks": [networks[network] for network in joined],
             "volumes": [f"{spec.name.replace('.', '-')}-configs:/configs"],
         }
     document = {
         "version": "2.4", "services": services,
         "volumes": {f"{s.name.replace('.', '-')}-configs": {} for s in specs},
-        "networks": {"default": {"external": {"name": network}}},
+        "networks": {key: {"external": {"name": network}}
+                     for network, key in networks.items()},
     }
     (folder / "docker-compose.yml").write_text(yaml.safe_dump(document))
     return folder

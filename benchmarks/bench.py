@@ -15,6 +15,10 @@
     # the gateway; benchmarks/gateway.py):
     python -m benchmarks.bench --only gateway --quick --out /tmp/gwbench
 
+    # the egress proxy's added latency only (HTTPS on new connections from inside an
+    # open workspace direct vs an allowlist one through the proxy; benchmarks/egress.py):
+    python -m benchmarks.bench --only egress --quick --out /tmp/egbench
+
 Every figure is a ratio or a count measured in the same run as its baseline.
 Results: benchmarks/results/{results.json,results.md,*.png}.
 """
@@ -41,6 +45,7 @@ import docker
 import yaml
 
 from benchmarks import baselines
+from benchmarks.egress import bench_egress, egress_table
 from benchmarks.fleet import (
     KEY,
     DockerEvents,
@@ -99,12 +104,15 @@ def docker_calls(values: dict[str, float]) -> float:
     return sum(v for k, v in values.items() if k.startswith("wsctl_docker_api_calls_total"))
 
 
-def specs_for(fleet: Fleet, names: list[str], instance: str) -> list[ContainerSpec]:
+def specs_for(fleet: Fleet, names: list[str], instance: str, *,
+              calls_llm: bool = False) -> list[ContainerSpec]:
+    """The controller's own container specs of these fleet workspaces, for the baselines
+    to create by hand (same settings, env and networks)."""
     settings = PlatformSettings(registry_url="http://host.docker.internal:9",
                                 network=fleet.network, instance=instance)
     out = []
     for name in names:
-        ws = Workspace.model_validate(fleet.workspace(name))
+        ws = Workspace.model_validate(fleet.workspace(name, calls_llm=calls_llm))
         out.append(container_spec(ws, project(ws, {("bench", "api-key"): KEY}, settings),
                                   settings, 1))
     return out
@@ -157,7 +165,8 @@ def bench_recreate(fleet: Fleet, restarts: int) -> dict[str, Any]:
         cid = baselines.create_start(fleet.client, spec, fleet.gateway, label)
         for generation in range(2, restarts + 2):
             # Like the controller's runs, replace an agent that is up (signal handlers set).
-            wait_for(partial(baselines.agent_answers, fleet.client, cid), 30, "raw agent up")
+            wait_for(partial(baselines.agent_answers, fleet.client, cid, spec.network), 30,
+                     "raw agent up")
             spec = ContainerSpec(**{**spec.__dict__, "name": spec.name.rsplit("-g", 1)[0]
                                     + f"-g{generation}"})
             events.drain()
@@ -324,7 +333,7 @@ def compose_bringup(fleet: Fleet, n: int) -> dict[str, Any]:
     None when compose did not finish (then there is nothing to compare with)."""
     project = f"wsctlbench{n}"
     folder = baselines.compose_file(specs_for(fleet, bench_names(n), f"bench-cmp{n}"),
-                                    fleet.gateway, fleet.network)
+                                    fleet.gateway)
     events = DockerEvents(fleet.client, f"com.docker.compose.project={project}").start()
     try:
         started = time.time()
@@ -558,8 +567,9 @@ def docker_start_time(fleet: Fleet, samples: int) -> dict[str, float]:
 # ---------------------------------------------------------------- 5. wake
 
 
-WAKE_FLOOR = ("`docker start` of the same kind of container (same settings), stopped, "
-              "-> its agent's answer to `message/send` on its published port")
+WAKE_FLOOR = ("`docker start` of the same kind of container (same settings and networks), "
+              "stopped, -> its agent's answer to `message/send` at its address on the "
+              "workspace network")
 
 
 def answered(answer: dict[str, Any], text: str) -> None:
@@ -580,9 +590,10 @@ def bench_wake(fleet: Fleet, samples: int) -> dict[str, Any]:
     workspace (the controller wakes it: a fresh token into its standby container,
     start, the agent's register, Online, then the proxied message), from just before
     the request to the answer received. The floor: Docker's own `start` of a stopped
-    container with the same settings, from just before the call to its agent's answer
-    to the same message on its published port (polled every 10 ms). The agent's boot
-    is in both.
+    container with the same settings and networks, from just before the call to its
+    agent's answer to the same message at its address on the workspace network (polled
+    every 10 ms). The agent's boot is in both, and so is its call to the fake LLM:
+    both are `egress: open`, access direct (benchmarks/fleet.py).
 
     The samples alternate which side goes first, and each is taken with both asleep
     (the workspace Suspended and its container gone; the raw container stopped).
@@ -600,15 +611,17 @@ def bench_wake(fleet: Fleet, samples: int) -> dict[str, Any]:
         events = DockerEvents(fleet.client, f"wsctl.dev/instance={instance}").start()
         raw_events = DockerEvents(fleet.client, f"wsctl.dev/instance={raw_instance}").start()
         try:
-            proc.apply(fleet.workspace(name))
-            (spec,) = specs_for(fleet, ["rawwk"], raw_instance)
+            # The one bench whose agents call the LLM: `egress: open` on both sides
+            # (benchmarks/fleet.py says why).
+            proc.apply(fleet.workspace(name, calls_llm=True))
+            (spec,) = specs_for(fleet, ["rawwk"], raw_instance, calls_llm=True)
             cid = baselines.create_start(fleet.client, spec, fleet.gateway,
                                          {"wsctl.dev/instance": raw_instance})
             wait_for(lambda: all_online(proc, 1), 60, f"{name} Online")
             # One answer each first: no sample is an agent's very first answer.
             answered(api.request("POST", path + "/a2a", message_send("hello")), "hello")
-            answered(baselines.answer_after_start(fleet.client, cid, message_send("hello")),
-                     "hello")
+            answered(baselines.answer_after_start(fleet.client, cid, spec,
+                                                  message_send("hello")), "hello")
             wakes_before = metrics(proc)
 
             def asleep() -> None:
@@ -635,7 +648,8 @@ def bench_wake(fleet: Fleet, samples: int) -> dict[str, Any]:
                 started = time.time()
                 fleet.client.api.start(cid)
                 runs["docker_start_call"].append(time.time() - started)
-                answer = baselines.answer_after_start(fleet.client, cid, message_send(text))
+                answer = baselines.answer_after_start(fleet.client, cid, spec,
+                                                      message_send(text))
                 runs["floor"].append(time.time() - started)
                 answered(answer, text)
                 (start_event,) = raw_events.wait("start", 1, 30)
@@ -706,13 +720,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small N; checks the suite works")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", choices=["all", "bringup", "wake", "gateway"],
+    parser.add_argument("--only", choices=["all", "bringup", "wake", "gateway", "egress"],
                         default="all",
                         help="bringup: only the cold bring-up, at --sizes, --trials times; "
                         "writes bringup.{json,md} to --out, not results.*; wake: only "
                         "wake-to-answer, --samples times; writes wake[-quick].{json,md}; "
                         "gateway: only the LLM gateway's added latency; writes "
-                        "gateway[-quick].{json,md}")
+                        "gateway[-quick].{json,md}; egress: only the egress proxy's added "
+                        "latency; writes egress[-quick].{json,md}")
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")],
                         help="comma-separated N for bring-up (default 10,50,200; 3 with --quick)")
     parser.add_argument("--samples", type=int,
@@ -740,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         return wake_only(args, client, wakes)
     if args.only == "gateway":
         return gateway_only(args, client)
+    if args.only == "egress":
+        return egress_only(args, client)
     baselines.ensure_compose()
     restarts, kills = (3, 3) if args.quick else (20, 20)
     started = time.monotonic()
@@ -754,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         results["reaction"] = bench_reaction(fleet, kills)
         results["wake"] = bench_wake(fleet, wakes)
         results["gateway"] = bench_gateway(fleet, args.quick, say)
+        results["egress"] = bench_egress(fleet, args.quick, say)
     results["duration_seconds"] = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / ("results-quick.json" if args.quick else "results.json")).write_text(
@@ -762,9 +780,10 @@ def main(argv: list[str] | None = None) -> int:
 
     table = write_report(results, args.out, quick=args.quick)
     gateway = gateway_table(results["gateway"])
+    egress = egress_table(results["egress"])
     with (args.out / ("results-quick.md" if args.quick else "results.md")).open("a") as md:
-        md.write("\n" + gateway)
-    print(table + "\n" + gateway)
+        md.write("\n" + gateway + "\n" + egress)
+    print(table + "\n" + gateway + "\n" + egress)
     return 0
 
 
@@ -823,6 +842,25 @@ def gateway_only(args: argparse.Namespace, client: docker.DockerClient) -> int:
     text = "\n".join([machine_line(doc), "", source_line(doc["source"]), "",
                       gateway_table(doc["gateway"])])
     (args.out / f"gateway{suffix}.md").write_text(text)
+    print(text)
+    return 0
+
+
+def egress_only(args: argparse.Namespace, client: docker.DockerClient) -> int:
+    doc: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "quick": args.quick, "source": source(), "machine": machine(client)}
+    started = time.monotonic()
+    with fleet_environment(client) as fleet:
+        doc["egress"] = bench_egress(fleet, args.quick, say)
+    doc["duration_seconds"] = time.monotonic() - started
+    suffix = "-quick" if args.quick else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"egress{suffix}.json").write_text(json.dumps(doc, indent=2))
+    from benchmarks.report import machine_line, source_line
+
+    text = "\n".join([machine_line(doc), "", source_line(doc["source"]), "",
+                      egress_table(doc["egress"])])
+    (args.out / f"egress{suffix}.md").write_text(text)
     print(text)
     return 0
 

@@ -24,7 +24,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
-from controller.adapters.docker_engine import EngineError, ensure_network
+from controller.adapters.docker_engine import EngineError, ensure_network, remove_networks
 from controller.adapters.embedded import POSTGRES_BIN_PATH, pgdata_for
 from controller.core.containerspec import (
     LABEL_CONFIG_HASH,
@@ -284,10 +284,9 @@ class DockerChaos:
             if str(volume.get("Name", "")).startswith(volume_prefix):
                 with contextlib.suppress(NotFound, APIError):
                     self.api.remove_volume(volume["Name"], force=True)
-        if network is not None:
-            for made in (network, f"{network}-open"):  # the second: wsctl's, for `open`
-                with contextlib.suppress(NotFound, APIError):
-                    self.api.remove_network(made)
+        if network is not None:  # and the `open` one wsctl made beside it
+            with contextlib.suppress(EngineError):
+                remove_networks(self.api, network)
 
     def ensure_agent_image(self, cache_dir: Path, progress: Any) -> None:
         from controller.adapters.images import DEFAULT_TAG, ensure_agent_image

@@ -165,6 +165,18 @@ def ensure_open_network(api: Any, name: str) -> None:
                           f"route; remove it (docker network rm {name}) and wsctl makes it")
 
 
+def remove_networks(api: Any, name: str) -> None:
+    """Remove the workspace network and the `open` one wsctl made beside it (each if
+    present; a network still in use stays, and is said to stay by Docker's error)."""
+    for made in (name, f"{name}-open"):
+        try:
+            api.remove_network(made)
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise EngineError(f"remove network {made}: {exc.explanation}") from None
+
+
 def network_bridge(api: Any, name: str) -> str:
     """The host interface of a bridge network (Docker's `br-<id>` unless named)."""
     net = api.inspect_network(name)

@@ -33,6 +33,7 @@ class RunProcess:
     listen_port: int = 0
     registry_port: int = 0
     egress_port: int = 0
+    """0: a free one; -1: no --egress-port flag (a checkout older than the egress proxy)."""
     log_files: list[Path] = field(default_factory=list)
     """Every start's log file (a list a test may share among several processes)."""
     proc: subprocess.Popen[bytes] | None = None
@@ -42,7 +43,8 @@ class RunProcess:
     def __post_init__(self) -> None:
         self.listen_port = self.listen_port or free_port("127.0.0.1")
         self.registry_port = self.registry_port or free_port(self.gateway)
-        self.egress_port = self.egress_port or free_port(self.gateway)
+        if self.egress_port == 0:
+            self.egress_port = free_port(self.gateway)
 
     @property
     def listen(self) -> str:
@@ -64,7 +66,7 @@ class RunProcess:
                 [sys.executable, "-m", "controller", "run", "--data-dir", str(self.data_dir),
                  "--listen", self.listen,
                  "--registry-listen", f"{self.gateway}:{self.registry_port}",
-                 "--egress-port", str(self.egress_port),
+                 *(["--egress-port", str(self.egress_port)] if self.egress_port > 0 else []),
                  "--network", self.network, "--instance", self.instance, "--no-build",
                  *flags],
                 stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd,

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from docker.errors import DockerException, NotFound
 
-from controller.adapters.docker_engine import ensure_network
+from controller.adapters.docker_engine import EngineError, ensure_network, remove_networks
 from controller.testing.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
 
 NETWORK = f"wsctl-e2e-{os.getpid()}"
@@ -25,17 +24,14 @@ PLANTED_KEY = "sk-e2e-PLANTED-" + secrets.token_hex(12)
 def gateway(docker_client: docker.DockerClient) -> Iterator[str]:
     # As wsctl makes it: internal, no traffic between containers.
     yield ensure_network(docker_client.api, NETWORK, {"wsctl.dev/managed-by": "wsctl-e2e"})
-    network = docker_client.networks.get(NETWORK)
     for container in docker_client.containers.list(
             all=True, filters={"label": f"wsctl.dev/instance={INSTANCE}"}):
         container.remove(force=True)
     for crashed in docker_client.containers.list(
             all=True, filters={"label": f"wsctl.dev/instance={INSTANCE}-crash"}):
         crashed.remove(force=True)
-    with contextlib.suppress(NotFound, DockerException):
-        network.remove()
-    with contextlib.suppress(NotFound, DockerException):  # made by wsctl for `open`
-        docker_client.networks.get(f"{NETWORK}-open").remove()
+    with contextlib.suppress(EngineError):  # with the `open` one wsctl made beside it
+        remove_networks(docker_client.api, NETWORK)
     for volume in docker_client.volumes.list():
         if volume.name.startswith(f"wsctl-{INSTANCE}"):
             volume.remove(force=True)

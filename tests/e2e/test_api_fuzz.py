@@ -27,7 +27,7 @@ import docker
 import pytest
 from docker.errors import DockerException
 
-from controller.adapters.docker_engine import ensure_network
+from controller.adapters.docker_engine import EngineError, ensure_network, remove_networks
 from controller.testing.harness import ControllerProcess, FakeLLMThread, new_dir, remove_dir
 from tests.e2e.conftest import PLANTED_KEY
 from tests.e2e.test_lifecycle import online, workspace
@@ -48,7 +48,6 @@ CHECKS = ("not_a_controller_error,status_code_conformance,content_type_conforman
 def fuzzed(agent_image: str, docker_client: docker.DockerClient,
            fake_llm: FakeLLMThread) -> Iterator[ControllerProcess]:
     gateway = ensure_network(docker_client.api, NETWORK, {"wsctl.dev/managed-by": "wsctl-e2e"})
-    network = docker_client.networks.get(NETWORK)
     data_dir = new_dir("wsctl-fuzz-")
     proc = ControllerProcess(data_dir=data_dir, network=NETWORK, instance=INSTANCE,
                              gateway=gateway,
@@ -67,8 +66,8 @@ def fuzzed(agent_image: str, docker_client: docker.DockerClient,
                 all=True, filters={"label": f"wsctl.dev/instance={INSTANCE}"}):
             with contextlib.suppress(DockerException):
                 container.remove(force=True)
-        with contextlib.suppress(DockerException):
-            network.remove()
+        with contextlib.suppress(EngineError):
+            remove_networks(docker_client.api, NETWORK)
         remove_dir(data_dir)
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from docker.errors import DockerException, NotFound
 
-from controller.adapters.docker_engine import ensure_network
+from controller.adapters.docker_engine import EngineError, ensure_network, remove_networks
 from controller.core.crd import draft4_schema
 from controller.core.settings import default_cache_dir
 from tests.operator.harness import OperatorThread, new_dir, remove_dir
@@ -78,10 +78,9 @@ def remove_managed(client: docker.DockerClient) -> None:
 @pytest.fixture(scope="session")
 def gateway(docker_client: docker.DockerClient) -> Iterator[str]:
     yield ensure_network(docker_client.api, NETWORK, {"wsctl.dev/managed-by": "wsctl-op-tests"})
-    network = docker_client.networks.get(NETWORK)
     remove_managed(docker_client)
-    with contextlib.suppress(NotFound, DockerException):
-        network.remove()
+    with contextlib.suppress(EngineError):
+        remove_networks(docker_client.api, NETWORK)
     for volume in docker_client.volumes.list():
         if volume.name.startswith(f"wsctl-{INSTANCE}"):
             with contextlib.suppress(NotFound, DockerException):
