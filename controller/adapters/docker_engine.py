@@ -120,19 +120,36 @@ def ensure_network(api: Any, name: str, labels: Mapping[str, str] | None = None)
     not resolve) with inter-container traffic disabled (no workspace reaches
     another). The host is still reachable through the bridge; `HostFirewall` closes
     that but for the registry port. An existing network that is not such is refused,
-    naming the fix: wsctl never runs workspaces on an open network by accident.
+    naming the fix: wsctl never runs workspaces on an open network by accident. One
+    an older wsctl made (its label) with no container running on it is made again,
+    isolated: nothing is lost (a stopped workspace container is recreated anyway).
     """
-    try:
-        net = api.inspect_network(name)
-    except NotFound:
+    wanted = dict(labels or {LABEL_MANAGED_BY: MANAGED_BY})
+
+    def create() -> dict[str, Any]:
         try:
             api.create_network(name, driver="bridge", internal=True,
-                               options={ICC_OPTION: "false"},
-                               labels=dict(labels or {LABEL_MANAGED_BY: MANAGED_BY}))
+                               options={ICC_OPTION: "false"}, labels=wanted)
         except APIError as exc:  # created concurrently by another process
             if exc.status_code != 409:
                 raise
+        found: dict[str, Any] = api.inspect_network(name)
+        return found
+
+    try:
         net = api.inspect_network(name)
+    except NotFound:
+        net = create()
+    ours = (net.get("Labels") or {}).get(LABEL_MANAGED_BY) == wanted.get(LABEL_MANAGED_BY)
+    if _not_isolated(net) is not None and ours and not net.get("Containers"):
+        try:
+            api.remove_network(net["Id"])
+        except APIError as exc:  # a container joined meanwhile: refused below
+            log.warning("network %s not replaced: %s", name, exc.explanation)
+        else:
+            log.warning("network %s was not isolated (an older wsctl made it): made "
+                        "again, internal, with inter-container traffic off", name)
+            net = create()
     problem = _not_isolated(net)
     if problem is not None:
         raise EngineError(
