@@ -442,6 +442,7 @@ class DockerEngine:
                 extra_hosts={host: (host_gateway if ip == "host-gateway" else ip)
                              for host, ip in spec.extra_hosts.items()},
                 network_mode=spec.network,
+                dns_opt=list(spec.dns_options) or None,
                 restart_policy={"Name": "no"},
             )
             def make() -> str:

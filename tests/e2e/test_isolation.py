@@ -181,8 +181,13 @@ def test_default_workspace_has_no_lateral_path(
     host = HostService()
     try:
         iso.apply(workspace("iso-a", fake_llm.port), workspace("iso-b", fake_llm.port))
-        online(iso, "iso-a")
+        a = online(iso, "iso-a")
         b = online(iso, "iso-b")
+        a_info = docker_client.api.inspect_container(a["status"]["containerID"])
+        assert list(a_info["NetworkSettings"]["Networks"]) == [NETWORK]  # and no port
+        assert not a_info["HostConfig"]["PortBindings"]
+        # an external name fails in a second, not after glibc's 2 x 5 s
+        assert a_info["HostConfig"]["DnsOptions"] == ["timeout:1", "attempts:1"]
         b_info = docker_client.api.inspect_container(b["status"]["containerID"])
         b_name = b_info["Name"].lstrip("/")
         b_address = b_info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
@@ -240,6 +245,7 @@ def test_allowlist_reaches_the_listed_host_through_the_proxy_and_nothing_else(
         assert probe(iso, "iso-d", "connect", f"{OUTSIDE_NAME}:22") == "403"
         assert probe(iso, "iso-d", "tcp", outside, "8080") == "unreachable"  # no route
         assert probe(iso, "iso-d", "dns", OUTSIDE_NAME) == "unresolved"
+        assert probe(iso, "iso-d", "dns", "pypi.org") == "unresolved"  # no DNS side channel
         # the gateway and the registry stay direct (NO_PROXY)
         code, out, err = iso.cli("send", "iso-d", "still talking")
         assert code == 0 and "fake-llm heard: still talking" in out, err
