@@ -604,3 +604,48 @@ def test_metrics_and_probes_on_the_operators_listener(
     assert after.value("wsctl_workspaces") >= 2
     assert sum(after.labelled("wsctl_docker_api_calls_total").values()) > sum(
         before.labelled("wsctl_docker_api_calls_total").values())
+
+
+CONNECT_PROBE = r"""
+import os, socket, sys
+host, port = os.environ["HTTPS_PROXY"].split("//")[1].rsplit(":", 1)
+with socket.create_connection((host, int(port)), timeout=5) as s:
+    s.sendall(f"CONNECT {sys.argv[1]} HTTP/1.1\r\nHost: {sys.argv[1]}\r\n\r\n".encode())
+    print(s.recv(200).split(b"\r\n")[0].decode())
+"""
+
+
+def test_an_allowlist_workspace_goes_through_the_operators_egress_proxy(
+        operator: OperatorThread, kubectl: KubeClient, docker_client: docker.DockerClient,
+        cleanup: list[str]) -> None:
+    """Kubernetes mode serves the egress proxy too; it reads the Workspace object as the
+    operator sees it, so an edit of `allow` holds for the next connection."""
+    ensure_secret(kubectl, "llm", KEY_1)
+    cleanup.append("egop")
+    listed = f"{operator.gateway}:{operator.registry_port}"  # something that answers
+    kubectl.create(WORKSPACES, "workspaces", NAMESPACE, workspace(
+        "egop", egress={"mode": "allowlist", "allow": [listed]}))
+    cid = ready(kubectl, "egop")["status"]["containerID"]
+    env = container_env(docker_client, cid)
+    assert env["HTTPS_PROXY"] == f"http://host.docker.internal:{operator.registry_port + 1}"
+    assert "host.docker.internal" in env["NO_PROXY"]
+
+    def connect(target: str) -> str:
+        code, out = docker_client.containers.get(cid).exec_run(
+            ["python3", "-c", CONNECT_PROBE, target], user="10001:10001")
+        assert code == 0 and isinstance(out, bytes), out
+        return out.decode().strip()
+
+    assert connect(listed) == "HTTP/1.1 200 Connection established"
+    assert connect("elsewhere.example:443") == "HTTP/1.1 403 Forbidden"
+    kubectl.patch(WORKSPACES, "workspaces", NAMESPACE, "egop",
+                  {"spec": {"egress": {"mode": "allowlist", "allow": []}}})
+    wait_for(lambda: connect(listed) == "HTTP/1.1 403 Forbidden", EVENT_DRIVEN,
+             "the narrowed list held")
+    assert get(kubectl, "egop")["status"]["containerID"] == cid  # allow: no recreate
+    _, _, text = http_get(f"{operator.http}/metrics")
+    counted = parse(text)
+    assert counted.value("wsctl_egress_connections_total", workspace="default.egop",
+                         decision="allowed") == 1
+    assert counted.value("wsctl_egress_connections_total", workspace="default.egop",
+                         decision="refused") >= 2
