@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -754,9 +755,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "wake":
         return wake_only(args, client, wakes)
     if args.only == "gateway":
-        return gateway_only(args, client)
+        return one_bench(args, client, "gateway", bench_gateway, gateway_table)
     if args.only == "egress":
-        return egress_only(args, client)
+        return one_bench(args, client, "egress", bench_egress, egress_table)
     baselines.ensure_compose()
     restarts, kills = (3, 3) if args.quick else (20, 20)
     started = time.monotonic()
@@ -827,40 +828,25 @@ def wake_only(args: argparse.Namespace, client: docker.DockerClient, samples: in
     return 0
 
 
-def gateway_only(args: argparse.Namespace, client: docker.DockerClient) -> int:
+def one_bench(args: argparse.Namespace, client: docker.DockerClient, name: str,
+              run: Callable[[Fleet, bool, Callable[[str], None]], dict[str, Any]],
+              table: Callable[[dict[str, Any]], str]) -> int:
+    """`--only gateway|egress`: that bench alone, on a fleet environment of its own;
+    `<name>[-quick].json|md` in --out."""
     doc: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
                            "quick": args.quick, "source": source(), "machine": machine(client)}
     started = time.monotonic()
     with fleet_environment(client) as fleet:
-        doc["gateway"] = bench_gateway(fleet, args.quick, say)
+        doc[name] = run(fleet, args.quick, say)
     doc["duration_seconds"] = time.monotonic() - started
     suffix = "-quick" if args.quick else ""
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"gateway{suffix}.json").write_text(json.dumps(doc, indent=2))
+    (args.out / f"{name}{suffix}.json").write_text(json.dumps(doc, indent=2))
     from benchmarks.report import machine_line, source_line
 
     text = "\n".join([machine_line(doc), "", source_line(doc["source"]), "",
-                      gateway_table(doc["gateway"])])
-    (args.out / f"gateway{suffix}.md").write_text(text)
-    print(text)
-    return 0
-
-
-def egress_only(args: argparse.Namespace, client: docker.DockerClient) -> int:
-    doc: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "quick": args.quick, "source": source(), "machine": machine(client)}
-    started = time.monotonic()
-    with fleet_environment(client) as fleet:
-        doc["egress"] = bench_egress(fleet, args.quick, say)
-    doc["duration_seconds"] = time.monotonic() - started
-    suffix = "-quick" if args.quick else ""
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"egress{suffix}.json").write_text(json.dumps(doc, indent=2))
-    from benchmarks.report import machine_line, source_line
-
-    text = "\n".join([machine_line(doc), "", source_line(doc["source"]), "",
-                      egress_table(doc["egress"])])
-    (args.out / f"egress{suffix}.md").write_text(text)
+                      table(doc[name])])
+    (args.out / f"{name}{suffix}.md").write_text(text)
     print(text)
     return 0
 

@@ -62,6 +62,7 @@ from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.fleet import Fleet
+from benchmarks.gateway import verdict
 from controller.testing.harness import (
     REPO,
     ControllerProcess,
@@ -515,10 +516,6 @@ def bench_egress(fleet: Fleet, quick: bool,
 # ---------------------------------------------------------------- report
 
 
-def _verdict(met: bool) -> str:
-    return "met" if met else "MISSED"
-
-
 def egress_rows(e: dict[str, Any]) -> list[str]:
     """Rows of a `| measure | direct | through the egress proxy | added | goal | |` table."""
     d, p = e["direct_ms"], e["proxied_ms"]
@@ -528,7 +525,7 @@ def egress_rows(e: dict[str, Any]) -> list[str]:
         f"{e['added_p50_ms']:+.2f} ms | | |",
         f"| {what}, p99 of {d['n']} / {p['n']} | {d['p99']:.2f} ms | {p['p99']:.2f} ms | "
         f"{e['added_p99_ms']:+.2f} ms | < {e['goal_ms']:g} ms | "
-        f"{_verdict(e['latency_goal_met'])} |",
+        f"{verdict(e['latency_goal_met'])} |",
     ]
     for key, phase_what in (("connect", "of which TCP connect (+ CONNECT -> 200 through the "
                                         "proxy)"),
@@ -543,10 +540,10 @@ def egress_rows(e: dict[str, Any]) -> list[str]:
         f"| requests that succeeded (timed and untimed, after the warm-up exec) | "
         f"{r['direct']['succeeded']}/{r['direct']['made']} | "
         f"{r['proxied']['succeeded']}/{r['proxied']['made']} | | all | "
-        f"{_verdict(e['all_succeeded'])} |",
+        f"{verdict(e['all_succeeded'])} |",
         f"| `{METRIC}` of the allowlist workspace, rise: allowed / refused | | "
         f"{c['allowed']:.0f} / {c['refused']:.0f} | | = {r['proxied']['made']} proxied "
-        f"requests / 0 | {_verdict(e['counted_exactly'])} |",
+        f"requests / 0 | {verdict(e['counted_exactly'])} |",
     ]
     return rows
 
@@ -579,7 +576,7 @@ def egress_table(e: dict[str, Any]) -> str:
               f"origin: {sql or '-'} (the execs' and the heartbeats' work included, the "
               f"scrapes' left out; {e['requests']['proxied']['made']} proxied connections, "
               f"{e['sizes']['rounds'] * 2} execs). Egress goal overall: "
-              f"{_verdict(e['goal_met'])}."]
+              f"{verdict(e['goal_met'])}."]
     return "\n".join(lines) + "\n"
 
 

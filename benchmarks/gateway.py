@@ -492,7 +492,7 @@ def bench_gateway(fleet: Fleet, quick: bool,
 # ---------------------------------------------------------------- report
 
 
-def _verdict(met: bool) -> str:
+def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
@@ -508,7 +508,7 @@ def gateway_rows(g: dict[str, Any]) -> list[str]:
             f"{m['added_p50_ms']:+.2f} ms (paired: {p['p50']:+.2f} ms) | | |",
             f"| {what}, p99 of {d['n']} | {d['p99']:.2f} ms | {w['p99']:.2f} ms | "
             f"{m['added_p99_ms']:+.2f} ms (paired: {p['p99']:+.2f} ms) | < {g['goal_ms']:g} ms"
-            f" | {_verdict(m['goal_met'])} |"]
+            f" | {verdict(m['goal_met'])} |"]
     c = g["concurrent"]
     d, w = c["direct"], c["gateway"]
     rows += [
@@ -516,7 +516,7 @@ def gateway_rows(g: dict[str, Any]) -> list[str]:
         f"apart), {c['rounds']} rounds: completed / stalled (silence > {c['stall_ms']:.0f} ms)"
         f" | {d['completed']}/{d['streams']} / {d['stalled']} | "
         f"{w['completed']}/{w['streams']} / {w['stalled']} | | all complete, none stalls | "
-        f"{_verdict(c['goal_met'])} |",
+        f"{verdict(c['goal_met'])} |",
         f"| {c['streams']} concurrent streams: longest silence between two chunks at the "
         f"client | {d['max_gap_ms']:.1f} ms | {w['max_gap_ms']:.1f} ms | | | |",
         f"| {c['streams']} concurrent streams: wall time, median of rounds | "
