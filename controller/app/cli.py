@@ -1,34 +1,33 @@
-"""The `wsctl` command line. Exit codes: 0 success, 1 error (one-line reason), 2 usage."""
+"""The `wsctl` command line. Exit codes: 0 success, 1 error (one-line reason), 2 usage.
+
+Importing this module (and building the parser) must stay cheap: a client command
+such as `wsctl get` is one HTTP request, and Python's start-up is most of its time.
+Whatever a command needs beyond the standard library (pydantic models, YAML,
+asyncio, the server, Docker, PostgreSQL) is imported inside that command;
+tests/unit/test_cli_imports.py fails when a client command pulls one in.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from controller import __version__
 from controller.app.cli_workspaces import add_commands
 from controller.chaos.cli import add_chaos_command
-from controller.core import manifests
 from controller.core import settings as defaults
-from controller.core.containerspec import container_spec
 from controller.core.errors import WsctlError
-from controller.core.model import DEFAULT_IMAGE
-from controller.core.projection import MissingSecret, ProjectionError, project
-from controller.core.secretsource import env_name, resolve, secret_refs
-from controller.core.settings import PlatformSettings, default_cache_dir, default_data_dir
+from controller.core.settings import DEFAULT_IMAGE, default_cache_dir, default_data_dir
 
 if TYPE_CHECKING:
     from controller.adapters.postgres import Store
     from controller.app.doctor import DoctorOptions
+    from controller.core import manifests
 
 
 class CliError(WsctlError):
@@ -53,6 +52,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _load(filenames: Sequence[str]) -> list[manifests.Document]:
+    from controller.core import manifests
+
     paths = [Path(f) for f in filenames]
     stdin_text = sys.stdin.read() if any(f == "-" for f in filenames) else None
     try:
@@ -76,6 +77,17 @@ async def _store(args: argparse.Namespace) -> AsyncIterator[Store]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    import yaml
+
+    from controller.core import manifests
+    from controller.core.containerspec import container_spec
+    from controller.core.projection import MissingSecret, ProjectionError, project
+    from controller.core.secretsource import env_name, resolve, secret_refs
+    from controller.core.settings import PlatformSettings
+
     workspaces = manifests.workspaces(_load(args.filename))
 
     async def stored(refs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -111,6 +123,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_secret_set(args: argparse.Namespace) -> int:
+    import asyncio
+
     if sys.stdin.isatty():
         print(f"value for {args.name}/{args.key} (input hidden is not supported; "
               "end with Enter):", file=sys.stderr)
@@ -130,6 +144,8 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
 
 
 def cmd_secret_list(args: argparse.Namespace) -> int:
+    import asyncio
+
     async def run() -> list[tuple[str, str, object]]:
         async with _store(args) as store:
             return [(n, k, t) for n, k, t in await store.list_secret_keys()]
@@ -142,6 +158,8 @@ def cmd_secret_list(args: argparse.Namespace) -> int:
 
 
 def cmd_secret_delete(args: argparse.Namespace) -> int:
+    import asyncio
+
     async def run() -> bool:
         async with _store(args) as store:
             return await store.delete_secret(args.name, args.key)
@@ -201,7 +219,7 @@ def _non_negative_float(value: str) -> float:
 
 
 def _dns_label(value: str) -> str:
-    from controller.core.model import DNS1123_LABEL
+    from controller.core.names import DNS1123_LABEL
 
     if not DNS1123_LABEL.match(value) or len(value) > 30:
         raise argparse.ArgumentTypeError(f"{value!r} is not a short DNS-1123 label")
@@ -226,6 +244,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
     import signal
 
     from controller.app import logs

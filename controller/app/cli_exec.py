@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 from controller.app.cli_workspaces import CommandError, client
 from controller.app.client import Client, ClientError
 from controller.core import streams as proto
-from controller.core.model import DNS1123_LABEL
+from controller.core.names import DNS1123_LABEL
 from controller.core.settings import AGENT_UID
 
 if TYPE_CHECKING:

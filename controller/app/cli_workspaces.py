@@ -10,10 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from controller.app.client import Client, ClientError
-from controller.core import manifests
 from controller.core.a2a import message_send
 from controller.core.errors import WsctlError
 
@@ -87,6 +84,8 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def dump(value: Any, output: str) -> str:
     if output == "json":
         return json.dumps(value, indent=2)
+    import yaml  # only for -o yaml: a table or JSON does without it
+
     return yaml.safe_dump(value, sort_keys=False).rstrip()
 
 
@@ -94,6 +93,8 @@ def dump(value: Any, output: str) -> str:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from controller.core import manifests  # the models: only where a manifest is parsed
+
     paths = [Path(f) for f in args.filename]
     stdin_text = sys.stdin.read() if any(f == "-" for f in args.filename) else None
     try:

@@ -7,7 +7,6 @@ and in the report) or the run could not be set up, 2 usage.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import time
@@ -15,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.chaos.faults import FAULTS, OWNS_CONTROLLER, OWNS_ENGINE, OWNS_POSTGRES
+from controller.chaos.kinds import FAULT_KINDS, OWNS_CONTROLLER, OWNS_ENGINE, OWNS_POSTGRES
 
 
 def _positive_int(value: str) -> int:
@@ -52,10 +51,10 @@ def _non_negative_float(value: str) -> float:
 
 def _fault_types(value: str) -> list[str]:
     kinds = [k.strip() for k in value.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in FAULTS]
+    unknown = [k for k in kinds if k not in FAULT_KINDS]
     if unknown or not kinds:
-        raise argparse.ArgumentTypeError(
-            f"unknown fault type(s) {', '.join(unknown) or value!r}; known: {', '.join(FAULTS)}")
+        raise argparse.ArgumentTypeError(f"unknown fault type(s) {', '.join(unknown) or value!r}; "
+                                         f"known: {', '.join(FAULT_KINDS)}")
     return kinds
 
 
@@ -82,7 +81,7 @@ def add_chaos_command(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--self-contained", action="store_true",
                    help="start a private controller, network and fake LLM; remove them after")
     p.add_argument("--only", type=_fault_types, default=None, metavar="TYPE[,TYPE]",
-                   help=f"fault types to draw from ({', '.join(FAULTS)})")
+                   help=f"fault types to draw from ({', '.join(FAULT_KINDS)})")
     p.add_argument("--docker-restart", action="store_true",
                    help="also restart the Docker engine (only where the harness owns it)")
     p.add_argument("--workload-interval", type=_positive_float, default=1.0, metavar="SECONDS",
@@ -159,6 +158,8 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
                       registry=args.registry, heartbeat_seconds=heartbeat,
                       controller_logs=args.controller_log, docker_restart=args.docker_restart,
                       keep=args.keep)
+    import asyncio
+
     return asyncio.run(_run(options, config, args.report))
 
 

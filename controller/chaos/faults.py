@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from controller.chaos import lateral
+from controller.chaos.kinds import OWNS_CONTROLLER as OWNS_CONTROLLER
+from controller.chaos.kinds import OWNS_ENGINE as OWNS_ENGINE
+from controller.chaos.kinds import OWNS_POSTGRES as OWNS_POSTGRES
 from controller.chaos.model import FaultPlan, FaultRecord, Scope
 from controller.chaos.ports import Api, ChaosEngine, ContainerLike, ControllerHandle, Sleep
 from controller.core.conditions import DegradedReason
@@ -37,11 +40,6 @@ HEARTBEAT_STALE = DegradedReason.HEARTBEAT_STALE.value
 CRASH_LOOPING = DegradedReason.CRASH_LOOPING.value
 REGISTER_FAILED = DegradedReason.REGISTER_FAILED.value
 RECREATE_FAILED = DegradedReason.RECREATE_FAILED.value
-
-# Capabilities a fault may need from the run.
-OWNS_CONTROLLER = "controller"  # the harness started the controller (--self-contained)
-OWNS_POSTGRES = "postgres"  # the controller's embedded PostgreSQL is on this machine
-OWNS_ENGINE = "docker-restart"  # --docker-restart: the harness may restart dockerd
 
 # Ops of a recreate after a container died (no StopContainer: the old one is not running).
 # Every op of a recreate, in order (core/plan.py `_plan_recreate`).

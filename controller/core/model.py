@@ -22,14 +22,14 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from controller.core.names import DNS1123_LABEL as DNS1123_LABEL
 from controller.core.providers import PROVIDERS, ProviderName
+from controller.core.settings import DEFAULT_IMAGE as DEFAULT_IMAGE
 
 API_VERSION: Literal["wsctl.dev/v1alpha1"] = "wsctl.dev/v1alpha1"
 KIND: Literal["Workspace"] = "Workspace"
-DEFAULT_IMAGE = "wsctl/agent:latest"
 DEFAULT_NAMESPACE = "default"
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
 MEMORY_QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<unit>Ki|Mi|Gi|Ti|k|M|G|T)?$")

@@ -59,6 +59,8 @@ RETENTION_BATCH_ROWS = 1_000
 RETENTION_MAX_BATCHES = 100
 """Statements per table per pass at most; what is left waits for the next pass."""
 
+DEFAULT_IMAGE = "wsctl/agent:latest"
+"""The reference agent's image, built locally (`wsctl images build`)."""
 AGENT_PORT = 8000
 EGRESS_PORT = REGISTRY_PORT + 1
 """The egress proxy, beside the registry on the gateway (`--egress-port`)."""

@@ -311,3 +311,8 @@ async def test_lateral_reports_each_path_that_worked() -> None:
     assert [b.split(" (")[0] for b in rec.breaches] == [
         "chaos.w02 by name", "the host through the egress proxy"]
     assert "via host.docker.internal:9999" in rec.breaches[1]
+
+
+def test_the_command_lines_fault_names_are_the_faults() -> None:
+    from controller.chaos.kinds import FAULT_KINDS
+    assert tuple(FAULTS) == FAULT_KINDS
