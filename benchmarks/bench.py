@@ -46,6 +46,7 @@ import docker
 import yaml
 
 from benchmarks import baselines
+from benchmarks.cli import bench_cli, cli_table
 from benchmarks.egress import bench_egress, egress_table
 from benchmarks.fleet import (
     KEY,
@@ -721,14 +722,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small N; checks the suite works")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", choices=["all", "bringup", "wake", "gateway", "egress"],
+    parser.add_argument("--only", choices=["all", "bringup", "wake", "gateway", "egress", "cli"],
                         default="all",
                         help="bringup: only the cold bring-up, at --sizes, --trials times; "
                         "writes bringup.{json,md} to --out, not results.*; wake: only "
                         "wake-to-answer, --samples times; writes wake[-quick].{json,md}; "
                         "gateway: only the LLM gateway's added latency; writes "
                         "gateway[-quick].{json,md}; egress: only the egress proxy's added "
-                        "latency; writes egress[-quick].{json,md}")
+                        "latency; writes egress[-quick].{json,md}; cli: the command line's "
+                        "latency against docker ps; writes cli[-quick].{json,md}")
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")],
                         help="comma-separated N for bring-up (default 10,50,200; 3 with --quick)")
     parser.add_argument("--samples", type=int,
@@ -758,6 +760,8 @@ def main(argv: list[str] | None = None) -> int:
         return one_bench(args, client, "gateway", bench_gateway, gateway_table)
     if args.only == "egress":
         return one_bench(args, client, "egress", bench_egress, egress_table)
+    if args.only == "cli":
+        return one_bench(args, client, "cli", bench_cli, cli_table)
     baselines.ensure_compose()
     restarts, kills = (3, 3) if args.quick else (20, 20)
     started = time.monotonic()
@@ -773,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         results["wake"] = bench_wake(fleet, wakes)
         results["gateway"] = bench_gateway(fleet, args.quick, say)
         results["egress"] = bench_egress(fleet, args.quick, say)
+        results["cli"] = bench_cli(fleet, args.quick, say)
     results["duration_seconds"] = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / ("results-quick.json" if args.quick else "results.json")).write_text(
@@ -782,9 +787,10 @@ def main(argv: list[str] | None = None) -> int:
     table = write_report(results, args.out, quick=args.quick)
     gateway = gateway_table(results["gateway"])
     egress = egress_table(results["egress"])
+    cli = cli_table(results["cli"])
     with (args.out / ("results-quick.md" if args.quick else "results.md")).open("a") as md:
-        md.write("\n" + gateway + "\n" + egress)
-    print(table + "\n" + gateway + "\n" + egress)
+        md.write("\n" + gateway + "\n" + egress + "\n" + cli)
+    print(table + "\n" + gateway + "\n" + egress + "\n" + cli)
     return 0
 
 
