@@ -542,6 +542,9 @@ def test_delete_removes_container(controller: ControllerProcess, fake_llm: FakeL
     code, _, err = controller.cli("delete", "gone")
     assert code == 0, err
     wait_for(lambda: not managed(docker_client, "gone"), 30, "container removed")
+    # the row goes after the container (the purge is the deletion's last step): a
+    # moment later, not necessarily by the time Docker has removed the container
+    wait_for(lambda: controller.cli("get", "gone")[0] == 1, 30, "workspace purged")
     code, _, err = controller.cli("get", "gone")
     assert code == 1 and "not found" in err
 
