@@ -37,6 +37,7 @@ from controller.api import openapi
 from controller.api._http import BodyError, answer_for, read_json
 from controller.api.a2a import A2AProxy
 from controller.api.wake import Waker
+from controller.api.watch import WatchHub, serve_watch
 from controller.core import manifests, origin, redact, tokens
 from controller.core.activity import RecentActivity
 from controller.core.errors import WsctlError
@@ -161,8 +162,11 @@ class AdminApi:
                  ready: Callable[[], bool], metrics: Callable[[], Awaitable[str]],
                  volumes: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                  follow_logs: FollowLogs | None = None,
-                 waker: Waker | None = None, activity: RecentActivity | None = None) -> None:
+                 waker: Waker | None = None, activity: RecentActivity | None = None,
+                 watch: WatchHub | None = None) -> None:
         self.store = store
+        self.watch = watch
+        """`GET /api/v1/workspaces?watch=true` (watch.py); None: not served."""
         self.volumes = volumes
         self.follow_logs = follow_logs
         """`GET .../logs?follow=true` (streams.py); None: not served."""
@@ -251,12 +255,25 @@ class AdminApi:
         return web.Response(text=await self.metrics(),
                             headers={"Content-Type": metrics_exposition.CONTENT_TYPE})
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def list(self, request: web.Request) -> web.StreamResponse:
         namespace = request.query.get("namespace")
         if namespace is not None:
             self._label("namespace", namespace)
-        items = await self.store.list_workspaces(namespace)
-        return web.json_response({"items": [w.to_wire() for w in items]})
+        name = request.query.get("name")
+        if name is not None:
+            self._label("name", name)
+
+        async def listing() -> list[dict[str, Any]]:
+            if name is not None:
+                one = await self.store.get_workspace(namespace or DEFAULT_NAMESPACE, name)
+                return [] if one is None else [one.to_wire()]
+            return [w.to_wire() for w in await self.store.list_workspaces(namespace)]
+
+        if request.query.get("watch") in ("true", "1"):
+            if self.watch is None:
+                return _error(404, "watch is not served by this controller")
+            return await serve_watch(request, self.watch, listing)
+        return web.json_response({"items": await listing()})
 
     async def get(self, request: web.Request) -> web.Response:
         return web.json_response((await self._workspace(request)).to_wire())

@@ -112,6 +112,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    if args.watch:
+        from controller.app.cli_watch import watch_get
+
+        return watch_get(args)
     now = datetime.now(UTC)
     if args.name:
         objects = [call(args, "GET", f"/api/v1/workspaces/{args.name}")]
@@ -324,6 +328,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add("get", cmd_get, "list workspaces, or show one")
     p.add_argument("name", nargs="?")
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    p.add_argument("-w", "--watch", action="store_true",
+                   help="after the table, one row per change, as it happens (Ctrl-C ends it)")
     p = add("describe", cmd_describe, "conditions, register failure, events, diagnostics")
     p.add_argument("name")
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
@@ -362,5 +368,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
 
     from controller.app.cli_exec import add_stream_commands  # it imports this module
+    from controller.app.cli_watch import add_watch_commands  # it imports this module too
 
     add_stream_commands(add)
+    add_watch_commands(add)

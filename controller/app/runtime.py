@@ -33,6 +33,7 @@ from controller.api.metrics import ControllerMetrics, Counts, Levels, degraded_b
 from controller.api.registry import Registry
 from controller.api.streams import Streams
 from controller.api.wake import Waker
+from controller.api.watch import WatchHub
 from controller.app.egress import EgressAccess
 from controller.app.egress import resolver as egress_resolver
 from controller.app.llm import LlmAccess, key_resolver
@@ -97,9 +98,11 @@ class Controller:
                                 clock=lambda: datetime.now(UTC),
                                 metrics=Metrics(on_duration=exporter.observe_reconcile),
                                 activity=in_flight)
+        watches = WatchHub()  # GET /api/v1/workspaces?watch=true
         driver = StandaloneDriver(breaks.driver_store(store) if breaks else store, engine,
                                   reconciler, executor, workers=opts.workers,
-                                  resync_seconds=opts.resync_seconds)
+                                  resync_seconds=opts.resync_seconds,
+                                  on_status=lambda key: watches.changed(key.id))
         self.driver = driver
         registry = Registry(breaks.registry_store(store) if breaks else store, lookups.identity,
                             driver.on_registry_event,
@@ -131,7 +134,8 @@ class Controller:
                           wake=lambda ws: waker.ensure_awake(ws, "an exec or copy arrived"))
         admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics,
                          follow_logs=streams.follow_logs,
-                         volumes=lookups.volumes, waker=waker, activity=in_flight)
+                         volumes=lookups.volumes, waker=waker, activity=in_flight,
+                         watch=watches)
         admin_app = web.Application(middlewares=[json_errors, admin_auth(admin_token)],
                                     client_max_size=1024 * 1024)
         admin_app.add_routes(admin.routes())
@@ -159,6 +163,7 @@ class Controller:
         def changed(key: WorkspaceKey | None = None) -> None:
             llm_access.forget(None if key is None else key.id)
             egress.forget(None if key is None else key.id)
+            watches.changed(None if key is None else key.id)
         await store.listen_workspace_changes(changed, on_reconnect=changed)
         llm_gateway = LlmGateway(store, llm_access, llm_access, llm_access,
                                  metrics=llm_metrics,

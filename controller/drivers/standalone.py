@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from controller.core import origin
@@ -52,8 +53,11 @@ class _PassWaiter:
 class StandaloneDriver(EventTriggers):
     def __init__(self, store: DriverStore, engine: DriverEngine, reconciler: Reconciler,
                  executor: Executor, *, workers: int = defaults.WORKERS,
-                 resync_seconds: float = defaults.RESYNC_SECONDS) -> None:
+                 resync_seconds: float = defaults.RESYNC_SECONDS,
+                 on_status: Callable[[WorkspaceKey], None] | None = None) -> None:
         self.store = store
+        self.on_status = on_status
+        """Told after a status is written (the admin API's watches look again)."""
         self.engine = engine
         self.reconciler = reconciler
         self.executor = executor
@@ -217,6 +221,8 @@ class StandaloneDriver(EventTriggers):
             self._last_trigger[key] = time.monotonic()
         if result.status is not None and result.status != ws.status:
             await self.store.write_status(key.namespace, key.name, result.status)
+            if self.on_status is not None:
+                self.on_status(key)
         if result.error is not None:
             delay = self.queue.backoff(key)
             log.info("%s: retrying in %.1fs", key, delay)
