@@ -27,7 +27,9 @@ HEADER = ["NAME", "PHASE", "READY", "REASON", "RESTARTS", "EGRESS", "AGE"]
 
 def _events(args: argparse.Namespace, name: str | None) -> Iterator[dict[str, Any]]:
     """The watch stream's events (BOOKMARKs included), until it ends."""
-    query = {"watch": "true", "namespace": args.namespace}
+    query = {"watch": "true"}
+    if not getattr(args, "all_namespaces", False):
+        query["namespace"] = args.namespace
     if name is not None:
         query["name"] = name
     try:
@@ -168,6 +170,8 @@ def watch_get(args: argparse.Namespace) -> int:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             continue
         obj = dict(event.get("object") or {})
+        if args.selector and not args.selector(obj):
+            continue
         if kind == "DELETED":
             obj["status"] = {**(obj.get("status") or {}), "phase": "Deleted"}
         cells = row(obj, datetime.now(UTC))
@@ -191,3 +195,65 @@ def add_watch_commands(add: Callable[[str, Any, str], argparse.ArgumentParser]) 
                         "delete")
     p.add_argument("--timeout", type=duration, default=120.0,
                    help="e.g. 90s, 2m (default 120s)")
+
+
+# ------------------------------------------------------------------ explain
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """`wsctl explain spec.llm`: the field's type and documentation, and its fields,
+    from the model (the same text as the CRD's descriptions)."""
+    from controller.core.crd import openapi_schema  # the model: only here
+
+    node: dict[str, Any] = openapi_schema()
+    path = [p for p in args.field.removeprefix("workspace.").split(".") if p]
+    walked: list[str] = []
+    for part in path:
+        while node.get("type") == "array":
+            node = node.get("items") or {}
+        children = node.get("properties") or {}
+        if part not in children:
+            known = ", ".join(children) or "none (not an object)"
+            where = ".".join(walked) or "a Workspace"
+            raise CommandError(f"field {part!r} does not exist in {where}; its fields: "
+                               f"{known}")
+        node = children[part]
+        walked.append(part)
+    print(f"FIELD:  {'.'.join(walked) or 'Workspace'} <{_type(node)}>")
+    if node.get("description"):
+        print("\nDESCRIPTION:\n    " + "\n    ".join(_wrap(str(node["description"]))))
+    fields = node
+    while fields.get("type") == "array":
+        fields = fields.get("items") or {}
+    children = fields.get("properties") or {}
+    if children:
+        required = set(fields.get("required") or [])
+        print("\nFIELDS:")
+        for name, child in children.items():
+            flag = " -required-" if name in required else ""
+            print(f"  {name}\t<{_type(child)}>{flag}")
+            text = str(child.get("description") or "").split(". ")[0].strip()
+            if text:
+                print("    " + "\n    ".join(_wrap(text.rstrip(".") + ".")))
+    return 0
+
+
+def _type(node: dict[str, Any]) -> str:
+    kind = str(node.get("type") or "object")
+    if kind == "array":
+        return f"[]{_type(node.get('items') or {})}"
+    if node.get("enum"):
+        return f"{kind}: {' | '.join(str(e) for e in node['enum'])}"
+    return kind
+
+
+def _wrap(text: str, width: int = 76) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(" ".join(text.split()), width) or [""]
+
+
+def add_explain_command(add: Callable[[str, Any, str], argparse.ArgumentParser]) -> None:
+    p = add("explain", cmd_explain, "the documentation of a Workspace field, e.g. "
+            "`wsctl explain spec.llm` (the same text as the CRD's)")
+    p.add_argument("field", nargs="?", default="", metavar="FIELD")

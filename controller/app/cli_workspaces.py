@@ -92,19 +92,25 @@ def dump(value: Any, output: str) -> str:
 # ------------------------------------------------------------------ commands
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
+def workspaces_of(filenames: list[str], nothing_was: str) -> list[Any]:
+    """The Workspaces of `-f` files, folders or - (stdin); every problem printed, then one
+    error saying `nothing was <nothing_was>`."""
     from controller.core import manifests  # the models: only where a manifest is parsed
 
-    paths = [Path(f) for f in args.filename]
-    stdin_text = sys.stdin.read() if any(f == "-" for f in args.filename) else None
+    paths = [Path(f) for f in filenames]
+    stdin_text = sys.stdin.read() if any(f == "-" for f in filenames) else None
     try:
         documents = manifests.load(paths, stdin_text)
     except manifests.ManifestError as exc:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)
-        raise CommandError(f"{exc}; nothing was applied") from None
+        raise CommandError(f"{exc}; nothing was {nothing_was}") from None
+    return list(manifests.workspaces(documents))
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
     items = [ws.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
-             for ws in manifests.workspaces(documents)]
+             for ws in workspaces_of(args.filename, "applied")]
     answer = call(args, "POST", "/api/v1/workspaces", {"items": items})
     for result in answer["results"]:
         print(f"workspace/{result['workspace'].split('/', 1)[1]} {result['result']}")
@@ -118,19 +124,86 @@ def cmd_get(args: argparse.Namespace) -> int:
         return watch_get(args)
     now = datetime.now(UTC)
     if args.name:
+        if args.all_namespaces or args.selector:
+            raise CommandError("a NAME with -A or -l: name a workspace, or select them")
         objects = [call(args, "GET", f"/api/v1/workspaces/{args.name}")]
+    elif args.all_namespaces:
+        try:
+            objects = client(args).request("GET", "/api/v1/workspaces")["items"]
+        except ClientError as exc:
+            raise CommandError(str(exc)) from None
     else:
         objects = call(args, "GET", "/api/v1/workspaces")["items"]
+    if args.selector:
+        objects = [o for o in objects if args.selector(o)]
+    if args.sort_by:
+        objects.sort(key=args.sort_by)
     if args.output in ("json", "yaml"):
         value: Any = objects[0] if args.name else {"items": objects}
         print(dump(value, args.output))
         return 0
+    if args.output == "name":
+        for o in objects:
+            print(f"workspace/{o['metadata']['name']}")
+        return 0
     if not objects:
         print("No workspaces found.", file=sys.stderr)
         return 0
-    print(table([row(o, now) for o in objects],
-                ["NAME", "PHASE", "READY", "REASON", "RESTARTS", "EGRESS", "AGE"]))
+    header = ["NAME", "PHASE", "READY", "REASON", "RESTARTS", "EGRESS", "AGE"]
+    rows = [row(o, now) for o in objects]
+    if args.all_namespaces:
+        header = ["NAMESPACE", *header]
+        rows = [[o["metadata"].get("namespace", "default"), *r]
+                for o, r in zip(objects, rows, strict=True)]
+    print(table(rows, header))
     return 0
+
+
+def selector(text: str) -> Any:
+    """`-l key=value,key!=value,key,!key` (labels from metadata.labels), as kubectl's
+    equality-based selectors: a test of a workspace's wire form."""
+    tests = []
+    for term in (t.strip() for t in text.split(",")):
+        key, op, value = term, "exists", ""
+        for sep, name in (("!=", "ne"), ("==", "eq"), ("=", "eq")):
+            if sep in term:
+                key, value = (p.strip() for p in term.split(sep, 1))
+                op = name
+                break
+        else:
+            if term.startswith("!"):
+                key, op = term[1:], "absent"
+        if not key or any(c in key + value for c in " =!"):
+            raise argparse.ArgumentTypeError(f"-l {text!r}: {term!r} is not key=value, "
+                                             "key!=value, key or !key")
+        tests.append((key, op, value))
+
+    def matches(obj: dict[str, Any]) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return all(
+            (op == "eq" and labels.get(k) == v) or (op == "ne" and labels.get(k) != v)
+            or (op == "exists" and k in labels) or (op == "absent" and k not in labels)
+            for k, op, v in tests)
+    return matches
+
+
+def sort_key(text: str) -> Any:
+    """`--sort-by .metadata.name` (or `{.status.restartCount}`): a field path, as
+    kubectl's; numbers sort as numbers, absent fields first."""
+    path = text.strip().removeprefix("{").removesuffix("}")
+    if not path.startswith(".") or not all(path[1:].split(".")):
+        raise argparse.ArgumentTypeError(f"--sort-by {text!r}: expected a field path such as "
+                                         ".metadata.name or .status.restartCount")
+    parts = path[1:].split(".")
+
+    def key(obj: dict[str, Any]) -> tuple[int, Any]:
+        value: Any = obj
+        for part in parts:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            return (0, "")
+        return (1, value) if isinstance(value, int | float) else (2, str(value))
+    return key
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -230,9 +303,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    call(args, "DELETE", f"/api/v1/workspaces/{args.name}",
-         query={"purge": "true"} if args.purge else None)
-    print(f"workspace/{args.name} deleting" + (" with its storage" if args.purge else ""))
+    if bool(args.name) == bool(args.filename):
+        raise CommandError("name a workspace, or give its manifests with -f")
+    targets = [(args.namespace, args.name)]
+    if args.filename:
+        targets = [(ws.key.namespace, ws.key.name)
+                   for ws in workspaces_of(args.filename, "deleted")]
+    for namespace, name in targets:
+        try:
+            client(args).request("DELETE", f"/api/v1/workspaces/{name}", None,
+                                 {"namespace": namespace,
+                                  **({"purge": "true"} if args.purge else {})})
+        except ClientError as exc:
+            raise CommandError(f"workspace/{name}: {exc}") from None
+        print(f"workspace/{name} deleting" + (" with its storage" if args.purge else ""))
     return 0
 
 
@@ -327,7 +411,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--filename", action="append", required=True)
     p = add("get", cmd_get, "list workspaces, or show one")
     p.add_argument("name", nargs="?")
-    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml", "name"),
+                   default="table")
+    p.add_argument("-A", "--all-namespaces", action="store_true",
+                   help="every namespace (a NAMESPACE column first)")
+    p.add_argument("-l", "--selector", type=selector, metavar="SELECTOR",
+                   help="labels: key=value, key!=value, key, !key; comma: and")
+    p.add_argument("--sort-by", type=sort_key, metavar="FIELD",
+                   help="a field path, e.g. .metadata.name or .status.restartCount")
     p.add_argument("-w", "--watch", action="store_true",
                    help="after the table, one row per change, as it happens (Ctrl-C ends it)")
     p = add("describe", cmd_describe, "conditions, register failure, events, diagnostics")
@@ -342,7 +433,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p = add("delete", cmd_delete, "delete a workspace, its container and tokens "
             "(its storage volume too with --purge or spec.storage.reclaimPolicy Delete)")
-    p.add_argument("name")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-f", "--filename", action="append",
+                   help="delete the workspaces of these manifests (file, folder or -)")
     p.add_argument("--purge", action="store_true",
                    help="also remove the workspace's storage volume (its files are lost)")
     p = add("volumes", cmd_volumes, "workspace storage volumes: attached, or retained "
@@ -368,7 +461,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
 
     from controller.app.cli_exec import add_stream_commands  # it imports this module
-    from controller.app.cli_watch import add_watch_commands  # it imports this module too
+    from controller.app.cli_watch import (  # it imports this module too
+        add_explain_command,
+        add_watch_commands,
+    )
 
     add_stream_commands(add)
     add_watch_commands(add)
+    add_explain_command(add)

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
+import yaml
 
 from controller.testing.harness import ControllerProcess, FakeLLMThread, condition, wait_for
 from tests.e2e.test_exec_cp import REPO, wsctl
@@ -93,3 +95,39 @@ def test_get_watch_prints_a_row_per_change(controller: ControllerProcess,
     finally:
         watching.terminate()
         watching.wait(10)
+
+
+def test_selectors_names_sorting_namespaces_and_delete_from_a_file(
+        controller: ControllerProcess, fake_llm: FakeLLMThread, cleanup: list[str],
+        tmp_path: Path) -> None:
+    cleanup.extend(["wt-x", "wt-y"])
+    objects = [workspace("wt-y", fake_llm.port), workspace("wt-x", fake_llm.port)]
+    objects[0]["metadata"]["labels"] = {"team": "a"}
+    objects[1]["metadata"]["labels"] = {"team": "b", "gpu": "yes"}
+    manifest = tmp_path / "two.yaml"
+    manifest.write_text(yaml.safe_dump_all(objects))
+    done = wsctl(controller, "apply", "-f", str(manifest))
+    assert done.returncode == 0, done.stderr
+
+    def names(*args: str) -> list[str]:
+        out = wsctl(controller, "get", *args)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.decode().split()
+
+    assert names("-l", "team=a", "-o", "name") == ["workspace/wt-y"]
+    assert names("-l", "gpu,team!=a", "-o", "name") == ["workspace/wt-x"]
+    assert names("-l", "team=zzz", "-o", "name") == []
+    sorted_names = [n for n in names("--sort-by", ".metadata.name", "-o", "name")
+                    if n.startswith("workspace/wt-")]
+    assert sorted_names == sorted(sorted_names)
+    table = wsctl(controller, "get", "-A", "-l", "team").stdout.decode().splitlines()
+    assert table[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert sorted(line.split()[:2][1] for line in table[1:]) == ["wt-x", "wt-y"]
+    assert all(line.split()[0] == "default" for line in table[1:])
+
+    done = wsctl(controller, "delete", "-f", str(manifest))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["workspace/wt-y deleting",
+                                                 "workspace/wt-x deleting"]
+    done = wsctl(controller, "wait", "wt-x", "wt-y", "--for=delete", "--timeout", "60s")
+    assert done.returncode == 0, done.stderr

@@ -267,3 +267,54 @@ def test_the_server_a_running_controller_announced_is_found(
 def test_egress_column(egress: dict[str, Any] | None, shown: str) -> None:
     from controller.app.cli_workspaces import egress_shown
     assert egress_shown(egress) == shown
+
+
+def test_selectors() -> None:
+    import argparse as ap
+
+    from controller.app.cli_workspaces import selector
+
+    def labelled(**labels: str) -> dict[str, Any]:
+        return {"metadata": {"name": "x", "labels": labels}}
+    team = selector("team=a, tier!=db")
+    assert team(labelled(team="a", tier="web")) and team(labelled(team="a"))
+    assert not team(labelled(team="b")) and not team(labelled(team="a", tier="db"))
+    assert selector("gpu")(labelled(gpu="yes")) and not selector("gpu")(labelled())
+    assert selector("!gpu")(labelled()) and not selector("!gpu")(labelled(gpu=""))
+    assert selector("team==a")(labelled(team="a"))
+    assert not selector("team=a")({"metadata": {"name": "x"}})  # no labels at all
+    for bad in ("=a", "a b=c", "!", "a=b=c"):
+        with pytest.raises(ap.ArgumentTypeError):
+            selector(bad)
+
+
+def test_sort_by() -> None:
+    import argparse as ap
+
+    from controller.app.cli_workspaces import sort_key
+
+    objects: list[dict[str, Any]] = [
+        {"metadata": {"name": "b"}, "status": {"restartCount": 10}},
+        {"metadata": {"name": "a"}, "status": {"restartCount": 9}},
+        {"metadata": {"name": "c"}}]
+    by_restarts = sorted(objects, key=sort_key(".status.restartCount"))
+    assert [o["metadata"]["name"] for o in by_restarts] == ["c", "a", "b"]  # 9 < 10
+    by_name = sorted(objects, key=sort_key("{.metadata.name}"))
+    assert [o["metadata"]["name"] for o in by_name] == ["a", "b", "c"]
+    for bad in ("metadata.name", ".", ".a..b"):
+        with pytest.raises(ap.ArgumentTypeError):
+            sort_key(bad)
+
+
+def test_explain_prints_a_fields_documentation(capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.app.cli import main
+
+    assert main(["explain", "spec.egress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("FIELD:  spec.egress <object>")
+    assert "Where the workspace may connect beyond the controller" in out
+    assert "  mode\t<string: none | allowlist | open>" in out
+    assert main(["explain", "spec.env.valueFrom"]) == 0  # through a list
+    assert main(["explain", "spec.nope"]) == 1
+    assert "field 'nope' does not exist in spec; its fields: image," in \
+        capsys.readouterr().err
