@@ -145,6 +145,8 @@ def admin_auth(admin_token: str) -> Callable[..., Awaitable[web.StreamResponse]]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FollowLogs = Callable[[web.Request, Workspace, int], Awaitable[web.StreamResponse]]
+Preview = Callable[[Workspace | None, Workspace], Awaitable[dict[str, Any]]]
+"""What applying the second would do to the first (None: not there yet)."""
 
 
 def _working_for(where: str, handler: Handler) -> Handler:
@@ -163,8 +165,10 @@ class AdminApi:
                  volumes: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                  follow_logs: FollowLogs | None = None,
                  waker: Waker | None = None, activity: RecentActivity | None = None,
-                 watch: WatchHub | None = None) -> None:
+                 watch: WatchHub | None = None, preview: Preview | None = None) -> None:
         self.store = store
+        self.preview = preview
+        """`POST /api/v1/workspaces?dryRun=true` (app/preview.py); None: not served."""
         self.watch = watch
         """`GET /api/v1/workspaces?watch=true` (watch.py); None: not served."""
         self.volumes = volumes
@@ -288,6 +292,16 @@ class AdminApi:
         bad = [f"{d.where}: {e.path}: {e.reason}" for d in documents for e in d.errors]
         if bad:
             return _error(422, "invalid workspace(s); nothing was applied", details=bad)
+        if request.query.get("dryRun") in ("true", "1", "All"):
+            if self.preview is None:
+                return _error(404, "dry runs are not served by this controller")
+            previews = []
+            for d in documents:
+                assert d.workspace is not None
+                key = d.workspace.key
+                current = await self.store.get_workspace(key.namespace, key.name)
+                previews.append(await self.preview(current, d.workspace))
+            return web.json_response({"dryRun": True, "results": previews})
         results = []
         # One transaction: every document or none (a workspace being deleted is a 409).
         done = await self.store.apply_workspaces([d.workspace for d in documents

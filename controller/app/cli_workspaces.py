@@ -108,9 +108,40 @@ def workspaces_of(filenames: list[str], nothing_was: str) -> list[Any]:
     return list(manifests.workspaces(documents))
 
 
+def _items(filenames: list[str], nothing_was: str) -> list[dict[str, Any]]:
+    return [ws.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+            for ws in workspaces_of(filenames, nothing_was)]
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What `apply -f` would change, per workspace, and what the container would go
+    through; exit 1 when anything would change (like `kubectl diff`)."""
+    answer = call(args, "POST", "/api/v1/workspaces", {"items": _items(args.filename,
+                                                                      "compared")},
+                  query={"dryRun": "true"})
+    differs = False
+    for r in answer["results"]:
+        name = r["workspace"].split("/", 1)[1]
+        container = {"create": "a container is created", "keep": "the container stays",
+                     "recreate": "the container is recreated",
+                     "cannot": "no container can be made"}.get(r["container"], r["container"])
+        why = f" ({'; '.join(r['why'])})" if r.get("why") else ""
+        print(f"workspace/{name} {r['result']}: {container}{why}")
+        for line in r.get("changes") or []:
+            print(f"  {line}")
+        differs = differs or r["result"] != "unchanged" or r["container"] != "keep"
+    return 1 if differs else 0
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
-    items = [ws.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
-             for ws in workspaces_of(args.filename, "applied")]
+    items = _items(args.filename, "applied")
+    if args.dry_run == "server":
+        answer = call(args, "POST", "/api/v1/workspaces", {"items": items},
+                      query={"dryRun": "true"})
+        for r in answer["results"]:
+            print(f"workspace/{r['workspace'].split('/', 1)[1]} {r['result']} "
+                  "(server dry run)")
+        return 0
     answer = call(args, "POST", "/api/v1/workspaces", {"items": items})
     for result in answer["results"]:
         print(f"workspace/{result['workspace'].split('/', 1)[1]} {result['result']}")
@@ -408,6 +439,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         return p
 
     p = add("apply", cmd_apply, "create or update workspaces from manifests")
+    p.add_argument("-f", "--filename", action="append", required=True)
+    p.add_argument("--dry-run", choices=("none", "server"), default="none",
+                   help="server: the controller validates and says what it would do, "
+                        "changing nothing")
+    p = add("diff", cmd_diff, "what apply -f would change, per workspace, and whether the "
+            "container would be recreated and why (exit 1 when anything would change)")
     p.add_argument("-f", "--filename", action="append", required=True)
     p = add("get", cmd_get, "list workspaces, or show one")
     p.add_argument("name", nargs="?")

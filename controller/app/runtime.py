@@ -37,6 +37,7 @@ from controller.api.watch import WatchHub
 from controller.app.egress import EgressAccess
 from controller.app.egress import resolver as egress_resolver
 from controller.app.llm import LlmAccess, key_resolver
+from controller.app.preview import preview
 from controller.app.retention import RetentionTask
 from controller.app.wiring import (
     SERVER_FILE,
@@ -132,10 +133,16 @@ class Controller:
         # or a copy wakes a suspended workspace, and keeps it from idling while it runs.
         streams = Streams(store, lookups, busy=in_flight.request,
                           wake=lambda ws: waker.ensure_awake(ws, "an exec or copy arrived"))
+        # The secrets a workspace's projection needs, resolved as the reconcile does.
+        async def secrets_of(ws: Workspace) -> dict[tuple[str, str], str]:
+            return await resolve(secret_refs([ws]), opts.environ, store.get_secrets)
+
         admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics,
                          follow_logs=streams.follow_logs,
                          volumes=lookups.volumes, waker=waker, activity=in_flight,
-                         watch=watches)
+                         watch=watches,
+                         preview=lambda current, wanted: preview(current, wanted, secrets_of,
+                                                                 settings))
         admin_app = web.Application(middlewares=[json_errors, admin_auth(admin_token)],
                                     client_max_size=1024 * 1024)
         admin_app.add_routes(admin.routes())
@@ -146,9 +153,6 @@ class Controller:
         # reach), with the registry's failed-auth budget per source.
         async def find(key: WorkspaceKey) -> Workspace | None:
             return await store.get_workspace(key.namespace, key.name)
-
-        async def secrets_of(ws: Workspace) -> dict[tuple[str, str], str]:
-            return await resolve(secret_refs([ws]), opts.environ, store.get_secrets)
 
         llm_access = LlmAccess(find, key_resolver(secrets_of), store,
                                lambda key: driver.on_registry_event(key.id))

@@ -170,6 +170,15 @@ def config_hash(ws: Workspace, env: Mapping[str, EnvValue],
     reads it per call) but where the credential leads does (a credential is bound to
     its provider and upstream).
     """
+    canonical = json.dumps(config_material(ws, env, llm), sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_material(ws: Workspace, env: Mapping[str, EnvValue],
+                    llm: LlmGrant | None = None) -> dict[str, object]:
+    """What `config_hash` hashes: two workspaces whose material differs need different
+    containers (`wsctl diff` names the keys that differ)."""
     spec = ws.spec
     material: dict[str, object] = {
         "image": spec.image,
@@ -186,8 +195,7 @@ def config_hash(ws: Workspace, env: Mapping[str, EnvValue],
         material["egress"] = spec.egress.mode
     if llm is not None:
         material["llmGateway"] = {"provider": llm.provider, "baseURL": llm.base_url}
-    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return material
 
 
 def llm_grant(ws: Workspace) -> LlmGrant | None:

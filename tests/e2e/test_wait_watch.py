@@ -131,3 +131,47 @@ def test_selectors_names_sorting_namespaces_and_delete_from_a_file(
                                                  "workspace/wt-x deleting"]
     done = wsctl(controller, "wait", "wt-x", "wt-y", "--for=delete", "--timeout", "60s")
     assert done.returncode == 0, done.stderr
+
+
+def test_diff_says_what_an_apply_would_do_and_dry_run_changes_nothing(
+        controller: ControllerProcess, fake_llm: FakeLLMThread, cleanup: list[str],
+        tmp_path: Path) -> None:
+    cleanup.append("wt-d")
+    obj = workspace("wt-d", fake_llm.port, env={"LOG_LEVEL": "info"})
+    obj["metadata"]["labels"] = {"team": "a"}
+    manifest = tmp_path / "d.yaml"
+
+    def write(o: dict[str, object]) -> None:
+        manifest.write_text(yaml.safe_dump(o))
+
+    write(obj)
+    done = wsctl(controller, "diff", "-f", str(manifest))
+    assert done.returncode == 1
+    assert done.stdout.decode() == "workspace/wt-d created: a container is created\n"
+    assert wsctl(controller, "apply", "-f", str(manifest)).returncode == 0
+    before = online(controller, "wt-d")
+    done = wsctl(controller, "diff", "-f", str(manifest))
+    assert (done.returncode, done.stdout.decode()) == (
+        0, "workspace/wt-d unchanged: the container stays\n")
+
+    obj["metadata"]["labels"] = {"team": "b"}  # a label: no new container
+    write(obj)
+    done = wsctl(controller, "diff", "-f", str(manifest))
+    assert done.returncode == 1
+    assert done.stdout.decode().splitlines() == [
+        "workspace/wt-d configured: the container stays",
+        "  metadata.labels.team: 'a' -> 'b'"]
+
+    obj["spec"]["env"] = [{"name": "LOG_LEVEL", "value": "debug"}]  # env: a new one
+    write(obj)
+    done = wsctl(controller, "diff", "-f", str(manifest))
+    assert done.returncode == 1
+    assert done.stdout.decode().splitlines()[0] == (
+        "workspace/wt-d configured: the container is recreated (env LOG_LEVEL changed)")
+    done = wsctl(controller, "apply", "-f", str(manifest), "--dry-run=server")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == "workspace/wt-d configured (server dry run)\n"
+    after = controller.get("wt-d")  # nothing changed
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["status"]["containerID"] == before["status"]["containerID"]
+    assert after["metadata"].get("labels") == {"team": "a"}
