@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fleet import Fleet
+from benchmarks.gateway import _say
 from controller.testing.harness import phase, wait_for
 
 GOAL_RATIO = 10.0
@@ -30,10 +31,6 @@ GOAL_MS = 100.0
 """Issue 17: `wsctl get` under 100 ms wall, median."""
 INSTANCE = "bench-cli"
 NAMES = ("cla", "clb")
-
-
-def _say(line: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
 def wsctl_command() -> list[str]:

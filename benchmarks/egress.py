@@ -45,7 +45,6 @@ import json
 import os
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,7 +61,7 @@ from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.fleet import Fleet
-from benchmarks.gateway import verdict
+from benchmarks.gateway import _say, stats_ms, verdict
 from controller.testing.harness import (
     REPO,
     ControllerProcess,
@@ -97,27 +96,6 @@ class Sizes:
 
 FULL = Sizes(rounds=20, per_round=100)
 QUICK = Sizes(rounds=2, per_round=100, warmup=20)
-
-
-def _say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, as benchmarks.bench.pct."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def stats_ms(seconds: list[float]) -> dict[str, float]:
-    ms = [s * 1e3 for s in seconds]
-    if not ms:
-        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"),
-                "max": float("nan"), "mean": float("nan"), "n": 0}
-    return {"p50": pct(ms, 50), "p90": pct(ms, 90), "p99": pct(ms, 99), "max": max(ms),
-            "mean": statistics.fmean(ms), "n": len(ms)}
 
 
 class Failed(Exception):

@@ -90,6 +90,9 @@ def pct(values: list[float], q: float) -> float:
 
 def stats_ms(seconds: list[float]) -> dict[str, float]:
     ms = [s * 1e3 for s in seconds]
+    if not ms:  # every call failed: nan, which no goal is met by
+        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"),
+                "max": float("nan"), "mean": float("nan"), "n": 0}
     return {"p50": pct(ms, 50), "p90": pct(ms, 90), "p99": pct(ms, 99), "max": max(ms),
             "mean": statistics.fmean(ms), "n": len(ms)}
 
