@@ -112,6 +112,18 @@ def _not_isolated(net: dict[str, Any]) -> str | None:
     return None
 
 
+def _create_network(api: Any, name: str, **options: Any) -> dict[str, Any]:
+    """Create a bridge network (one created meanwhile by another process will do) and
+    return it as inspected."""
+    try:
+        api.create_network(name, driver="bridge", **options)
+    except APIError as exc:  # created concurrently by another process
+        if exc.status_code != 409:
+            raise
+    found: dict[str, Any] = api.inspect_network(name)
+    return found
+
+
 def ensure_network(api: Any, name: str, labels: Mapping[str, str] | None = None) -> str:
     """Create the workspace network if missing (blocking); return its gateway address.
 
@@ -127,14 +139,8 @@ def ensure_network(api: Any, name: str, labels: Mapping[str, str] | None = None)
     wanted = dict(labels or {LABEL_MANAGED_BY: MANAGED_BY})
 
     def create() -> dict[str, Any]:
-        try:
-            api.create_network(name, driver="bridge", internal=True,
-                               options={ICC_OPTION: "false"}, labels=wanted)
-        except APIError as exc:  # created concurrently by another process
-            if exc.status_code != 409:
-                raise
-        found: dict[str, Any] = api.inspect_network(name)
-        return found
+        return _create_network(api, name, internal=True, options={ICC_OPTION: "false"},
+                               labels=wanted)
 
     try:
         net = api.inspect_network(name)
@@ -171,12 +177,7 @@ def ensure_open_network(api: Any, name: str) -> None:
     try:
         net = api.inspect_network(name)
     except NotFound:
-        try:
-            api.create_network(name, driver="bridge", labels={LABEL_MANAGED_BY: MANAGED_BY})
-        except APIError as exc:  # created concurrently by another process
-            if exc.status_code != 409:
-                raise
-        net = api.inspect_network(name)
+        net = _create_network(api, name, labels={LABEL_MANAGED_BY: MANAGED_BY})
     if net.get("Internal"):
         raise EngineError(f"network {name} is internal: `open` workspaces would have no "
                           f"route; remove it (docker network rm {name}) and wsctl makes it")

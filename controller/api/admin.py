@@ -276,6 +276,12 @@ class AdminApi:
         if request.query.get("watch") in ("true", "1"):
             if self.watch is None:
                 return _error(404, "watch is not served by this controller")
+            if name is not None:
+                wanted = f"{namespace or DEFAULT_NAMESPACE}.{name}"
+                return await serve_watch(request, self.watch, listing, wanted.__eq__)
+            if namespace is not None:
+                return await serve_watch(request, self.watch, listing,
+                                         lambda wid: wid.startswith(f"{namespace}."))
             return await serve_watch(request, self.watch, listing)
         return web.json_response({"items": await listing()})
 

@@ -29,27 +29,37 @@ MAX_WATCHERS = 64
 BOOKMARK_SECONDS = 15.0
 
 
+Covers = Callable[[str], bool]
+"""Whether a watch is about the workspace of that id (its namespace, its name)."""
+
+
+def _everything(workspace_id: str) -> bool:
+    return True
+
+
 class WatchHub:
     def __init__(self) -> None:
-        self.watchers: set[asyncio.Event] = set()
+        self.watchers: dict[asyncio.Event, Covers] = {}
 
     def changed(self, workspace_id: str | None = None) -> None:
-        """A workspace changed (None: any may have: a reconnect of the notification)."""
-        for wake in self.watchers:
-            wake.set()
+        """A workspace changed (None: any may have: a reconnect of the notification).
+        Only the watches it is about look again."""
+        for wake, covers in self.watchers.items():
+            if workspace_id is None or covers(workspace_id):
+                wake.set()
 
     @contextlib.contextmanager
-    def watching(self) -> Iterator[asyncio.Event]:
+    def watching(self, covers: Covers = _everything) -> Iterator[asyncio.Event]:
         if len(self.watchers) >= MAX_WATCHERS:
             raise web.HTTPTooManyRequests(
                 text=json.dumps({"error": f"at most {MAX_WATCHERS} watches at once"}),
                 content_type="application/json")
         wake = asyncio.Event()
-        self.watchers.add(wake)
+        self.watchers[wake] = covers
         try:
             yield wake
         finally:
-            self.watchers.discard(wake)
+            del self.watchers[wake]
 
 
 Lister = Callable[[], Awaitable[list[dict[str, Any]]]]
@@ -57,8 +67,9 @@ Lister = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
 async def serve_watch(request: web.Request, hub: WatchHub, listing: Lister,
+                      covers: Covers = _everything,
                       bookmark_seconds: float = BOOKMARK_SECONDS) -> web.StreamResponse:
-    with hub.watching() as wake:
+    with hub.watching(covers) as wake:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)

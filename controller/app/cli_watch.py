@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.app.cli_workspaces import CommandError, _condition, client, row, table
+from controller.app.cli_workspaces import HEADER, CommandError, _condition, client, row, table
 from controller.app.client import ClientError
 
 WATCH_PATH = "/api/v1/workspaces"
-HEADER = ["NAME", "PHASE", "READY", "REASON", "RESTARTS", "EGRESS", "AGE"]
 
 
 def _events(args: argparse.Namespace, name: str | None) -> Iterator[dict[str, Any]]:
@@ -176,10 +175,10 @@ def watch_get(args: argparse.Namespace) -> int:
             obj["status"] = {**(obj.get("status") or {}), "phase": "Deleted"}
         cells = row(obj, datetime.now(UTC))
         if not printed_header:
-            print(table([cells], HEADER))
+            print(table([cells], list(HEADER)))
             printed_header = True
         else:
-            print(table([cells], HEADER).splitlines()[1])
+            print(table([cells], list(HEADER)).splitlines()[1])
         sys.stdout.flush()
     raise CommandError("the controller ended the watch (stopped or restarted)")
 

@@ -54,6 +54,10 @@ def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return {}
 
 
+HEADER = ("NAME", "PHASE", "READY", "REASON", "RESTARTS", "EGRESS", "AGE")
+"""The columns of `row`, as `wsctl get` prints them."""
+
+
 def row(obj: dict[str, Any], now: datetime) -> list[str]:
     status = obj.get("status") or {}
     ready = _condition(obj, "Ready")
@@ -180,7 +184,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if not objects:
         print("No workspaces found.", file=sys.stderr)
         return 0
-    header = ["NAME", "PHASE", "READY", "REASON", "RESTARTS", "EGRESS", "AGE"]
+    header = list(HEADER)
     rows = [row(o, now) for o in objects]
     if args.all_namespaces:
         header = ["NAMESPACE", *header]

@@ -225,7 +225,7 @@ class Doctor:
     def egress_port(self, *, controller_may_hold: bool = True) -> CheckResult:
         o = self.options
         host = o.registry_host or self._gateway()
-        port = o.egress_port if o.egress_port is not None else o.registry_port + 1
+        port = defaults.egress_port_for(o.registry_port, o.egress_port)
         if host is None:
             return skip("egress port", "needs the docker engine (the egress proxy listens "
                         "on the workspace network's gateway)")

@@ -71,7 +71,7 @@ class RunOptions:
 
     @property
     def egress_proxy_port(self) -> int:
-        return self.egress_port if self.egress_port is not None else self.registry_port + 1
+        return defaults.egress_port_for(self.registry_port, self.egress_port)
 
 
 def ensure_admin_token(data_dir: Path) -> str:

@@ -64,6 +64,11 @@ DEFAULT_IMAGE = "wsctl/agent:latest"
 AGENT_PORT = 8000
 EGRESS_PORT = REGISTRY_PORT + 1
 """The egress proxy, beside the registry on the gateway (`--egress-port`)."""
+
+
+def egress_port_for(registry_port: int, egress_port: int | None) -> int:
+    """`--egress-port`, or by default the port after the registry's."""
+    return egress_port if egress_port is not None else registry_port + 1
 TOKEN_PATH = "/configs/.auth_token"
 A2A_CREDENTIAL_PATH = "/configs/.a2a_credential"
 """What the agent must see in `Authorization: Bearer` on its A2A port (per container)."""

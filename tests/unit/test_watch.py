@@ -58,7 +58,19 @@ async def test_the_stream_lists_then_says_what_changed() -> None:
             ("MODIFIED", "a"), ("DELETED", "b"), ("ADDED", "c")}
         assert (await next_event())["type"] == "BOOKMARK"  # nothing changed: alive
         assert looks == 2  # a bookmark does not look again
-    assert hub.watchers == set()  # the watch ended with its connection
+    assert hub.watchers == {}  # the watch ended with its connection
+
+
+def test_a_change_wakes_only_the_watches_it_is_about() -> None:
+    hub = WatchHub()
+    with hub.watching("default.a".__eq__) as one, hub.watching() as every:
+        hub.changed("default.b")
+        assert not one.is_set() and every.is_set()
+        hub.changed("default.a")
+        assert one.is_set()
+        one.clear()
+        hub.changed()  # a reconnect: anything may have changed
+        assert one.is_set()
 
 
 async def test_watches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
