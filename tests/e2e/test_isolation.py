@@ -67,12 +67,21 @@ elif mode == "connect":  # an HTTPS client's CONNECT tunnel, then bytes through 
     host, port = os.environ["HTTPS_PROXY"].split("//")[1].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as s:
         s.sendall(f"CONNECT {args[0]} HTTP/1.1\r\nHost: {args[0]}\r\n\r\n".encode())
-        status = s.recv(4096).decode().split(" ")[1]
+        head = b""
+        while b"\r\n\r\n" not in head:  # the proxy's answer may come in pieces
+            piece = s.recv(4096)
+            if not piece:
+                break
+            head += piece
+        status = head.decode().split(" ")[1]
         if status != "200":
             print(status)
             sys.exit()
         s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-        print(status, s.recv(4096).decode().split("\r\n\r\n", 1)[-1].strip())
+        reply = b""
+        while piece := s.recv(4096):  # HTTP/1.0: the server closes when done
+            reply += piece
+        print(status, reply.decode().split("\r\n\r\n", 1)[-1].strip())
 """
 
 SERVER = r"""
