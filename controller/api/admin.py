@@ -7,6 +7,7 @@ Routes (namespace from ?namespace=, default "default"):
   DELETE /api/v1/workspaces/{name}               delete
   POST   /api/v1/workspaces/{name}/restart       bump spec.restartedAt
   GET    /api/v1/workspaces/{name}/describe      conditions, registration, events, diagnostics
+  GET    /api/v1/events                          events, oldest first (?workspace=, ?watch=)
   GET    /api/v1/workspaces/{name}/activity      activity log
   GET    /api/v1/workspaces/{name}/logs          container logs (?follow=true: as written)
   GET    /api/v1/workspaces/{name}/exec          a command, over a WebSocket (exec.py)
@@ -37,7 +38,7 @@ from controller.api import openapi
 from controller.api._http import BodyError, answer_for, read_json
 from controller.api.a2a import A2AProxy
 from controller.api.wake import Waker
-from controller.api.watch import WatchHub, serve_watch
+from controller.api.watch import EventCursor, WatchHub, serve_stream, serve_watch
 from controller.core import manifests, origin, redact, tokens
 from controller.core.activity import RecentActivity
 from controller.core.errors import WsctlError
@@ -64,6 +65,9 @@ class AdminStore(Protocol):
                        purge: bool = False) -> Awaitable[bool]: ...
     def get_registration(self, workspace_id: str) -> Awaitable[Any]: ...
     def list_events(self, workspace_id: str, limit: int = 50) -> Awaitable[list[Any]]: ...
+    def recent_events(self, namespace: str | None = None, workspace_id: str | None = None,
+                      *, after: datetime | None = None, limit: int = 100
+                      ) -> Awaitable[list[Any]]: ...
     def latest_diagnostics(self, workspace_id: str) -> Awaitable[Any]: ...
     def list_activity(self, workspace_id: str, limit: int = 50) -> Awaitable[list[Any]]: ...
     def llm_usage(self, workspace_id: str | None = None, *, since: date | None = None,
@@ -165,8 +169,11 @@ class AdminApi:
                  volumes: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                  follow_logs: FollowLogs | None = None,
                  waker: Waker | None = None, activity: RecentActivity | None = None,
-                 watch: WatchHub | None = None, preview: Preview | None = None) -> None:
+                 watch: WatchHub | None = None, preview: Preview | None = None,
+                 event_watch: WatchHub | None = None) -> None:
         self.store = store
+        self.event_watch = event_watch
+        """`GET /api/v1/events?watch=true`; None: not served."""
         self.preview = preview
         """`POST /api/v1/workspaces?dryRun=true` (app/preview.py); None: not served."""
         self.watch = watch
@@ -193,6 +200,7 @@ class AdminApi:
             web.get("/openapi.json", self.openapi),
             web.get("/api/v1/volumes", api(self.list_volumes)),
             web.get("/api/v1/usage", api(self.usage)),
+            web.get("/api/v1/events", api(self.events)),
             web.get(base, api(self.list)),
             web.post(base, api(self.apply)),
             web.get(base + "/{name}", api(self.get)),
@@ -287,6 +295,44 @@ class AdminApi:
 
     async def get(self, request: web.Request) -> web.Response:
         return web.json_response((await self._workspace(request)).to_wire())
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """The newest `limit` events, oldest first: of one `workspace` (of `namespace`,
+        default "default"), of a `namespace`, or of all (neither). `watch=true`: then
+        each new event or repeat as it is recorded (watch.py)."""
+        namespace = request.query.get("namespace")
+        if namespace is not None:
+            self._label("namespace", namespace)
+        name = request.query.get("workspace")
+        workspace_id = None
+        if name is not None:
+            workspace_id = f"{namespace or DEFAULT_NAMESPACE}.{self._label('workspace', name)}"
+        limit = _int_query(request, "limit", 100, 1000)
+        scope = None if workspace_id else namespace
+
+        def wire(e: Any) -> dict[str, Any]:
+            ns, _, ws = e.workspace_id.partition(".")
+            return {"id": e.id, "namespace": ns, "workspace": ws, "type": e.type,
+                    "reason": e.reason, "message": redact.redact(e.message),
+                    "count": e.count, "firstAt": e.first_at.isoformat(),
+                    "lastAt": e.at.isoformat()}
+
+        if not _bool_query(request, "watch"):
+            found = await self.store.recent_events(scope, workspace_id, limit=limit)
+            return web.json_response({"items": [wire(e) for e in found]})
+        if self.event_watch is None:
+            return _error(404, "events watch is not served by this controller")
+        cursor = EventCursor()
+
+        async def look() -> list[dict[str, Any]]:
+            found = await self.store.recent_events(scope, workspace_id, after=cursor.after,
+                                                   limit=limit)
+            return [{"type": kind, "object": wire(e)} for kind, e in cursor.fresh(found)]
+
+        def covers(wid: str) -> bool:
+            return wid == workspace_id if workspace_id else (
+                scope is None or wid.startswith(f"{scope}."))
+        return await serve_stream(request, self.event_watch, look, covers)
 
     async def apply(self, request: web.Request) -> web.Response:
         body = await self._json(request)

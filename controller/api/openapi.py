@@ -113,6 +113,14 @@ def _stream_paths(one: list[dict[str, Any]], bad: dict[str, Any],
     }
 
 
+def _list_of(required: list[str], properties: dict[str, Any], description: str
+             ) -> dict[str, Any]:
+    """A 200 answer `{"items": [...]}` of objects with these fields."""
+    return _json({"type": "object", "required": ["items"], "properties": {"items": {
+        "type": "array", "items": {"type": "object", "required": required,
+                                   "properties": properties}}}}, description)
+
+
 def document() -> dict[str, Any]:
     namespace = {"name": "namespace", "in": "query", "required": False, "schema": NAME}
     name = {"name": "name", "in": "path", "required": True, "schema": NAME}
@@ -157,21 +165,41 @@ def document() -> dict[str, Any]:
                     {"name": "days", "in": "query", "required": False,
                      "description": "the last N UTC days (default 7)",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 400}}],
-                    "responses": {"200": _json(
-                        {"type": "object", "required": ["items"], "properties": {"items": {
-                            "type": "array", "items": {
-                                "type": "object",
-                                "required": ["workspace", "day", "provider", "requests",
-                                             "errors", "inputTokens", "outputTokens",
-                                             "cacheCreationTokens", "cacheReadTokens"],
-                                "properties": {
-                                    "workspace": {"type": "string"},
-                                    "day": {"type": "string", "format": "date"},
-                                    "provider": {"type": "string"},
-                                    **{k: {"type": "integer", "minimum": 0} for k in (
-                                        "requests", "errors", "inputTokens", "outputTokens",
-                                        "cacheCreationTokens", "cacheReadTokens")}}}}}},
+                    "responses": {"200": _list_of(
+                        ["workspace", "day", "provider", "requests", "errors", "inputTokens",
+                         "outputTokens", "cacheCreationTokens", "cacheReadTokens"],
+                        {"workspace": {"type": "string"},
+                         "day": {"type": "string", "format": "date"},
+                         "provider": {"type": "string"},
+                         **{k: {"type": "integer", "minimum": 0} for k in (
+                             "requests", "errors", "inputTokens", "outputTokens",
+                             "cacheCreationTokens", "cacheReadTokens")}},
                         "LLM use through the gateway per workspace, UTC day and provider"),
+                        "400": bad}}},
+            "/api/v1/events": {
+                "get": {"operationId": "listEvents",
+                        "description": "The newest events, oldest first: of one workspace, "
+                                       "of a namespace, or of all (neither given). "
+                                       "`watch=true` (not described here: a stream) sends "
+                                       "them as NDJSON, then each new event or repeat.",
+                        "parameters": [
+                    namespace,
+                    {"name": "workspace", "in": "query", "required": False,
+                     "description": "one workspace's name (in `namespace`, default "
+                                    "\"default\")", "schema": NAME},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                    "responses": {"200": _list_of(
+                        ["id", "namespace", "workspace", "type", "reason", "message", "count",
+                         "firstAt", "lastAt"],
+                        {"id": {"type": "integer"}, "namespace": {"type": "string"},
+                         "workspace": {"type": "string"},
+                         "type": {"enum": ["Normal", "Warning"]},
+                         "reason": {"type": "string"}, "message": {"type": "string"},
+                         "count": {"type": "integer", "minimum": 1},
+                         "firstAt": {"type": "string", "format": "date-time"},
+                         "lastAt": {"type": "string", "format": "date-time"}},
+                        "events, oldest first"),
                         "400": bad}}},
             "/api/v1/workspaces": {
                 "get": {"operationId": "listWorkspaces", "parameters": [namespace],

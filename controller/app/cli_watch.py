@@ -18,27 +18,40 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.app.cli_workspaces import HEADER, CommandError, _condition, client, row, table
+from controller.app.cli_workspaces import (
+    HEADER,
+    CommandError,
+    StreamedTable,
+    _condition,
+    client,
+    row,
+    shown,
+)
 from controller.app.client import ClientError
 
 WATCH_PATH = "/api/v1/workspaces"
 
 
-def _events(args: argparse.Namespace, name: str | None) -> Iterator[dict[str, Any]]:
-    """The watch stream's events (BOOKMARKs included), until it ends."""
-    query = {"watch": "true"}
+def stream(args: argparse.Namespace, path: str, query: dict[str, str]
+           ) -> Iterator[dict[str, Any]]:
+    """A watch's NDJSON events (BOOKMARKs included), until it ends: `path?watch=true`,
+    in the namespace of -n unless -A."""
+    query = {**query, "watch": "true"}
     if not getattr(args, "all_namespaces", False):
         query["namespace"] = args.namespace
-    if name is not None:
-        query["name"] = name
     try:
-        response = client(args).open("GET", WATCH_PATH, query, timeout=None)
+        response = client(args).open("GET", path, query, timeout=None)
     except ClientError as exc:
         raise CommandError(str(exc)) from None
     with response:
         for line in response:
             if line.strip():
                 yield json.loads(line)
+
+
+def _events(args: argparse.Namespace, name: str | None) -> Iterator[dict[str, Any]]:
+    """The workspaces watch's events (of one NAME, or all that -n/-A cover)."""
+    return stream(args, WATCH_PATH, {} if name is None else {"name": name})
 
 
 def _in_background(events: Iterator[dict[str, Any]]) -> queue.Queue[dict[str, Any] | None]:
@@ -162,8 +175,9 @@ def _report(names: list[str], what: str) -> int:
 
 def watch_get(args: argparse.Namespace) -> int:
     """`wsctl get [NAME] -w`: the table, then one row per change (DELETED: its phase
-    shown as Deleted), until interrupted or the controller ends the watch."""
-    printed_header = False
+    shown as Deleted; with -o, each changed object in that form), until interrupted or
+    the controller ends the watch."""
+    printed = StreamedTable(list(HEADER))
     for event in _events(args, args.name):
         kind = event.get("type")
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
@@ -173,13 +187,12 @@ def watch_get(args: argparse.Namespace) -> int:
             continue
         if kind == "DELETED":
             obj["status"] = {**(obj.get("status") or {}), "phase": "Deleted"}
-        cells = row(obj, datetime.now(UTC))
-        if not printed_header:
-            print(table([cells], list(HEADER)))
-            printed_header = True
-        else:
-            print(table([cells], list(HEADER)).splitlines()[1])
-        sys.stdout.flush()
+        if args.output != "table":  # each change in the -o form, as kubectl's -w
+            sys.stdout.write(shown(obj, args.output) + ("\n" if args.output == "name"
+                                                        else ""))
+            sys.stdout.flush()
+            continue
+        print("\n".join(printed.lines(row(obj, datetime.now(UTC)))), flush=True)
     raise CommandError("the controller ended the watch (stopped or restarted)")
 
 

@@ -85,6 +85,51 @@ def table(rows: list[list[str]], header: list[str]) -> str:
                      for r in [header, *rows])
 
 
+def shown(value: Any, output: Any) -> str:
+    """One object or list as `get -o` prints it: json and yaml (with a final newline),
+    name (`workspace/NAME`, none) or a jsonpath template (as written: kubectl adds no
+    newline)."""
+    if output == "name":
+        return f"workspace/{value['metadata']['name']}"
+    if output in ("json", "yaml"):
+        return dump(value, output) + "\n"
+    return str(output(value))
+
+
+def output_format(value: str) -> Any:
+    """`-o` of get: table, json, yaml, name or jsonpath=TEMPLATE (compiled here, so a bad
+    template is a usage error naming the problem)."""
+    if value in ("table", "json", "yaml", "name"):
+        return value
+    kind, sep, template = value.partition("=")
+    if kind != "jsonpath" or not sep:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of table, json, yaml, name, "
+                                         "jsonpath=TEMPLATE")
+    from controller.app.cli_jsonpath import Template, TemplateError
+
+    try:
+        return Template(template)
+    except TemplateError as exc:
+        raise argparse.ArgumentTypeError(f"jsonpath: {exc}") from None
+
+
+class StreamedTable:
+    """A table printed a row at a time (a watch): the header with the first row, each
+    column as wide as the widest cell so far (a stream cannot look ahead)."""
+
+    def __init__(self, header: list[str]) -> None:
+        self.header = header
+        self.widths = [len(h) for h in header]
+        self.started = False
+
+    def lines(self, cells: list[str]) -> list[str]:
+        self.widths = [max(w, len(c)) for w, c in zip(self.widths, cells, strict=True)]
+        rows = [cells] if self.started else [self.header, cells]
+        self.started = True
+        return ["   ".join(c.ljust(w) for c, w in zip(r, self.widths, strict=True)).rstrip()
+                for r in rows]
+
+
 def dump(value: Any, output: str) -> str:
     if output == "json":
         return json.dumps(value, indent=2)
@@ -173,13 +218,12 @@ def cmd_get(args: argparse.Namespace) -> int:
         objects = [o for o in objects if args.selector(o)]
     if args.sort_by:
         objects.sort(key=args.sort_by)
-    if args.output in ("json", "yaml"):
-        value: Any = objects[0] if args.name else {"items": objects}
-        print(dump(value, args.output))
-        return 0
-    if args.output == "name":
-        for o in objects:
-            print(f"workspace/{o['metadata']['name']}")
+    if args.output != "table":
+        if args.output == "name":
+            sys.stdout.write("".join(shown(o, "name") + "\n" for o in objects))
+        else:
+            sys.stdout.write(shown(objects[0] if args.name else {"items": objects},
+                                   args.output))
         return 0
     if not objects:
         print("No workspaces found.", file=sys.stderr)
@@ -452,8 +496,10 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--filename", action="append", required=True)
     p = add("get", cmd_get, "list workspaces, or show one")
     p.add_argument("name", nargs="?")
-    p.add_argument("-o", "--output", choices=("table", "json", "yaml", "name"),
-                   default="table")
+    p.add_argument("-o", "--output", type=output_format, default="table",
+                   metavar="FORMAT", help="table, json, yaml, name, or jsonpath=TEMPLATE "
+                   "(kubectl's: '{.items[*].metadata.name}', "
+                   "'{range .items[*]}{.metadata.name}{\"\\t\"}{.status.phase}{\"\\n\"}{end}')")
     p.add_argument("-A", "--all-namespaces", action="store_true",
                    help="every namespace (a NAMESPACE column first)")
     p.add_argument("-l", "--selector", type=selector, metavar="SELECTOR",
@@ -501,7 +547,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
 
-    from controller.app.cli_exec import add_stream_commands  # it imports this module
+    from controller.app.cli_events import add_events_command  # it imports this module
+    from controller.app.cli_exec import add_stream_commands  # it imports this module too
     from controller.app.cli_watch import (  # it imports this module too
         add_explain_command,
         add_watch_commands,
@@ -510,3 +557,4 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     add_stream_commands(add)
     add_watch_commands(add)
     add_explain_command(add)
+    add_events_command(add)

@@ -100,6 +100,8 @@ class Controller:
                                 metrics=Metrics(on_duration=exporter.observe_reconcile),
                                 activity=in_flight)
         watches = WatchHub()  # GET /api/v1/workspaces?watch=true
+        event_watches = WatchHub()  # GET /api/v1/events?watch=true: woken by each event
+        store.on_event = event_watches.changed
         driver = StandaloneDriver(breaks.driver_store(store) if breaks else store, engine,
                                   reconciler, executor, workers=opts.workers,
                                   resync_seconds=opts.resync_seconds,
@@ -140,7 +142,7 @@ class Controller:
         admin = AdminApi(store, proxy, lookups.logs, lambda: self.ready, render_metrics,
                          follow_logs=streams.follow_logs,
                          volumes=lookups.volumes, waker=waker, activity=in_flight,
-                         watch=watches,
+                         watch=watches, event_watch=event_watches,
                          preview=lambda current, wanted: preview(current, wanted, secrets_of,
                                                                  settings))
         admin_app = web.Application(middlewares=[json_errors, admin_auth(admin_token)],

@@ -4,16 +4,19 @@ at the next poll; a timeout and a missing workspace are one line and exit 1."""
 
 from __future__ import annotations
 
+import json
+import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from controller.testing.harness import ControllerProcess, FakeLLMThread, condition, wait_for
+from controller.testing.harness import ControllerProcess, FakeLLMThread, condition
 from tests.e2e.test_exec_cp import REPO, wsctl
 from tests.e2e.test_lifecycle import online, workspace
 
@@ -25,6 +28,35 @@ def spawn(controller: ControllerProcess, *args: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "controller", *args, "--server", controller.server,
          "--data-dir", str(controller.data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def stream(controller: ControllerProcess, *args: str) -> subprocess.Popen[bytes]:
+    """A watching command whose output is read a line at a time (unbuffered: select()
+    on its pipe says when a line is there)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "controller", *args, "--server", controller.server,
+         "--data-dir", str(controller.data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, cwd=REPO)
+
+
+def read_until(proc: subprocess.Popen[bytes], wanted: Callable[[str], bool],
+               timeout: float, what: str) -> list[str]:
+    """The lines `proc` prints up to the first `wanted` one; a failure (not a hang)
+    when none comes within `timeout` or the output ends."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while True:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            pytest.fail(f"no {what} within {timeout:g}s; printed: {lines}")
+        line = proc.stdout.readline().decode()
+        if not line:
+            pytest.fail(f"the output ended before {what}; printed: {lines}; "
+                        f"stderr: {proc.stderr.read().decode() if proc.stderr else ''}")
+        lines.append(line)
+        if wanted(line):
+            return lines
 
 
 def test_wait_returns_when_ready_is_written(controller: ControllerProcess,
@@ -79,22 +111,48 @@ def test_get_watch_prints_a_row_per_change(controller: ControllerProcess,
                                           fake_llm: FakeLLMThread,
                                           cleanup: list[str]) -> None:
     cleanup.append("wt-c")
-    watching = spawn(controller, "get", "wt-c", "-w")
+    watching = stream(controller, "get", "wt-c", "-w")
     try:
-        assert watching.stdout is not None
         controller.apply(workspace("wt-c", fake_llm.port))
-        lines: list[str] = []
-
-        def online_row() -> bool:
-            line = watching.stdout.readline() if watching.stdout else ""
-            lines.append(line)
-            return line.split()[:2] == ["wt-c", "Online"]
-        wait_for(online_row, 90, "a row showing wt-c Online")
+        lines = read_until(watching, lambda line: line.split()[:2] == ["wt-c", "Online"], 90,
+                           "row showing wt-c Online")
         assert lines[0].split()[:3] == ["NAME", "PHASE", "READY"]
         assert len(lines) >= 3  # the header, a first row, the change to Online
     finally:
         watching.terminate()
         watching.wait(10)
+
+
+def test_events_list_and_watch(controller: ControllerProcess, fake_llm: FakeLLMThread,
+                               cleanup: list[str]) -> None:
+    """`wsctl events -w` prints the events as the controller records them (a restart's
+    Recreating arrives on the open stream); `wsctl events NAME` lists them newest last."""
+    cleanup.append("wt-e")
+    controller.apply(workspace("wt-e", fake_llm.port))
+    online(controller, "wt-e")
+    watching = stream(controller, "events", "-w")
+    try:
+        (header,) = read_until(watching, lambda line: True, 30, "header")
+        assert header.split()[:4] == ["LAST", "SEEN", "TYPE", "REASON"], header
+        done = wsctl(controller, "restart", "wt-e")
+        assert done.returncode == 0, done.stderr
+        # on the open stream within a moment: the watch is woken by the store's write
+        # (its quiet-time BOOKMARK every 15 s does not look again)
+        read_until(watching, lambda line: "workspace/wt-e" in line and "Recreating" in line,
+                   10, "Recreating event of the restart")
+    finally:
+        watching.terminate()
+        watching.wait(10)
+    listed = wsctl(controller, "events", "wt-e")
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.decode().splitlines()
+    reasons = [line.split()[2] for line in rows[1:]]
+    assert reasons[0] == "Created" and "Recreating" in reasons, rows  # oldest first
+    assert reasons.index("Recreating") > reasons.index("Online")
+    assert all("workspace/wt-e" in line for line in rows[1:])
+    warnings = wsctl(controller, "events", "wt-e", "--types", "Warning", "-o", "json")
+    assert warnings.returncode == 0, warnings.stderr
+    assert all(e["type"] == "Warning" for e in json.loads(warnings.stdout)["items"])
 
 
 def test_selectors_names_sorting_namespaces_and_delete_from_a_file(
@@ -124,6 +182,21 @@ def test_selectors_names_sorting_namespaces_and_delete_from_a_file(
     assert table[0].split()[:2] == ["NAMESPACE", "NAME"]
     assert sorted(line.split()[:2][1] for line in table[1:]) == ["wt-x", "wt-y"]
     assert all(line.split()[0] == "default" for line in table[1:])
+    # kubectl's -o jsonpath: a list, a range with literals, a filter, one object
+    jsonpath = "jsonpath={.items[*].metadata.name}"
+    assert names("-l", "team", "--sort-by", ".metadata.name", "-o", jsonpath) == [
+        "wt-x", "wt-y"]
+    out = wsctl(controller, "get", "-l", "team", "--sort-by", ".metadata.labels.team", "-o",
+                'jsonpath={range .items[*]}{.metadata.name}{"\\t"}'
+                '{.metadata.labels.team}{"\\n"}{end}')
+    assert out.stdout.decode() == "wt-y\ta\nwt-x\tb\n", out.stderr
+    out = wsctl(controller, "get", "-o",
+                'jsonpath={.items[?(@.metadata.labels.gpu=="yes")].metadata.name}')
+    assert out.stdout.decode() == "wt-x", out.stderr
+    out = wsctl(controller, "get", "wt-y", "-o", "jsonpath={.metadata.labels}")
+    assert out.stdout.decode() == '{"team":"a"}', out.stderr
+    out = wsctl(controller, "get", "-o", "jsonpath={.items[")
+    assert out.returncode == 2 and b"jsonpath: unclosed" in out.stderr
 
     done = wsctl(controller, "delete", "-f", str(manifest))
     assert done.returncode == 0, done.stderr

@@ -683,6 +683,41 @@ async def test_events_fold_repeats(store: Store) -> None:
         await store.add_event(ws, "Error", "X")  # type: ignore[arg-type]
 
 
+async def test_recent_events_across_workspaces_oldest_first(store: Store) -> None:
+    heard: list[str] = []
+    store.on_event = heard.append
+    try:
+        for i, (ws, reason) in enumerate((("default.alice", "Created"),
+                                          ("team.bob", "Created"),
+                                          ("default.alice", "Recreated"),
+                                          ("default.alicex", "Ready"))):
+            await store.add_event(ws, "Normal", reason, at=T0 + timedelta(seconds=i))
+        repeat = await store.add_event("team.bob", "Normal", "Created",
+                                       at=T0 + timedelta(seconds=10))
+    finally:
+        store.on_event = None
+    assert heard == ["default.alice", "team.bob", "default.alice", "default.alicex",
+                     "team.bob"]  # each one, a repeat too: the watches' wake-up
+
+    def shown(events: list[Any]) -> list[tuple[str, str]]:
+        return [(e.workspace_id, e.reason) for e in events]
+
+    assert shown(await store.recent_events()) == [
+        ("default.alice", "Created"), ("default.alice", "Recreated"),
+        ("default.alicex", "Ready"), ("team.bob", "Created")]  # the repeat moved it last
+    assert shown(await store.recent_events("default")) == [
+        ("default.alice", "Created"), ("default.alice", "Recreated"),
+        ("default.alicex", "Ready")]
+    assert shown(await store.recent_events(workspace_id="default.alice")) == [
+        ("default.alice", "Created"), ("default.alice", "Recreated")]
+    assert shown(await store.recent_events("default", limit=2)) == [
+        ("default.alice", "Recreated"), ("default.alicex", "Ready")]  # the newest two
+    later = await store.recent_events(after=T0 + timedelta(seconds=2))
+    assert shown(later) == [("default.alicex", "Ready"), ("team.bob", "Created")]
+    assert later[-1].id == repeat.id and later[-1].count == 2
+    assert await store.recent_events("nobody") == []
+
+
 async def test_a_controller_key_is_made_once_and_shared(store: Store) -> None:
     first = await store.controller_key("a2a")
     assert len(first) == 32

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from controller.adapters.postgres import (
@@ -347,6 +348,21 @@ class FakeStore:
 
     async def list_events(self, workspace_id: str, limit: int = 50) -> list[Any]:
         return [e for e in reversed(self.events) if e[0] == workspace_id][:limit]
+
+    async def recent_events(self, namespace: str | None = None,
+                            workspace_id: str | None = None, *,
+                            after: datetime | None = None, limit: int = 100) -> list[Any]:
+        """As the store's, over the (workspace_id, type, reason, message) tuples: each
+        one event of count 1, recorded at its position's second of 2026-01-01."""
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        records = [SimpleNamespace(id=i + 1, workspace_id=w, type=t, reason=r, message=m,
+                                   count=1, at=start + timedelta(seconds=i),
+                                   first_at=start + timedelta(seconds=i))
+                   for i, (w, t, r, m) in enumerate(self.events)]
+        return [e for e in records
+                if (namespace is None or e.workspace_id.startswith(f"{namespace}."))
+                and (workspace_id is None or e.workspace_id == workspace_id)
+                and (after is None or e.at > after)][-limit:]
 
     async def add_diagnostics(self, workspace_id: str, *, container_id: str | None, reason: str,
                               state: Mapping[str, Any] | None = None,

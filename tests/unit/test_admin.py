@@ -100,6 +100,7 @@ PROTECTED = [
     ("DELETE", f"{BASE}/alice", None),
     ("POST", f"{BASE}/alice/restart", None),
     ("GET", f"{BASE}/alice/describe", None),
+    ("GET", "/api/v1/events", None),
     ("GET", f"{BASE}/alice/activity", None),
     ("GET", f"{BASE}/alice/logs", None),
     ("POST", f"{BASE}/alice/a2a", message_send("hi")),
@@ -288,6 +289,37 @@ async def test_describe_shows_the_register_failure_class(env: AdminEnv) -> None:
     assert (failure["class"], failure["message"]) == ("blocked_private_url",
                                                       "10.0.0.1 is a non-public address")
     assert info["workspace"]["metadata"]["name"] == "alice"
+
+
+async def test_events_oldest_first_by_workspace_namespace_or_all(env: AdminEnv) -> None:
+    for workspace_id, reason in (("default.alice", "Created"), ("team.bob", "Created"),
+                                 ("default.alice", "Recreated"), ("default.carol", "Ready")):
+        await env.store.add_event(workspace_id, "Normal", reason, f"{reason} it")
+    status, answer = await env.call("GET", "/api/v1/events?namespace=default")
+    assert status == 200
+    assert [(e["workspace"], e["reason"]) for e in answer["items"]] == [
+        ("alice", "Created"), ("alice", "Recreated"), ("carol", "Ready")]
+    first = answer["items"][0]
+    assert (first["namespace"], first["type"], first["message"], first["count"]) == (
+        "default", "Normal", "Created it", 1)
+    _, answer = await env.call("GET", "/api/v1/events")  # no namespace: all of them
+    assert [e["namespace"] for e in answer["items"]] == ["default", "team", "default",
+                                                         "default"]
+    _, answer = await env.call("GET", "/api/v1/events?workspace=alice")
+    assert [e["reason"] for e in answer["items"]] == ["Created", "Recreated"]
+    _, answer = await env.call("GET", "/api/v1/events?namespace=team&workspace=bob")
+    assert [e["workspace"] for e in answer["items"]] == ["bob"]
+    _, answer = await env.call("GET", "/api/v1/events?namespace=default&limit=1")
+    assert [e["reason"] for e in answer["items"]] == ["Ready"]  # the newest
+    for query, field in (("limit=0", "limit"), ("workspace=Bad_Name", "workspace"),
+                         ("namespace=-x", "namespace"), ("watch=maybe", "watch")):
+        status, answer = await env.call("GET", f"/api/v1/events?{query}")
+        assert status == 400 and field in answer["error"], query
+
+
+async def test_events_watch_is_not_served_without_its_hub(env: AdminEnv) -> None:
+    status, answer = await env.call("GET", "/api/v1/events?watch=true")
+    assert (status, answer["error"]) == (404, "events watch is not served by this controller")
 
 
 # ------------------------------------------------------------------ a2a

@@ -318,3 +318,12 @@ def test_explain_prints_a_fields_documentation(capsys: pytest.CaptureFixture[str
     assert main(["explain", "spec.nope"]) == 1
     assert "field 'nope' does not exist in spec; its fields: image," in \
         capsys.readouterr().err
+
+
+def test_a_streamed_table_widens_as_rows_come() -> None:
+    from controller.app.cli_workspaces import StreamedTable
+
+    printed = StreamedTable(["NAME", "PHASE"])
+    assert printed.lines(["a", "Pending"]) == ["NAME   PHASE", "a      Pending"]
+    assert printed.lines(["a-longer-name", "Online"]) == ["a-longer-name   Online"]
+    assert printed.lines(["b", "Online"]) == ["b               Online"]  # no narrower again

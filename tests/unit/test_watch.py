@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from controller.api import watch
-from controller.api.watch import WatchHub, serve_watch
+from controller.api.watch import EventCursor, WatchHub, serve_watch
 from controller.app.cli_watch import condition_check, duration
 
 
@@ -102,3 +102,27 @@ def test_conditions() -> None:
     for bad in ("ready", "condition=", "condition=Ready=Maybe", "phase", "delete=now"):
         with pytest.raises(argparse.ArgumentTypeError):
             condition_check(bad)
+
+
+def test_an_event_cursor_sends_new_events_and_repeats_once() -> None:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    t0 = datetime(2026, 12, 4, tzinfo=UTC)
+
+    def event(id_: int, count: int, seconds: float) -> Any:
+        return SimpleNamespace(id=id_, count=count, at=t0 + timedelta(seconds=seconds))
+
+    cursor = EventCursor()
+    assert cursor.after is None  # the first look: the newest events
+    first = cursor.fresh([event(1, 1, 0), event(2, 1, 1)])
+    assert [(kind, e.id) for kind, e in first] == [("ADDED", 1), ("ADDED", 2)]
+    assert cursor.after == t0 + timedelta(seconds=1) - EventCursor.OVERLAP
+    # the next look overlaps: what was sent is not sent again; a repeat (count up) and a
+    # late commit with an earlier time than the latest are
+    again = cursor.fresh([event(1, 1, 0), event(3, 1, 0.5), event(2, 2, 2)])
+    assert [(kind, e.id) for kind, e in again] == [("ADDED", 3), ("MODIFIED", 2)]
+    assert cursor.fresh([event(2, 2, 2)]) == []
+    # only the overlap's events are remembered
+    cursor.fresh([event(9, 1, 60)])
+    assert set(cursor.sent) == {9}

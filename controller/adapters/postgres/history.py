@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,9 @@ class HistoryMixin:
     """`Store` methods over the activity, diagnostics and events tables."""
 
     _pool: _Pool
+    on_event: Callable[[str], None] | None = None
+    """Called with the workspace's id after each event is recorded (in this process):
+    the events watches' wake-up (`wsctl events -w`)."""
 
     # -------------------------------------------------------------- activity
 
@@ -208,7 +211,31 @@ class HistoryMixin:
             workspace_id, at, type_, reason, message,
         )
         assert row is not None
+        if self.on_event is not None:
+            self.on_event(workspace_id)
         return _event(row)
+
+    @_translated
+    async def recent_events(
+        self,
+        namespace: str | None = None,
+        workspace_id: str | None = None,
+        *,
+        after: datetime | None = None,
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        """Events of one workspace, of a namespace, or of all (both None), oldest first:
+        the newest `limit` of them, or of those whose time is later than `after` (a
+        repeat moves an event's time, so a folded repeat is among them again)."""
+        rows = await self._pool.fetch(
+            "SELECT * FROM (SELECT * FROM events"
+            " WHERE ($1::text IS NULL OR starts_with(workspace_id, $1 || '.'))"
+            " AND ($2::text IS NULL OR workspace_id = $2)"
+            " AND ($3::timestamptz IS NULL OR at > $3)"
+            " ORDER BY at DESC, id DESC LIMIT $4) e ORDER BY at, id",
+            namespace, workspace_id, after, limit,
+        )
+        return [_event(r) for r in rows]
 
     @_translated
     async def list_events(self, workspace_id: str, limit: int = 50) -> list[EventRecord]:
