@@ -71,7 +71,9 @@ lint: venv
 unit: venv
 	bash scripts/pytest.sh tests/unit $(PYTEST_ARGS)
 
+# zsh: the shell-completion tests run it (tests/e2e/test_completion.py).
 test: lint machine
+	@$(BOOTSTRAP) zsh
 	bash scripts/pytest.sh $(PYTEST_ARGS)
 
 clean:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller import __version__
+from controller.app.cli_completion import add_completion_command
 from controller.app.cli_workspaces import add_commands
 from controller.chaos.cli import add_chaos_command
 from controller.core import settings as defaults
@@ -430,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub, common)
     add_chaos_command(sub, common)
+    add_completion_command(sub)
 
     p = add("crd", cmd_crd, "print the Workspace CustomResourceDefinition (crds/workspace.yaml)")
 
@@ -447,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (wsctl completion)
+        from controller.app.cli_completion import autocomplete
+
+        autocomplete(parser)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("WSCTL_DEBUG", "") not in ("", "0")
     try:

