@@ -72,7 +72,8 @@ def test_every_workspace_name_positional_completes_names() -> None:
     parser = build_parser()
     attach_completers(parser)
     assert completed_by(parser, workspace_names) == {
-        "activity name", "delete name", "describe name", "exec name", "get name",
+        "activity name", "delete name", "describe name", "events name", "exec name",
+        "get name",
         "logs name", "restart name", "resume name", "send name", "suspend name",
         "usage name", "wait names"}  # not `secret set NAME`: a secret's name
     assert completed_by(parser, field_paths) == {"explain field"}
