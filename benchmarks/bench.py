@@ -46,7 +46,7 @@ import docker
 import yaml
 
 from benchmarks import baselines
-from benchmarks.cli import COMMAND_RESTART_GOAL, bench_cli, cli_table, wsctl_command
+from benchmarks.cli import COMMAND_RESTART_GOAL, bench_cli, cli_table, timed, wsctl_command
 from benchmarks.egress import bench_egress, egress_table
 from benchmarks.fleet import (
     KEY,
@@ -159,10 +159,7 @@ def bench_recreate(fleet: Fleet, restarts: int) -> dict[str, Any]:
                 events.drain()
                 started = time.time()
                 if by_command:
-                    done = subprocess.run(command, capture_output=True, check=False)
-                    if done.returncode != 0:
-                        raise RuntimeError(f"wsctl restart exited {done.returncode}: "
-                                           f"{done.stderr.decode(errors='replace')[-300:]}")
+                    timed(command)  # raises, naming the error, if the command fails
                 else:
                     proc.client().request("POST", "/api/v1/workspaces/rc/restart")
                 (start_event,) = events.wait("start", 1, 60, exclude={previous})

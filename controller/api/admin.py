@@ -87,6 +87,15 @@ def _int_query(request: web.Request, name: str, default: int, maximum: int) -> i
     return int(raw)
 
 
+def _covering(namespace: str | None, workspace_id: str | None) -> Callable[[str], bool]:
+    """What a watch is about: one workspace (its id), a namespace's, or all (neither)."""
+    if workspace_id is not None:
+        return workspace_id.__eq__
+    if namespace is not None:
+        return lambda wid: wid.startswith(f"{namespace}.")
+    return lambda wid: True
+
+
 def _bool_query(request: web.Request, name: str) -> bool:
     raw = request.query.get(name, "false").lower()
     if raw not in ("true", "false", "1", "0"):
@@ -284,13 +293,8 @@ class AdminApi:
         if request.query.get("watch") in ("true", "1"):
             if self.watch is None:
                 return _error(404, "watch is not served by this controller")
-            if name is not None:
-                wanted = f"{namespace or DEFAULT_NAMESPACE}.{name}"
-                return await serve_watch(request, self.watch, listing, wanted.__eq__)
-            if namespace is not None:
-                return await serve_watch(request, self.watch, listing,
-                                         lambda wid: wid.startswith(f"{namespace}."))
-            return await serve_watch(request, self.watch, listing)
+            one = None if name is None else f"{namespace or DEFAULT_NAMESPACE}.{name}"
+            return await serve_watch(request, self.watch, listing, _covering(namespace, one))
         return web.json_response({"items": await listing()})
 
     async def get(self, request: web.Request) -> web.Response:
@@ -329,10 +333,8 @@ class AdminApi:
                                                    limit=limit)
             return [{"type": kind, "object": wire(e)} for kind, e in cursor.fresh(found)]
 
-        def covers(wid: str) -> bool:
-            return wid == workspace_id if workspace_id else (
-                scope is None or wid.startswith(f"{scope}."))
-        return await serve_stream(request, self.event_watch, look, covers)
+        return await serve_stream(request, self.event_watch, look,
+                                  _covering(scope, workspace_id))
 
     async def apply(self, request: web.Request) -> web.Response:
         body = await self._json(request)

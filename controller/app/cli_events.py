@@ -17,11 +17,9 @@ from controller.app.cli_workspaces import (
     StreamedTable,
     _age,
     call,
-    client,
     dump,
     table,
 )
-from controller.app.client import ClientError
 
 EVENTS_PATH = "/api/v1/events"
 HEADER = ("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE")
@@ -57,15 +55,9 @@ def cmd_events(args: argparse.Namespace) -> int:
         raise CommandError("a NAME with -A: name a workspace, or list every namespace")
     if args.watch:
         return _watch(args)
-    query = _query(args)
-    if args.all_namespaces:
-        try:
-            items = client(args).request("GET", EVENTS_PATH, None, query)["items"]
-        except ClientError as exc:
-            raise CommandError(str(exc)) from None
-    else:
-        items = call(args, "GET", EVENTS_PATH, query=query)["items"]
-    items = [e for e in items if _wanted(args)(e)]
+    items = call(args, "GET", EVENTS_PATH, query=_query(args),
+                 namespaced=not args.all_namespaces)["items"]
+    items = list(filter(_wanted(args), items))
     if args.output in ("json", "yaml"):
         print(dump({"items": items}, args.output))
         return 0

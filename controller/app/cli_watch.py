@@ -188,8 +188,7 @@ def watch_get(args: argparse.Namespace) -> int:
         if kind == "DELETED":
             obj["status"] = {**(obj.get("status") or {}), "phase": "Deleted"}
         if args.output != "table":  # each change in the -o form, as kubectl's -w
-            sys.stdout.write(shown(obj, args.output) + ("\n" if args.output == "name"
-                                                        else ""))
+            sys.stdout.write(shown(obj, args.output))
             sys.stdout.flush()
             continue
         print("\n".join(printed.lines(row(obj, datetime.now(UTC)))), flush=True)

@@ -28,10 +28,11 @@ def client(args: argparse.Namespace) -> Client:
 
 def call(args: argparse.Namespace, method: str, path: str, body: Any = None, *,
          raw: bool = False, headers: dict[str, str] | None = None,
-         query: dict[str, str] | None = None) -> Any:
+         query: dict[str, str] | None = None, namespaced: bool = True) -> Any:
+    """One request; in -n's namespace unless `namespaced` is False (-A: every one)."""
+    where = {"namespace": args.namespace} if namespaced else {}
     try:
-        return client(args).request(method, path, body,
-                                    {"namespace": args.namespace, **(query or {})},
+        return client(args).request(method, path, body, {**where, **(query or {})},
                                     headers=headers, raw=raw)
     except ClientError as exc:
         raise CommandError(str(exc)) from None
@@ -79,18 +80,21 @@ def egress_shown(egress: dict[str, Any] | None) -> str:
     return "OPEN" if mode == "open" else str(mode)
 
 
+def _aligned(cells: list[str], widths: list[int]) -> str:
+    return "   ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip()
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [header, *rows])
+    return "\n".join(_aligned(r, widths) for r in [header, *rows])
 
 
 def shown(value: Any, output: Any) -> str:
-    """One object or list as `get -o` prints it: json and yaml (with a final newline),
-    name (`workspace/NAME`, none) or a jsonpath template (as written: kubectl adds no
-    newline)."""
+    """One object or list as `get -o` prints it, a final newline included: json, yaml,
+    name (`workspace/NAME`, one object), or a jsonpath template (as written: kubectl
+    adds no newline)."""
     if output == "name":
-        return f"workspace/{value['metadata']['name']}"
+        return f"workspace/{value['metadata']['name']}\n"
     if output in ("json", "yaml"):
         return dump(value, output) + "\n"
     return str(output(value))
@@ -126,8 +130,7 @@ class StreamedTable:
         self.widths = [max(w, len(c)) for w, c in zip(self.widths, cells, strict=True)]
         rows = [cells] if self.started else [self.header, cells]
         self.started = True
-        return ["   ".join(c.ljust(w) for c, w in zip(r, self.widths, strict=True)).rstrip()
-                for r in rows]
+        return [_aligned(r, self.widths) for r in rows]
 
 
 def dump(value: Any, output: str) -> str:
@@ -207,20 +210,16 @@ def cmd_get(args: argparse.Namespace) -> int:
         if args.all_namespaces or args.selector:
             raise CommandError("a NAME with -A or -l: name a workspace, or select them")
         objects = [call(args, "GET", f"/api/v1/workspaces/{args.name}")]
-    elif args.all_namespaces:
-        try:
-            objects = client(args).request("GET", "/api/v1/workspaces")["items"]
-        except ClientError as exc:
-            raise CommandError(str(exc)) from None
     else:
-        objects = call(args, "GET", "/api/v1/workspaces")["items"]
+        objects = call(args, "GET", "/api/v1/workspaces",
+                       namespaced=not args.all_namespaces)["items"]
     if args.selector:
         objects = [o for o in objects if args.selector(o)]
     if args.sort_by:
         objects.sort(key=args.sort_by)
     if args.output != "table":
         if args.output == "name":
-            sys.stdout.write("".join(shown(o, "name") + "\n" for o in objects))
+            sys.stdout.write("".join(shown(o, "name") for o in objects))
         else:
             sys.stdout.write(shown(objects[0] if args.name else {"items": objects},
                                    args.output))
