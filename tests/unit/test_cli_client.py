@@ -327,3 +327,10 @@ def test_a_streamed_table_widens_as_rows_come() -> None:
     assert printed.lines(["a", "Pending"]) == ["NAME   PHASE", "a      Pending"]
     assert printed.lines(["a-longer-name", "Online"]) == ["a-longer-name   Online"]
     assert printed.lines(["b", "Online"]) == ["b               Online"]  # no narrower again
+
+
+def test_get_o_name_prints_one_line_per_workspace() -> None:
+    from controller.app.cli_workspaces import shown
+
+    objects = [{"metadata": {"name": n}} for n in ("a", "b")]
+    assert "".join(shown(o, "name") for o in objects) == "workspace/a\nworkspace/b\n"
