@@ -52,6 +52,7 @@ from controller.core.observed import ContainerDiagnostics, ObservedContainer
 from controller.core.settings import A2A_CREDENTIAL_PATH, AGENT_UID, CONFIG_MOUNT, TOKEN_PATH
 
 MAX_OUTAGES = 16
+PROBE_THREADS = 2
 DF_FRESH_SECONDS = 5.0
 """A disk-usage walk younger than this answers describe and `wsctl volumes` again."""
 
@@ -318,6 +319,9 @@ class DockerEngine:
         self._threads = ThreadPoolExecutor(max_concurrent_calls, thread_name_prefix="docker")
         self._outages: deque[tuple[datetime, datetime]] = deque(maxlen=MAX_OUTAGES)
         self.reconnect_seconds = 1.0
+        # Exec probes run on threads of their own: a probe command that hangs holds its
+        # thread until it ends, never one the reconciles need.
+        self._probe_threads = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
 
     def outages(self) -> tuple[tuple[datetime, datetime], ...]:
         """The last MAX_OUTAGES spans in which the engine did not answer (lost, back)."""
@@ -452,6 +456,9 @@ class DockerEngine:
                     environment={k: v.value for k, v in spec.env.items()},
                     labels=dict(spec.labels), ports=[spec.agent_port],
                     host_config=host_config, hostname=spec.name[:63],
+                    entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+                    command=list(spec.command) if spec.command is not None else None,
+                    working_dir=spec.working_dir,
                 )
                 return str(created["Id"])
             try:
@@ -689,6 +696,30 @@ class DockerEngine:
         docker_streams); None when the container is gone or not running."""
         return await open_exec(self._run, self.api, container, command, user=user, tty=tty,
                                stdin=stdin)
+
+    async def run_probe(self, container: str, command: Sequence[str],
+                        seconds: float) -> tuple[int | None, str]:
+        """An exec probe: `command` (no shell) in the running `container` as the agent's
+        user, to its end. (exit code, the output's last line); (None, why) when it could
+        not run. Raises TimeoutError after `seconds` (the command runs on)."""
+        def run() -> tuple[int | None, str]:
+            try:
+                created = self.api.exec_create(container, list(command),
+                                               user=f"{AGENT_UID}:{AGENT_UID}")
+                output = self.api.exec_start(created["Id"])
+                code = self.api.exec_inspect(created["Id"]).get("ExitCode")
+            except NotFound:
+                return None, "the container is gone"
+            except APIError as exc:
+                return None, _one_line(exc)
+            except requests.exceptions.ConnectionError:
+                return None, "the Docker engine does not answer"
+            lines = (output.decode("utf-8", "replace") if isinstance(output, bytes)
+                     else str(output)).strip().splitlines()
+            return (int(code) if code is not None else None), (lines[-1][:200] if lines else "")
+        self.calls_by_name["exec_probe"] = self.calls_by_name.get("exec_probe", 0) + 1
+        future = asyncio.get_running_loop().run_in_executor(self._probe_threads, run)
+        return await asyncio.wait_for(future, seconds)
 
     async def follow_logs(self, container: str, tail: int) -> LogFollower | None:
         """The container's logs as they are written; None when it is gone."""

@@ -72,16 +72,18 @@ class A2AProxy:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         return self._session
 
-    async def send(self, workspace_id: str, caller: str, payload: dict[str, Any]
-                   ) -> dict[str, Any]:
-        """Forward one JSON-RPC call and log it; the activity row exists before we return."""
+    async def send(self, workspace_id: str, caller: str, payload: dict[str, Any], *,
+                   port: int | None = None) -> dict[str, Any]:
+        """Forward one JSON-RPC call and log it; the activity row exists before we return.
+        `port`: the agent's A2A port when it is not the wsctl agent's (spec.agent.a2aPort)."""
         if payload.get("jsonrpc") != "2.0" or payload.get("method") != "message/send":
             raise ProxyError(400, "invalid_request", "only JSON-RPC 2.0 message/send is proxied")
         target = await self.address(workspace_id)
         if target is None:
             # 409, not 503: the API is fine, the workspace is not in a state to answer.
             raise ProxyError(409, "agent_unavailable", f"{workspace_id} has no running container")
-        host, port, credential = target
+        host, agent_port, credential = target
+        port = port or agent_port
         method = str(payload.get("method"))
         request = redact.redact_json(payload)
         try:

@@ -468,11 +468,17 @@ class AdminApi:
         payload = await self._json(request)
         if not isinstance(payload, dict):
             return _error(400, "body must be a JSON-RPC object")
+        agent = ws.spec.agent
+        if agent.protocol == "none" and agent.a2a_port is None:
+            return _error(409, f"workspace {ws.key} takes no messages: its agent speaks no "
+                               "protocol (spec.agent.protocol: none) and spec.agent.a2aPort "
+                               "is not set; set it to the port that answers A2A JSON-RPC")
         caller = request.headers.get("X-Wsctl-Caller", "user")[:200]
         with self.in_flight.request(ws.key.id):  # not idle while it is answered
             if self.waker is not None and ws.metadata.deletion_timestamp is None:
                 await self.waker.ensure_awake(ws, "a message arrived")
-            return web.json_response(await self.proxy.send(ws.key.id, caller, payload))
+            return web.json_response(await self.proxy.send(ws.key.id, caller, payload,
+                                                           port=agent.a2a_port))
 
     async def _with_waker(self, request: web.Request, verb: str) -> tuple[Workspace, Waker]:
         """The workspace of a suspend or resume, and the waker that does it."""

@@ -52,6 +52,7 @@ from controller.core.activity import RecentActivity
 from controller.core.model import Workspace, WorkspaceKey
 from controller.core.secretsource import env_name, resolve, secret_refs
 from controller.core.settings import PlatformSettings
+from controller.drivers.probes import Prober
 from controller.drivers.standalone import StandaloneDriver
 from controller.reconcile.execute import Executor
 from controller.reconcile.reconciler import Metrics, Reconciler
@@ -113,6 +114,9 @@ class Controller:
         # Silence the registry could not hear (before it started, while the database
         # was away) is not held against an agent's startup or liveness timeout.
         reconciler.hearing_since = lambda: registry.hearing_since
+        # protocol none: the controller's probes; a change of verdict wakes a reconcile.
+        prober = Prober(engine.run_probe, driver.on_registry_event)
+        reconciler.probes = prober
 
         exporter.counts = lambda: Counts.of(
             reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,
@@ -206,6 +210,7 @@ class Controller:
             self.progress("wsctl controller stopping")
             await retention.stop()
             await driver.stop()
+            await prober.close()
             await proxy.close()
             await llm_gateway.close()
             await egress_proxy.close()

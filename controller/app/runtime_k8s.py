@@ -40,6 +40,7 @@ from controller.app.wiring import EngineLookups, RunOptions, engine_and_store
 from controller.core import settings as defaults
 from controller.core.settings import PlatformSettings
 from controller.drivers.operator import OperatorOptions, WorkspaceOperator
+from controller.drivers.probes import Prober
 from controller.reconcile.execute import Executor
 from controller.reconcile.reconciler import Metrics, Reconciler
 
@@ -173,6 +174,8 @@ class KubernetesController:
         # was away) is not held against an agent's startup or liveness timeout.
         reconciler.hearing_since = lambda: registry.hearing_since
         self.registry = registry
+        prober = Prober(engine.run_probe, operator.on_registry_event)
+        reconciler.probes = prober
         exporter.counts = lambda: Counts.of(
             reconciler.metrics, registry.counters, docker_calls=engine.calls_by_name,
             db_queries=QUERY_COUNT, resyncs=None)
@@ -235,6 +238,8 @@ class KubernetesController:
         finally:
             self.progress("wsctl operator stopping")
             await retention.stop()
+            with contextlib.suppress(Exception):
+                await prober.close()
             with contextlib.suppress(Exception):
                 await proxy.close()
             with contextlib.suppress(Exception):

@@ -25,6 +25,13 @@ class DegradedReason(StrEnum):
     STOPPED = "Stopped"
     SUSPENDED = "Suspended"
     BUDGET_EXHAUSTED = "BudgetExhausted"
+    READINESS_PROBE_FAILED = "ReadinessProbeFailed"
+    """protocol none: spec.readinessProbe failed failureThreshold times in a row (or
+    never succeeded within startupTimeoutSeconds)."""
+    LIVENESS_PROBE_FAILED = "LivenessProbeFailed"
+    """protocol none: spec.livenessProbe failed; the recreate waits out a back-off."""
+    CONTAINER_PAUSED = "ContainerPaused"
+    """protocol none: the container is docker-paused (it serves nothing)."""
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,11 @@ class ContainerSpec:
     dns_options: tuple[str, ...] = ()
     """resolv.conf options. Without a route off the host an external name cannot
     resolve; these make the lookup fail in a second, not after glibc's 2 x 5 s."""
+    entrypoint: tuple[str, ...] | None = None
+    """spec.command: the image's ENTRYPOINT replaced (None: the image's)."""
+    command: tuple[str, ...] | None = None
+    """spec.args: the image's CMD replaced (None: the image's)."""
+    working_dir: str | None = None
     llm: LlmGrant | None = None
     """Gateway mode: the executor mints this generation's LLM credential for it and
     puts it where `env` holds the placeholder."""
@@ -163,6 +168,9 @@ class ContainerSpec:
             },
             "extraHosts": dict(self.extra_hosts),
             **({"dnsOptions": list(self.dns_options)} if self.dns_options else {}),
+            **({"command": list(self.entrypoint)} if self.entrypoint is not None else {}),
+            **({"args": list(self.command)} if self.command is not None else {}),
+            **({"workingDir": self.working_dir} if self.working_dir is not None else {}),
             "configHash": self.config_hash,
         }
 
@@ -197,4 +205,7 @@ def container_spec(ws: Workspace, projection: Projection, settings: PlatformSett
         config_hash=projection.config_hash,
         token_generation=token_generation,
         llm=projection.llm,
+        entrypoint=tuple(ws.spec.command) if ws.spec.command is not None else None,
+        command=tuple(ws.spec.args) if ws.spec.args is not None else None,
+        working_dir=ws.spec.working_dir,
     )

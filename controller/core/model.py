@@ -294,6 +294,87 @@ class EgressSpec(_Model):
         return self
 
 
+MAX_PROBE_SECONDS = 3600
+ABSOLUTE_PATH = re.compile(r"^/\S*$")
+
+
+class HTTPGetAction(_Model):
+    """GET http://<container address>:<port><path>; a status from 200 to 399 is success."""
+
+    path: Annotated[str, Field(max_length=2048)] = "/"
+    port: Annotated[int, Field(ge=1, le=65535)]
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(ch.isspace() for ch in value):
+            raise ValueError("must start with '/' and contain no spaces")
+        return value
+
+
+class TCPSocketAction(_Model):
+    """A TCP connection to <container address>:<port> opens."""
+
+    port: Annotated[int, Field(ge=1, le=65535)]
+
+
+class ExecAction(_Model):
+    """The command (no shell) exits 0 inside the container, as the agent's user."""
+
+    command: Annotated[list[Annotated[str, Field(max_length=4096)]],
+                       Field(min_length=1, max_length=64)]
+
+
+class Probe(_Model):
+    """A Kubernetes-shaped probe, run by the controller (spec.agent.protocol: none)."""
+
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    exec: ExecAction | None = None
+    initial_delay_seconds: Annotated[int, Field(ge=0, le=MAX_PROBE_SECONDS)] = 0
+    period_seconds: Annotated[int, Field(ge=1, le=MAX_PROBE_SECONDS)] = 10
+    timeout_seconds: Annotated[int, Field(ge=1, le=MAX_PROBE_SECONDS)] = 1
+    failure_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+
+    @model_validator(mode="after")
+    def _one_handler(self) -> Probe:
+        handlers = [name for name, value in (("httpGet", self.http_get),
+                                             ("tcpSocket", self.tcp_socket),
+                                             ("exec", self.exec)) if value is not None]
+        if len(handlers) != 1:
+            raise ValueError("set exactly one of httpGet, tcpSocket and exec"
+                             + (f" (found {', '.join(handlers)})" if handlers else ""))
+        return self
+
+    def shown(self) -> str:
+        """The handler, as conditions and events name it: `httpGet :8000/healthz`."""
+        if self.http_get is not None:
+            return f"httpGet :{self.http_get.port}{self.http_get.path}"
+        if self.tcp_socket is not None:
+            return f"tcpSocket :{self.tcp_socket.port}"
+        assert self.exec is not None
+        return "exec " + " ".join(self.exec.command)
+
+
+AgentProtocol = Literal["wsctl", "none"]
+
+
+class AgentSpec(_Model):
+    """How the controller knows the agent is up.
+
+    wsctl (default): the agent registers and heartbeats (docs/agents.md); Ready means
+    heard from. none: any image; Ready comes from spec.readinessProbe (or, with no
+    probe, from the container running) and spec.livenessProbe recreates it."""
+
+    protocol: Annotated[AgentProtocol, Field(description=(
+        "wsctl (default): the agent registers and heartbeats with the controller. none: "
+        "readiness and liveness come from spec.readinessProbe / spec.livenessProbe."))] \
+        = "wsctl"
+    a2a_port: Annotated[int | None, Field(ge=1, le=65535, alias="a2aPort", description=(
+        "protocol none: the container port that answers A2A JSON-RPC (wsctl send); "
+        "unset, the workspace takes no messages."))] = None
+
+
 class WorkspaceSpec(_Model):
     image: Annotated[str, Field(min_length=1, max_length=255)] = DEFAULT_IMAGE
     model: Annotated[str | None, Field(max_length=255)] = None
@@ -325,6 +406,21 @@ class WorkspaceSpec(_Model):
     Unset: never."""
     storage: StorageSpec = Field(default_factory=StorageSpec)
     egress: EgressSpec = Field(default_factory=EgressSpec)
+    command: Annotated[list[Annotated[str, Field(max_length=4096)]] | None,
+                       Field(min_length=1, max_length=256, description=(
+                           "The image's ENTRYPOINT replaced, as a Pod's command."))] = None
+    args: Annotated[list[Annotated[str, Field(max_length=4096)]] | None,
+                    Field(max_length=256, description=(
+                        "The image's CMD replaced, as a Pod's args."))] = None
+    working_dir: Annotated[str | None, Field(max_length=255, description=(
+        "The process's working directory (absolute); unset, the image's WORKDIR."))] = None
+    agent: AgentSpec = Field(default_factory=AgentSpec)
+    readiness_probe: Probe | None = None
+    """protocol none: Ready while it succeeds; after failureThreshold failures in a row
+    the workspace is Degraded ReadinessProbeFailed (not recreated)."""
+    liveness_probe: Probe | None = None
+    """protocol none: after failureThreshold failures in a row the container is
+    recreated (LivenessProbeFailed), within the crash-loop back-off."""
 
     @model_validator(mode="before")
     @classmethod
@@ -341,6 +437,26 @@ class WorkspaceSpec(_Model):
         if not re.match(r"^[a-z0-9][a-z0-9._/:@-]*$", value) or value.endswith((":", "/")):
             raise ValueError("must be an image reference such as wsctl/agent:latest")
         return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        if value is not None and not ABSOLUTE_PATH.match(value):
+            raise ValueError("must be an absolute path such as /workspace")
+        return value
+
+    @model_validator(mode="after")
+    def _probes_need_protocol_none(self) -> WorkspaceSpec:
+        if self.agent.protocol == "none":
+            return self
+        for field_name, value in (("readinessProbe", self.readiness_probe),
+                                  ("livenessProbe", self.liveness_probe),
+                                  ("agent.a2aPort", self.agent.a2a_port)):
+            if value is not None:
+                raise ValueError(
+                    f"{field_name}: only read with agent.protocol: none (a wsctl agent's "
+                    "health is its registration and heartbeats)")
+        return self
 
     @model_validator(mode="after")
     def _env_is_consistent(self) -> WorkspaceSpec:

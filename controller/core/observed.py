@@ -80,6 +80,23 @@ class ObservedTokens:
 
 
 @dataclass(frozen=True)
+class ProbeResults:
+    """What the controller's probes saw of one container (spec.agent.protocol: none)."""
+
+    container_id: str
+    ready: bool | None = None
+    """The readiness probe's verdict: None until it has one (a success, or
+    failureThreshold failures in a row); without a readiness probe, None."""
+    ever_ready: bool = False
+    """The readiness probe succeeded at least once in this container."""
+    ready_detail: str = ""
+    """Why it is not ready: the probe and its last failure."""
+    live_failed: str | None = None
+    """Set once the liveness probe failed failureThreshold times in a row: the probe
+    and its last failure."""
+
+
+@dataclass(frozen=True)
 class Observed:
     containers: tuple[ObservedContainer, ...] = ()
     agent: ObservedAgent = field(default_factory=ObservedAgent)
@@ -102,6 +119,8 @@ class Observed:
     """Since when the registry has been able to hear agents without a break (the
     controller's start, or the end of the last database outage it saw): an agent
     silent before then is not held to its startup or liveness timeout."""
+    probes: ProbeResults | None = None
+    """The controller's probes of the current container (protocol none), if any ran."""
     llm_tokens_today: int = 0
     """LLM tokens the workspace's calls through the gateway used this UTC day (read
     only when spec.llm.budget is set)."""

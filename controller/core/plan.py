@@ -97,6 +97,12 @@ def _crash_backoff(observed: Observed, settings: PlatformSettings, now: datetime
     return remaining if remaining > 0 else None
 
 
+PROBE_READY = "ProbeSucceeded"
+RUNNING_READY = "ContainerRunning"
+ONLINE_MESSAGES = {PROBE_READY: "readiness probe succeeded",
+                   RUNNING_READY: "container running (no readiness probe)"}
+
+
 def _events_for(previous: WorkspaceStatus, status: WorkspaceStatus) -> list[Event]:
     events: list[Event] = []
     old_d = previous.condition(ConditionType.DEGRADED)
@@ -110,7 +116,8 @@ def _events_for(previous: WorkspaceStatus, status: WorkspaceStatus) -> list[Even
     old_r = previous.condition(ConditionType.READY)
     new_r = status.condition(ConditionType.READY)
     if new_r is not None and new_r.status == "True" and (old_r is None or old_r.status != "True"):
-        events.append(Event("Normal", "Online", "agent registered and heartbeating"))
+        events.append(Event("Normal", "Online", ONLINE_MESSAGES.get(
+            new_r.reason, "agent registered and heartbeating")))
     return events
 
 
@@ -430,7 +437,8 @@ def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedConta
         return _plan_suspended(
             ws, projection, [*others, c], observed, previous, now, settings,
             f"idle for {ws.spec.idle_timeout_seconds}s (spec.idleTimeoutSeconds)", mark=True)
-    verdict, requeue, act = _health(ws, c, observed, previous, now, settings)
+    health = _probe_health if ws.spec.agent.protocol == "none" else _health
+    verdict, requeue, act = health(ws, c, observed, previous, now, settings)
     verdict, until_tomorrow = _budget(ws, observed, verdict, now)
     if until_tomorrow is not None:
         requeue = until_tomorrow if requeue is None else min(requeue, until_tomorrow)
@@ -451,6 +459,7 @@ def _plan_steady(ws: Workspace, c: ObservedContainer, others: list[ObservedConta
                      last_register_failure=last_failure)
     action, reason = ("cleanup", "remove stray containers") if ops else ("none", "in sync")
     if (verdict.ready[0] == "True" and previous.restart_count > 0
+            and ws.spec.agent.protocol == "wsctl"  # a foreign agent is not sent it
             and previous.restart_context_generation != c.token_generation):
         ops.append(DeliverRestartContext(c.token_generation, _restart_context(previous, c)))
         action, reason = "deliver", "restart context after re-registration"
@@ -531,7 +540,7 @@ def liveness_timeout(ws: Workspace, settings: PlatformSettings) -> float:
 
 def _health_action(ws: Workspace, c: ObservedContainer, observed: Observed,
                    previous: WorkspaceStatus, now: datetime, settings: PlatformSettings, *,
-                   started: datetime, life: datetime | None
+                   started: datetime, life: datetime | None, never_up: str | None = None
                    ) -> tuple[tuple[RecreateReason, str] | None, float | None,
                               tuple[str, str] | None]:
     """What is acted on (docs/design.md section 5, "Health acted on").
@@ -546,13 +555,14 @@ def _health_action(ws: Workspace, c: ObservedContainer, observed: Observed,
 
     Returns ((the reason to recreate now, why) or None; seconds until that is due,
     for a requeue, or None; (Degraded reason, message) while a due recreate waits out
-    a back-off, or None). `life`: the agent's last sign of life since `started`.
+    a back-off, or None). `life`: the agent's last sign of life since `started`;
+    `never_up`: what a startup timeout says instead of "agent did not register".
     """
     heard_from = max(started, observed.heartbeats_since or started)
     if life is None:
         reason = RecreateReason.STARTUP_TIMEOUT
         due = heard_from + timedelta(seconds=ws.spec.startup_timeout_seconds)
-        what = f"agent did not register within {ws.spec.startup_timeout_seconds}s"
+        what = never_up or f"agent did not register within {ws.spec.startup_timeout_seconds}s"
     else:
         reason = RecreateReason.LIVENESS_FAILED
         timeout = liveness_timeout(ws, settings)
@@ -645,6 +655,88 @@ def _health(ws: Workspace, c: ObservedContainer, observed: Observed,
         left = (deadline - now).total_seconds()
         ready = ("False", "WaitingForRegistration", "agent has not registered yet")
         progressing = ("True", "WaitingForRegistration",
+                       f"container running; {left:.0f}s left of startupTimeoutSeconds")
+    else:
+        ready = ("False", degraded[1], degraded[2])
+        progressing = ("False", degraded[1], "")
+    verdict = Verdict(ready=ready, degraded=degraded, progressing=progressing)
+    return verdict, (min(requeue) if requeue else None), act
+
+
+def _probe_health(ws: Workspace, c: ObservedContainer, observed: Observed,
+                  previous: WorkspaceStatus, now: datetime, settings: PlatformSettings
+                  ) -> tuple[Verdict, float | None, tuple[RecreateReason, str] | None]:
+    """`_health` for spec.agent.protocol none: the controller's probes, not heartbeats.
+
+    Ready while spec.readinessProbe succeeds (with no readiness probe: while the
+    container runs). Not ready after failureThreshold failures in a row: Degraded
+    ReadinessProbeFailed once it had been ready, still starting before that, until
+    startupTimeoutSeconds, when the container is recreated (StartupTimeout, as for a
+    silent wsctl agent). spec.livenessProbe failing failureThreshold times in a row
+    recreates the container (LivenessFailed, a crash for the back-off); readiness
+    alone never does, as in Kubernetes.
+    """
+    readiness = ws.spec.readiness_probe
+    probes = observed.probes if observed.probes is not None \
+        and observed.probes.container_id == c.id else None
+    started = c.started_at or c.created_at or now
+    heard_from = max(started, observed.heartbeats_since or started)
+    deadline = heard_from + timedelta(seconds=ws.spec.startup_timeout_seconds)
+    running = c.state == "running"
+    if readiness is None:
+        ready_now, ever = running, True
+    else:
+        ready_now = running and probes is not None and probes.ready is True
+        ever = probes is not None and probes.ever_ready
+    detail = probes.ready_detail if probes is not None and probes.ready_detail else ""
+    requeue: list[float] = []
+    act: tuple[RecreateReason, str] | None = None
+    held: tuple[str, str] | None = None
+    if probes is not None and probes.live_failed is not None:
+        what = f"livenessProbe {probes.live_failed}"
+        wait = _crash_backoff(observed, settings, now)
+        if wait is None:
+            act = (RecreateReason.LIVENESS_FAILED, what)
+        else:
+            requeue.append(wait)
+            held = (DegradedReason.LIVENESS_PROBE_FAILED.value,
+                    f"{what}; {observed.recent_crashes} failures in "
+                    f"{settings.crash_window_seconds}s; next recreate in {wait:.0f}s")
+    elif not ever and readiness is not None:
+        never = (f"readinessProbe {readiness.shown()} did not succeed within "
+                 f"{ws.spec.startup_timeout_seconds}s" + (f" ({detail})" if detail else ""))
+        act, act_in, held = _health_action(ws, c, observed, previous, now, settings,
+                                           started=started, life=None, never_up=never)
+        if act_in is not None:
+            requeue.append(act_in)
+
+    degraded: tuple[ConditionStatus, str, str]
+    if held is not None:
+        degraded = ("True", *held)
+    elif c.state == "paused":
+        degraded = ("True", DegradedReason.CONTAINER_PAUSED.value, "container is paused")
+    elif readiness is not None and not ready_now and (ever or now > deadline):
+        degraded = ("True", DegradedReason.READINESS_PROBE_FAILED.value,
+                    f"readinessProbe {detail or readiness.shown() + ' has not succeeded'}"
+                    if ever else
+                    f"readinessProbe {readiness.shown()} did not succeed within "
+                    f"{ws.spec.startup_timeout_seconds}s" + (f" ({detail})" if detail else ""))
+    else:
+        degraded = ("False", DegradedReason.HEALTHY.value, "")
+
+    ready: tuple[ConditionStatus, str, str]
+    progressing: tuple[ConditionStatus, str, str]
+    if degraded[0] == "False" and ready_now:
+        ready = ("True", PROBE_READY if readiness is not None else RUNNING_READY, "")
+        progressing = ("False", "Complete", "")
+    elif degraded[0] == "False" and readiness is None:
+        ready = ("False", "ContainerStarting", f"container is {c.state}")
+        progressing = ("True", "ContainerStarting", f"container is {c.state}")
+    elif degraded[0] == "False" and readiness is not None:
+        left = (deadline - now).total_seconds()
+        waiting = f"readinessProbe {readiness.shown()} has not succeeded yet"
+        ready = ("False", "WaitingForReadiness", waiting + (f" ({detail})" if detail else ""))
+        progressing = ("True", "WaitingForReadiness",
                        f"container running; {left:.0f}s left of startupTimeoutSeconds")
     else:
         ready = ("False", degraded[1], degraded[2])

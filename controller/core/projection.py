@@ -191,6 +191,10 @@ def config_material(ws: Workspace, env: Mapping[str, EnvValue],
         "nanoCpus": spec.resources.nano_cpus,
         "restartedAt": spec.restarted_at.isoformat() if spec.restarted_at else None,
     }
+    for key, value in (("command", spec.command), ("args", spec.args),
+                       ("workingDir", spec.working_dir)):
+        if value is not None:  # unset stays out: hashes of existing containers hold
+            material[key] = value
     if spec.egress.mode != "none":  # the networks it joins (allow is read per connection)
         material["egress"] = spec.egress.mode
     if llm is not None:

@@ -13,7 +13,12 @@ from typing import Any, Protocol
 
 from controller.core.containerspec import ContainerSpec, VolumeSpec
 from controller.core.model import Workspace, WorkspaceKey, WorkspaceStatus
-from controller.core.observed import ContainerDiagnostics, Observed, ObservedContainer
+from controller.core.observed import (
+    ContainerDiagnostics,
+    Observed,
+    ObservedContainer,
+    ProbeResults,
+)
 
 
 class Engine(Protocol):
@@ -53,6 +58,15 @@ class Store(Protocol):
                               captured_at: datetime | None = None) -> Awaitable[int]: ...
     def add_event(self, workspace_id: str, type_: Any, reason: str, message: str = "",
                         *, at: datetime | None = None) -> Awaitable[object]: ...
+
+
+class Probes(Protocol):
+    """The controller's probes (spec.agent.protocol: none): results for a workspace's
+    current container, its probes started if they are not running yet."""
+
+    def observe(self, ws: Workspace,
+                container: ObservedContainer | None) -> ProbeResults | None: ...
+    def forget(self, workspace_id: str) -> None: ...
 
 
 class RestartContextSender(Protocol):

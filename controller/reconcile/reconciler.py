@@ -29,7 +29,7 @@ from controller.core.projection import Projection, ProjectionError, UnreadableSe
 from controller.core.secretsource import resolve, secret_refs
 from controller.core.settings import PlatformSettings
 from controller.reconcile.execute import ExecuteError, Executor
-from controller.reconcile.ports import Engine, ObservationStore
+from controller.reconcile.ports import Engine, ObservationStore, Probes
 
 log = logging.getLogger("wsctl.reconcile")
 
@@ -85,6 +85,8 @@ class Reconciler:
     `hearing_since`); None: no such bound (silence always counts)."""
     activity: RecentActivity | None = None
     """Requests in flight in this process: a workspace answering one is not idle."""
+    probes: Probes | None = None
+    """Runs spec.readinessProbe / spec.livenessProbe of protocol-none workspaces."""
 
     async def observe(self, ws: Workspace,
                       containers: list[ObservedContainer] | None = None) -> Observed:
@@ -99,10 +101,15 @@ class Reconciler:
         budgeted = ws.spec.llm is not None and ws.spec.llm.budget is not None
         used = await self.store.llm_tokens_on(
             workspace_id, self.clock().astimezone(UTC).date()) if budgeted else 0
+        probed = None
+        if self.probes is not None:
+            running = [c for c in mine if c.running]
+            newest = max(running, key=lambda c: c.token_generation, default=None)
+            probed = self.probes.observe(ws, newest)
         return dataclasses.replace(seen, containers=mine, last_activity_at=last,
                                    engine_outages=self.engine.outages(),
                                    heartbeats_since=self.hearing_since(),
-                                   llm_tokens_today=used)
+                                   llm_tokens_today=used, probes=probed)
 
     async def project(self, ws: Workspace) -> Projection | ProjectionError:
         refs = secret_refs([ws])
@@ -142,6 +149,8 @@ class Reconciler:
                     reason = decided.recreate_reason.value
                     self.metrics.recreates[reason] = self.metrics.recreates.get(reason, 0) + 1
                 if decided.action == "delete":
+                    if self.probes is not None:
+                        self.probes.forget(ws.key.id)
                     result.status = None
                     break
                 result.status = decided.status

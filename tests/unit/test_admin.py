@@ -375,6 +375,32 @@ async def test_a2a_round_trip_is_logged_with_the_caller(env: AdminEnv) -> None:
         await runner.close()
 
 
+async def test_a2a_to_an_agent_of_no_protocol_needs_its_a2a_port(env: AdminEnv) -> None:
+    await env.store.apply_workspace(minimax("web", agent={"protocol": "none"}))
+    env.addresses["default.web"] = ("127.0.0.1", 1)
+    status, answer = await env.call("POST", f"{BASE}/web/a2a", message_send("hi"))
+    assert status == 409
+    assert "spec.agent.protocol: none" in answer["error"]
+    assert "spec.agent.a2aPort" in answer["error"]
+    assert await env.store.list_activity("default.web") == []
+
+    async def agent(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {
+            "kind": "message", "role": "agent", "parts": [{"kind": "text", "text": "hi"}]}})
+
+    app = web.Application()
+    app.router.add_post("/", agent)
+    runner, port = await _serve(app)
+    try:  # the address's port is the wsctl agent's (1 here): a2aPort is dialled instead
+        await env.store.apply_workspace(minimax("web", agent={"protocol": "none",
+                                                               "a2aPort": port}))
+        status, answer = await env.call("POST", f"{BASE}/web/a2a", message_send("hi"))
+        assert status == 200 and answer["result"]["parts"][0]["text"] == "hi"
+    finally:
+        await runner.close()
+
+
 async def test_a2a_never_follows_an_agent_redirect(env: AdminEnv) -> None:
     """An agent answering 307 must not steer the proxy to another address (SSRF)."""
     followed: list[str] = []

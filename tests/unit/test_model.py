@@ -61,6 +61,23 @@ def test_unknown_provider() -> None:
     ({"storage": {"mountPath": "/opt"}}, "spec.storage.mountPath"),  # would hide /opt/wsctl
     ({"storage": {"reclaimPolicy": "Recycle"}}, "spec.storage.reclaimPolicy"),
     ({"storage": {"size": "1Gi"}}, "spec.storage.size"),
+    ({"command": []}, "spec.command"),
+    ({"command": "python3 -m http.server"}, "spec.command"),
+    ({"args": [1]}, "spec.args.0"),
+    ({"workingDir": "srv"}, "spec.workingDir"),
+    ({"agent": {"protocol": "grpc"}}, "spec.agent.protocol"),
+    ({"agent": {"protocol": "none", "a2aPort": 0}}, "spec.agent.a2aPort"),
+    ({"agent": {"protocol": "none"}, "readinessProbe": {}}, "spec.readinessProbe"),
+    ({"agent": {"protocol": "none"}, "readinessProbe": {"httpGet": {"port": 70000}}},
+     "spec.readinessProbe.httpGet.port"),
+    ({"agent": {"protocol": "none"}, "readinessProbe": {"httpGet": {"port": 80,
+                                                                    "path": "health"}}},
+     "spec.readinessProbe.httpGet.path"),
+    ({"agent": {"protocol": "none"}, "livenessProbe": {"exec": {"command": []}}},
+     "spec.livenessProbe.exec.command"),
+    ({"agent": {"protocol": "none"}, "livenessProbe": {"tcpSocket": {"port": 1},
+                                                      "periodSeconds": 0}},
+     "spec.livenessProbe.periodSeconds"),
 ])
 def test_field_errors_name_the_path(spec: dict[str, Any], path: str) -> None:
     assert path in errors(doc(**spec))
@@ -132,3 +149,34 @@ def test_storage_defaults_to_a_retained_volume_at_workspace() -> None:
     assert (custom.mount_path, custom.reclaim_policy) == ("/home/agent/work", "Delete")
     assert "would hide or shadow /tmp" in errors(doc(storage={"mountPath": "/tmp/x"}))[
         "spec.storage.mountPath"]
+
+
+def test_a_probe_takes_exactly_one_handler_and_names_what_it_found() -> None:
+    found = errors(doc(agent={"protocol": "none"}, livenessProbe={
+        "tcpSocket": {"port": 1}, "exec": {"command": ["true"]}}))
+    assert "found tcpSocket, exec" in found["spec.livenessProbe"]
+
+
+@pytest.mark.parametrize("field", ["readinessProbe", "livenessProbe"])
+def test_probes_are_read_only_with_protocol_none(field: str) -> None:
+    probe: dict[str, Any] = {field: {"tcpSocket": {"port": 8000}}}
+    found = errors(doc(**probe))
+    assert any(f"{field}: only read with agent.protocol: none" in msg
+               for msg in found.values()), found
+    a2a = errors(doc(agent={"a2aPort": 9000}))
+    assert any("agent.a2aPort: only read with agent.protocol: none" in msg
+               for msg in a2a.values()), a2a
+
+
+def test_any_image_fields_on_the_wire() -> None:
+    ws = Workspace.model_validate(doc(
+        image="wsctl/agent:latest", command=["python3", "-m", "http.server"], args=["8000"],
+        workingDir="/workspace", agent={"protocol": "none", "a2aPort": 9000},
+        readinessProbe={"httpGet": {"path": "/", "port": 8000}}))
+    spec = ws.to_wire()["spec"]
+    assert spec["command"] == ["python3", "-m", "http.server"] and spec["args"] == ["8000"]
+    assert spec["workingDir"] == "/workspace"
+    assert spec["agent"] == {"protocol": "none", "a2aPort": 9000}
+    assert spec["readinessProbe"]["periodSeconds"] == 10
+    assert ws.spec.readiness_probe is not None
+    assert ws.spec.readiness_probe.shown() == "httpGet :8000/"

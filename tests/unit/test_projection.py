@@ -6,6 +6,7 @@ from typing import get_args
 
 import pytest
 
+from controller.core.containerspec import container_spec
 from controller.core.model import Workspace
 from controller.core.projection import (
     LLM_CREDENTIAL,
@@ -13,6 +14,7 @@ from controller.core.projection import (
     MissingSecret,
     ProjectionError,
     config_hash,
+    config_material,
     project,
 )
 from controller.core.providers import PROVIDERS, ProviderName
@@ -145,6 +147,9 @@ def test_hash_is_stable_across_dict_order() -> None:
     {"resources": {"memory": "512Mi", "cpus": "2"}},
     {"restartedAt": "2026-11-24T00:00:00Z"},
     {"model": "MiniMax-M2"},
+    {"command": ["python3", "-m", "http.server"]},
+    {"args": ["8000"]},
+    {"workingDir": "/srv"},
 ])
 def test_hash_changes_with_every_input(change: dict[str, object]) -> None:
     base = minimax()
@@ -217,3 +222,30 @@ def test_gateway_mode_hash_ignores_the_key_but_not_where_the_credential_leads() 
                   minimax(access="direct")):
         assert project(other, SECRETS, SETTINGS).config_hash != base.config_hash
     assert KEY not in base.config_hash
+
+
+def test_unset_command_args_and_working_dir_leave_the_hash_of_existing_containers() -> None:
+    material = config_material(minimax(), project(minimax(), SECRETS, SETTINGS).env)
+    assert not {"command", "args", "workingDir"} & set(material)
+
+
+def test_probes_and_protocol_need_no_new_container() -> None:
+    base = minimax(agent={"protocol": "none"})
+    probed = minimax(agent={"protocol": "none", "a2aPort": 9000},
+                     readinessProbe={"httpGet": {"port": 8000}},
+                     livenessProbe={"tcpSocket": {"port": 8000}})
+    assert project(base, SECRETS, SETTINGS).config_hash == \
+        project(probed, SECRETS, SETTINGS).config_hash
+
+
+def test_command_args_and_working_dir_reach_the_container_as_a_pod_would_have_them() -> None:
+    ws = minimax(command=["python3", "-m", "http.server"], args=["8000"], workingDir="/workspace")
+    spec = container_spec(ws, project(ws, SECRETS, SETTINGS), SETTINGS, 1)
+    assert spec.entrypoint == ("python3", "-m", "http.server")  # replaces ENTRYPOINT
+    assert spec.command == ("8000",)  # replaces CMD
+    assert spec.working_dir == "/workspace"
+    shown = spec.shown()
+    assert shown["command"] == ["python3", "-m", "http.server"] and shown["args"] == ["8000"]
+    plain = container_spec(minimax(), project(minimax(), SECRETS, SETTINGS), SETTINGS, 1)
+    assert (plain.entrypoint, plain.command, plain.working_dir) == (None, None, None)
+    assert "command" not in plain.shown()
