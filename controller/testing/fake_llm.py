@@ -79,6 +79,13 @@ class Seen:
     """The text of the tool result the last message carried, if it carried one."""
 
 
+def write_directive(path: str, content: str) -> str:
+    """The prompt that makes the fake call `Write` (for tests: `claude -p` with it)."""
+    if not path or any(c.isspace() or c == "]" for c in path) or "[[/write]]" in content:
+        raise ValueError("the path may hold no space or ']', the content no '[[/write]]'")
+    return f"[[write path={path}]]{content}[[/write]]"
+
+
 def _text_of(content: Any) -> str:
     """A message's words: a string, or its text blocks except Claude Code's reminders."""
     if isinstance(content, str):

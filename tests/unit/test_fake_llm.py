@@ -18,7 +18,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from controller.testing.fake_llm import MAX_RECORDS, FakeLLM
+from controller.testing.fake_llm import MAX_RECORDS, FakeLLM, write_directive
 from controller.testing.harness import FakeLLMThread
 
 KEY = "sk-fake-test-0123456789"
@@ -152,8 +152,8 @@ def write_turn(directive: str) -> list[Any]:
 
 
 def test_tool_use_round_trip(client: anthropic.Anthropic, llm: FakeLLM) -> None:
-    messages: list[Any] = write_turn("please [[write path=/workspace/hello.txt]]hi\nthere"
-                                     "[[/write]]")
+    messages: list[Any] = write_turn("please " + write_directive("/workspace/hello.txt",
+                                                                 "hi\nthere"))
     first = client.messages.create(model=MODEL, max_tokens=256, tools=[READ_TOOL, WRITE_TOOL],
                                    messages=messages)
     assert first.stop_reason == "tool_use"
@@ -206,6 +206,13 @@ def test_tool_use_relative_path_and_a_refused_write(client: anthropic.Anthropic,
     final = client.messages.create(model=MODEL, max_tokens=256, system=system,
                                    tools=[WRITE_TOOL], messages=messages)
     assert final.content[0].text == "write failed: not granted"  # type: ignore[union-attr]
+
+
+def test_write_directive_refuses_what_it_cannot_say() -> None:
+    assert write_directive("a/b.txt", "x]]y") == "[[write path=a/b.txt]]x]]y[[/write]]"
+    for path, content in (("a b", "x"), ("a]", "x"), ("", "x"), ("a", "[[/write]]")):
+        with pytest.raises(ValueError):
+            write_directive(path, content)
 
 
 def test_directive_without_a_write_tool_is_text(client: anthropic.Anthropic,
