@@ -42,6 +42,23 @@ def kit_image(agent_image: str, docker_client: docker.DockerClient) -> Iterator[
         docker_client.images.remove(TAG, force=True)
 
 
+@pytest.fixture(scope="module")
+def too_new_image(agent_image: str, docker_client: docker.DockerClient) -> Iterator[str]:
+    """The reference agent with its kit claiming protocol 2, which this controller
+    does not speak (an image built with a newer wsctl than the one running it)."""
+    tag = f"wsctl-e2e/too-new-agent:{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="wsctl-too-new-") as ctx:
+        (Path(ctx) / "Dockerfile").write_text(
+            f"FROM {agent_image}\nUSER root\n"
+            "RUN sed -i 's/^PROTOCOL_VERSION = 1$/PROTOCOL_VERSION = 2/' "
+            "/opt/wsctl/wsctl_agent/kit.py && grep -q '^PROTOCOL_VERSION = 2$' "
+            "/opt/wsctl/wsctl_agent/kit.py\nUSER 10001\n")
+        docker_client.images.build(path=ctx, tag=tag, rm=True, forcerm=True, pull=False)
+    yield tag
+    with contextlib.suppress(DockerException):
+        docker_client.images.remove(tag, force=True)
+
+
 def ready(controller: ControllerProcess, name: str) -> dict[str, Any] | None:
     obj = controller.get(name)
     return obj if condition(obj, "Ready").get("status") == "True" else None
@@ -74,3 +91,23 @@ def test_an_agent_on_the_kit_goes_online_and_answers_wsctl_send(
     assert "event=register_ok" in logs  # the kit's own log lines, on stderr
     assert "event=heartbeat_ok status=healthy" in logs
     assert "Traceback" not in logs
+
+
+def test_an_agent_speaking_a_newer_protocol_is_told_so_in_the_status(
+        controller: ControllerProcess, fake_llm: FakeLLMThread, too_new_image: str,
+        cleanup: list[str]) -> None:
+    name = "too-new"
+    cleanup.append(name)
+    manifest = workspace(name, fake_llm.port)
+    manifest["spec"]["image"] = too_new_image
+    controller.apply(manifest)
+
+    def register_failed() -> dict[str, Any] | None:
+        degraded = condition(controller.get(name), "Degraded")
+        return degraded if degraded.get("reason") == "RegisterFailed" else None
+
+    degraded = wait_for(register_failed, 60, f"{name} Degraded RegisterFailed")
+    assert degraded["message"].startswith("unsupported_protocol: X-Wsctl-Agent-Protocol: 2 "), \
+        degraded
+    assert "speaks 1" in degraded["message"]
+    assert controller.get(name)["status"].get("phase") != "Online"
