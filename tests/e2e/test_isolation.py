@@ -13,6 +13,7 @@ recorded); an open workspace reaches what an ordinary Docker network reaches.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import re
 import socket
 import threading
@@ -124,7 +125,11 @@ class HostService:
 
 def gateway_of(client: docker.DockerClient, network: str) -> str:
     config = client.api.inspect_network(network)["IPAM"]["Config"][0]
-    return str(config["Gateway"])
+    if config.get("Gateway"):
+        return str(config["Gateway"])
+    # The default bridge of an engine started with its defaults may list only the
+    # subnet; Docker gives the bridge the subnet's first address then.
+    return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 
 @pytest.fixture(scope="module")
