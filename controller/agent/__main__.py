@@ -7,16 +7,19 @@ import sys
 import time
 from types import FrameType
 
-from . import log
+from . import llm, log
 from .app import Agent
 from .config import Config, ConfigError
+from .server import Completer
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_CRASH_KNOB = 3
 
 
-def main() -> int:
+def main(completer: Completer = llm.complete) -> int:
+    """Run the agent until SIGTERM; ``completer`` answers each A2A message (the
+    Claude Code front, ``claude_code.py``, passes its own)."""
     try:
         config = Config.from_env()
     except ConfigError as exc:
@@ -24,7 +27,7 @@ def main() -> int:
         return EXIT_CONFIG
     log.configure(config.log_level)
     try:
-        agent = Agent(config)
+        agent = Agent(config, completer)
     except OSError as exc:
         log.error("listen_failed", host=config.bind_host, port=config.port, error=str(exc))
         return EXIT_CONFIG
