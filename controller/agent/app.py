@@ -1,4 +1,4 @@
-"""The running agent: HTTP server and registry loop, each in a daemon thread."""
+"""The running agent: HTTP server and registry loop (on the agent kit), each in a daemon thread."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 from . import llm
 from .config import Config
-from .registry_client import RegistryClient
+from .registry_client import KitAgent, RegistryClient
 from .server import AgentServer, Completer
 from .state import AgentState
 
@@ -20,8 +20,10 @@ class Agent:
         self.config = config
         self.stop = threading.Event()
         self.state = AgentState(config)
-        self.server = AgentServer(config, self.state, completer)
-        self.registry = RegistryClient(config, self.state, self.stop, self.server.port)
+        self.kit = KitAgent(config, self.stop)
+        self.server = AgentServer(config, self.state, self.kit, completer)
+        self.kit.port = self.server.port
+        self.registry = RegistryClient(config, self.state, self.kit, self.server.port)
         self._threads: list[threading.Thread] = []
 
     @property

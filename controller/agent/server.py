@@ -8,14 +8,13 @@ in the next heartbeat (``a2a_refused``). Without the file every request is refus
 
 from __future__ import annotations
 
-import hmac
 import json
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from . import llm, log
+from . import kit, llm, log
 from .config import Config
 from .history import History
 from .state import AgentState, agent_card
@@ -41,14 +40,16 @@ class AgentServer(ThreadingHTTPServer):
         self,
         config: Config,
         state: AgentState,
+        guard: kit.Agent,
         completer: Completer = llm.complete,
     ) -> None:
         self.config = config
         self.state = state
         self.completer = completer
+        self.guard = guard
+        """Checks the controller's credential on every request (`kit.Agent.authorized`)."""
         self.history = History(config.workspace_dir)
         self.card_url = ""
-        self._credential: bytes | None = None
         super().__init__((config.bind_host, config.port), _Handler)
         self.card_url = config.claimed_url(self.port)
 
@@ -58,25 +59,6 @@ class AgentServer(ThreadingHTTPServer):
 
     def card(self) -> dict[str, Any]:
         return agent_card(self.config, self.card_url)
-
-    def credential(self) -> bytes | None:
-        """The file's contents, read once it exists (the controller writes it before the
-        container starts; it never changes in a container's life)."""
-        if self._credential is None:
-            try:
-                with open(self.config.a2a_credential_file, "rb") as fh:
-                    value = fh.read().strip()
-            except OSError:
-                return None
-            self._credential = value or None
-        return self._credential
-
-    def authorized(self, header: str | None) -> bool:
-        expected = self.credential()
-        scheme, _, presented = (header or "").partition(" ")
-        if expected is None or scheme.lower() != "bearer" or not presented.strip():
-            return False
-        return hmac.compare_digest(presented.strip().encode(), expected)
 
 
 def rpc_error(req_id: Any, code: int, message: str) -> dict[str, Any]:
@@ -165,11 +147,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refused(self) -> bool:
         """401 unless the controller's credential is presented (the caller is counted)."""
-        if self.server.authorized(self.headers.get("Authorization")):
+        if self.server.guard.authorized(self.headers.get("Authorization")):
             return False
-        self.server.state.a2a_refused()
         log.warning("a2a_refused", path=self.path.split("?", 1)[0],
-                    credential_file="present" if self.server.credential() else "missing")
+                    credential_file="present" if self.server.guard.a2a_credential()
+                    else "missing")
         self._send_json(401, {"error": {"class": "unauthorized",
                                         "message": "the controller's credential is required"}},
                         close=True)

@@ -1,9 +1,8 @@
-"""Shared, thread-safe agent state: health, active tasks, uptime, agent card."""
+"""Shared, thread-safe agent state: health, active tasks, agent card."""
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from . import __version__
@@ -14,10 +13,8 @@ class AgentState:
     def __init__(self, config: Config) -> None:
         self._config = config
         self._lock = threading.Lock()
-        self._started = time.monotonic()
         self._active_tasks = 0
         self._llm_error: str | None = None
-        self._a2a_refused = 0
 
     def health(self) -> tuple[str, str | None]:
         """Return ``(status, error_detail)``; status is ``healthy`` or ``unhealthy``."""
@@ -45,23 +42,6 @@ class AgentState:
         with self._lock:
             self._active_tasks = max(0, self._active_tasks - 1)
 
-    def a2a_refused(self) -> None:
-        """A request on the A2A port without the controller's credential was refused."""
-        with self._lock:
-            self._a2a_refused += 1
-
-    def take_a2a_refused(self) -> int:
-        """Refusals since the last take (reported in a heartbeat; `give_back` on failure)."""
-        with self._lock:
-            count, self._a2a_refused = self._a2a_refused, 0
-            return count
-
-    def give_back_a2a_refused(self, count: int) -> None:
-        with self._lock:
-            self._a2a_refused += count
-
-    def uptime_seconds(self) -> float:
-        return round(time.monotonic() - self._started, 3)
 
 
 def agent_card(config: Config, url: str) -> dict[str, Any]:

@@ -8,6 +8,13 @@ SHA-256 is looked up. Every refusal carries a named class: 400 `missing_url`,
 While the database cannot be reached: 503 `store_unavailable` with Retry-After
 (the agent retries later; one warning line is logged per refused request).
 
+The protocol is versioned: an agent may name its version in `X-Wsctl-Agent-Protocol`
+(the agent kit always does); one this registry does not speak gets 400
+`unsupported_protocol` before anything else is looked at (a newer protocol may
+authenticate differently: its requests must not count as failed authentications).
+Without the header the agent is taken to speak version 1 (agents older than the
+header). Every answer names this registry's version in the same header.
+
 Failed authentications are rate-limited per source address (a token bucket,
 `FailedAuthLimiter`): a source out of budget gets 429 `rate_limited` with
 Retry-After before its body is read or any database lookup, and those refusals
@@ -39,6 +46,11 @@ from controller.core.observed import HEALTHY, HEARTBEAT_STATUSES
 log = logging.getLogger("wsctl.registry")
 
 MAX_BODY = 64 * 1024
+
+PROTOCOL_VERSION = 1
+"""The agent protocol this registry speaks; kept equal to the agent kit's by a test."""
+PROTOCOL_HEADER = "X-Wsctl-Agent-Protocol"
+SUPPORTED_PROTOCOLS = frozenset({1})
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -91,6 +103,8 @@ class RegistryCounters:
     a2a_refused: int = 0
     """Requests agents refused on their A2A port (no controller credential), as their
     heartbeats reported them."""
+    protocol_refused: int = 0
+    """Requests refused because they named an agent protocol this registry does not speak."""
 
 
 class FailedAuthLimiter:
@@ -184,20 +198,45 @@ class Registry:
 
     def _store_guard(self, handler: Handler) -> Handler:
         """An unreachable database is 503 store_unavailable (retry later), not a 500.
-        What the handler sends to the store is counted under the `registry` origin."""
+        What the handler sends to the store is counted under the `registry` origin.
+        An agent protocol this registry does not speak is refused first, and every
+        answer names the registry's protocol version."""
         async def guarded(request: web.Request) -> web.Response:
-            try:
-                with origin.working_for(origin.REGISTRY):
-                    return await handler(request)
-            except WsctlError as exc:
-                if isinstance(exc, StoreUnavailableError):
-                    self.hearing_since = datetime.now(UTC)
-                answer = answer_for(exc, request, log)
-                if answer is None:
-                    raise
-                return Refusal(answer.status, answer.cls, answer.message,
-                               retry_after=answer.retry_after).response()
+            response = self._protocol_refusal(request) or await self._guarded(handler, request)
+            response.headers[PROTOCOL_HEADER] = str(PROTOCOL_VERSION)
+            return response
         return guarded
+
+    async def _guarded(self, handler: Handler, request: web.Request) -> web.Response:
+        try:
+            with origin.working_for(origin.REGISTRY):
+                return await handler(request)
+        except WsctlError as exc:
+            if isinstance(exc, StoreUnavailableError):
+                self.hearing_since = datetime.now(UTC)
+            answer = answer_for(exc, request, log)
+            if answer is None:
+                raise
+            return Refusal(answer.status, answer.cls, answer.message,
+                           retry_after=answer.retry_after).response()
+
+    def _protocol_refusal(self, request: web.Request) -> web.Response | None:
+        """400 unsupported_protocol for a version this registry does not speak; a
+        missing header is an agent older than the header (version 1)."""
+        named = request.headers.get(PROTOCOL_HEADER)
+        if named is None:
+            return None
+        value = named.strip()
+        if value.isascii() and value.isdigit() and int(value) in SUPPORTED_PROTOCOLS:
+            return None
+        self.counters.protocol_refused += 1
+        shown = value if len(value) <= 20 and value.isprintable() else repr(value[:20])
+        log.warning("%s: agent protocol %s: %s is not spoken here (this registry speaks %d); "
+                    "400", request.remote, PROTOCOL_HEADER, shown, PROTOCOL_VERSION)
+        return Refusal(400, "unsupported_protocol",
+                       f"{PROTOCOL_HEADER}: {shown} is not a protocol version this controller "
+                       f"speaks; it speaks {PROTOCOL_VERSION} (use an agent kit of protocol "
+                       f"{PROTOCOL_VERSION}, or upgrade wsctl)").response()
 
     def _within_budget(self, request: web.Request) -> None:
         """429 for a source out of failed-auth budget: before the body or the database."""

@@ -31,8 +31,9 @@ from controller.agent import llm, log
 from controller.agent.app import Agent
 from controller.agent.config import NO_LLM_CREDENTIAL, PRIVATE_URL, Config, ConfigError
 from controller.agent.history import KEEP_TURNS, MAX_TURNS, History
-from controller.agent.registry_client import RETRY_AFTER_CAP, RegistryClient, register_payload
-from controller.agent.state import AgentState
+from controller.agent.kit import RETRY_AFTER_CAP, Health
+from controller.agent.registry_client import KitAgent, register_payload
+from controller.agent.state import agent_card
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_DIR = REPO / "controller" / "agent"
@@ -867,9 +868,9 @@ def test_register_honours_retry_after_on_429_and_503_bounded(token_file: Path) -
     try:
         stop = RecordingStop()
         config = make_config(url, token_file)
-        client = RegistryClient(config, AgentState(config), stop, 0)
-        assert client.load_token() == TOKEN
-        assert client.register_until_accepted()
+        agent = KitAgent(config, stop)
+        assert agent.wait_for_token() == TOKEN
+        agent.register(agent_card(config, "http://wsctl-default-alice:8000"))
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -882,9 +883,9 @@ def test_heartbeat_waits_retry_after_then_resumes(token_file: Path) -> None:
     try:
         stop = RecordingStop(stop_after=3)
         config = make_config(url, token_file, heartbeat_seconds=2.0)
-        client = RegistryClient(config, AgentState(config), stop, 0)
-        client.load_token()
-        assert client._heartbeat_loop() is False
+        agent = KitAgent(config, stop)
+        agent.wait_for_token()
+        agent.run_heartbeats(Health)  # returns once stopping
     finally:
         httpd.shutdown()
         httpd.server_close()

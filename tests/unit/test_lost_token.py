@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from controller.agent import registry_client
-from controller.agent.registry_client import RegistryClient
-from controller.agent.state import AgentState
+from controller.agent import kit
+from controller.agent.registry_client import KitAgent
 from controller.core.observed import AuthFailure, Observed, ObservedTokens
 from controller.core.ops import RecreateReason
 from tests.unit.test_agent import FakeServer, Recorded, make_config
@@ -23,8 +22,8 @@ from tests.unit.test_plan import T0, container, registered, run, ws
 
 def test_agent_reports_a_missing_token_file_then_uses_it_once_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_client, "TOKEN_MISSING_REPORT_SECONDS", 0.1)
-    monkeypatch.setattr(registry_client, "TOKEN_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(kit, "TOKEN_MISSING_REPORT_SECONDS", 0.1)
+    monkeypatch.setattr(kit, "TOKEN_POLL_SECONDS", 0.05)
     token_file = tmp_path / ".auth_token"
 
     def refuse(rec: Recorded) -> tuple[int, Any]:
@@ -33,9 +32,9 @@ def test_agent_reports_a_missing_token_file_then_uses_it_once_back(
     server = FakeServer(refuse).start()
     try:
         config = make_config(server.url, token_file)
-        client = RegistryClient(config, AgentState(config), threading.Event(), 8000)
+        agent = KitAgent(config, threading.Event())
         found: list[str | None] = []
-        reader = threading.Thread(target=lambda: found.append(client.load_token()))
+        reader = threading.Thread(target=lambda: found.append(agent.wait_for_token()))
         reader.start()
         (report,) = server.wait_for("/registry/register")
         assert report.headers["authorization"].strip() == "Bearer"

@@ -19,7 +19,13 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from controller.api import registry as registry_module
 from controller.api._http import STORE_RETRY_AFTER_SECONDS
-from controller.api.registry import MAX_BODY, FailedAuthLimiter, Registry
+from controller.api.registry import (
+    MAX_BODY,
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    FailedAuthLimiter,
+    Registry,
+)
 from controller.core import redact, tokens
 from controller.core.errors import StoreUnavailableError
 from tests.unit.fakes import FakeStore
@@ -685,3 +691,46 @@ def test_a_limiter_passed_in_is_the_one_used_even_while_empty() -> None:
     shared = FailedAuthLimiter(burst=2, clock=Clock())
     assert len(shared) == 0
     assert Registry(FakeStore(), identity, lambda _: None, limiter=shared).limiter is shared
+
+
+# ------------------------------------------------------------------ protocol version
+
+
+async def test_every_answer_names_the_registry_protocol_version(env: Env) -> None:
+    for path, body in (("/registry/register", {"workspace_id": ALICE, "agent_card": CARD,
+                                               "url": f"http://{OWN_NAME}:8000/"}),
+                       ("/registry/heartbeat", {"workspace_id": ALICE, "status": "healthy"})):
+        for token in (env.token, "not-a-token"):  # accepted and refused alike
+            async with env.client.post(path, json=body,
+                                       headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert resp.headers[PROTOCOL_HEADER] == str(PROTOCOL_VERSION)
+
+
+async def test_a_supported_or_missing_protocol_header_is_accepted(env: Env) -> None:
+    """Agents older than the header send none: they speak version 1."""
+    for headers in ({}, {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}, {PROTOCOL_HEADER: " 1 "}):
+        status, _ = await env.post("/registry/register",
+                                   {"workspace_id": ALICE, "agent_card": CARD,
+                                    "url": f"http://{OWN_NAME}:8000/"}, env.token, headers)
+        assert status == 200
+        status, _ = await env.post("/registry/heartbeat",
+                                   {"workspace_id": ALICE, "status": "healthy"},
+                                   env.token, headers)
+        assert status == 200
+
+
+@pytest.mark.parametrize("named", ["2", "99", "0", "one", "1.0", "", "-1", "1, 2"])
+async def test_an_unsupported_protocol_is_refused_before_authentication(
+        env: Env, named: str) -> None:
+    """A newer protocol may authenticate differently: its requests are refused with a
+    class that names the header, and never count as failed authentications."""
+    for path in ("/registry/register", "/registry/heartbeat"):
+        status, answer = await env.post(path, {"workspace_id": ALICE, "status": "healthy"},
+                                        "wrong-token", {PROTOCOL_HEADER: named})
+        assert (status, error_class(answer)) == (400, "unsupported_protocol")
+        assert PROTOCOL_HEADER in answer["error"]["message"]
+        assert f"speaks {PROTOCOL_VERSION}" in answer["error"]["message"]
+    assert env.registry.counters.auth_failures == {}
+    assert env.registry.counters.protocol_refused == 2
+    assert env.store.registration(ALICE).auth_failure_class is None
+    assert env.notified == []
