@@ -7,19 +7,16 @@ import sys
 import time
 from types import FrameType
 
-from . import llm, log
+from . import log
 from .app import Agent
 from .config import Config, ConfigError
-from .server import Completer
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_CRASH_KNOB = 3
 
 
-def main(completer: Completer = llm.complete) -> int:
-    """Run the agent until SIGTERM; ``completer`` answers each A2A message (the
-    Claude Code front, ``claude_code.py``, passes its own)."""
+def main() -> int:
     try:
         config = Config.from_env()
     except ConfigError as exc:
@@ -27,7 +24,7 @@ def main(completer: Completer = llm.complete) -> int:
         return EXIT_CONFIG
     log.configure(config.log_level)
     try:
-        agent = Agent(config, completer)
+        agent = Agent(config)
     except OSError as exc:
         log.error("listen_failed", host=config.bind_host, port=config.port, error=str(exc))
         return EXIT_CONFIG

@@ -7,18 +7,16 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import replace
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controller.agent import claude_code
-from controller.agent.claude_code import QUIET, claude_env, complete
-from controller.agent.config import Config
-from controller.agent.llm import LLMError
-from controller.agent.server import AgentServer, handle_rpc
-from controller.agent.state import AgentState
+from controller.agent import claude_code, kit
+from controller.agent.claude_code import QUIET, ClaudeError, Front, ask_claude, claude_env
 
 TOKEN = "gw-credential-" + "x" * 29
 
@@ -44,12 +42,10 @@ def calls(tmp_path: Path) -> dict[str, Any]:
     return value
 
 
-def config(tmp_path: Path) -> Config:
-    workspace = tmp_path / "workspace"
-    workspace.mkdir(exist_ok=True)
-    return Config(workspace_id="default.cc", workspace_name="cc",
-                  registry_url="http://127.0.0.1:1", anthropic_auth_token=TOKEN,
-                  workspace_dir=str(workspace), bind_host="127.0.0.1", port=0)
+def workspace(tmp_path: Path) -> str:
+    folder = tmp_path / "workspace"
+    folder.mkdir(exist_ok=True)
+    return str(folder)
 
 
 def result(text: str, **extra: Any) -> str:
@@ -64,18 +60,15 @@ def environ(script: Path, **extra: str) -> dict[str, str]:
 
 def test_the_answer_is_claude_codes_result_run_in_the_workspace(tmp_path: Path) -> None:
     script = fake_claude(tmp_path, "some warning line\n" + result("the answer"))
-    cfg = config(tmp_path)
-    answer = complete(cfg, [{"role": "user", "content": "earlier"},
-                            {"role": "assistant", "content": "ok"},
-                            {"role": "user", "content": "--not-a-flag write hello.txt"}],
-                      environ(script))
+    cwd = workspace(tmp_path)
+    answer = ask_claude("--not-a-flag write hello.txt", environ(script), cwd)
     assert answer == "the answer"
     seen = calls(tmp_path)
-    # the newest message only, on stdin (a text starting with - is no option)
+    # on stdin: a text starting with - is no option
     assert seen["stdin"] == "--not-a-flag write hello.txt"
     assert seen["argv"] == ["-p", "--output-format", "json", "--permission-mode",
                             "acceptEdits"]
-    assert seen["cwd"] == cfg.workspace_dir
+    assert seen["cwd"] == cwd
     env = seen["env"]
     assert {k: env[k] for k in QUIET} == QUIET
     assert env["ANTHROPIC_AUTH_TOKEN"] == TOKEN  # the projected environment goes through
@@ -84,8 +77,8 @@ def test_the_answer_is_claude_codes_result_run_in_the_workspace(tmp_path: Path) 
 
 def test_permission_mode_can_be_changed(tmp_path: Path) -> None:
     script = fake_claude(tmp_path, result("ok"))
-    complete(config(tmp_path), [{"role": "user", "content": "hi"}],
-             environ(script, WSCTL_CLAUDE_PERMISSION_MODE="bypassPermissions"))
+    ask_claude("hi", environ(script, WSCTL_CLAUDE_PERMISSION_MODE="bypassPermissions"),
+               workspace(tmp_path))
     assert calls(tmp_path)["argv"][-2:] == ["--permission-mode", "bypassPermissions"]
 
 
@@ -93,63 +86,102 @@ def test_a_writable_home_is_kept(tmp_path: Path) -> None:
     assert claude_env({"HOME": str(tmp_path)})["HOME"] == str(tmp_path)
 
 
-def test_a_claude_code_error_is_an_llm_error_without_the_credential(tmp_path: Path) -> None:
+def test_a_claude_code_error_names_its_status_without_the_credential(tmp_path: Path) -> None:
     failed = json.dumps({"type": "result", "subtype": "success", "is_error": True,
                          "api_error_status": 401,
                          "result": f"API Error: 401 invalid token {TOKEN}"}) + "\n"
     script = fake_claude(tmp_path, failed, code=1)
-    with pytest.raises(LLMError) as raised:
-        complete(config(tmp_path), [{"role": "user", "content": "hi"}], environ(script))
+    with pytest.raises(ClaudeError) as raised:
+        ask_claude("hi", environ(script), workspace(tmp_path))
     message = str(raised.value)
     assert message.startswith("Claude Code failed: API Error: 401 invalid token")
     assert TOKEN not in message and "<redacted>" in message
-    assert raised.value.is_auth_error
+    assert raised.value.status == 401
 
 
 def test_no_json_is_an_error_with_stderr(tmp_path: Path) -> None:
     script = fake_claude(tmp_path, "", code=3, stderr=f"boom\nnode crashed near {TOKEN}\n")
-    with pytest.raises(LLMError, match=r"^Claude Code exited with 3: boom node crashed") as e:
-        complete(config(tmp_path), [{"role": "user", "content": "hi"}], environ(script))
+    with pytest.raises(ClaudeError, match=r"^Claude Code exited with 3: boom node crashed") as e:
+        ask_claude("hi", environ(script), workspace(tmp_path))
     assert TOKEN not in str(e.value)
 
 
 def test_a_missing_binary_and_a_timeout_are_errors(tmp_path: Path) -> None:
-    with pytest.raises(LLMError, match="Claude Code cannot run: FileNotFoundError"):
-        complete(config(tmp_path), [{"role": "user", "content": "hi"}],
-                 environ(tmp_path / "nothing-here"))
+    with pytest.raises(ClaudeError, match="Claude Code cannot run: FileNotFoundError"):
+        ask_claude("hi", environ(tmp_path / "nothing-here"), workspace(tmp_path))
     slow = tmp_path / "slow"
     slow.write_text("#!/bin/sh\nsleep 5\n")
     slow.chmod(0o755)
-    with pytest.raises(LLMError, match="no answer within 0s"):
-        complete(config(tmp_path), [{"role": "user", "content": "hi"}],
-                 environ(slow, WSCTL_CLAUDE_TIMEOUT_SECONDS="0.2"))
+    with pytest.raises(ClaudeError, match=r"no answer within 0\.2s"):
+        ask_claude("hi", environ(slow, WSCTL_CLAUDE_TIMEOUT_SECONDS="0.2"), workspace(tmp_path))
 
 
 def test_no_credential_runs_nothing(tmp_path: Path) -> None:
     script = fake_claude(tmp_path, result("never"))
-    cfg = replace(config(tmp_path), anthropic_auth_token=None)
-    with pytest.raises(LLMError, match="LLM not configured"):
-        complete(cfg, [{"role": "user", "content": "hi"}], environ(script))
+    env = environ(script)
+    del env["ANTHROPIC_AUTH_TOKEN"]
+    with pytest.raises(ClaudeError, match="LLM not configured"):
+        ask_claude("hi", env, workspace(tmp_path))
     assert not (tmp_path / "calls.json").exists()
 
 
-def test_a2a_message_send_is_answered_through_the_front(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    script = fake_claude(tmp_path, result("written hello.txt"))
-    monkeypatch.setenv("WSCTL_CLAUDE_BIN", str(script))
-    cfg = config(tmp_path)
-    server = AgentServer(cfg, AgentState(cfg), claude_code.complete)
-    try:
-        def send(text: str) -> dict[str, Any]:
-            return handle_rpc(server, json.dumps({
-                "jsonrpc": "2.0", "id": 7, "method": "message/send",
-                "params": {"message": {"role": "user", "parts": [{"kind": "text",
-                                                                  "text": text}]}}}).encode())
+A2A = "a2a-" + "c" * 40
 
-        answered = send("write hello.txt")
+
+def post(port: int, body: Any, credential: str = A2A) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {credential}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def send(text: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 7, "method": "message/send",
+            "params": {"message": {"role": "user", "contextId": "ctx-1",
+                                   "parts": [{"kind": "text", "text": text}]}}}
+
+
+def test_a2a_message_send_is_answered_through_the_front_on_the_kit(tmp_path: Path) -> None:
+    script = fake_claude(tmp_path, result("written hello.txt"))
+    (tmp_path / "a2a").write_text(A2A + "\n")
+    agent = kit.Agent("default.cc", "http://127.0.0.1:1", port=0,
+                      a2a_credential_file=str(tmp_path / "a2a"),
+                      workspace_dir=workspace(tmp_path))
+    front = Front(agent, environ(script), host="127.0.0.1")
+    port = front.server_address[1]
+    threading.Thread(target=front.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    try:
+        status, answered = post(port, send("write hello.txt"))
+        assert status == 200
         assert answered["result"]["parts"] == [{"kind": "text", "text": "written hello.txt"}]
-        fake_claude(tmp_path, "", code=1, stderr="no route to the LLM\n")
-        failed = send("again")
-        assert failed["error"]["message"] == "Claude Code exited with 1: no route to the LLM"
+        assert answered["result"]["contextId"] == "ctx-1"
+        assert calls(tmp_path)["stdin"] == "write hello.txt"
+        assert calls(tmp_path)["cwd"] == agent.workspace_dir
+        assert front.health() == kit.Health(active_tasks=0)
+        # a refused credential: 401, and Claude Code is not run
+        (tmp_path / "calls.json").unlink()
+        status, refused = post(port, send("not you"), credential="a2a-wrong")
+        assert status == 401 and refused["error"]["class"] == "unauthorized"
+        assert not (tmp_path / "calls.json").exists()
+        # a Claude Code failure: an A2A error with its message; a 401 marks health
+        failed_json = json.dumps({"type": "result", "subtype": "success", "is_error": True,
+                                  "api_error_status": 401,
+                                  "result": "API Error: 401 stale_credential"})
+        fake_claude(tmp_path, failed_json + "\n", code=1)
+        status, failed = post(port, send("again"))
+        assert status == 200
+        assert failed["error"] == {"code": -32000, "message":
+                                   "Claude Code failed: API Error: 401 stale_credential"}
+        health = front.health()
+        assert health.status == "unhealthy" and "llm-auth" in str(health.detail)
+        # an unknown method is refused without running anything
+        status, unknown = post(port, {"jsonrpc": "2.0", "id": 1, "method": "tasks/get"})
+        assert unknown["error"]["code"] == -32601
     finally:
-        server.server_close()
+        front.shutdown()
+        front.server_close()
