@@ -35,7 +35,7 @@ from . import kit
 
 DEFAULT_PERMISSION_MODE = "acceptEdits"
 DEFAULT_TIMEOUT_SECONDS = 110.0
-FALLBACK_HOME = "/home/agent"
+FALLBACK_HOME = "/tmp/claude-home"  # noqa: S108 - the container's own tmpfs
 QUIET = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "DISABLE_TELEMETRY": "1",
@@ -61,13 +61,26 @@ class ClaudeError(Exception):
 # -- running Claude Code ---------------------------------------------------------------
 
 
+def _usable_home(path: str) -> bool:
+    """A folder Claude Code can write (it writes ~/.claude.json and ~/.claude/ and
+    exits 0 with no output at all when it cannot), made if missing."""
+    if not path or path == "/":
+        return False
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK)
+
+
 def claude_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The process environment for Claude Code: the projected one, the quiet switches,
-    and a HOME it can write (its settings and session files go there)."""
+    and a HOME it can write: the container's root filesystem is read-only, so the
+    image's HOME is on /tmp (a tmpfs), with FALLBACK_HOME when that is not usable."""
     env = {**environ, **QUIET}
-    home = env.get("HOME", "")
-    if not home or home == "/" or not os.access(home, os.W_OK):
+    if not _usable_home(env.get("HOME", "")):
         env["HOME"] = FALLBACK_HOME
+        _usable_home(FALLBACK_HOME)  # made if it can be; Claude Code says what fails
     return env
 
 

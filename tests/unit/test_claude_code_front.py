@@ -21,6 +21,14 @@ from controller.agent.claude_code import QUIET, ClaudeError, Front, ask_claude, 
 TOKEN = "gw-credential-" + "x" * 29
 
 
+@pytest.fixture(autouse=True)
+def fallback_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The front's fallback HOME (/tmp/claude-home in the image), here under tmp_path."""
+    home = tmp_path / "fallback-home"
+    monkeypatch.setattr(claude_code, "FALLBACK_HOME", str(home))
+    return home
+
+
 def fake_claude(tmp_path: Path, stdout: str, *, code: int = 0, stderr: str = "") -> Path:
     """A `claude` that writes its argv, cwd, stdin and environment to calls.json."""
     script = tmp_path / "claude"
@@ -72,7 +80,8 @@ def test_the_answer_is_claude_codes_result_run_in_the_workspace(tmp_path: Path) 
     env = seen["env"]
     assert {k: env[k] for k in QUIET} == QUIET
     assert env["ANTHROPIC_AUTH_TOKEN"] == TOKEN  # the projected environment goes through
-    assert env["HOME"] == claude_code.FALLBACK_HOME  # "/" is not writable for the agent
+    assert env["HOME"] == claude_code.FALLBACK_HOME  # "/" is no home for Claude Code
+    assert Path(env["HOME"]).is_dir()  # made for it: without one it exits 0, silent
 
 
 def test_permission_mode_can_be_changed(tmp_path: Path) -> None:
@@ -82,8 +91,16 @@ def test_permission_mode_can_be_changed(tmp_path: Path) -> None:
     assert calls(tmp_path)["argv"][-2:] == ["--permission-mode", "bypassPermissions"]
 
 
-def test_a_writable_home_is_kept(tmp_path: Path) -> None:
+def test_a_writable_home_is_kept_or_made_and_a_read_only_one_replaced(
+        tmp_path: Path, fallback_home: Path) -> None:
     assert claude_env({"HOME": str(tmp_path)})["HOME"] == str(tmp_path)
+    missing = tmp_path / "not-yet" / "home"
+    assert claude_env({"HOME": str(missing)})["HOME"] == str(missing) and missing.is_dir()
+    # a HOME that cannot be made (as /home/agent on the read-only root filesystem)
+    (tmp_path / "a-file").write_text("")
+    unusable = tmp_path / "a-file" / "home"
+    assert claude_env({"HOME": str(unusable)})["HOME"] == str(fallback_home)
+    assert fallback_home.is_dir()
 
 
 def test_a_claude_code_error_names_its_status_without_the_credential(tmp_path: Path) -> None:
