@@ -8,7 +8,8 @@ running Claude Code, ``claude -p --output-format json --permission-mode acceptEd
 with the message on stdin, in the workspace (``WSCTL_WORKSPACE_DIR``, /workspace),
 with the environment the controller projected (``ANTHROPIC_BASE_URL`` /
 ``ANTHROPIC_AUTH_TOKEN`` / ``ANTHROPIC_MODEL``) plus what keeps Claude Code quiet
-offline. Claude Code's ``result`` is the answer; a failure is an A2A error with Claude
+offline (and at most 2 retries of a failed LLM call, ``CLAUDE_CODE_MAX_RETRIES``).
+Claude Code's ``result`` is the answer; a failure is an A2A error with Claude
 Code's own message, the credential taken out.
 
 Knobs: ``WSCTL_CLAUDE_BIN`` (default ``claude``), ``WSCTL_CLAUDE_PERMISSION_MODE``
@@ -42,6 +43,10 @@ QUIET = {
     "DISABLE_AUTOUPDATER": "1",
     "DISABLE_ERROR_REPORTING": "1",
 }
+DEFAULTS = {"CLAUDE_CODE_MAX_RETRIES": "2"}
+"""Unless the workspace's env says otherwise: Claude Code retries a failed call 10
+times with backoff by default, 401s included, so a bad credential took minutes to
+surface and the controller's A2A call (120 s) gave up first."""
 MAX_ERROR_CHARS = 400
 MAX_BODY_BYTES = 1 << 20
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, ANSWER_FAILED = -32600, -32601, -32602, -32000
@@ -77,7 +82,7 @@ def claude_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The process environment for Claude Code: the projected one, the quiet switches,
     and a HOME it can write: the container's root filesystem is read-only, so the
     image's HOME is on /tmp (a tmpfs), with FALLBACK_HOME when that is not usable."""
-    env = {**environ, **QUIET}
+    env = {**DEFAULTS, **environ, **QUIET}
     if not _usable_home(env.get("HOME", "")):
         env["HOME"] = FALLBACK_HOME
         _usable_home(FALLBACK_HOME)  # made if it can be; Claude Code says what fails
@@ -145,7 +150,8 @@ def ask_claude(prompt: str, environ: Mapping[str, str], cwd: str) -> str:
     status = result.get("api_error_status")
     if result.get("is_error") or result.get("subtype") != "success" or run.returncode != 0:
         what = result.get("result") or result.get("subtype") or f"exit {run.returncode}"
-        raise ClaudeError(f"Claude Code failed: {_clean(str(what), secrets)}",
+        api = f" (LLM API answered {status})" if isinstance(status, int) else ""
+        raise ClaudeError(f"Claude Code failed{api}: {_clean(str(what), secrets)}",
                           status if isinstance(status, int) else None)
     text = result.get("result")
     if not isinstance(text, str):

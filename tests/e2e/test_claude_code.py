@@ -7,13 +7,15 @@ prefix) on the workspace network's gateway address.
 `/anthropic/v1/messages` (the user's `.../anthropic/v1/` base URL, never /v1/v1) with
 the real key, which only the controller holds; Claude Code writes a file in
 /workspace in a real tool-use turn (the fake answers `[[write ...]]` with a Write
-call); after `wsctl restart` it answers again and the file is still there.
+call); after `wsctl restart` it answers again and the file is still there; a
+provider that refuses the key is an A2A error naming the 401, in seconds.
 """
 
 from __future__ import annotations
 
 import io
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -137,3 +139,17 @@ def test_claude_code_answers_through_the_gateway_writes_and_survives_a_restart(
         [("/anthropic/v1/messages", True)] * len(messages_since(upstream, start))
     assert in_container(docker_client, second, "cat", f"/workspace/{NOTE}") == (0, CONTENT)
     assert_no_real_key(docker_client, second)
+
+    # 4. a provider that refuses the key: an A2A error with Claude Code's message, in
+    #    seconds (not after Claude Code's ten retries), with no key or credential in it
+    upstream.llm.api_key = "mm-rotated-elsewhere"
+    try:
+        began = time.monotonic()
+        code, out, err = controller.cli("send", NAME, "refused")
+        elapsed = time.monotonic() - began
+    finally:
+        upstream.llm.api_key = KEY
+    assert code != 0 and "Claude Code failed (LLM API answered 401)" in out + err, out + err
+    credential = container_env(docker_client, second)["ANTHROPIC_AUTH_TOKEN"]
+    assert KEY not in out + err and credential not in out + err
+    assert elapsed < 30, elapsed

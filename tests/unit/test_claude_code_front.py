@@ -79,16 +79,18 @@ def test_the_answer_is_claude_codes_result_run_in_the_workspace(tmp_path: Path) 
     assert seen["cwd"] == cwd
     env = seen["env"]
     assert {k: env[k] for k in QUIET} == QUIET
+    assert env["CLAUDE_CODE_MAX_RETRIES"] == "2"  # a 401 surfaces in seconds, not minutes
     assert env["ANTHROPIC_AUTH_TOKEN"] == TOKEN  # the projected environment goes through
     assert env["HOME"] == claude_code.FALLBACK_HOME  # "/" is no home for Claude Code
     assert Path(env["HOME"]).is_dir()  # made for it: without one it exits 0, silent
 
 
-def test_permission_mode_can_be_changed(tmp_path: Path) -> None:
+def test_permission_mode_and_retries_can_be_changed(tmp_path: Path) -> None:
     script = fake_claude(tmp_path, result("ok"))
-    ask_claude("hi", environ(script, WSCTL_CLAUDE_PERMISSION_MODE="bypassPermissions"),
-               workspace(tmp_path))
+    ask_claude("hi", environ(script, WSCTL_CLAUDE_PERMISSION_MODE="bypassPermissions",
+                             CLAUDE_CODE_MAX_RETRIES="5"), workspace(tmp_path))
     assert calls(tmp_path)["argv"][-2:] == ["--permission-mode", "bypassPermissions"]
+    assert calls(tmp_path)["env"]["CLAUDE_CODE_MAX_RETRIES"] == "5"
 
 
 def test_a_writable_home_is_kept_or_made_and_a_read_only_one_replaced(
@@ -111,7 +113,8 @@ def test_a_claude_code_error_names_its_status_without_the_credential(tmp_path: P
     with pytest.raises(ClaudeError) as raised:
         ask_claude("hi", environ(script), workspace(tmp_path))
     message = str(raised.value)
-    assert message.startswith("Claude Code failed: API Error: 401 invalid token")
+    assert message.startswith(
+        "Claude Code failed (LLM API answered 401): API Error: 401 invalid token")
     assert TOKEN not in message and "<redacted>" in message
     assert raised.value.status == 401
 
@@ -192,8 +195,8 @@ def test_a2a_message_send_is_answered_through_the_front_on_the_kit(tmp_path: Pat
         fake_claude(tmp_path, failed_json + "\n", code=1)
         status, failed = post(port, send("again"))
         assert status == 200
-        assert failed["error"] == {"code": -32000, "message":
-                                   "Claude Code failed: API Error: 401 stale_credential"}
+        assert failed["error"] == {"code": -32000, "message": "Claude Code failed (LLM API "
+                                   "answered 401): API Error: 401 stale_credential"}
         health = front.health()
         assert health.status == "unhealthy" and "llm-auth" in str(health.detail)
         # an unknown method is refused without running anything
