@@ -139,3 +139,13 @@ def test_claude_code_image_builds_on_the_node_base(
     again = build_agent_image(as_client(fake), agent="claude-code",
                               cache_dir=tmp_path / "cache", progress=print)
     assert again.built is False and len(fake.api.builds) == 1
+
+
+def test_the_example_runs_the_claude_code_image_through_the_gateway() -> None:
+    from controller.core.manifests import load, workspaces
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "claude-code.yaml"
+    (ws,) = workspaces(load([example]))
+    assert ws.spec.image == CLAUDE_CODE_TAG == images.default_tag("claude-code")
+    assert ws.spec.llm is not None
+    assert (ws.spec.llm.provider, ws.spec.llm.access) == ("minimax", "gateway")
