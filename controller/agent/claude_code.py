@@ -20,6 +20,7 @@ controller's 120 s A2A timeout).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -128,21 +129,35 @@ def _last_json_object(stdout: str) -> dict[str, Any] | None:
     return None
 
 
+def _run(command: list[str], prompt: str, cwd: str, env: dict[str, str],
+         timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run Claude Code in a session of its own: on timeout the whole group goes (the
+    tools it started too), not only node."""
+    try:
+        proc = subprocess.Popen(  # a fixed program; the prompt goes on stdin, never argv
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, errors="replace", cwd=cwd, env=env, start_new_session=True)
+    except OSError as exc:
+        raise ClaudeError(f"Claude Code cannot run: {type(exc).__name__}: {exc.strerror}") \
+            from None
+    with proc:
+        try:
+            out, err = proc.communicate(prompt, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise ClaudeError(f"Claude Code gave no answer within {timeout:g}s") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
 def ask_claude(prompt: str, environ: Mapping[str, str], cwd: str) -> str:
     """One ``claude -p`` run in ``cwd``; its ``result`` text, else `ClaudeError`."""
     secrets = _credentials(environ)
     if not secrets:
         raise ClaudeError("LLM not configured: no ANTHROPIC_AUTH_TOKEN or ANTHROPIC_API_KEY set")
     timeout = _timeout(environ)
-    try:
-        run = subprocess.run(  # a fixed program; the prompt goes on stdin, never argv
-            claude_command(environ), input=prompt, capture_output=True, text=True,
-            errors="replace", cwd=cwd, env=claude_env(environ), timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ClaudeError(f"Claude Code gave no answer within {timeout:g}s") from None
-    except OSError as exc:
-        raise ClaudeError(f"Claude Code cannot run: {type(exc).__name__}: {exc.strerror}") \
-            from None
+    run = _run(claude_command(environ), prompt, cwd, claude_env(environ), timeout)
     result = _last_json_object(run.stdout)
     if result is None:
         detail = run.stderr.strip() or run.stdout.strip() or "no output"

@@ -44,6 +44,13 @@ def upstream(gateway: str) -> Iterator[FakeLLMThread]:
     server.stop()
 
 
+@pytest.fixture
+def purge(controller: ControllerProcess) -> Iterator[None]:
+    """The workspace and its volume go after the test (its files are the test's)."""
+    yield
+    controller.cli("delete", NAME, "--purge")
+
+
 def manifest(image: str, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "wsctl.dev/v1alpha1", "kind": "Workspace", "metadata": {"name": NAME},
@@ -91,12 +98,11 @@ def assert_no_real_key(client: docker.DockerClient, cid: str) -> None:
 
 def test_claude_code_answers_through_the_gateway_writes_and_survives_a_restart(
         controller: ControllerProcess, claude_code_image: str, upstream: FakeLLMThread,
-        cleanup: list[str], docker_client: docker.DockerClient,
+        purge: None, docker_client: docker.DockerClient,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(KEY + "\n"))
     assert main(["secret", "set", *SECRET, "--data-dir", str(controller.data_dir)]) == 0
     capsys.readouterr()
-    cleanup.append(NAME)
     controller.apply(manifest(claude_code_image, upstream.port))
     first = online(controller)
     env = container_env(docker_client, first)

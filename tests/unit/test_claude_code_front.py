@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -129,11 +130,23 @@ def test_no_json_is_an_error_with_stderr(tmp_path: Path) -> None:
 def test_a_missing_binary_and_a_timeout_are_errors(tmp_path: Path) -> None:
     with pytest.raises(ClaudeError, match="Claude Code cannot run: FileNotFoundError"):
         ask_claude("hi", environ(tmp_path / "nothing-here"), workspace(tmp_path))
+    # a hung run: it and what it started are killed (the grandchild writes its pid)
     slow = tmp_path / "slow"
-    slow.write_text("#!/bin/sh\nsleep 5\n")
+    slow.write_text(f"#!/bin/sh\nsleep 30 &\necho $! > {tmp_path}/child.pid\nwait\n")
     slow.chmod(0o755)
-    with pytest.raises(ClaudeError, match=r"no answer within 0\.2s"):
-        ask_claude("hi", environ(slow, WSCTL_CLAUDE_TIMEOUT_SECONDS="0.2"), workspace(tmp_path))
+    began = time.monotonic()
+    with pytest.raises(ClaudeError, match=r"no answer within 0\.5s"):
+        ask_claude("hi", environ(slow, WSCTL_CLAUDE_TIMEOUT_SECONDS="0.5"), workspace(tmp_path))
+    # killing only the first process would leave its child holding the output pipe:
+    # the front would wait for it (30 s here)
+    assert time.monotonic() - began < 5
+    child = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{child}").exists() \
+            and "Z" not in Path(f"/proc/{child}/stat").read_text().split()[2]:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists() or \
+        Path(f"/proc/{child}/stat").read_text().split()[2] == "Z"
 
 
 def test_no_credential_runs_nothing(tmp_path: Path) -> None:
