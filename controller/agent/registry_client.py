@@ -58,7 +58,6 @@ class RegistryClient:
         self.state = state
         self.agent = agent
         self.port = port
-        self.registered = threading.Event()  # set after a successful register
 
     def health(self) -> kit.Health:
         status, detail = self.state.health()
@@ -82,7 +81,6 @@ class RegistryClient:
         try:
             self.agent.register(agent_card(self.config, url), url,
                                 retry_refused=not self.config.register_once)
-            self.registered.set()
         except kit.RegistrationRefused:
             log.info("register_once", action="heartbeat_without_retry",
                      after_seconds=self.config.reject_grace_seconds)

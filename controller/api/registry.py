@@ -10,8 +10,10 @@ While the database cannot be reached: 503 `store_unavailable` with Retry-After
 
 The protocol is versioned: an agent may name its version in `X-Wsctl-Agent-Protocol`
 (the agent kit always does); one this registry does not speak gets 400
-`unsupported_protocol` before anything else is looked at (a newer protocol may
-authenticate differently: its requests must not count as failed authentications).
+`unsupported_protocol` before the token is looked at (a newer protocol may
+authenticate differently: its requests must not count as failed authentications);
+a refused register from the workspace's own container is recorded as its register
+failure, so its status says why it never comes Online.
 Without the header the agent is taken to speak version 1 (agents older than the
 header). Every answer names this registry's version in the same header.
 
@@ -33,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -202,7 +205,14 @@ class Registry:
         An agent protocol this registry does not speak is refused first, and every
         answer names the registry's protocol version."""
         async def guarded(request: web.Request) -> web.Response:
-            response = self._protocol_refusal(request) or await self._guarded(handler, request)
+            refusal = self._protocol_refusal(request)
+            if refusal is None:
+                response = await self._guarded(handler, request)
+            else:
+                response = refusal.response()
+                if request.path == "/registry/register":
+                    await self._guarded(partial(self._record_protocol_refusal, refusal),
+                                        request)
             response.headers[PROTOCOL_HEADER] = str(PROTOCOL_VERSION)
             return response
         return guarded
@@ -220,7 +230,30 @@ class Registry:
             return Refusal(answer.status, answer.cls, answer.message,
                            retry_after=answer.retry_after).response()
 
-    def _protocol_refusal(self, request: web.Request) -> web.Response | None:
+    async def _record_protocol_refusal(self, refusal: Refusal,
+                                       request: web.Request) -> web.Response:
+        """Shown in the workspace's status (RegisterFailed, unsupported_protocol) when
+        the refused register came from that workspace's own container, as a refused
+        token is: the user sees why the agent never comes Online."""
+        try:
+            body = await self._body(request)
+        except Refusal:
+            return refusal.response()
+        workspace_id = body["workspace_id"]
+        _, addresses = await self.identity(workspace_id)
+        if request.remote in addresses:
+            try:
+                await self.store.record_register_failure(workspace_id, refusal.cls,
+                                                         redact.redact(refusal.message))
+            except StoreUnavailableError:
+                raise
+            except Exception as exc:  # a workspace deleted meanwhile has no row to mark
+                log.debug("protocol refusal not recorded for %s: %s", workspace_id, exc)
+                return refusal.response()
+            self.notify(workspace_id)
+        return refusal.response()
+
+    def _protocol_refusal(self, request: web.Request) -> Refusal | None:
         """400 unsupported_protocol for a version this registry does not speak; a
         missing header is an agent older than the header (version 1)."""
         named = request.headers.get(PROTOCOL_HEADER)
@@ -236,7 +269,7 @@ class Registry:
         return Refusal(400, "unsupported_protocol",
                        f"{PROTOCOL_HEADER}: {shown} is not a protocol version this controller "
                        f"speaks; it speaks {PROTOCOL_VERSION} (use an agent kit of protocol "
-                       f"{PROTOCOL_VERSION}, or upgrade wsctl)").response()
+                       f"{PROTOCOL_VERSION}, or upgrade wsctl)")
 
     def _within_budget(self, request: web.Request) -> None:
         """429 for a source out of failed-auth budget: before the body or the database."""

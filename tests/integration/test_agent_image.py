@@ -202,6 +202,10 @@ def test_container_runs_as_agent_and_serves_healthz(agent_container: Container) 
     assert _exec(agent_container, "stat", "-c", "%a %u", "/configs") == f"700 {AGENT_UID}"
     version = _exec(agent_container, "python3", "-c", "import sys; print(sys.version_info[:2])")
     assert version == "(3, 11)"
+    # the agent kit, importable by any Python agent in the image (docs/agents.md)
+    assert _exec(agent_container, "python3", "-c",
+                 "import wsctl_kit; print(wsctl_kit.__file__, wsctl_kit.PROTOCOL_VERSION)"
+                 ) == "/opt/wsctl/wsctl_kit.py 1"
     assert _exec(agent_container, "sh", "-c", "readlink -f /usr/bin/python3 || command -v python3")
 
 

@@ -255,7 +255,10 @@ def test_a_protocol_the_controller_does_not_speak_is_refused_by_name(
     assert refused.value.error_class == "unsupported_protocol"
     assert agent.controller_protocol == 1
     assert live.registry.counters.auth_failures == {}
-    assert live.store.registration(ALICE).registered_at is None
+    registration = live.store.registration(ALICE)
+    assert registration.registered_at is None
+    assert registration.register_failure is not None  # the status will say why
+    assert registration.register_failure.class_ == "unsupported_protocol"
 
 
 def test_authorized_takes_only_the_controllers_credential_and_counts_the_rest(

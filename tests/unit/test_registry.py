@@ -733,4 +733,22 @@ async def test_an_unsupported_protocol_is_refused_before_authentication(
     assert env.registry.counters.auth_failures == {}
     assert env.registry.counters.protocol_refused == 2
     assert env.store.registration(ALICE).auth_failure_class is None
+    # The register came from alice's own container: her status says why (RegisterFailed).
+    failure = env.store.registration(ALICE).register_failure
+    assert failure is not None and failure.class_ == "unsupported_protocol"
+    assert PROTOCOL_HEADER in failure.message
+    assert env.notified == [ALICE]
+
+
+async def test_an_unsupported_protocol_from_elsewhere_marks_nothing(env: Env) -> None:
+    """Only the workspace's own container may mark it (as with a refused token)."""
+    for workspace_id in (BOB, "default.nobody"):  # another container; no such workspace
+        status, answer = await env.post(
+            "/registry/register", {"workspace_id": workspace_id}, None,
+            {PROTOCOL_HEADER: "2"})
+        assert (status, error_class(answer)) == (400, "unsupported_protocol")
+    status, answer = await env.post("/registry/register", b"{not json", None,
+                                    {PROTOCOL_HEADER: "2"})
+    assert (status, error_class(answer)) == (400, "unsupported_protocol")
+    assert env.store.registration(BOB).register_failure is None
     assert env.notified == []
