@@ -96,36 +96,43 @@ def _dockerfile_path(agent: str = "reference") -> Path:
     return path
 
 
-def agent_source_files(agent_dir: Path = AGENT_SOURCE_DIR) -> list[Path]:
-    """The agent package's files (sorted), without caches."""
+FRONTS = ("claude_code.py",)
+"""Files of the agent package that are another image's front: not in the reference
+image, so a change to them does not rebuild it."""
+
+
+def agent_source_files(agent_dir: Path = AGENT_SOURCE_DIR,
+                       exclude: tuple[str, ...] = ()) -> list[Path]:
+    """The agent package's files (sorted), without caches and ``exclude`` (names)."""
     if not (agent_dir / "__main__.py").is_file():
         raise ImageBuildError(f"agent package not found at {agent_dir}")
     return sorted(
         p
         for p in agent_dir.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
+        and p.name not in exclude
     )
 
 
 def source_hash(dockerfile: Path | None = None, agent_dir: Path = AGENT_SOURCE_DIR,
-                extra: str = "") -> str:
-    """sha256 over the Dockerfile and every agent file (relative path and content), and
-    ``extra`` (the Claude Code package's version and integrity) when given."""
+                extra: str = "", exclude: tuple[str, ...] = FRONTS) -> str:
+    """sha256 over the Dockerfile and every agent file (relative path and content) but
+    ``exclude``, and ``extra`` (the Claude Code package's version and integrity)."""
     digest = hashlib.sha256()
     df = dockerfile or _dockerfile_path()
     digest.update(b"Dockerfile\0" + df.read_bytes() + b"\0")
     if extra:
         digest.update(b"extra\0" + extra.encode() + b"\0")
-    for path in agent_source_files(agent_dir):
+    for path in agent_source_files(agent_dir, exclude):
         rel = path.relative_to(agent_dir).as_posix()
         digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:32]
 
 
-def _write_context(ctx: Path, dockerfile: Path) -> None:
+def _write_context(ctx: Path, dockerfile: Path, exclude: tuple[str, ...] = FRONTS) -> None:
     shutil.copyfile(dockerfile, ctx / "Dockerfile")
     target = ctx / "wsctl_agent"
-    for src in agent_source_files():
+    for src in agent_source_files(exclude=exclude):
         dst = target / src.relative_to(AGENT_SOURCE_DIR)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
@@ -149,7 +156,7 @@ def _image_base(image: Any) -> str:
 
 def _source_hash_for(agent: str) -> str:
     if agent == "claude-code":
-        return source_hash(_dockerfile_path(agent), extra=_claude_code_extra())
+        return source_hash(_dockerfile_path(agent), extra=_claude_code_extra(), exclude=())
     return source_hash(_dockerfile_path(agent))
 
 
@@ -209,7 +216,7 @@ def build_agent_image(
     image_id: str | None = None
     with tempfile.TemporaryDirectory(prefix="wsctl-agent-build-") as tmp:
         ctx = Path(tmp)
-        _write_context(ctx, dockerfile)
+        _write_context(ctx, dockerfile, exclude=() if agent == "claude-code" else FRONTS)
         if tarball is not None:
             unpack_package(tarball, ctx / "claude-code")
         try:

@@ -4,6 +4,7 @@ package comes from a file:// "registry" holding a tarball made here."""
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,7 @@ def test_claude_code_image_builds_on_the_node_base(
     assert call["buildargs"]["BASE_IMAGE"] == NODE_BASE
     assert call["buildargs"]["CLAUDE_CODE_VERSION"] == "9.9.9"
     assert "claude-code/cli.js" in contexts[0] and "wsctl_agent/claude_code.py" in contexts[0]
+    assert "wsctl_agent/kit.py" in contexts[0]
     assert "Dockerfile" in contexts[0]
     digest = call["buildargs"]["AGENT_SOURCE_HASH"]
     assert digest != images.source_hash()  # not the reference agent's hash
@@ -149,3 +151,22 @@ def test_the_example_runs_the_claude_code_image_through_the_gateway() -> None:
     assert ws.spec.image == CLAUDE_CODE_TAG == images.default_tag("claude-code")
     assert ws.spec.llm is not None
     assert (ws.spec.llm.provider, ws.spec.llm.access) == ("minimax", "gateway")
+
+
+def test_the_front_is_not_in_the_reference_image(tmp_path: Path) -> None:
+    """A change to the Claude Code front neither ships in nor rebuilds wsctl/agent."""
+    agent = tmp_path / "agent"
+    shutil.copytree(images.AGENT_SOURCE_DIR, agent,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    reference = images.source_hash(images.DOCKERFILE, agent)
+    (agent / "claude_code.py").write_text("# changed\n")
+    assert images.source_hash(images.DOCKERFILE, agent) == reference
+    assert images.source_hash(images.DOCKERFILE, agent, exclude=()) != \
+        images.source_hash(images.DOCKERFILE, images.AGENT_SOURCE_DIR, exclude=())
+    (agent / "kit.py").write_text((agent / "kit.py").read_text() + "# changed\n")
+    assert images.source_hash(images.DOCKERFILE, agent) != reference
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    images._write_context(ctx, images.DOCKERFILE)
+    assert (ctx / "wsctl_agent" / "kit.py").is_file()
+    assert not (ctx / "wsctl_agent" / "claude_code.py").exists()
