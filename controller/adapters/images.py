@@ -59,7 +59,6 @@ AGENT_SOURCE_DIR = Path(__file__).resolve().parents[1] / "agent"
 DOCKERFILE = _REPO_ROOT / "deploy" / "agent" / "Dockerfile"
 CLAUDE_CODE_DOCKERFILE = _REPO_ROOT / "deploy" / "agent-claude-code" / "Dockerfile"
 CLAUDE_CODE_TAG = "wsctl/agent-claude-code:latest"
-CLAUDE_CODE_LABEL = "wsctl.dev/claude-code-version"
 AGENTS = ("reference", "claude-code")
 """What `wsctl images build --agent` builds."""
 
