@@ -27,7 +27,7 @@ import pytest
 from docker.errors import DockerException
 
 from controller.adapters.embedded import EmbeddedPostgres
-from controller.adapters.images import DEFAULT_TAG, ensure_agent_image
+from controller.adapters.images import CLAUDE_CODE_TAG, DEFAULT_TAG, ensure_agent_image
 from controller.core.settings import default_cache_dir
 
 
@@ -48,6 +48,16 @@ def agent_image(docker_client: docker.DockerClient) -> str:
     cache = Path(os.environ.get("WSCTL_CACHE_DIR") or default_cache_dir())
     ensure_agent_image(docker_client, tag=DEFAULT_TAG, cache_dir=cache, progress=print)
     return DEFAULT_TAG
+
+
+@pytest.fixture(scope="session")
+def claude_code_image(docker_client: docker.DockerClient) -> str:
+    """wsctl/agent-claude-code:latest, built on first use (its node base with
+    debootstrap, the pinned Claude Code from the npm registry): only the tests that run
+    Claude Code ask for it, so `make run` and the other suites never build it."""
+    cache = Path(os.environ.get("WSCTL_CACHE_DIR") or default_cache_dir())
+    ensure_agent_image(docker_client, agent="claude-code", cache_dir=cache, progress=print)
+    return CLAUDE_CODE_TAG
 
 
 def new_data_dir() -> Path:

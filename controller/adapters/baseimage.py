@@ -10,6 +10,10 @@ The agent image (``images.py``) needs a base that provides Python 3.11:
 
 The local base carries the label ``wsctl.dev/base-recipe`` (``BASE_RECIPE``, a hash
 of the suite, packages and required modules); one made by another recipe is remade.
+
+A second recipe, ``NODE_BASE`` (``wsctl/base-node:bookworm``), is the same rootfs plus
+Debian's own ``nodejs`` (18.x in bookworm): the Claude Code agent image stands on it.
+Both are made by the same code path (``ensure_local_base(..., recipe=...)``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +49,38 @@ DEBOOTSTRAP_PACKAGES = ("python3-minimal", "python3", "ca-certificates")
 # Modules the agent imports that python3-minimal alone lacks; checked in the new rootfs.
 REQUIRED_MODULES = ("json", "http.server", "urllib.request", "ssl", "uuid", "signal")
 BASE_RECIPE_LABEL = "wsctl.dev/base-recipe"
-BASE_RECIPE = hashlib.sha256(
-    f"{SUITE}|{','.join(DEBOOTSTRAP_PACKAGES)}|{','.join(REQUIRED_MODULES)}|1".encode()
-).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """A debootstrap base: which image, which packages, and what the rootfs must run."""
+
+    ref: str
+    packages: tuple[str, ...]
+    required_modules: tuple[str, ...] = REQUIRED_MODULES
+    node_major: int | None = None
+    """When set, /usr/bin/node in the rootfs must report this major version."""
+
+    @property
+    def name(self) -> str:
+        """A file-name-safe short name: ``base-bookworm``, ``base-node-bookworm``."""
+        return self.ref.split("/", 1)[-1].replace(":", "-")
+
+    @property
+    def recipe_hash(self) -> str:
+        extra = f"|node{self.node_major}" if self.node_major is not None else ""
+        return hashlib.sha256(
+            f"{SUITE}|{','.join(self.packages)}|{','.join(self.required_modules)}|1{extra}"
+            .encode()
+        ).hexdigest()[:16]
+
+
+PYTHON_RECIPE = BaseRecipe(LOCAL_BASE, DEBOOTSTRAP_PACKAGES)
+# Debian's nodejs, never a third-party repository's: bookworm has 18.x (with libnode108,
+# libuv1, libicu72 ... pulled in by debootstrap's dependency resolution).
+NODE_BASE = "wsctl/base-node:bookworm"
+NODE_RECIPE = BaseRecipe(NODE_BASE, (*DEBOOTSTRAP_PACKAGES, "nodejs"), node_major=18)
+BASE_RECIPE = PYTHON_RECIPE.recipe_hash
 PULL_PROBE_TIMEOUT = 15.0
 
 Progress = Callable[[str], None]
@@ -163,25 +197,31 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _recipe_for(ref: str) -> BaseRecipe:
+    return NODE_RECIPE if ref == NODE_BASE else PYTHON_RECIPE
+
+
 def _current_local_base(client: docker.DockerClient, ref: str = LOCAL_BASE) -> Any | None:
     """The local base image if it exists and was made by the current recipe."""
     image = _get_image(client, ref)
     if image is None:
         return None
     labels = (image.attrs.get("Config") or {}).get("Labels") or {}
-    return image if labels.get(BASE_RECIPE_LABEL) == BASE_RECIPE else None
+    return image if labels.get(BASE_RECIPE_LABEL) == _recipe_for(ref).recipe_hash else None
 
 
-def ensure_local_base(client: docker.DockerClient, *, cache_dir: Path, progress: Progress) -> str:
-    """Make ``wsctl/base:bookworm`` unless it exists; returns its image id."""
+def ensure_local_base(client: docker.DockerClient, *, cache_dir: Path, progress: Progress,
+                      recipe: BaseRecipe = PYTHON_RECIPE) -> str:
+    """Make the recipe's base (``wsctl/base:bookworm`` by default) unless it exists;
+    returns its image id."""
     cache_dir = Path(cache_dir)
-    with _file_lock(cache_dir / "base-bookworm.lock"):
-        existing = _current_local_base(client)
+    with _file_lock(cache_dir / f"{recipe.name}.lock"):
+        existing = _current_local_base(client, recipe.ref)
         if existing is not None:
             return str(existing.id)
-        if _get_image(client, LOCAL_BASE) is not None:
-            progress(f"base: {LOCAL_BASE} was made by an older recipe; remaking it")
-        return _create_local_base(client, cache_dir=cache_dir, progress=progress)
+        if _get_image(client, recipe.ref) is not None:
+            progress(f"base: {recipe.ref} was made by an older recipe; remaking it")
+        return _create_local_base(client, cache_dir=cache_dir, progress=progress, recipe=recipe)
 
 
 def find_debootstrap() -> str | None:
@@ -201,25 +241,29 @@ def _debootstrap_binary() -> str:
     return found
 
 
-def _create_local_base(client: docker.DockerClient, *, cache_dir: Path, progress: Progress) -> str:
+def _create_local_base(client: docker.DockerClient, *, cache_dir: Path, progress: Progress,
+                       recipe: BaseRecipe = PYTHON_RECIPE) -> str:
+    ref = recipe.ref
     if os.geteuid() != 0:
         raise ImageBuildError(
-            f"building the local base {LOCAL_BASE} runs debootstrap, which needs root; "
+            f"building the local base {ref} runs debootstrap, which needs root; "
             "run the image build as root once, or pass a base image that has python3.11"
         )
     debootstrap = _debootstrap_binary()
     mirror = os.environ.get("WSCTL_DEBIAN_MIRROR") or DEFAULT_DEBIAN_MIRROR
-    rootfs = cache_dir / f"rootfs-{SUITE}"
-    tarball = cache_dir / f"rootfs-{SUITE}.tar"
+    rootfs = cache_dir / f"rootfs-{recipe.name}"
+    tarball = cache_dir / f"rootfs-{recipe.name}.tar"
     _remove_rootfs(rootfs)
     tarball.unlink(missing_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    previous = _get_image(client, LOCAL_BASE)
+    previous = _get_image(client, ref)
     progress(f"base: debootstrap {SUITE} from {mirror} (about a minute)")
     try:
-        _run_debootstrap(debootstrap, rootfs, mirror, progress)
-        _check_python(rootfs)
+        _run_debootstrap(debootstrap, rootfs, mirror, progress, recipe.packages)
+        _check_python(rootfs, recipe.required_modules)
+        if recipe.node_major is not None:
+            _check_node(rootfs, recipe.node_major)
         _trim_rootfs(rootfs)
         progress("base: packing root filesystem")
         tar = subprocess.run(
@@ -230,8 +274,8 @@ def _create_local_base(client: docker.DockerClient, *, cache_dir: Path, progress
         )
         if tar.returncode != 0:
             raise ImageBuildError(f"tar of {rootfs} failed: {_last_line(tar.stderr)}")
-        progress(f"base: importing as {LOCAL_BASE}")
-        repo, tag = _split_ref(LOCAL_BASE)
+        progress(f"base: importing as {ref}")
+        repo, tag = _split_ref(ref)
         try:
             client.api.import_image(
                 src=str(tarball),
@@ -240,26 +284,27 @@ def _create_local_base(client: docker.DockerClient, *, cache_dir: Path, progress
                 changes=[
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "ENV LANG=C.UTF-8",
-                    f"LABEL wsctl.dev/base=debootstrap-{SUITE} {BASE_RECIPE_LABEL}={BASE_RECIPE}",
+                    f"LABEL wsctl.dev/base=debootstrap-{SUITE} "
+                    f"{BASE_RECIPE_LABEL}={recipe.recipe_hash}",
                     'CMD ["python3"]',
                 ],
             )
         except DockerException as exc:
             raise ImageBuildError(
-                f"docker import of {LOCAL_BASE} failed: {_one_line(exc)}"
+                f"docker import of {ref} failed: {_one_line(exc)}"
             ) from None
-        image = _get_image(client, LOCAL_BASE)
+        image = _get_image(client, ref)
         if image is None:
-            raise ImageBuildError(f"docker import reported success but {LOCAL_BASE} is missing")
+            raise ImageBuildError(f"docker import reported success but {ref} is missing")
         if previous is not None and previous.id != image.id:
             _remove_if_untagged(client, str(previous.id))
     finally:
         _remove_rootfs(rootfs)
         tarball.unlink(missing_ok=True)
     elapsed = time.monotonic() - started
-    marker = {"image": LOCAL_BASE, "id": image.id, "mirror": mirror, "seconds": round(elapsed, 1)}
-    (cache_dir / f"base-{SUITE}.json").write_text(json.dumps(marker) + "\n")
-    progress(f"base: {LOCAL_BASE} ready in {elapsed:.0f}s ({str(image.id)[:19]})")
+    marker = {"image": ref, "id": image.id, "mirror": mirror, "seconds": round(elapsed, 1)}
+    (cache_dir / f"{recipe.name}.json").write_text(json.dumps(marker) + "\n")
+    progress(f"base: {ref} ready in {elapsed:.0f}s ({str(image.id)[:19]})")
     return str(image.id)
 
 
@@ -269,12 +314,13 @@ _PHASE = {"Validating": "Retrieving"}
 PROGRESS_EVERY_SECONDS = 3.0
 
 
-def _run_debootstrap(binary: str, rootfs: Path, mirror: str, progress: Progress) -> None:
+def _run_debootstrap(binary: str, rootfs: Path, mirror: str, progress: Progress,
+                     packages: tuple[str, ...] = DEBOOTSTRAP_PACKAGES) -> None:
     """Run debootstrap, condensing its per-package lines into periodic counts."""
     cmd = [
         binary,
         "--variant=minbase",
-        f"--include={','.join(DEBOOTSTRAP_PACKAGES)}",
+        f"--include={','.join(packages)}",
         SUITE,
         str(rootfs),
         mirror,
@@ -337,7 +383,7 @@ def _run_debootstrap(binary: str, rootfs: Path, mirror: str, progress: Progress)
         )
 
 
-def _check_python(rootfs: Path) -> None:
+def _check_python(rootfs: Path, modules: tuple[str, ...] = REQUIRED_MODULES) -> None:
     """/usr/bin/python3 must exist (python3-minimal) and import what the agent needs."""
     link = rootfs / "usr" / "bin" / "python3"
     if not os.path.lexists(link):
@@ -346,7 +392,7 @@ def _check_python(rootfs: Path) -> None:
     resolved = (link.parent / target) if not os.path.isabs(target) else rootfs / target.lstrip("/")
     if not resolved.exists():
         raise ImageBuildError(f"/usr/bin/python3 in the rootfs points at missing {target}")
-    probe = f"import sys, {', '.join(REQUIRED_MODULES)}; print('%d.%d' % sys.version_info[:2])"
+    probe = f"import sys, {', '.join(modules)}; print('%d.%d' % sys.version_info[:2])"
     run = subprocess.run(
         ["chroot", str(rootfs), "/usr/bin/python3", "-c", probe],
         capture_output=True,
@@ -360,6 +406,22 @@ def _check_python(rootfs: Path) -> None:
         )
     if run.stdout.strip() != "3.11":
         raise ImageBuildError(f"the new rootfs has python {run.stdout.strip()}, expected 3.11")
+
+
+def _check_node(rootfs: Path, major: int) -> None:
+    """/usr/bin/node (Debian's nodejs) must run and be the expected major version."""
+    run = subprocess.run(
+        ["chroot", str(rootfs), "/usr/bin/node", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+    )
+    if run.returncode != 0:
+        raise ImageBuildError(f"node in the new rootfs does not run: {_last_line(run.stderr)}")
+    version = run.stdout.strip()
+    if not version.startswith(f"v{major}."):
+        raise ImageBuildError(f"the new rootfs has node {version}, expected {major}.x")
 
 
 def _trim_rootfs(rootfs: Path) -> None:

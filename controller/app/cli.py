@@ -179,7 +179,8 @@ def cmd_images_build(args: argparse.Namespace) -> int:
     from controller.adapters.images import build_agent_image
 
     result = build_agent_image(
-        connect(), tag=args.tag, base_image=args.base, cache_dir=args.cache_dir,
+        connect(), agent=args.agent, tag=args.tag, base_image=args.base,
+        cache_dir=args.cache_dir,
         force=args.force, progress=_progress,
     )
     state = "built" if result.built else "up to date"
@@ -438,10 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
     images = sub.add_parser("images", help="manage the agent image")
     images_sub = images.add_subparsers(dest="images_command", required=True, metavar="COMMAND")
     p = add("build", cmd_images_build, "build the agent image locally", images_sub)
-    p.add_argument("--tag", default=DEFAULT_IMAGE)
+    p.add_argument("--agent", choices=("reference", "claude-code"), default="reference",
+                   help="reference: the reference agent (wsctl/agent:latest); claude-code: "
+                        "Claude Code behind an A2A front (wsctl/agent-claude-code:latest)")
+    p.add_argument("--tag", default=None,
+                   help=f"image tag (default: {DEFAULT_IMAGE}, or "
+                        "wsctl/agent-claude-code:latest with --agent claude-code)")
     p.add_argument("--base", default=None,
                    help="base image (default: python:3.11-slim-bookworm if it can be had, "
-                        "else a local debootstrap base)")
+                        "else a local debootstrap base; with --agent claude-code "
+                        "wsctl/base-node:bookworm, made with debootstrap)")
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     return parser

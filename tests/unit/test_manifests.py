@@ -87,7 +87,7 @@ def test_non_mapping_and_missing_file(tmp_path: Path) -> None:
 def test_example_validates() -> None:
     docs = manifests.load([Path(__file__).parents[2] / "examples"])
     names = sorted(str(w.key) for w in manifests.workspaces(docs))
-    assert names == ["default/alice", "default/demo"]
+    assert names == ["default/alice", "default/coder", "default/demo"]
 
 
 def test_usage_error_exit_code_is_2() -> None:
