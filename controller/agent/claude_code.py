@@ -52,6 +52,8 @@ MAX_ERROR_CHARS = 400
 MAX_BODY_BYTES = 1 << 20
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, ANSWER_FAILED = -32600, -32601, -32602, -32000
 VERSION = "0.1.0"
+RESTART_CONTEXT = "[system:restart-context]"
+"""How the controller's message after a recreate begins (core/plan.py)."""
 log = kit.stderr_log
 
 
@@ -227,6 +229,11 @@ class Front(ThreadingHTTPServer):
         if not isinstance(parts, list) or not texts:
             return _error(req_id, INVALID_PARAMS,
                           "Invalid params: params.message.parts has no text")
+        if texts[0].startswith(RESTART_CONTEXT):
+            # The controller's note after a recreate: every message here is a fresh
+            # `claude -p` already, so there is nothing to restore and no LLM call to pay.
+            log("info", "restart_context", detail=texts[0][:200])
+            return _reply(req_id, message, "noted: restart context")
         with self._lock:
             self._active += 1
         try:
@@ -242,12 +249,16 @@ class Front(ThreadingHTTPServer):
                 self._active -= 1
         with self._lock:
             self._llm_error = None
-        result: dict[str, Any] = {"kind": "message", "role": "agent",
-                                  "messageId": str(uuid.uuid4()),
-                                  "parts": [{"kind": "text", "text": reply}]}
-        if isinstance(message, dict) and isinstance(message.get("contextId"), str):
-            result["contextId"] = message["contextId"]
-        return {"jsonrpc": "2.0", "id": req_id, "result": result}
+        return _reply(req_id, message, reply)
+
+
+def _reply(req_id: Any, message: Any, text: str) -> dict[str, Any]:
+    result: dict[str, Any] = {"kind": "message", "role": "agent",
+                              "messageId": str(uuid.uuid4()),
+                              "parts": [{"kind": "text", "text": text}]}
+    if isinstance(message, dict) and isinstance(message.get("contextId"), str):
+        result["contextId"] = message["contextId"]
+    return {"jsonrpc": "2.0", "id": req_id, "result": result}
 
 
 def _error(req_id: Any, code: int, message: str) -> dict[str, Any]:

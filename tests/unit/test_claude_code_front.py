@@ -212,9 +212,24 @@ def test_a2a_message_send_is_answered_through_the_front_on_the_kit(tmp_path: Pat
                                    "answered 401): API Error: 401 stale_credential"}
         health = front.health()
         assert health.status == "unhealthy" and "llm-auth" in str(health.detail)
+        # the controller's restart context is acknowledged without running Claude Code
+        (tmp_path / "calls.json").unlink()
+        status, noted = post(port, send("[system:restart-context] This workspace's "
+                                        "container was recreated (reason: X)."))
+        assert status == 200 and noted["result"]["parts"][0]["text"].startswith("noted")
+        assert not (tmp_path / "calls.json").exists()
         # an unknown method is refused without running anything
         status, unknown = post(port, {"jsonrpc": "2.0", "id": 1, "method": "tasks/get"})
         assert unknown["error"]["code"] == -32601
     finally:
         front.shutdown()
         front.server_close()
+
+
+def test_the_restart_context_prefix_is_the_one_the_controller_sends() -> None:
+    from controller.core.model import WorkspaceStatus
+    from controller.core.observed import ObservedContainer
+    from controller.core.plan import _restart_context
+    sent = _restart_context(WorkspaceStatus(restart_count=1),
+                            ObservedContainer("c", "n", "default.a", "running", "h", 2))
+    assert sent.startswith(claude_code.RESTART_CONTEXT)
