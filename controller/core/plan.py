@@ -624,8 +624,6 @@ def _health(ws: Workspace, c: ObservedContainer, observed: Observed,
         requeue.append(act_in)
 
     degraded: tuple[ConditionStatus, str, str]
-    ready: tuple[ConditionStatus, str, str]
-    progressing: tuple[ConditionStatus, str, str]
     if marker is not None:
         degraded = ("True", DegradedReason.REGISTER_FAILED.value,
                     f"{marker.class_}: {marker.message}".rstrip(": "))
@@ -648,19 +646,32 @@ def _health(ws: Workspace, c: ObservedContainer, observed: Observed,
     if held is not None:  # a recreate is due but waits out a back-off
         degraded = ("True", *held)
 
-    if degraded[0] == "False" and fresh:
-        ready = ("True", "Registered" if registered else "Heartbeating", "")
+    left = (deadline - now).total_seconds()
+    waiting = ("WaitingForRegistration", "agent has not registered yet",
+               f"container running; {left:.0f}s left of startupTimeoutSeconds") \
+        if seen_at is None and now <= deadline and marker is None else None
+    verdict = _verdict(degraded, ("Registered" if registered else "Heartbeating")
+                       if fresh else None, waiting)
+    return verdict, (min(requeue) if requeue else None), act
+
+
+def _verdict(degraded: tuple[ConditionStatus, str, str], ready_reason: str | None,
+             waiting: tuple[str, str, str] | None) -> Verdict:
+    """The conditions from Degraded: Ready=True with `ready_reason` when not degraded,
+    else starting while `waiting` is (reason, Ready's message, Progressing's), else
+    not ready for Degraded's reason."""
+    ready: tuple[ConditionStatus, str, str]
+    progressing: tuple[ConditionStatus, str, str]
+    if degraded[0] == "False" and ready_reason is not None:
+        ready = ("True", ready_reason, "")
         progressing = ("False", "Complete", "")
-    elif seen_at is None and now <= deadline and marker is None:
-        left = (deadline - now).total_seconds()
-        ready = ("False", "WaitingForRegistration", "agent has not registered yet")
-        progressing = ("True", "WaitingForRegistration",
-                       f"container running; {left:.0f}s left of startupTimeoutSeconds")
+    elif waiting is not None:
+        ready = ("False", waiting[0], waiting[1])
+        progressing = ("True", waiting[0], waiting[2])
     else:
         ready = ("False", degraded[1], degraded[2])
         progressing = ("False", degraded[1], "")
-    verdict = Verdict(ready=ready, degraded=degraded, progressing=progressing)
-    return verdict, (min(requeue) if requeue else None), act
+    return Verdict(ready=ready, degraded=degraded, progressing=progressing)
 
 
 def _probe_health(ws: Workspace, c: ObservedContainer, observed: Observed,
@@ -724,24 +735,17 @@ def _probe_health(ws: Workspace, c: ObservedContainer, observed: Observed,
     else:
         degraded = ("False", DegradedReason.HEALTHY.value, "")
 
-    ready: tuple[ConditionStatus, str, str]
-    progressing: tuple[ConditionStatus, str, str]
-    if degraded[0] == "False" and ready_now:
-        ready = ("True", PROBE_READY if readiness is not None else RUNNING_READY, "")
-        progressing = ("False", "Complete", "")
-    elif degraded[0] == "False" and readiness is None:
-        ready = ("False", "ContainerStarting", f"container is {c.state}")
-        progressing = ("True", "ContainerStarting", f"container is {c.state}")
+    waiting: tuple[str, str, str] | None = None
+    if degraded[0] == "False" and readiness is None:
+        waiting = ("ContainerStarting", f"container is {c.state}", f"container is {c.state}")
     elif degraded[0] == "False" and readiness is not None:
         left = (deadline - now).total_seconds()
-        waiting = f"readinessProbe {readiness.shown()} has not succeeded yet"
-        ready = ("False", "WaitingForReadiness", waiting + (f" ({detail})" if detail else ""))
-        progressing = ("True", "WaitingForReadiness",
-                       f"container running; {left:.0f}s left of startupTimeoutSeconds")
-    else:
-        ready = ("False", degraded[1], degraded[2])
-        progressing = ("False", degraded[1], "")
-    verdict = Verdict(ready=ready, degraded=degraded, progressing=progressing)
+        waiting = ("WaitingForReadiness",
+                   f"readinessProbe {readiness.shown()} has not succeeded yet"
+                   + (f" ({detail})" if detail else ""),
+                   f"container running; {left:.0f}s left of startupTimeoutSeconds")
+    verdict = _verdict(degraded, (PROBE_READY if readiness is not None else RUNNING_READY)
+                       if ready_now else None, waiting)
     return verdict, (min(requeue) if requeue else None), act
 
 
