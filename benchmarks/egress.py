@@ -366,6 +366,10 @@ def bridge_gateway(fleet: Fleet) -> str:
         gateway = entry.get("Gateway")
         if gateway and ipaddress.ip_address(gateway).version == 4:
             return str(gateway)
+    for entry in config:  # an engine started with its defaults may list only the subnet:
+        subnet = ipaddress.ip_network(entry.get("Subnet") or "::/128")  # Docker gives the
+        if subnet.version == 4:  # bridge the subnet's first address then
+            return str(next(subnet.hosts()))
     raise Failed("the default bridge network has no IPv4 gateway (docker0)")
 
 
