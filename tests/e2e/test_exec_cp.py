@@ -458,15 +458,27 @@ def test_logs_follow_streams_redacted_until_the_container_stops(
         online(controller, ws, timeout=90)
 
 
+def _ctrl_c_reaches_it() -> None:
+    # As from a terminal: a test run started in the background (`make test &`)
+    # ignores SIGINT, and Python keeps an inherited ignore, so Ctrl-C would never
+    # arrive (seen: this test hung when CI was started that way).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_logs_follow_ends_on_ctrl_c_with_0(controller: ControllerProcess, ws: str) -> None:
     follow = subprocess.Popen(
         [sys.executable, "-m", "controller", "logs", "--server", controller.server,
          "--data-dir", str(controller.data_dir), "-f", ws],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    time.sleep(2.0)
-    follow.send_signal(signal.SIGINT)
-    assert follow.wait(timeout=10) == 0
-    assert follow.stderr is not None and follow.stderr.read() == b""
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+        preexec_fn=_ctrl_c_reaches_it)  # no threads start before the exec
+    try:
+        time.sleep(2.0)
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=10) == 0
+        assert follow.stderr is not None and follow.stderr.read() == b""
+    finally:
+        if follow.poll() is None:
+            follow.kill()
 
 
 # ------------------------------------------------------------------ the API
