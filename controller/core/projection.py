@@ -125,6 +125,8 @@ def project_env(ws: Workspace, secrets: SecretLookup,
         if spec.model:
             for name in provider.model_vars:
                 env[name] = EnvValue(spec.model)
+            for name in provider.tier_model_vars:
+                env.setdefault(name, EnvValue(spec.model))
         key = None
         if spec.llm.api_key is not None:
             # Resolved in both modes: a missing key is reported at apply time, not at

@@ -31,6 +31,14 @@ KeyHeader = Literal["x-api-key", "bearer"]
 """How the provider expects the key on the wire: `x-api-key: <key>` or
 `Authorization: Bearer <key>`."""
 
+# What Anthropic-compatible providers' own Claude Code guides set to their model.
+CLAUDE_CODE_TIERS = (
+    "ANTHROPIC_SMALL_FAST_MODEL",
+    "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+    "ANTHROPIC_DEFAULT_SONNET_MODEL",
+    "ANTHROPIC_DEFAULT_OPUS_MODEL",
+)
+
 _DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)")
 
 
@@ -46,6 +54,10 @@ class Provider:
     key_header: KeyHeader
     gateway_suffix: str
     """What the container's gateway base URL adds after `/llm/<name>`: "" or "/v1"."""
+    tier_model_vars: tuple[str, ...] = ()
+    """Set to spec.model too, unless spec.env sets them: the model names a client picks
+    for its other tiers (Claude Code's small fast model, its haiku/sonnet/opus
+    aliases), which a provider that knows no Claude model names would refuse."""
 
     def projected_names(self) -> frozenset[str]:
         return frozenset(self.key_vars + self.base_url_vars + self.model_vars)
@@ -120,6 +132,7 @@ PROVIDERS: dict[str, Provider] = {
         api="anthropic",
         key_header="bearer",
         gateway_suffix="",
+        tier_model_vars=CLAUDE_CODE_TIERS,
     ),
     "deepseek": Provider(
         name="deepseek",
@@ -131,6 +144,7 @@ PROVIDERS: dict[str, Provider] = {
         api="anthropic",
         key_header="bearer",
         gateway_suffix="",
+        tier_model_vars=CLAUDE_CODE_TIERS,
     ),
     "moonshot": Provider(
         name="moonshot",
@@ -142,6 +156,7 @@ PROVIDERS: dict[str, Provider] = {
         api="anthropic",
         key_header="bearer",
         gateway_suffix="",
+        tier_model_vars=CLAUDE_CODE_TIERS,
     ),
     # OpenAI-style clients expect the /v1 in the base URL: keep it.
     "openai": Provider(

@@ -108,7 +108,7 @@ def test_claude_code_answers_through_the_gateway_writes_and_survives_a_restart(
     env = container_env(docker_client, first)
     assert env["ANTHROPIC_BASE_URL"] == \
         f"http://host.docker.internal:{controller.registry_port}/llm/minimax"
-    assert env["ANTHROPIC_MODEL"] == "MiniMax-M3"
+    assert env["ANTHROPIC_MODEL"] == env["ANTHROPIC_SMALL_FAST_MODEL"] == "MiniMax-M3"
 
     # 1. a plain message: Claude Code's answer is the fake's, through the gateway
     start = len(upstream.llm.requests)
@@ -117,8 +117,8 @@ def test_claude_code_answers_through_the_gateway_writes_and_survives_a_restart(
     calls = messages_since(upstream, start)
     assert calls, "Claude Code never reached the provider"
     for seen in calls:  # one /v1, the real key as Bearer (the gateway put it there)
-        assert (seen.path, seen.auth_scheme, seen.key_ok, seen.status) == \
-            ("/anthropic/v1/messages", "bearer", True, 200), seen
+        assert (seen.path, seen.auth_scheme, seen.key_ok, seen.status, seen.model) == \
+            ("/anthropic/v1/messages", "bearer", True, 200, "MiniMax-M3"), seen
         assert "/v1/v1" not in seen.path
     assert calls[-1].streamed and calls[-1].model == "MiniMax-M3"
     assert "beta=true" in calls[-1].query  # it really was Claude Code calling

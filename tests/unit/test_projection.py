@@ -61,6 +61,32 @@ def test_every_provider_row_is_tested() -> None:
     assert set(EXPECTED) == set(PROVIDERS)
 
 
+CLAUDE_TIERS = {"ANTHROPIC_SMALL_FAST_MODEL", "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+                "ANTHROPIC_DEFAULT_SONNET_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL"}
+
+
+@pytest.mark.parametrize("provider", sorted(EXPECTED))
+def test_claude_code_tiers_name_the_model_of_a_compatible_provider(provider: str) -> None:
+    """Claude Code asks a small fast model for side work; MiniMax, DeepSeek and Moonshot
+    know no Claude model names, so every tier is their model (as their guides set it)."""
+    env = project(with_provider(provider), SECRETS, SETTINGS).env
+    tiers = {name: env[name].value for name in CLAUDE_TIERS if name in env}
+    if provider in {"minimax", "deepseek", "moonshot"}:
+        assert tiers == dict.fromkeys(CLAUDE_TIERS, "m-1")
+    else:
+        assert tiers == {}
+
+
+def test_a_tier_set_in_spec_env_wins_and_no_model_sets_none() -> None:
+    chosen = minimax(env=[{"name": "ANTHROPIC_SMALL_FAST_MODEL", "value": "MiniMax-small"}])
+    env = project(chosen, SECRETS, SETTINGS).env
+    assert env["ANTHROPIC_SMALL_FAST_MODEL"].value == "MiniMax-small"
+    assert env["ANTHROPIC_DEFAULT_HAIKU_MODEL"].value == "MiniMax-M3"
+    no_model = workspace(llm={"provider": "minimax",
+                              "apiKey": {"secretRef": {"name": "llm", "key": "key"}}})
+    assert CLAUDE_TIERS & project(no_model, SECRETS, SETTINGS).env.keys() == set()
+
+
 @pytest.mark.parametrize("provider", sorted(EXPECTED))
 def test_provider_row(provider: str) -> None:
     key_vars, url_vars, model_vars = EXPECTED[provider]
