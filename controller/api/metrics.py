@@ -63,6 +63,7 @@ class Counts:
     auth_rate_limited: int = 0
     token_refreshes: int = 0
     a2a_refused: int = 0
+    protocol_refused: int = 0
 
     @classmethod
     def of(cls, reconcile: ReconcileMetrics, registry: RegistryCounters, *,
@@ -78,7 +79,8 @@ class Counts:
                    db_queries=dict(db_queries), heartbeats=registry.heartbeats, resyncs=resyncs,
                    auth_rate_limited=registry.auth_rate_limited,
                    token_refreshes=reconcile.token_refreshes,
-                   a2a_refused=registry.a2a_refused)
+                   a2a_refused=registry.a2a_refused,
+                   protocol_refused=registry.protocol_refused)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,10 @@ class _CountsCollector:
         yield _counter("wsctl_agent_a2a_refused_total", "Requests agents refused on their "
                        "A2A port for want of the controller's credential (from heartbeats).",
                        c.a2a_refused)
+        yield _counter("wsctl_registry_protocol_refused_total",
+                       "Agent registry requests refused 400: they named an agent protocol "
+                       "version this controller does not speak (X-Wsctl-Agent-Protocol).",
+                       c.protocol_refused)
 
 
 class WithoutCreated:

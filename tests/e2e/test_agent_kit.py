@@ -22,6 +22,7 @@ from docker.errors import DockerException
 
 from controller.testing.harness import ControllerProcess, FakeLLMThread, condition, wait_for
 from tests.e2e.test_lifecycle import managed, online, workspace
+from tests.exposition import parse
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.e2e]
 
@@ -98,6 +99,7 @@ def test_an_agent_speaking_a_newer_protocol_is_told_so_in_the_status(
         cleanup: list[str]) -> None:
     name = "too-new"
     cleanup.append(name)
+    refused_before = protocol_refused(controller)
     manifest = workspace(name, fake_llm.port)
     manifest["spec"]["image"] = too_new_image
     controller.apply(manifest)
@@ -111,3 +113,9 @@ def test_an_agent_speaking_a_newer_protocol_is_told_so_in_the_status(
         degraded
     assert "speaks 1" in degraded["message"]
     assert controller.get(name)["status"].get("phase") != "Online"
+    assert protocol_refused(controller) > refused_before  # and an operator sees it counted
+
+
+def protocol_refused(controller: ControllerProcess) -> float:
+    return parse(controller.client().request("GET", "/metrics", raw=True)).value(
+        "wsctl_registry_protocol_refused_total")

@@ -50,6 +50,7 @@ FAMILIES = {
     "wsctl_resyncs_total": ("counter", set()),
     "wsctl_agent_heartbeats_total": ("counter", set()),
     "wsctl_agent_a2a_refused_total": ("counter", set()),
+    "wsctl_registry_protocol_refused_total": ("counter", set()),
     "wsctl_wake_seconds": ("histogram", set()),
 }
 
@@ -176,6 +177,7 @@ def test_counters_read_at_scrape_time_never_decrease_as_they_grow() -> None:
         registry.register_failures[f"c{i % 4}"] = registry.register_failures.get(
             f"c{i % 4}", 0) + 1
         registry.auth_rate_limited += i % 3
+        registry.protocol_refused += i % 2
         docker_calls["inspect"] = docker_calls.get("inspect", 0) + 2
         queries["reconcile"] += 5
         queries["api"] += i % 2
@@ -185,6 +187,7 @@ def test_counters_read_at_scrape_time_never_decrease_as_they_grow() -> None:
     assert before.value("wsctl_recreates_total", reason="R0") == 13
     assert before.value("wsctl_token_refreshes_total") == 39
     assert before.value("wsctl_agent_heartbeats_total") == 117
+    assert before.value("wsctl_registry_protocol_refused_total") == 20
     assert before.value("wsctl_register_failures_total", **{"class": "c1"}) == 10
     assert before.value("wsctl_docker_api_calls_total", call="inspect") == 78
     assert before.value("wsctl_db_queries_total", origin="reconcile") == 195
