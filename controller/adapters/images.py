@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import docker
 from docker.errors import APIError, DockerException
@@ -47,6 +47,7 @@ from controller.adapters.baseimage import ImageBuildError as ImageBuildError
 from controller.adapters.baseimage import base_availability as base_availability
 from controller.adapters.npm_package import CLAUDE_CODE, fetch_package, unpack_package
 from controller.core.model import DEFAULT_IMAGE
+from controller.core.settings import CLAUDE_CODE_IMAGE
 
 DEFAULT_TAG = DEFAULT_IMAGE
 SOURCE_HASH_LABEL = "wsctl.dev/agent-source-hash"
@@ -58,7 +59,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_SOURCE_DIR = Path(__file__).resolve().parents[1] / "agent"
 DOCKERFILE = _REPO_ROOT / "deploy" / "agent" / "Dockerfile"
 CLAUDE_CODE_DOCKERFILE = _REPO_ROOT / "deploy" / "agent-claude-code" / "Dockerfile"
-CLAUDE_CODE_TAG = "wsctl/agent-claude-code:latest"
+CLAUDE_CODE_TAG = CLAUDE_CODE_IMAGE
 AGENTS = ("reference", "claude-code")
 """What `wsctl images build --agent` builds."""
 
@@ -277,21 +278,24 @@ def _handle_build_chunk(chunk: Any, progress: Progress) -> str | None:
     return None
 
 
+ImageState = Literal["current", "stale", "missing"]
+
+
 def agent_image_state(client: docker.DockerClient, tag: str = DEFAULT_TAG,
-                      agent: str = "reference") -> tuple[bool, str]:
-    """(current, one line): is `tag` here and built from the current agent sources?"""
+                      agent: str = "reference") -> tuple[ImageState, str]:
+    """(state, one line): is `tag` here, and built from the current agent sources?"""
     image = _get_image(client, tag)
     if image is None:
-        return False, f"{tag} is not built yet"
+        return "missing", f"{tag} is not built yet"
     try:
         digest = _source_hash_for(agent)
     except ImageBuildError as exc:
-        return False, f"{tag} is here but its sources cannot be checked: {exc}"
+        return "stale", f"{tag} is here but its sources cannot be checked: {exc}"
     built = str(image.attrs.get("Created", "?"))[:19]
     if not _up_to_date(image, digest):
-        return False, f"{tag} ({built}) was built from other agent sources than these"
-    return True, (f"{tag} is current ({str(image.id)[7:19]}, built {built}, "
-                  f"base {_image_base(image)})")
+        return "stale", f"{tag} ({built}) was built from other agent sources than these"
+    return "current", (f"{tag} is current ({str(image.id)[7:19]}, built {built}, "
+                       f"base {_image_base(image)})")
 
 
 def ensure_agent_image(

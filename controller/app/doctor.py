@@ -29,6 +29,7 @@ from controller.app.wiring import ADMIN_TOKEN_FILE, SERVER_FILE
 from controller.core import settings as defaults
 from controller.core.errors import WsctlError
 from controller.core.model import DEFAULT_IMAGE
+from controller.core.settings import CLAUDE_CODE_IMAGE
 
 if TYPE_CHECKING:
     from controller.adapters.docker_engine import EngineFacts
@@ -75,6 +76,7 @@ class DoctorOptions:
     egress_port: int | None = None  # default: the registry port + 1
     network: str = defaults.NETWORK
     image: str = DEFAULT_IMAGE
+    claude_code_image: str = CLAUDE_CODE_IMAGE
     database_url: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -153,11 +155,28 @@ class Doctor:
             return skip("agent image", "needs the docker engine")
         from controller.adapters.images import agent_image_state
 
-        current, detail = agent_image_state(self.client, self.options.image)
-        if current:
+        state, detail = agent_image_state(self.client, self.options.image)
+        if state == "current":
             return ok("agent image", detail)
         return fail("agent image", detail,
                     "wsctl images build (make images); `wsctl run` builds a missing one")
+
+    def claude_code_image(self) -> CheckResult:
+        """Optional: only workspaces on it need it, and nothing builds it on its own, so
+        an image left behind by an older wsctl is worth a failure; no image is not."""
+        name = "claude-code image"
+        if self.client is None:
+            return skip(name, "needs the docker engine")
+        from controller.adapters.images import agent_image_state
+
+        state, detail = agent_image_state(self.client, self.options.claude_code_image,
+                                          agent="claude-code")
+        fix = "wsctl images build --agent claude-code"
+        if state == "missing":
+            return skip(name, f"{detail} (only workspaces on it need it: {fix})")
+        if state == "stale":
+            return fail(name, detail, fix)
+        return ok(name, detail)
 
     # -- data dir and its private files
 
@@ -346,6 +365,7 @@ class Doctor:
         yield from self.cheap(controller_may_hold=True)
         yield self.base()
         yield self.agent_image()
+        yield self.claude_code_image()
         yield self.registry_round_trip()
         yield self.database()
 

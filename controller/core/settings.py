@@ -61,6 +61,8 @@ RETENTION_MAX_BATCHES = 100
 
 DEFAULT_IMAGE = "wsctl/agent:latest"
 """The reference agent's image, built locally (`wsctl images build`)."""
+CLAUDE_CODE_IMAGE = "wsctl/agent-claude-code:latest"
+"""`wsctl images build --agent claude-code` builds it; no workspace gets it by default."""
 AGENT_PORT = 8000
 EGRESS_PORT = REGISTRY_PORT + 1
 """The egress proxy, beside the registry on the gateway (`--egress-port`)."""

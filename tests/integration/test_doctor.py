@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
 REPO = Path(__file__).resolve().parents[2]
 NETWORK = "wsctl-test-doctor"
-CHECKS = 12
+CHECKS = 13
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -79,7 +79,8 @@ def assert_one_failure(code: int, out: str, err: str, check: str) -> str:
     return line
 
 
-def test_a_healthy_machine_passes_every_check(where: dict[str, object], agent_image: str) -> None:
+def test_a_healthy_machine_passes_every_check(where: dict[str, object], agent_image: str,
+                                              claude_code_image: str) -> None:
     code, out, err = wsctl("doctor", where)
     assert code == 0, out + err
     lines = out.splitlines()
@@ -230,6 +231,28 @@ def test_agent_image_missing_or_stale(docker_client: docker.DockerClient, agent_
         docker_client.images.remove(stale)
     assert line.startswith(f"FAIL agent image: {stale} (")
     assert "was built from other agent sources than these; fix: wsctl images build" in line
+
+
+def test_claude_code_image_absent_is_skipped_and_stale_fails(
+        docker_client: docker.DockerClient, where: dict[str, object]) -> None:
+    def check(image: str) -> str:
+        doctor = Doctor(DoctorOptions(data_dir=Path(str(where["data_dir"])),
+                                      claude_code_image=image))
+        assert doctor.engine().ok
+        return doctor.claude_code_image().line()
+
+    assert check("wsctl-test/absent:1") == (
+        "skip claude-code image: wsctl-test/absent:1 is not built yet (only workspaces on "
+        "it need it: wsctl images build --agent claude-code)")
+    stale = "wsctl-test/stale-claude-code:1"
+    docker_client.images.get(LOCAL_BASE).tag(stale)  # an image without the source label
+    try:
+        line = check(stale)
+    finally:
+        docker_client.images.remove(stale)
+    assert line.startswith(f"FAIL claude-code image: {stale} (")
+    assert line.endswith("was built from other agent sources than these; "
+                         "fix: wsctl images build --agent claude-code")
 
 
 def test_no_base_image_and_no_debootstrap(docker_client: docker.DockerClient) -> None:
