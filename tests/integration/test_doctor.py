@@ -13,13 +13,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
 from controller.adapters.docker_engine import ensure_network
 from controller.adapters.images import LOCAL_BASE, base_availability
-from controller.app.doctor import Doctor, DoctorOptions
+from controller.app.doctor import CheckResult, Doctor, DoctorOptions
 from controller.chaos.process import free_port as free_port_on
 from tests.integration.conftest import new_data_dir
 
@@ -212,44 +213,46 @@ def test_registry_unreachable_from_a_container(where: dict[str, object], agent_i
 # ------------------------------------------------------- checks run in-process
 
 
-def test_agent_image_missing_or_stale(docker_client: docker.DockerClient, agent_image: str,
-                                      where: dict[str, object]) -> None:
-    def agent_check(image: str) -> str:
-        doctor = Doctor(DoctorOptions(data_dir=Path(str(where["data_dir"])), image=image))
-        assert doctor.engine().ok
-        return doctor.agent_image().line()
+def image_line(where: dict[str, object], check: str, **options: Any) -> str:
+    """The line of one image check of a doctor with these options."""
+    doctor = Doctor(DoctorOptions(data_dir=Path(str(where["data_dir"])), **options))
+    assert doctor.engine().ok
+    result: CheckResult = getattr(doctor, check)()
+    return result.line()
 
-    assert agent_check(agent_image).startswith(f"ok   agent image: {agent_image} is current")
-    assert agent_check("wsctl-test/absent:1") == (
-        "FAIL agent image: wsctl-test/absent:1 is not built yet; fix: wsctl images build "
-        "(make images); `wsctl run` builds a missing one")
-    stale = "wsctl-test/stale-agent:1"
-    docker_client.images.get(LOCAL_BASE).tag(stale)  # an image without the source label
+
+def stale_image_line(docker_client: docker.DockerClient, where: dict[str, object],
+                     check: str, option: str) -> tuple[str, str]:
+    """(tag, line): the check run on an image without wsctl's source label."""
+    stale = f"wsctl-test/stale-{check}:1"
+    docker_client.images.get(LOCAL_BASE).tag(stale)
     try:
-        line = agent_check(stale)
+        return stale, image_line(where, check, **{option: stale})
     finally:
         docker_client.images.remove(stale)
+
+
+def test_agent_image_missing_or_stale(docker_client: docker.DockerClient, agent_image: str,
+                                      where: dict[str, object]) -> None:
+    assert image_line(where, "agent_image", image=agent_image).startswith(
+        f"ok   agent image: {agent_image} is current")
+    assert image_line(where, "agent_image", image="wsctl-test/absent:1") == (
+        "FAIL agent image: wsctl-test/absent:1 is not built yet; fix: wsctl images build "
+        "(make images); `wsctl run` builds a missing one")
+    stale, line = stale_image_line(docker_client, where, "agent_image", "image")
     assert line.startswith(f"FAIL agent image: {stale} (")
     assert "was built from other agent sources than these; fix: wsctl images build" in line
 
 
 def test_claude_code_image_absent_is_skipped_and_stale_fails(
         docker_client: docker.DockerClient, where: dict[str, object]) -> None:
-    def check(image: str) -> str:
-        doctor = Doctor(DoctorOptions(data_dir=Path(str(where["data_dir"])),
-                                      claude_code_image=image))
-        assert doctor.engine().ok
-        return doctor.claude_code_image().line()
-
-    assert check("wsctl-test/absent:1") == (
+    """Optional: no image is a skip; one from older sources is a failure (nothing else
+    rebuilds it). The current one is `ok` in the healthy-machine test."""
+    assert image_line(where, "claude_code_image", claude_code_image="wsctl-test/absent:1") == (
         "skip claude-code image: wsctl-test/absent:1 is not built yet (only workspaces on "
         "it need it: wsctl images build --agent claude-code)")
-    stale = "wsctl-test/stale-claude-code:1"
-    docker_client.images.get(LOCAL_BASE).tag(stale)  # an image without the source label
-    try:
-        line = check(stale)
-    finally:
-        docker_client.images.remove(stale)
+    stale, line = stale_image_line(docker_client, where, "claude_code_image",
+                                   "claude_code_image")
     assert line.startswith(f"FAIL claude-code image: {stale} (")
     assert line.endswith("was built from other agent sources than these; "
                          "fix: wsctl images build --agent claude-code")
