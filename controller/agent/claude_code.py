@@ -2,13 +2,13 @@
 ``wsctl/agent-claude-code:latest`` (docs/claude-code.md).
 
 An A2A agent on the agent kit (``kit.py``, nothing else of the reference agent): the
-kit registers, heartbeats, follows the token and checks the controller's credential
-on the A2A port; this file serves the port and answers each ``message/send`` by
-running Claude Code, ``claude -p --output-format json --permission-mode acceptEdits``
-with the message on stdin, in the workspace (``WSCTL_WORKSPACE_DIR``, /workspace),
-with the environment the controller projected (``ANTHROPIC_BASE_URL`` /
-``ANTHROPIC_AUTH_TOKEN`` / ``ANTHROPIC_MODEL``) plus what keeps Claude Code quiet
-offline (and at most 2 retries of a failed LLM call, ``CLAUDE_CODE_MAX_RETRIES``).
+kit registers, heartbeats, follows the token and serves the A2A port (the controller's
+credential, JSON-RPC); this file answers each ``message/send`` by running Claude Code,
+``claude -p --output-format json --permission-mode acceptEdits`` with the message on
+stdin, in the workspace (``WSCTL_WORKSPACE_DIR``, /workspace), with the environment
+the controller projected (``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_AUTH_TOKEN`` /
+``ANTHROPIC_MODEL``) plus what keeps Claude Code quiet offline (and at most 2
+retries of a failed LLM call, ``CLAUDE_CODE_MAX_RETRIES``).
 Claude Code's ``result`` is the answer; a failure is an A2A error with Claude
 Code's own message, the credential taken out.
 
@@ -27,9 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 
@@ -49,8 +47,6 @@ DEFAULTS = {"CLAUDE_CODE_MAX_RETRIES": "2"}
 times with backoff by default, 401s included, so a bad credential took minutes to
 surface and the controller's A2A call (120 s) gave up first."""
 MAX_ERROR_CHARS = 400
-MAX_BODY_BYTES = 1 << 20
-INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, ANSWER_FAILED = -32600, -32601, -32602, -32000
 VERSION = "0.1.0"
 RESTART_CONTEXT = "[system:restart-context]"
 """How the controller's message after a recreate begins (core/plan.py)."""
@@ -181,20 +177,17 @@ def ask_claude(prompt: str, environ: Mapping[str, str], cwd: str) -> str:
 # -- the A2A port ----------------------------------------------------------------------
 
 
-class Front(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
+class Front(kit.A2AServer):
     def __init__(self, agent: kit.Agent, environ: Mapping[str, str],
                  host: str = "0.0.0.0") -> None:  # noqa: S104 - the controller calls in
-        self.agent = agent
         self.environ = environ
         self.cwd = agent.workspace_dir or "/workspace"
         self._lock = threading.Lock()
         self._active = 0
         self._llm_error: str | None = None
-        super().__init__((host, agent.port), _Handler)
+        super().__init__(agent, self.answer, lambda: self.card(agent.claimed_url()),
+                         self.health, address=(host, agent.port),
+                         server_version="wsctl-claude-code")
 
     def card(self, url: str) -> dict[str, Any]:
         return {
@@ -215,113 +208,29 @@ class Front(ThreadingHTTPServer):
             return kit.Health.unhealthy("llm-auth: no ANTHROPIC_AUTH_TOKEN set", active)
         return kit.Health.unhealthy(error, active) if error else kit.Health(active_tasks=active)
 
-    def answer(self, request: Any) -> dict[str, Any]:
-        """One JSON-RPC request -> its response."""
-        if not isinstance(request, dict) or not isinstance(request.get("method"), str):
-            return _error(None, INVALID_REQUEST, "Invalid Request: expected a JSON-RPC 2.0 object")
-        req_id, params = request.get("id"), request.get("params")
-        if request["method"] != "message/send":
-            return _error(req_id, METHOD_NOT_FOUND, f"Method not found: {request['method']}")
-        message = params.get("message") if isinstance(params, dict) else None
-        parts = message.get("parts") if isinstance(message, dict) else None
-        texts = [p["text"] for p in parts or [] if isinstance(p, dict)
-                 and p.get("kind", "text") == "text" and isinstance(p.get("text"), str)]
-        if not isinstance(parts, list) or not texts:
-            return _error(req_id, INVALID_PARAMS,
-                          "Invalid params: params.message.parts has no text")
-        if texts[0].startswith(RESTART_CONTEXT):
+    def answer(self, text: str) -> str:
+        """One message's text -> Claude Code's answer (an A2AError when it fails)."""
+        if text.startswith(RESTART_CONTEXT):
             # The controller's note after a recreate: every message here is a fresh
             # `claude -p` already, so there is nothing to restore and no LLM call to pay.
-            log("info", "restart_context", detail=texts[0][:200])
-            return _reply(req_id, message, "noted: restart context")
+            log("info", "restart_context", detail=text[:200])
+            return "noted: restart context"
         with self._lock:
             self._active += 1
         try:
-            reply = ask_claude("\n".join(texts), self.environ, self.cwd)
+            reply = ask_claude(text, self.environ, self.cwd)
         except ClaudeError as exc:
             if exc.status in (401, 403):
                 with self._lock:
                     self._llm_error = f"llm-auth: {exc}"
             log("warning", "message_failed", error=str(exc))
-            return _error(req_id, ANSWER_FAILED, str(exc))
+            raise kit.A2AError(str(exc)) from None
         finally:
             with self._lock:
                 self._active -= 1
         with self._lock:
             self._llm_error = None
-        return _reply(req_id, message, reply)
-
-
-def _reply(req_id: Any, message: Any, text: str) -> dict[str, Any]:
-    result: dict[str, Any] = {"kind": "message", "role": "agent",
-                              "messageId": str(uuid.uuid4()),
-                              "parts": [{"kind": "text", "text": text}]}
-    if isinstance(message, dict) and isinstance(message.get("contextId"), str):
-        result["contextId"] = message["contextId"]
-    return {"jsonrpc": "2.0", "id": req_id, "result": result}
-
-
-def _error(req_id: Any, code: int, message: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Front
-    server_version = "wsctl-claude-code"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # health probes would flood the log
-
-    def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if status >= 400:  # a body left unread must not be taken for the next request
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _refused(self) -> bool:
-        if self.server.agent.authorized(self.headers.get("Authorization")):
-            return False
-        self._send(401, {"error": {"class": "unauthorized",
-                                   "message": "the controller's credential is required"}})
-        return True
-
-    def do_GET(self) -> None:
-        if self._refused():
-            return
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            health = self.server.health()
-            self._send(200, {"status": health.status, "error_detail": health.detail})
-        elif path in ("/.well-known/agent.json", "/.well-known/agent-card.json"):
-            self._send(200, self.server.card(self.server.agent.claimed_url()))
-        else:
-            self._send(404, {"error": {"class": "not_found", "message": path}})
-
-    def do_POST(self) -> None:
-        if self._refused():
-            return
-        if self.path.split("?", 1)[0] not in ("/", "/a2a"):
-            self._send(404, {"error": {"class": "not_found", "message": self.path}})
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or "0")
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY_BYTES:
-            self._send(413, _error(None, INVALID_REQUEST, "body too large or bad length"))
-            return
-        try:
-            request: Any = json.loads(self.rfile.read(length).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            self._send(200, _error(None, -32700, "Parse error: body is not valid JSON"))
-            return
-        self._send(200, self.server.answer(request))
+        return reply
 
 
 # -- main ------------------------------------------------------------------------------

@@ -11,8 +11,13 @@ this file next to your agent. The three calls::
     agent.start_heartbeats(lambda: wsctl_kit.Health())   # or agent.heartbeat(health)
     agent.token()                                 # the current registry token
 
-and, on the agent's A2A port, ``agent.authorized(request_authorization_header)``: only
-the controller may call an agent. ``agent.stop()`` ends the heartbeats.
+and the agent's A2A port, where only the controller may call it::
+
+    server = wsctl_kit.serve_a2a(agent, lambda text: "an answer to " + text, card)
+
+(``A2AServer``: JSON-RPC ``message/send`` to a function from text to text; or check
+``agent.authorized(request_authorization_header)`` in a server of your own).
+``agent.stop()`` ends the heartbeats.
 
 The protocol (``docs/agents.md``): ``POST $WSCTL_REGISTRY_URL/registry/register`` and
 ``/registry/heartbeat`` with ``Authorization: Bearer <the token file's content>`` and
@@ -33,14 +38,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 __all__ = [
-    "PROTOCOL_HEADER", "PROTOCOL_VERSION", "Agent", "ConfigError", "Health", "KitError",
-    "NotRegistered", "ProtocolMismatch", "RegistrationRefused", "RegistryError",
-    "RegistryUnavailable", "Stopped", "TokenMissing", "Unauthorized",
+    "PROTOCOL_HEADER", "PROTOCOL_VERSION", "A2AError", "A2AServer", "Agent", "ConfigError",
+    "Health", "KitError", "NotRegistered", "ProtocolMismatch", "RegistrationRefused",
+    "RegistryError", "RegistryUnavailable", "Stopped", "TokenMissing", "Unauthorized",
+    "serve_a2a",
 ]
 
 PROTOCOL_VERSION = 1
@@ -66,6 +74,12 @@ RETRY_AFTER_CAP = 30.0
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 HEALTHY, UNHEALTHY = "healthy", "unhealthy"
 
+# The A2A port: JSON-RPC 2.0 error codes, and the largest request body read.
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+ANSWER_FAILED = -32000
+MAX_BODY_BYTES = 1 << 20
+CARD_PATHS = ("/.well-known/agent.json", "/.well-known/agent-card.json")
+
 # The registry is always reached directly, never through an HTTP proxy.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -87,6 +101,15 @@ class TokenMissing(KitError):
 
 class Stopped(KitError):
     """`stop()` was called while a call was waiting."""
+
+
+class A2AError(KitError):
+    """Raised by an A2A `respond` function: the caller gets a JSON-RPC error with this
+    message (and `code`, by default ANSWER_FAILED) instead of an answer."""
+
+    def __init__(self, message: str, code: int = ANSWER_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class RegistryError(KitError):
@@ -596,3 +619,158 @@ def _parse_json(raw: bytes) -> Any:
         return json.loads(raw.decode("utf-8", errors="replace"))
     except ValueError:
         return None
+
+
+# -- the A2A port ----------------------------------------------------------------------
+
+Respond = Callable[[str], str]
+"""The text of an A2A message (its text parts, joined by newlines) -> the answer's text."""
+
+
+def message_text(params: Any) -> str | None:
+    """Join the text parts of ``params.message.parts``; None when there is none."""
+    message = params.get("message") if isinstance(params, dict) else None
+    parts = message.get("parts") if isinstance(message, dict) else None
+    if not isinstance(parts, list):
+        return None
+    texts = [p["text"] for p in parts if isinstance(p, dict)
+             and p.get("kind", "text") == "text" and isinstance(p.get("text"), str)]
+    return "\n".join(texts) if texts else None
+
+
+def rpc_error(req_id: Any, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
+
+
+def answer_rpc(raw: bytes, respond: Respond) -> dict[str, Any]:
+    """One JSON-RPC request body -> its response: `message/send` goes to `respond`."""
+    try:
+        request: Any = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return rpc_error(None, PARSE_ERROR, "Parse error: body is not valid JSON")
+    if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+        return rpc_error(None, INVALID_REQUEST, "Invalid Request: expected a JSON-RPC 2.0 object")
+    req_id, params = request.get("id"), request.get("params")
+    if request["method"] != "message/send":
+        return rpc_error(req_id, METHOD_NOT_FOUND, f"Method not found: {request['method']}")
+    text = message_text(params)
+    if text is None:
+        return rpc_error(req_id, INVALID_PARAMS, "Invalid params: params.message.parts has no text")
+    try:
+        reply = respond(text)
+    except A2AError as exc:
+        return rpc_error(req_id, exc.code, str(exc))
+    result: dict[str, Any] = {"kind": "message", "role": "agent",
+                              "messageId": str(uuid.uuid4()),
+                              "parts": [{"kind": "text", "text": reply}]}
+    incoming = params.get("message") if isinstance(params, dict) else None
+    if isinstance(incoming, dict) and isinstance(incoming.get("contextId"), str):
+        result["contextId"] = incoming["contextId"]
+    return {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+
+class A2AServer(ThreadingHTTPServer):
+    """The agent's A2A port. Every request must carry the controller's credential
+    (`Agent.authorized`; anything else is 401, counted and reported in the next
+    heartbeat). POST `/` or `/a2a`: JSON-RPC `message/send`, answered by `respond`
+    (an `A2AError` it raises is a JSON-RPC error). GET `/.well-known/agent.json` (or
+    `agent-card.json`): `card()`. GET `/healthz`: `health()`."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, agent: Agent, respond: Respond, card: Callable[[], Mapping[str, Any]],
+                 health: Callable[[], Health] = Health, *,
+                 address: tuple[str, int] | None = None, server_version: str = "wsctl-kit"
+                 ) -> None:
+        self.agent = agent
+        self._respond = respond
+        self._card = card
+        self._health = health
+        self.server_version = server_version
+        # 0.0.0.0: the controller calls in on the workspace network.
+        super().__init__(address or ("0.0.0.0", agent.port), _A2AHandler)  # noqa: S104
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+def serve_a2a(agent: Agent, respond: Respond, card: Mapping[str, Any] | None = None,
+              health: Callable[[], Health] = Health) -> A2AServer:
+    """An `A2AServer` on the agent's port, serving in a daemon thread; `card` (default
+    the one `register` was given) is its agent card."""
+    def current_card() -> Mapping[str, Any]:
+        if card is not None:
+            return card
+        registration = agent._registration
+        return registration[0] if registration is not None else {}
+
+    server = A2AServer(agent, respond, current_card, health)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                     name="wsctl-a2a", daemon=True).start()
+    return server
+
+
+class _A2AHandler(BaseHTTPRequestHandler):
+    server: A2AServer
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self) -> str:
+        return self.server.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Per-request lines at debug only: the controller's probes would flood the log.
+        self.server.agent._log("debug", "http_request", method=self.command,
+                               path=self.path.split("?", 1)[0])
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status >= 400:  # a body left unread must not be taken for the next request
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _refused(self) -> bool:
+        agent = self.server.agent
+        if agent.authorized(self.headers.get("Authorization")):
+            return False
+        agent._log("warning", "a2a_refused", path=self.path.split("?", 1)[0],
+                   credential_file="present" if agent.a2a_credential() else "missing")
+        self._send(401, {"error": {"class": "unauthorized",
+                                   "message": "the controller's credential is required"}})
+        return True
+
+    def do_GET(self) -> None:
+        if self._refused():
+            return
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            health = self.server.agent._health(self.server._health)
+            self._send(200, {"status": health.status, "error_detail": health.detail})
+        elif path in CARD_PATHS:
+            self._send(200, dict(self.server._card()))
+        else:
+            self._send(404, {"error": {"class": "not_found", "message": path}})
+
+    def do_POST(self) -> None:
+        if self._refused():
+            return
+        path = self.path.split("?", 1)[0]
+        if path not in ("/", "/a2a"):
+            self._send(404, {"error": {"class": "not_found", "message": path}})
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or "0")
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            self._send(413, rpc_error(None, INVALID_REQUEST, "body too large or bad length"))
+            return
+        raw = self.rfile.read(length) if length else b""
+        self._send(200, answer_rpc(raw, self.server._respond))

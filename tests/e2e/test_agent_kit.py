@@ -1,6 +1,6 @@
 """Issue 18: an agent wsctl did not write, on the agent kit, against a real `wsctl run`.
 
-The image is the example (examples/kit-agent: under 50 lines on `wsctl_kit`) on top of
+The image is the example (examples/kit-agent: 23 lines on `wsctl_kit`) on top of
 wsctl/agent:latest, built here with docker-py from the example's own Dockerfile. It
 registers, heartbeats healthy (Ready) and answers `wsctl send` through the controller,
 which it lets in by the credential the controller wrote for it."""

@@ -8,12 +8,16 @@ No sleeps-and-hope: every wait polls a condition against a deadline.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,6 +284,78 @@ def test_without_the_credential_file_nobody_is_authorized(live: LiveRegistry) ->
     assert not live.agent().authorized(f"Bearer {A2A}")
 
 
+def a2a(port: int, body: object = None, *, path: str = "/", credential: str | None = A2A,
+        raw: bytes | None = None) -> tuple[int, Any]:
+    """One request to an agent's A2A port, as the controller's proxy makes it."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    if credential is not None:
+        request.add_header("Authorization", f"Bearer {credential}")
+    try:
+        with urllib.request.urlopen(request, timeout=DEADLINE) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def too_large(port: int) -> int:
+    """A request announcing a body over the limit: answered before the body is sent."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        connection.putrequest("POST", "/")
+        connection.putheader("Authorization", f"Bearer {A2A}")
+        connection.putheader("Content-Length", str(kit.MAX_BODY_BYTES + 1))
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def send(text: str, **message: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 7, "method": "message/send",
+            "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": text}],
+                                   **message}}}
+
+
+def test_serve_a2a_answers_message_send_for_the_controller_only(live: LiveRegistry) -> None:
+    agent = live.agent(port=0)
+
+    def respond(text: str) -> str:
+        if text == "fail":
+            raise kit.A2AError("the model said no")
+        return f"heard: {text}"
+
+    server = kit.serve_a2a(agent, respond, health=lambda: kit.Health.unhealthy("llm-auth: x"))
+    try:
+        agent.register(CARD)
+        status, answer = a2a(server.port, send("hi", contextId="c-1"))
+        assert status == 200 and answer["id"] == 7
+        assert answer["result"]["parts"] == [{"kind": "text", "text": "heard: hi"}]
+        assert answer["result"]["contextId"] == "c-1" and answer["result"]["role"] == "agent"
+        assert a2a(server.port, send("fail"))[1]["error"] == {
+            "code": kit.ANSWER_FAILED, "message": "the model said no"}
+        assert a2a(server.port, path="/.well-known/agent-card.json") == (200, CARD)
+        assert a2a(server.port, path="/healthz") == (
+            200, {"status": "unhealthy", "error_detail": "llm-auth: x"})
+        # what is not a message/send with text is a JSON-RPC error, not an exception
+        errors = [a2a(server.port, raw=b"{nope")[1]["error"]["code"],
+                  a2a(server.port, {"jsonrpc": "2.0", "id": 1, "method": "tasks/get"})[1]
+                  ["error"]["code"],
+                  a2a(server.port, send("x", parts=[]))[1]["error"]["code"]]
+        assert errors == [kit.PARSE_ERROR, kit.METHOD_NOT_FOUND, kit.INVALID_PARAMS]
+        assert too_large(server.port) == 413
+        # anyone without the controller's credential: 401, counted in the next heartbeat
+        assert a2a(server.port, send("hi"), credential=None)[0] == 401
+        assert a2a(server.port, path="/healthz", credential=live.token)[0] == 401
+        before = live.registry.counters.a2a_refused
+        agent.heartbeat()
+        assert live.registry.counters.a2a_refused == before + 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_register_waits_while_the_registry_is_down_and_stop_ends_the_wait(
         live: LiveRegistry) -> None:
     agent = kit.Agent(ALICE, "http://127.0.0.1:9", token_file=str(live.token_file),
@@ -341,7 +417,8 @@ def test_the_kit_is_one_importable_file(tmp_path: Path) -> None:
 
 def test_the_public_names_are_the_documented_ones() -> None:
     assert set(kit.__all__) == {
-        "PROTOCOL_HEADER", "PROTOCOL_VERSION", "Agent", "ConfigError", "Health", "KitError",
-        "NotRegistered", "ProtocolMismatch", "RegistrationRefused", "RegistryError",
-        "RegistryUnavailable", "Stopped", "TokenMissing", "Unauthorized"}
+        "PROTOCOL_HEADER", "PROTOCOL_VERSION", "A2AError", "A2AServer", "Agent", "ConfigError",
+        "Health", "KitError", "NotRegistered", "ProtocolMismatch", "RegistrationRefused",
+        "RegistryError", "RegistryUnavailable", "Stopped", "TokenMissing", "Unauthorized",
+        "serve_a2a"}
     assert all(hasattr(kit, name) for name in kit.__all__)
