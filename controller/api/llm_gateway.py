@@ -15,9 +15,9 @@ Answers of its own, in the provider's error shape (`llm_wire`), by class:
 - 429 `rate_limited` (+ Retry-After): the source failed credential checks too often
   (`FailedAuthLimiter`, as the registry), before any lookup;
 - 404 `unknown_provider`, `not_found` (a path outside the provider's API);
-- 401 `missing_credential`, `invalid_credential`, `stale_credential` (revoked: an
-  older container generation), `expired_credential`; each spends the source's
-  failed-auth budget;
+- 401 `missing_credential`; 401 `invalid_credential`, `stale_credential` (revoked:
+  an older container generation), `expired_credential`, each of which spends the
+  source's failed-auth budget;
 - 403 `wrong_provider`: a valid credential on another provider's path (403, not
   404: the caller is known, and the path exists for other workspaces);
 - 413 `body_too_large`: over `max_request_bytes`, declared or streamed;
@@ -343,10 +343,14 @@ class LlmGateway:
                     cls = "expired_credential" if cls != "stale_credential" else cls
                 else:
                     return row
-        self.limiter.spend(source)
-        if self.limiter.retry_after(source) is not None:
-            log.warning("%s: out of failed-auth budget on the LLM gateway; further requests "
-                        "get 429 for a while", source)
+        # Only a credential that failed is a guess. No credential guesses nothing and
+        # costs no lookup; Claude Code's keyless warm-up (HEAD of its base URL, once
+        # per run) must not lock a workspace out of its own gateway.
+        if presented:
+            self.limiter.spend(source)
+            if self.limiter.retry_after(source) is not None:
+                log.warning("%s: out of failed-auth budget on the LLM gateway; further "
+                            "requests get 429 for a while", source)
         message = {"missing_credential": "a workspace LLM credential is required",
                    "invalid_credential": "credential not recognised",
                    "stale_credential": "credential revoked (an older container generation)",

@@ -691,6 +691,10 @@ async def test_failed_credential_checks_are_rate_limited_per_source(
     memory = Memory()
     async for env in _start(upstream, memory, limiter=limiter):
         _no_secret_in_logs.extend(env.credentials.values())
+        async with aiohttp.ClientSession() as session:  # no credential guesses nothing
+            for _ in range(5):  # e.g. Claude Code's warm-up, once per `claude -p`
+                async with session.head(f"{env.gateway_url}/llm/anthropic/") as answer:
+                    assert answer.status == 401
         bad = env.anthropic("not-a-credential-000000")
         for _ in range(2):
             with pytest.raises(anthropic.AuthenticationError):
