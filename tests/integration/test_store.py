@@ -260,6 +260,35 @@ async def test_listener_reconnects_after_connection_loss(store: Store, fresh_dsn
     assert not listener.connected
 
 
+async def test_every_follower_shares_one_listen_connection(store: Store,
+                                                            fresh_dsn: str) -> None:
+    """The driver, the gateway's caches and the watches all follow changes: one LISTEN
+    connection serves them all, notifications and reconnects alike."""
+    firsts: asyncio.Queue[WorkspaceKey] = asyncio.Queue()
+    seconds: asyncio.Queue[WorkspaceKey] = asyncio.Queue()
+    reconnected = [asyncio.Event(), asyncio.Event()]
+    one = await store.listen_workspace_changes(firsts.put_nowait,
+                                               on_reconnect=reconnected[0].set)
+    two = await store.listen_workspace_changes(seconds.put_nowait,
+                                               on_reconnect=reconnected[1].set)
+    assert one is two
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        listening = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'LISTEN%'")
+        assert listening == 1
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", one.backend_pid)
+    finally:
+        await conn.close()
+    for event in reconnected:
+        await asyncio.wait_for(event.wait(), WAIT)
+    await store.apply_workspace(make_workspace())
+    alice = WorkspaceKey("default", "alice")
+    assert await asyncio.wait_for(firsts.get(), WAIT) == alice
+    assert await asyncio.wait_for(seconds.get(), WAIT) == alice
+
+
 # ------------------------------------------------------------------ tokens
 
 

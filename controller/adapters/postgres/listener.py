@@ -47,14 +47,25 @@ class WorkspaceListener:
         health_interval_seconds: float = 30.0,
     ) -> None:
         self._dsn = dsn
-        self._callback = callback
-        self._on_reconnect = on_reconnect
+        self._subscribers: list[tuple[WorkspaceChangeCallback, Callable[[], None] | None]] = [
+            (callback, on_reconnect)]
         self._max_backoff = max_backoff_seconds
         self._health_interval = health_interval_seconds
         self._conn: _Conn | None = None
         self._lost = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, callback: WorkspaceChangeCallback,
+                  on_reconnect: Callable[[], None] | None = None) -> None:
+        """One more `callback` (and `on_reconnect`) on this connection: every part of a
+        controller that follows changes shares one LISTEN connection. Each part
+        subscribes once at start-up, so the list stays as long as the parts are."""
+        self._subscribers.append((callback, on_reconnect))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def connected(self) -> bool:
@@ -100,10 +111,11 @@ class WorkspaceListener:
         except ValueError:
             log.warning("ignoring malformed %s payload %r", NOTIFY_CHANNEL, payload)
             return
-        try:
-            self._callback(key)
-        except Exception:
-            log.exception("workspace change callback failed for %s", key)
+        for callback, _ in list(self._subscribers):
+            try:
+                callback(key)
+            except Exception:
+                log.exception("workspace change callback failed for %s", key)
 
     def _terminated(self, conn: object) -> None:
         if not self._closed and conn is self._conn:
@@ -144,8 +156,10 @@ class WorkspaceListener:
                 log.info("LISTEN reconnect failed (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
-        if self._on_reconnect is not None and not self._closed:
+        for _, on_reconnect in list(self._subscribers):
+            if on_reconnect is None or self._closed:
+                continue
             try:
-                self._on_reconnect()
+                on_reconnect()
             except Exception:
                 log.exception("on_reconnect callback failed")

@@ -172,8 +172,14 @@ class WorkspacesMixin:
         *,
         on_reconnect: Callable[[], None] | None = None,
     ) -> WorkspaceListener:
-        """Start a `WorkspaceListener`; it is closed by `close()` of the listener or store."""
+        """Follow desired-state changes. One `WorkspaceListener` (one connection) per
+        store: a second call subscribes to the first's. Closed by `close()` of the
+        listener or the store."""
+        live = [listener for listener in self._listeners if not listener.closed]
+        if live:
+            live[0].subscribe(callback, on_reconnect)
+            return live[0]
         listener = WorkspaceListener(self._dsn, callback, on_reconnect)
         await listener.start()
-        self._listeners.append(listener)
+        self._listeners[:] = [listener]
         return listener
