@@ -31,7 +31,7 @@ KeyHeader = Literal["x-api-key", "bearer"]
 """How the provider expects the key on the wire: `x-api-key: <key>` or
 `Authorization: Bearer <key>`."""
 
-# What Anthropic-compatible providers' own Claude Code guides set to their model.
+# Claude Code's model tiers: a provider that knows no Claude names needs each set to its model.
 CLAUDE_CODE_TIERS = (
     "ANTHROPIC_SMALL_FAST_MODEL",
     "ANTHROPIC_DEFAULT_HAIKU_MODEL",

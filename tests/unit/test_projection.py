@@ -68,7 +68,7 @@ CLAUDE_TIERS = {"ANTHROPIC_SMALL_FAST_MODEL", "ANTHROPIC_DEFAULT_HAIKU_MODEL",
 @pytest.mark.parametrize("provider", sorted(EXPECTED))
 def test_claude_code_tiers_name_the_model_of_a_compatible_provider(provider: str) -> None:
     """Claude Code asks a small fast model for side work; MiniMax, DeepSeek and Moonshot
-    know no Claude model names, so every tier is their model (as their guides set it)."""
+    know no Claude model names, so every tier is their model."""
     env = project(with_provider(provider), SECRETS, SETTINGS).env
     tiers = {name: env[name].value for name in CLAUDE_TIERS if name in env}
     if provider in {"minimax", "deepseek", "moonshot"}:
