@@ -42,7 +42,7 @@ class Store(WorkspacesMixin, SecretsMixin, TokensMixin, RegistryMixin, HistoryMi
     def __init__(self, pool: _Pool, dsn: str, secret_key: KeySource | None = None) -> None:
         self._pool = pool
         self._dsn = dsn
-        self._listeners: list[WorkspaceListener] = []
+        self._listener: WorkspaceListener | None = None
         self._secret_key = secret_key
 
     @property
@@ -94,9 +94,9 @@ class Store(WorkspacesMixin, SecretsMixin, TokensMixin, RegistryMixin, HistoryMi
         return store
 
     async def close(self) -> None:
-        for listener in self._listeners:
+        listener, self._listener = self._listener, None
+        if listener is not None:
             await listener.close()
-        self._listeners.clear()
         await self._pool.close()
 
     @_translated

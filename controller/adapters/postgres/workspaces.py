@@ -53,7 +53,7 @@ class WorkspacesMixin:
 
     _pool: _Pool
     _dsn: str
-    _listeners: list[WorkspaceListener]
+    _listener: WorkspaceListener | None
 
     @_translated
     async def apply_workspace(self, ws: Workspace) -> Workspace:
@@ -175,11 +175,10 @@ class WorkspacesMixin:
         """Follow desired-state changes. One `WorkspaceListener` (one connection) per
         store: a second call subscribes to the first's. Closed by `close()` of the
         listener or the store."""
-        live = [listener for listener in self._listeners if not listener.closed]
-        if live:
-            live[0].subscribe(callback, on_reconnect)
-            return live[0]
+        if self._listener is not None and not self._listener.closed:
+            self._listener.subscribe(callback, on_reconnect)
+            return self._listener
         listener = WorkspaceListener(self._dsn, callback, on_reconnect)
         await listener.start()
-        self._listeners[:] = [listener]
+        self._listener = listener
         return listener
