@@ -17,8 +17,6 @@ from .config import Config
 from .history import History
 from .state import AgentState, agent_card
 
-LLM_FAILED = kit.ANSWER_FAILED
-
 Completer = Callable[[Config, list[dict[str, str]]], str]
 """(config, messages: earlier turns then the new user message) -> the reply text."""
 
@@ -57,7 +55,7 @@ class AgentServer(kit.A2AServer):
             if exc.is_auth_error:
                 self.state.set_llm_error(f"llm-auth: {exc}")
             log.warning("message_failed", error=str(exc))
-            raise kit.A2AError(str(exc), LLM_FAILED) from None
+            raise kit.A2AError(str(exc)) from None
         finally:
             self.state.task_finished()
         if self.config.has_llm_credential:
