@@ -9,8 +9,6 @@ import os
 import stat
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 
 from controller.agent import claude_code, kit
 from controller.agent.claude_code import QUIET, ClaudeError, Front, ask_claude, claude_env
+from tests.unit.helpers import A2A_CREDENTIAL, a2a, message_send
 
 TOKEN = "gw-credential-" + "x" * 29
 
@@ -158,24 +157,11 @@ def test_no_credential_runs_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "calls.json").exists()
 
 
-A2A = "a2a-" + "c" * 40
-
-
-def post(port: int, body: Any, credential: str = A2A) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/", data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {credential}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+A2A = A2A_CREDENTIAL
 
 
 def send(text: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": 7, "method": "message/send",
-            "params": {"message": {"role": "user", "contextId": "ctx-1",
-                                   "parts": [{"kind": "text", "text": text}]}}}
+    return message_send(text, contextId="ctx-1")
 
 
 def test_a2a_message_send_is_answered_through_the_front_on_the_kit(tmp_path: Path) -> None:
@@ -189,7 +175,7 @@ def test_a2a_message_send_is_answered_through_the_front_on_the_kit(tmp_path: Pat
     threading.Thread(target=front.serve_forever, kwargs={"poll_interval": 0.05},
                      daemon=True).start()
     try:
-        status, answered = post(port, send("write hello.txt"))
+        status, answered = a2a(port, send("write hello.txt"))
         assert status == 200
         assert answered["result"]["parts"] == [{"kind": "text", "text": "written hello.txt"}]
         assert answered["result"]["contextId"] == "ctx-1"
@@ -198,7 +184,7 @@ def test_a2a_message_send_is_answered_through_the_front_on_the_kit(tmp_path: Pat
         assert front.health() == kit.Health(active_tasks=0)
         # a refused credential: 401, and Claude Code is not run
         (tmp_path / "calls.json").unlink()
-        status, refused = post(port, send("not you"), credential="a2a-wrong")
+        status, refused = a2a(port, send("not you"), credential="a2a-wrong")
         assert status == 401 and refused["error"]["class"] == "unauthorized"
         assert not (tmp_path / "calls.json").exists()
         # a Claude Code failure: an A2A error with its message; a 401 marks health
@@ -206,7 +192,7 @@ def test_a2a_message_send_is_answered_through_the_front_on_the_kit(tmp_path: Pat
                                   "api_error_status": 401,
                                   "result": "API Error: 401 stale_credential"})
         fake_claude(tmp_path, failed_json + "\n", code=1)
-        status, failed = post(port, send("again"))
+        status, failed = a2a(port, send("again"))
         assert status == 200
         assert failed["error"] == {"code": -32000, "message": "Claude Code failed (LLM API "
                                    "answered 401): API Error: 401 stale_credential"}
@@ -214,12 +200,12 @@ def test_a2a_message_send_is_answered_through_the_front_on_the_kit(tmp_path: Pat
         assert health.status == "unhealthy" and "llm-auth" in str(health.detail)
         # the controller's restart context is acknowledged without running Claude Code
         (tmp_path / "calls.json").unlink()
-        status, noted = post(port, send("[system:restart-context] This workspace's "
+        status, noted = a2a(port, send("[system:restart-context] This workspace's "
                                         "container was recreated (reason: X)."))
         assert status == 200 and noted["result"]["parts"][0]["text"].startswith("noted")
         assert not (tmp_path / "calls.json").exists()
         # an unknown method is refused without running anything
-        status, unknown = post(port, {"jsonrpc": "2.0", "id": 1, "method": "tasks/get"})
+        status, unknown = a2a(port, {"jsonrpc": "2.0", "id": 1, "method": "tasks/get"})
         assert unknown["error"]["code"] == -32601
     finally:
         front.shutdown()

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +28,13 @@ from controller.api import registry as registry_module
 from controller.api.registry import MAX_BODY, Registry
 from controller.core import tokens
 from tests.unit.fakes import FakeStore
-from tests.unit.helpers import workspace
+from tests.unit.helpers import A2A_CREDENTIAL, a2a, message_send, workspace
 
 REPO = Path(__file__).resolve().parents[2]
 ALICE = "default.alice"
 OWN_NAME = "wsctl-default.alice-g1"
 OWN_URL = f"http://{OWN_NAME}:8000"
-A2A = "a2a-" + "c" * 40
+A2A = A2A_CREDENTIAL
 CARD = {"name": "alice", "url": OWN_URL, "version": "1", "skills": [{"id": "echo"}]}
 DEADLINE = 10.0
 T = TypeVar("T")
@@ -284,21 +281,6 @@ def test_without_the_credential_file_nobody_is_authorized(live: LiveRegistry) ->
     assert not live.agent().authorized(f"Bearer {A2A}")
 
 
-def a2a(port: int, body: object = None, *, path: str = "/", credential: str | None = A2A,
-        raw: bytes | None = None) -> tuple[int, Any]:
-    """One request to an agent's A2A port, as the controller's proxy makes it."""
-    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                     headers={"Content-Type": "application/json"})
-    if credential is not None:
-        request.add_header("Authorization", f"Bearer {credential}")
-    try:
-        with urllib.request.urlopen(request, timeout=DEADLINE) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def too_large(port: int) -> int:
     """A request announcing a body over the limit: answered before the body is sent."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
@@ -312,12 +294,6 @@ def too_large(port: int) -> int:
         connection.close()
 
 
-def send(text: str, **message: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": 7, "method": "message/send",
-            "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": text}],
-                                   **message}}}
-
-
 def test_serve_a2a_answers_message_send_for_the_controller_only(live: LiveRegistry) -> None:
     agent = live.agent(port=0)
 
@@ -329,11 +305,11 @@ def test_serve_a2a_answers_message_send_for_the_controller_only(live: LiveRegist
     server = kit.serve_a2a(agent, respond, health=lambda: kit.Health.unhealthy("llm-auth: x"))
     try:
         agent.register(CARD)
-        status, answer = a2a(server.port, send("hi", contextId="c-1"))
+        status, answer = a2a(server.port, message_send("hi", contextId="c-1"))
         assert status == 200 and answer["id"] == 7
         assert answer["result"]["parts"] == [{"kind": "text", "text": "heard: hi"}]
         assert answer["result"]["contextId"] == "c-1" and answer["result"]["role"] == "agent"
-        assert a2a(server.port, send("fail"))[1]["error"] == {
+        assert a2a(server.port, message_send("fail"))[1]["error"] == {
             "code": kit.ANSWER_FAILED, "message": "the model said no"}
         assert a2a(server.port, path="/.well-known/agent-card.json") == (200, CARD)
         assert a2a(server.port, path="/healthz") == (
@@ -342,11 +318,11 @@ def test_serve_a2a_answers_message_send_for_the_controller_only(live: LiveRegist
         errors = [a2a(server.port, raw=b"{nope")[1]["error"]["code"],
                   a2a(server.port, {"jsonrpc": "2.0", "id": 1, "method": "tasks/get"})[1]
                   ["error"]["code"],
-                  a2a(server.port, send("x", parts=[]))[1]["error"]["code"]]
+                  a2a(server.port, message_send("x", parts=[]))[1]["error"]["code"]]
         assert errors == [kit.PARSE_ERROR, kit.METHOD_NOT_FOUND, kit.INVALID_PARAMS]
         assert too_large(server.port) == 413
         # anyone without the controller's credential: 401, counted in the next heartbeat
-        assert a2a(server.port, send("hi"), credential=None)[0] == 401
+        assert a2a(server.port, message_send("hi"), credential=None)[0] == 401
         assert a2a(server.port, path="/healthz", credential=live.token)[0] == 401
         before = live.registry.counters.a2a_refused
         agent.heartbeat()
